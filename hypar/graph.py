@@ -1,0 +1,160 @@
+"""The layer graph: what the ONNX importer produces and the cost model and solvers consume.
+
+A layer graph is a ``networkx.DiGraph`` whose nodes are layer names (str) with attribute
+``layer`` (a :class:`Layer`), and whose edges ``(producer, consumer)`` carry attribute
+``tensor`` (a :class:`Tensor`, the activation passed) and ``slots`` (tuple of the consumer's
+activation-input positions that receive it). Graph-level attributes: ``name`` (model name),
+``batch`` (bound batch size), ``inputs`` (tuple of graph-input :class:`Tensor`), ``outputs``
+(tuple of graph-output :class:`Tensor`) and ``input_consumers`` (dict tensor name -> tuple of
+consumer layer names).
+
+Contracts:
+- Node insertion order is a topological order, ties broken by ONNX node order; use
+  :func:`topo_layers` for a deterministic order everywhere.
+- Only activations are edges; weights are folded into their layer (``weight_elements``).
+- Shape-computation subgraphs (Shape, Constant, Range, ...) never appear.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import prod
+
+import networkx as nx
+
+# Layer kinds. Decision layers are the weighted ops plus activation x activation MatMul.
+CONV = "conv"                # Conv / ConvTranspose (groups recorded)
+GEMM = "gemm"                # Gemm, or MatMul with one weight operand
+EMBEDDING = "embedding"      # Gather on an initializer (lookup table)
+MATMUL_ACT = "matmul_act"    # activation x activation MatMul (attention scores / context)
+# Non-weighted kinds (layout carriers).
+ELEMENTWISE = "elementwise"  # unary ops and ops with a constant operand (Relu, Gelu, Dropout, bias Add, ...)
+BINARY = "binary"            # two or more activation inputs, elementwise (residual Add, Mul, ...)
+BATCHNORM = "batchnorm"      # BatchNormalization (statistics over batch + spatial)
+FEATURENORM = "featurenorm"  # LayerNormalization / GroupNorm / InstanceNorm / LRN (stats over features)
+SOFTMAX = "softmax"          # Softmax / LogSoftmax over ``axis``
+REDUCE = "reduce"            # ReduceMean etc. over ``axes``
+POOL = "pool"                # MaxPool / AveragePool / GlobalAveragePool
+RESHAPE = "reshape"          # Reshape / Flatten / Squeeze / Unsqueeze / Transpose
+CONCAT = "concat"            # Concat
+SPLIT = "split"              # Split / Slice
+OPAQUE = "opaque"            # unknown op: needs the full tensor
+
+WEIGHTED_KINDS = frozenset({CONV, GEMM, EMBEDDING})
+DECISION_KINDS = frozenset({CONV, GEMM, EMBEDDING, MATMUL_ACT})
+
+
+@dataclass(frozen=True, slots=True)
+class Tensor:
+    """An activation tensor with its bound shape.
+
+    ``batch_axis`` is the axis holding the batch (type I splits it; None when the tensor has
+    none); ``feature_axis`` is the channel / hidden / head axis (types II/III split it; None when
+    there is none, e.g. token ids).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    batch_axis: int | None = 0
+    feature_axis: int | None = None
+
+    @property
+    def elements(self) -> int:
+        """Element count A(.) of the whole tensor."""
+        return prod(self.shape)
+
+
+@dataclass(frozen=True, slots=True)
+class Layer:
+    """One node of the layer graph.
+
+    For decision layers (``kind`` in DECISION_KINDS) the matrix view of SPEC.md §1 holds:
+    ``batch`` = B, ``d_in`` = Di (input channels / features; for MATMUL_ACT the contraction
+    size), ``d_out`` = Do (output channels / features), ``in_spatial`` / ``out_spatial`` the
+    spatial (or sequence) sizes multiplying the rows, ``kernel`` the kernel sizes, ``groups``
+    the conv groups (``heads`` for MATMUL_ACT: the batch-like head count). Element counts:
+    ``in_elements`` = A(F_in), ``out_elements`` = A(F_out), ``weight_elements`` = A(W) (0 when
+    unweighted), ``bias_elements`` the bias. ``macs`` = forward multiply-accumulates.
+    Non-weighted layers leave the matrix fields at 0 / () and keep ``attrs`` (e.g. ``axis``,
+    ``axes``, ``perm``) for their layout rules.
+    """
+
+    name: str
+    op: str
+    kind: str
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    batch: int = 0
+    d_in: int = 0
+    d_out: int = 0
+    in_spatial: tuple[int, ...] = ()
+    out_spatial: tuple[int, ...] = ()
+    kernel: tuple[int, ...] = ()
+    groups: int = 1
+    heads: int = 1
+    in_elements: int = 0
+    out_elements: int = 0
+    weight_elements: int = 0
+    bias_elements: int = 0
+    macs: int = 0
+    attrs: tuple[tuple[str, object], ...] = field(default=())
+
+    @property
+    def weighted(self) -> bool:
+        return self.kind in WEIGHTED_KINDS
+
+    @property
+    def decision(self) -> bool:
+        return self.kind in DECISION_KINDS
+
+    @property
+    def params(self) -> int:
+        """Trainable parameter count (weight + bias)."""
+        return self.weight_elements + self.bias_elements
+
+    def attr(self, key: str, default: object = None) -> object:
+        for k, v in self.attrs:
+            if k == key:
+                return v
+        return default
+
+
+def new_graph(name: str, batch: int) -> nx.DiGraph:
+    """An empty layer graph with its graph-level attributes set."""
+    g = nx.DiGraph(name=name, batch=batch, inputs=(), outputs=(), input_consumers={})
+    return g
+
+
+def add_layer(g: nx.DiGraph, layer: Layer) -> None:
+    """Add a layer node; names must be unique."""
+    if layer.name in g:
+        raise ValueError(f"duplicate layer name {layer.name!r}")
+    g.add_node(layer.name, layer=layer)
+
+
+def add_edge(g: nx.DiGraph, producer: str, consumer: str, tensor: Tensor, slot: int) -> None:
+    """Connect ``producer``'s output ``tensor`` to input position ``slot`` of ``consumer``."""
+    if g.has_edge(producer, consumer):
+        data = g.edges[producer, consumer]
+        data["slots"] = tuple(sorted(set(data["slots"]) | {slot}))
+    else:
+        g.add_edge(producer, consumer, tensor=tensor, slots=(slot,))
+
+
+def topo_layers(g: nx.DiGraph) -> list[str]:
+    """Layer names in a deterministic topological order (ties by insertion order)."""
+    order = {n: i for i, n in enumerate(g.nodes)}
+    return list(nx.lexicographical_topological_sort(g, key=lambda n: order[n]))
+
+
+def layer(g: nx.DiGraph, name: str) -> Layer:
+    return g.nodes[name]["layer"]
+
+
+def decision_layers(g: nx.DiGraph) -> list[str]:
+    """Decision-layer names in deterministic topological order."""
+    return [n for n in topo_layers(g) if layer(g, n).decision]
+
+
+def weighted_layers(g: nx.DiGraph) -> list[str]:
+    return [n for n in topo_layers(g) if layer(g, n).weighted]
