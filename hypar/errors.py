@@ -34,3 +34,7 @@ class SolverError(HyparError):
 
 class InfeasibleError(SolverError):
     """No assignment satisfies the constraints (e.g. the per-PE memory capacity)."""
+
+
+class HyparWarning(UserWarning):
+    """Something was handled conservatively (e.g. an unknown op kept opaque); results still valid."""
