@@ -1,0 +1,621 @@
+"""Integer linear program of one level (SPEC §5), solved with PuLP. The only module importing pulp.
+
+Formulation (minimise; every group cost is non-negative):
+
+- ``x_i_c`` binary, one-hot per node (``sum_c x_i_c = 1``). A node with one choice is a constant
+  and gets no variable; so is a node that touches nothing but its own costs (it takes its
+  cheapest choice directly).
+- ``y_u_v_s_t`` in [0, 1] per pair of nodes joined by a cost matrix that is neither zero nor
+  additively separable (``M[s,t] = a[s] + b[t]``, folded into node costs), with the marginal
+  constraints ``sum_t y = x_u_s`` and ``sum_s y = x_v_t``; the one-hots make them integral.
+  Parallel edges are merged first.
+- Group terms ("charged once if any member is active"), members grouped per node
+  (``m_v = sum of x_v_t over the member choices of v``): without an anchor ``w_g >= m_v`` and the
+  cost on ``w_g``; with an anchor ``z_g >= x_anchor + m_v - 1`` and the cost on ``z_g``. A group
+  with one member node and no anchor is a node cost; with an anchor, a pair cost.
+- Memory rows ``sum coef * x <= capacity`` (constant parts moved to the right-hand side).
+
+Solver variables are named by index only. The objective handed to the backend is scaled so
+that its largest coefficient is 1; the reported objective is always recomputed exactly with
+:meth:`LevelProblem.objective`.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import signal
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pulp
+
+from hypar.errors import InfeasibleError, SolverError
+from hypar.exact import check_problem, solve_brute_force, solve_chain_dp
+from hypar.problem import LevelProblem
+from hypar.solution import LevelSolution
+
+#: hypar backend name -> PuLP solver name.
+BACKENDS = {"highs": "HiGHS", "cbc": "PULP_CBC_CMD"}
+
+#: Extra wall-clock seconds a backend gets beyond its own time limit before it is abandoned.
+HARD_STOP_MARGIN_SECONDS = 2.0
+
+_SEPARABLE_RTOL = 1e-12
+_MEMORY_RTOL = 1e-12  # same slack as LevelProblem.feasible
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends
+
+def available_backends() -> list[str]:
+    """Names of the ILP backends that can run here, in preference order.
+
+    Examples
+    --------
+    >>> "highs" in available_backends()
+    True
+    """
+    found = set(pulp.listSolvers(onlyAvailable=True))
+    names = []
+    if "HiGHS" in found:
+        names.append("highs")
+    if "PULP_CBC_CMD" in found or "COIN_CMD" in found:
+        names.append("cbc")
+    return names
+
+
+def _backend_error(backend: str, why: str) -> SolverError:
+    installed = pulp.listSolvers(onlyAvailable=True)
+    return SolverError(
+        f"ILP backend {backend!r} {why}; hypar backends are {sorted(BACKENDS)}, "
+        f"installed PuLP solvers: {installed or 'none'}; "
+        "install HiGHS with `pip install highspy` (CBC comes with `pip install pulp`)")
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise _backend_error(backend, "is unknown")
+    if backend not in available_backends():
+        raise _backend_error(backend, "is not available")
+
+
+class _HiGHS(pulp.HiGHS):  # type: ignore[misc,valid-type]
+    """pulp.HiGHS that can start from an incumbent (values set on the variables)."""
+
+    def __init__(self, *args, warm_start: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.warm_start = warm_start
+
+    def callSolver(self, lp):  # noqa: N802 - PuLP's name
+        if self.warm_start:
+            import highspy
+
+            sol = highspy.HighsSolution()
+            values = [0.0] * lp.solverModel.getNumCol()
+            for var in lp.variables():
+                if var.varValue is not None:
+                    values[var.index] = float(var.varValue)
+            sol.col_value = values
+            lp.solverModel.setSolution(sol)
+        super().callSolver(lp)
+
+
+def _make_solver(backend: str, time_limit: float, gap: float, threads: int, warm: bool):
+    if backend == "highs":
+        return _HiGHS(msg=False, timeLimit=time_limit, gapRel=gap, gapAbs=1e-9,
+                      threads=threads, warm_start=warm, random_seed=0)
+    found = pulp.listSolvers(onlyAvailable=True)
+    kwargs = dict(msg=False, timeLimit=time_limit, gapRel=gap, gapAbs=1e-9, threads=threads,
+                  warmStart=warm, options=["randomSeed 1", "randomCbcSeed 1"])
+    if "COIN_CMD" in found:
+        return pulp.COIN_CMD(**kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return pulp.PULP_CBC_CMD(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reduction: an equivalent, smaller model
+
+@dataclass
+class _Group:
+    cost: float
+    members: list[tuple[int, tuple[int, ...]]]   # (free node, member choices), node ascending
+    anchor: tuple[int, int] | None
+
+
+@dataclass
+class _Reduced:
+    """The problem with constants folded out. Objective = const + the free part."""
+
+    sizes: list[int]
+    fixed: dict[int, int]                         # node -> choice, no variable
+    free: list[int]                               # nodes with variables, ascending
+    const: float = 0.0
+    lin: dict[int, np.ndarray] = field(default_factory=dict)        # free node -> costs
+    pairs: list[tuple[int, int, np.ndarray]] = field(default_factory=list)  # u < v, both free
+    groups: list[_Group] = field(default_factory=list)
+    memory: list[tuple[dict[int, np.ndarray], float]] = field(default_factory=list)
+
+
+def _is_separable(m: np.ndarray) -> bool:
+    resid = m - m[:, :1] - m[:1, :] + m[0, 0]
+    scale = float(np.max(np.abs(m)))
+    return bool(np.all(np.abs(resid) <= _SEPARABLE_RTOL * scale))
+
+
+def _reduce(problem: LevelProblem) -> _Reduced:
+    """Fold everything that needs no variable into constants and node costs (exactly)."""
+    sizes = [len(c) for c in problem.choices]
+    n = len(sizes)
+    fixed = {i: 0 for i in range(n) if sizes[i] == 1}
+    red = _Reduced(sizes=sizes, fixed=fixed, free=[])
+    lin = [np.array(problem.node_cost[i], dtype=float) for i in range(n)]
+    pair: dict[tuple[int, int], np.ndarray] = {}
+
+    def add_pair(u: int, v: int, m: np.ndarray) -> None:
+        if u > v:
+            u, v, m = v, u, m.T
+        if (u, v) in pair:
+            pair[(u, v)] = pair[(u, v)] + m
+        else:
+            pair[(u, v)] = np.array(m, dtype=float)
+
+    for (u, v), m in zip(problem.edges, problem.edge_cost):
+        add_pair(u, v, np.asarray(m, dtype=float))
+
+    # Groups: constant anchors and members resolved, single-node groups become node/pair costs.
+    merged: dict[tuple, float] = {}
+    for g in problem.groups:
+        if g.cost == 0:
+            continue
+        anchor = g.anchor
+        if anchor is not None and anchor[0] in fixed:
+            if fixed[anchor[0]] != anchor[1]:
+                continue                       # never charged
+            anchor = None                      # always satisfied
+        per_node: dict[int, set[int]] = {}
+        for v, t in g.members:
+            per_node.setdefault(v, set()).add(t)
+        always = False
+        members: dict[int, set[int]] = {}
+        for v, ts in per_node.items():
+            if v in fixed:
+                always = always or fixed[v] in ts
+            elif len(ts) == sizes[v]:
+                always = True
+            elif anchor is not None and v == anchor[0]:
+                # When the anchor holds, node v takes the anchor's choice.
+                always = always or anchor[1] in ts
+            else:
+                members[v] = ts
+        if always:
+            if anchor is None:
+                red.const += g.cost
+            else:
+                lin[anchor[0]][anchor[1]] += g.cost
+            continue
+        if not members:
+            continue
+        if len(members) == 1:
+            (v, ts), = members.items()
+            if anchor is None:
+                for t in ts:
+                    lin[v][t] += g.cost
+            else:
+                m = np.zeros((sizes[anchor[0]], sizes[v]))
+                for t in ts:
+                    m[anchor[1], t] = g.cost
+                add_pair(anchor[0], v, m)
+            continue
+        key = (anchor, tuple(sorted((v, tuple(sorted(ts))) for v, ts in members.items())))
+        merged[key] = merged.get(key, 0.0) + g.cost
+    for (anchor, members), cost in sorted(merged.items(), key=lambda kv: repr(kv[0])):
+        red.groups.append(_Group(cost, list(members), anchor))
+
+    # Pairs: fold fixed ends, zero and separable matrices into node costs.
+    kept: list[tuple[int, int, np.ndarray]] = []
+    for (u, v) in sorted(pair):
+        m = pair[(u, v)]
+        if u in fixed and v in fixed:
+            red.const += float(m[fixed[u], fixed[v]])
+        elif u in fixed:
+            lin[v] += m[fixed[u], :]
+        elif v in fixed:
+            lin[u] += m[:, fixed[v]]
+        elif not np.any(m):
+            continue
+        elif _is_separable(m):
+            lin[u] += m[:, 0]
+            lin[v] += m[0, :] - m[0, 0]
+        else:
+            kept.append((u, v, m))
+    red.pairs = kept
+
+    # Memory rows: constants to the right-hand side; drop rows that always hold.
+    involved: set[int] = set()
+    for coef, cap in problem.memory:
+        rhs = cap + abs(cap) * _MEMORY_RTOL
+        row: dict[int, np.ndarray] = {}
+        for i in range(n):
+            c = np.asarray(coef[i], dtype=float)
+            if i in fixed:
+                rhs -= float(c[fixed[i]])
+                continue
+            lo = float(np.min(c))
+            rhs -= lo
+            if np.any(c != lo):
+                row[i] = c - lo
+        worst = sum(float(np.max(c)) for c in row.values())
+        if rhs < 0:
+            raise InfeasibleError(
+                f"memory capacity {cap:.6g} is below the smallest possible use "
+                f"{cap - rhs:.6g} of the same row; raise the per-PE capacity")
+        if worst <= rhs:
+            continue
+        red.memory.append((row, rhs))
+        involved.update(row)
+
+    # Nodes touched by no pair, group or memory row take their cheapest choice directly.
+    for u, v, _ in kept:
+        involved.update((u, v))
+    for g in red.groups:
+        involved.update(v for v, _ in g.members)
+        if g.anchor is not None:
+            involved.add(g.anchor[0])
+    for i in range(n):
+        if i in fixed:
+            red.const += float(lin[i][fixed[i]])
+        elif i not in involved:
+            fixed[i] = int(np.argmin(lin[i]))     # first minimum: lowest index on ties
+            red.const += float(lin[i][fixed[i]])
+        else:
+            lo = float(np.min(lin[i]))
+            red.const += lo
+            red.lin[i] = lin[i] - lo
+            red.free.append(i)
+    return red
+
+
+# ---------------------------------------------------------------------------------------------
+# Model building
+
+@dataclass
+class _Built:
+    lp: pulp.LpProblem
+    x: dict[int, list[pulp.LpVariable]]
+    y: list[tuple[int, int, list[list[pulp.LpVariable]]]]
+    aux: list[tuple[_Group, pulp.LpVariable]]
+    n_variables: int
+    n_constraints: int
+
+
+def _var(lp: pulp.LpProblem, name: str, low: float, up: float,
+         cat: str = pulp.LpContinuous) -> pulp.LpVariable:
+    if hasattr(lp, "add_variable"):               # PuLP >= 3.3
+        return lp.add_variable(name, low, up, cat=cat)
+    return pulp.LpVariable(name, low, up, cat)
+
+
+def _build(red: _Reduced) -> _Built:
+    lp = pulp.LpProblem("level", pulp.LpMinimize)
+    width = len(str(max(len(red.sizes) - 1, 0)))
+    scale = 0.0
+    for c in red.lin.values():
+        scale = max(scale, float(np.max(c)))
+    for _, _, m in red.pairs:
+        scale = max(scale, float(np.max(np.abs(m))))
+    for g in red.groups:
+        scale = max(scale, g.cost)
+    scale = scale or 1.0
+
+    obj: list[tuple[pulp.LpVariable, float]] = []
+    x: dict[int, list[pulp.LpVariable]] = {}
+    n_cons = 0
+    for i in red.free:
+        xs = [_var(lp, f"x_{i:0{width}d}_{c}", 0, 1, pulp.LpBinary)
+              for c in range(red.sizes[i])]
+        x[i] = xs
+        obj.extend((xs[c], float(red.lin[i][c]) / scale)
+                   for c in range(len(xs)) if red.lin[i][c] != 0)
+        lp.addConstraint(pulp.LpConstraint(pulp.LpAffineExpression([(v, 1.0) for v in xs]),
+                                           pulp.LpConstraintEQ, rhs=1.0))
+        n_cons += 1
+    y = []
+    for u, v, m in red.pairs:
+        tu, tv = m.shape
+        ys = [[_var(lp, f"y_{u:0{width}d}_{v:0{width}d}_{s}_{t}", 0, 1)
+               for t in range(tv)] for s in range(tu)]
+        y.append((u, v, ys))
+        obj.extend((ys[s][t], float(m[s, t]) / scale)
+                   for s in range(tu) for t in range(tv) if m[s, t] != 0)
+        for s in range(tu):
+            terms = [(ys[s][t], 1.0) for t in range(tv)] + [(x[u][s], -1.0)]
+            lp.addConstraint(pulp.LpConstraint(pulp.LpAffineExpression(terms),
+                                               pulp.LpConstraintEQ, rhs=0.0))
+        for t in range(tv - 1):                  # the last column's marginal is implied
+            terms = [(ys[s][t], 1.0) for s in range(tu)] + [(x[v][t], -1.0)]
+            lp.addConstraint(pulp.LpConstraint(pulp.LpAffineExpression(terms),
+                                               pulp.LpConstraintEQ, rhs=0.0))
+        n_cons += tu + tv - 1
+    aux = []
+    gwidth = len(str(max(len(red.groups) - 1, 0)))
+    for k, g in enumerate(red.groups):
+        name = "z" if g.anchor is not None else "w"
+        var = _var(lp, f"{name}_{k:0{gwidth}d}", 0, 1)
+        aux.append((g, var))
+        obj.append((var, g.cost / scale))
+        for v, ts in g.members:
+            terms = [(var, 1.0)] + [(x[v][t], -1.0) for t in ts]
+            rhs = 0.0
+            if g.anchor is not None:
+                terms.append((x[g.anchor[0]][g.anchor[1]], -1.0))
+                rhs = -1.0
+            lp.addConstraint(pulp.LpConstraint(pulp.LpAffineExpression(terms),
+                                               pulp.LpConstraintGE, rhs=rhs))
+            n_cons += 1
+    for row, rhs in red.memory:
+        top = max(float(np.max(c)) for c in row.values())
+        terms = [(x[i][c], float(coef[c]) / top)
+                 for i, coef in sorted(row.items()) for c in range(len(coef)) if coef[c] != 0]
+        lp.addConstraint(pulp.LpConstraint(pulp.LpAffineExpression(terms),
+                                           pulp.LpConstraintLE, rhs=rhs / top))
+        n_cons += 1
+    lp.setObjective(pulp.LpAffineExpression(obj))
+    n_vars = sum(len(v) for v in x.values()) + sum(len(ys) * len(ys[0]) for _, _, ys in y) \
+        + len(aux)
+    return _Built(lp, x, y, aux, n_vars, n_cons)
+
+
+def _set_start(built: _Built, assignment: tuple[int, ...]) -> None:
+    """Give every variable the value it takes under ``assignment`` (a warm start)."""
+    for i, xs in built.x.items():
+        for c, var in enumerate(xs):
+            var.setInitialValue(1.0 if assignment[i] == c else 0.0)
+    for u, v, ys in built.y:
+        for s, row in enumerate(ys):
+            for t, var in enumerate(row):
+                var.setInitialValue(1.0 if (assignment[u], assignment[v]) == (s, t) else 0.0)
+    for g, var in built.aux:
+        on = any(assignment[v] in ts for v, ts in g.members)
+        if g.anchor is not None:
+            on = on and assignment[g.anchor[0]] == g.anchor[1]
+        var.setInitialValue(1.0 if on else 0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tie-breaking
+
+def _polish(problem: LevelProblem, assignment: list[int], movable: list[int]) -> list[int]:
+    """Move single nodes to lower choice indices while the objective does not rise.
+
+    A deterministic, cheap canonicalisation of equal-cost plans (and a local improvement of a
+    merely feasible one). It never makes the objective worse than ``TIE_RTOL`` relative.
+    """
+    n = len(assignment)
+    inc_edges: list[list[int]] = [[] for _ in range(n)]
+    for e, (u, v) in enumerate(problem.edges):
+        inc_edges[u].append(e)
+        inc_edges[v].append(e)
+    inc_groups: list[list[int]] = [[] for _ in range(n)]
+    for k, g in enumerate(problem.groups):
+        nodes = {v for v, _ in g.members}
+        if g.anchor is not None:
+            nodes.add(g.anchor[0])
+        for v in nodes:
+            inc_groups[v].append(k)
+    usage = [sum(float(coef[i][assignment[i]]) for i in range(n)) for coef, _ in problem.memory]
+
+    def local(i: int, a: list[int]) -> float:
+        total = float(problem.node_cost[i][a[i]])
+        for e in inc_edges[i]:
+            u, v = problem.edges[e]
+            total += float(problem.edge_cost[e][a[u], a[v]])
+        for k in inc_groups[i]:
+            g = problem.groups[k]
+            if g.anchor is not None and a[g.anchor[0]] != g.anchor[1]:
+                continue
+            if any(a[v] == t for v, t in g.members):
+                total += g.cost
+        return total
+
+    # Equal-cost moves may raise the objective by float noise; cap the total rise.
+    budget = 1e-12 * abs(problem.objective(assignment))
+    for _ in range(3):
+        changed = False
+        for i in movable:
+            current = assignment[i]
+            if current == 0:
+                continue
+            base = local(i, assignment)
+            for c in range(current):
+                assignment[i] = c
+                delta = local(i, assignment) - base
+                fits = all(
+                    usage[r] - float(coef[i][current]) + float(coef[i][c]) <= cap * (1 + 1e-12)
+                    for r, (coef, cap) in enumerate(problem.memory))
+                if fits and delta <= budget:
+                    budget -= max(delta, 0.0)
+                    for r, (coef, _) in enumerate(problem.memory):
+                        usage[r] += float(coef[i][c]) - float(coef[i][current])
+                    changed = True
+                    break
+                assignment[i] = current
+        if not changed:
+            break
+    return assignment
+
+
+# ---------------------------------------------------------------------------------------------
+# Solving
+
+def _status_of(lp: pulp.LpProblem) -> str:
+    """'optimal', 'feasible', 'infeasible' or 'none' from PuLP's status and solution status."""
+    if lp.status == pulp.LpStatusInfeasible or lp.sol_status == pulp.LpSolutionInfeasible:
+        return "infeasible"
+    if lp.status == pulp.LpStatusOptimal and lp.sol_status == pulp.LpSolutionOptimal:
+        return "optimal"
+    if lp.sol_status == pulp.LpSolutionIntegerFeasible:
+        return "feasible"
+    return "none"
+
+
+def _solve_in_process(problem: LevelProblem, backend: str, time_limit_seconds: float,
+                      gap: float, threads: int, incumbent: tuple[int, ...] | None,
+                      start: float) -> LevelSolution:
+    red = _reduce(problem)
+    assignment = [0] * len(red.sizes)
+    for i, c in red.fixed.items():
+        assignment[i] = c
+    if not red.free:
+        result = tuple(assignment)
+        return LevelSolution(result, problem.objective(result), "optimal", backend,
+                             time.perf_counter() - start, gap, 0, 0)
+    built = _build(red)
+    warm = incumbent is not None
+    if warm:
+        _set_start(built, incumbent)
+    solver = _make_solver(backend, time_limit_seconds, gap, threads, warm)
+    try:
+        built.lp.solve(solver)
+    except pulp.PulpSolverError as exc:
+        raise SolverError(f"ILP backend {backend!r} failed: {exc}; try the other backend "
+                          f"(installed: {available_backends()})") from exc
+    status = _status_of(built.lp)
+    if status == "infeasible":
+        raise InfeasibleError("no assignment satisfies the memory rows; "
+                              "raise the per-PE capacity")
+    if status == "none":
+        return _fallback(problem, incumbent, backend, time_limit_seconds, gap, built, start)
+    for i, xs in built.x.items():
+        values = [v.varValue or 0.0 for v in xs]
+        assignment[i] = int(np.argmax(values))
+    assignment = _polish(problem, assignment, red.free)
+    result = tuple(assignment)
+    if not problem.feasible(result):
+        raise SolverError(f"ILP backend {backend!r} returned a plan that breaks a memory row "
+                          "by more than the tolerance; try the other backend")
+    objective = problem.objective(result)
+    if status != "optimal" and incumbent is not None:
+        inc_obj = problem.objective(incumbent)
+        if inc_obj < objective:
+            result, objective, backend = tuple(incumbent), inc_obj, "incumbent"
+    return LevelSolution(result, objective, status, backend, time.perf_counter() - start,
+                         gap, built.n_variables, built.n_constraints)
+
+
+def _fallback(problem, incumbent, backend, time_limit_seconds, gap, built, start):
+    if incumbent is None:
+        raise SolverError(
+            f"ILP backend {backend!r} found no plan within {time_limit_seconds:g} s; "
+            "raise --time-limit")
+    result = tuple(incumbent)
+    return LevelSolution(result, problem.objective(result), "feasible", "incumbent",
+                         time.perf_counter() - start, gap,
+                         built.n_variables if built else 0, built.n_constraints if built else 0)
+
+
+def _check_incumbent(problem: LevelProblem, incumbent) -> tuple[int, ...] | None:
+    if incumbent is None:
+        return None
+    inc = tuple(int(c) for c in incumbent)
+    if len(inc) != len(problem.choices) or any(
+            not 0 <= c < len(ch) for c, ch in zip(inc, problem.choices)):
+        raise ValueError("incumbent must give one valid choice index per node")
+    if not problem.feasible(inc):
+        raise ValueError("incumbent breaks a memory row; pass a feasible plan or none")
+    return inc
+
+
+def solve_ilp(problem: LevelProblem, backend: str = "highs", time_limit_seconds: float = 60.0,
+              gap: float = 1e-6, threads: int | None = None,
+              incumbent: tuple[int, ...] | list[int] | None = None) -> LevelSolution:
+    """Solve one level exactly (to ``gap``) as an integer linear program.
+
+    Parameters
+    ----------
+    problem : LevelProblem
+    backend : {"highs", "cbc"}
+        HiGHS runs in process (highspy); CBC is the binary bundled with PuLP.
+    time_limit_seconds : float
+        Passed to the backend. When it stops early the best plan found is returned with status
+        "feasible".
+    gap : float
+        Relative MIP gap at which the backend may stop and still report "optimal".
+    threads : int, optional
+        Backend threads; default 1 (deterministic).
+    incumbent : sequence of int, optional
+        A known feasible plan: the backend starts from it, and it is returned (status
+        "feasible") when the backend finds nothing better in time.
+
+    Returns
+    -------
+    LevelSolution
+
+    Raises
+    ------
+    SolverError
+        Unknown or missing backend (the message lists the installed ones), or no plan found in
+        time and no incumbent.
+    InfeasibleError
+        No plan satisfies the memory rows.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = LevelProblem(["a", "b"], [("I", "II"), ("I", "II")],
+    ...                  [np.array([0.0, 1.0]), np.array([3.0, 0.0])],
+    ...                  edges=[(0, 1)], edge_cost=[np.array([[0.0, 2.0], [5.0, 4.0]])])
+    >>> sol = solve_ilp(p)
+    >>> sol.assignment, sol.objective, sol.status
+    ((0, 1), 2.0, 'optimal')
+    """
+    start = time.perf_counter()
+    _check_backend(backend)
+    if not (time_limit_seconds > 0 and math.isfinite(time_limit_seconds)):
+        raise ValueError(f"time_limit_seconds must be a positive number, got "
+                         f"{time_limit_seconds!r}")
+    if not gap >= 0:
+        raise ValueError(f"gap must be >= 0, got {gap!r}")
+    check_problem(problem)
+    inc = _check_incumbent(problem, incumbent)
+    return _solve_in_process(problem, backend, float(time_limit_seconds), float(gap),
+                             int(threads or 1), inc, start)
+
+
+def solve(problem: LevelProblem, method: str = "ilp", **opts) -> LevelSolution:
+    """Solve one level with the named method.
+
+    Parameters
+    ----------
+    problem : LevelProblem
+    method : {"ilp", "dp", "brute"}
+        "ilp": :func:`solve_ilp` (options: backend, time_limit_seconds, gap, threads,
+        incumbent); "dp": :func:`hypar.exact.solve_chain_dp` (chains only);
+        "brute": :func:`hypar.exact.solve_brute_force` (option: max_assignments).
+
+    Raises
+    ------
+    SolverError
+        Unknown method, or one that cannot solve this problem.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = LevelProblem(["a"], [("I", "II")], [np.array([2.0, 1.0])])
+    >>> solve(p, "dp").assignment
+    (1,)
+    """
+    if method == "ilp":
+        return solve_ilp(problem, **opts)
+    if method == "dp":
+        if opts:
+            raise TypeError(f"method 'dp' takes no options, got {sorted(opts)}")
+        return solve_chain_dp(problem)
+    if method == "brute":
+        return solve_brute_force(problem, **opts)
+    raise SolverError(f"unknown solve method {method!r}; use 'ilp', 'dp' or 'brute'")
