@@ -371,6 +371,21 @@ def _build(red: _Reduced) -> _Built:
     return _Built(lp, x, y, aux, n_vars, n_cons)
 
 
+def build_ilp(problem: LevelProblem) -> pulp.LpProblem:
+    """The PuLP model :func:`solve_ilp` would solve (after its exact reductions), unsolved.
+
+    For inspection and debugging, e.g. ``build_ilp(p).writeLP("level.lp")``. Constant parts
+    (single-choice nodes, folded costs) are not in the model's objective.
+
+    Raises
+    ------
+    InfeasibleError
+        When a memory row cannot hold whatever the choices.
+    """
+    check_problem(problem)
+    return _build(_reduce(problem)).lp
+
+
 def _set_start(built: _Built, assignment: tuple[int, ...]) -> None:
     """Give every variable the value it takes under ``assignment`` (a warm start)."""
     for i, xs in built.x.items():
