@@ -21,6 +21,7 @@ lets non-weighted nodes choose a layout too.
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -357,7 +358,7 @@ class CostModel:
         memory = [self.memory_bytes(i, assignment[i]) for i in range(len(self.nodes))]
         return Evaluation(self, [tuple(a) for a in assignment], comm, compute, memory)
 
-    # -- one level as an optimisation problem
+    # -- one level (or all levels jointly) as an optimisation problem
     def level_problem(self, assignment: list[tuple], h: int, objective: str = "comm",
                       lower: str = "ideal") -> LevelProblem:
         """Level h as a LevelProblem with levels above fixed from ``assignment``.
@@ -366,10 +367,7 @@ class CostModel:
         ``lower="fixed"``: levels below keep ``assignment``'s types; their costs enter the node costs
         per consumer view (not de-duplicated across consumers there, so the caller re-evaluates).
         """
-        if objective not in OBJECTIVES:
-            raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
         H = self.n_levels
-        n = len(self.nodes)
 
         def with_t(i: int, t: str) -> tuple:
             a = list(assignment[i])
@@ -378,83 +376,111 @@ class CostModel:
                 a[h + 1:] = [None] * (H - h - 1)
             return tuple(a)
 
-        node_cost = []
-        for i in range(n):
-            row = []
-            for t in self.labels(i):
-                types = with_t(i, t)
-                c = self.intra_cost(i, types, h)
-                if objective != "comm":
-                    c = c + self.compute_cost(i, types)
-                if lower == "fixed":
-                    for g in range(h + 1, H):
-                        c = c + self.intra_cost(i, types, g) + self._lower_edges_as_consumer(assignment, i, types, g)
-                row.append(c.value(objective))
-            node_cost.append(np.array(row, dtype=float))
+        def node_cost(i: int, types: tuple) -> Cost:
+            c = self.intra_cost(i, types, h)
+            if objective != "comm":
+                c = c + self.compute_cost(i, types)
+            if lower == "fixed":
+                for g in range(h + 1, H):
+                    c = c + self.intra_cost(i, types, g) + self._lower_edges_as_consumer(assignment, i, types, g)
+            return c
 
+        choices = [[with_t(i, t) for t in self.labels(i)] for i in range(len(self.nodes))]
+        labels = [self.labels(i) for i in range(len(self.nodes))]
+        return self._build_problem(choices, labels, [h], objective, node_cost)
+
+    def joint_choices(self) -> list[list[tuple]]:
+        """Every node's full type tuples (one label per level), for the joint problem."""
+        return [list(itertools.product(self.labels(i), repeat=self.n_levels)) for i in range(len(self.nodes))]
+
+    def joint_problem(self, objective: str = "comm") -> LevelProblem:
+        """All levels at once: each node chooses a whole tuple of types (exact, but 3^H choices)."""
+        H = self.n_levels
+        choices = self.joint_choices()
+
+        def node_cost(i: int, types: tuple) -> Cost:
+            c = ZERO
+            for h in range(H):
+                c = c + self.intra_cost(i, types, h)
+            if objective != "comm":
+                c = c + self.compute_cost(i, types)
+            return c
+
+        labels = [tuple("/".join(t) for t in ch) for ch in choices]
+        return self._build_problem(choices, labels, list(range(H)), objective, node_cost)
+
+    def _build_problem(self, choices: list[list[tuple]], labels: list[tuple[str, ...]], levels: list[int],
+                       objective: str, node_cost_fn) -> LevelProblem:
+        """A LevelProblem over per-node candidate type tuples, with the edge costs of ``levels``."""
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
+        n = len(self.nodes)
+        node_cost = [np.array([node_cost_fn(i, ct).value(objective) for ct in choices[i]], dtype=float)
+                     for i in range(n)]
         edge_index: dict[tuple[int, int], int] = {}
         edges: list[tuple[int, int]] = []
         edge_cost: list[np.ndarray] = []
         groups: list[GroupTerm] = []
 
         def add_pair(p: int, c: int, s: int, t: int, v: float) -> None:
-            if v == 0:
-                return
             k = edge_index.get((p, c))
             if k is None:
                 k = edge_index[(p, c)] = len(edges)
                 edges.append((p, c))
-                edge_cost.append(np.zeros((len(self.labels(p)), len(self.labels(c)))))
+                edge_cost.append(np.zeros((len(choices[p]), len(choices[c]))))
             edge_cost[k][s, t] += v
+
+        def charge(p: int, members: list[tuple[int, int]], cost_of_s) -> None:
+            """Charge cost_of_s(s) once per producer choice s if any member is chosen."""
+            members = sorted(set(members))
+            single = len({c for c, _ in members}) == 1
+            for s in range(len(choices[p])):
+                v = cost_of_s(s)
+                if v == 0:
+                    continue
+                if single:
+                    for c, t in members:
+                        add_pair(p, c, s, t, v)
+                else:
+                    groups.append(GroupTerm(v, tuple(members), (p, s)))
 
         by_tensor: dict[tuple[int, str], list[EdgeModel]] = defaultdict(list)
         for e in self.edges:
             by_tensor[(e.p, e.tensor.name)].append(e)
-        for (p, _tname), es in by_tensor.items():
-            pnode = self.nodes[p]
-            fwd: dict[tuple, list[tuple[int, int]]] = defaultdict(list)     # (sig, dst) -> members
-            bwd: dict[tuple, list[tuple[int, int]]] = defaultdict(list)     # (sig, src) -> members
-            for e in es:
-                cnode = self.nodes[e.c]
-                for t, cs in enumerate(cnode.strategies):
-                    sig = self._edge_view(e, with_t(e.c, cs.label), h)
-                    fwd[(sig, cs.in_layouts[e.slot])].append((e.c, t))
-                    if e.needs_error:
-                        bwd[(sig, cs.in_err_layouts[e.slot])].append((e.c, t))
-            for (sig, dst), members in fwd.items():
-                consumers = {c for c, _ in members}
-                for s, ps in enumerate(pnode.strategies):
-                    v = self._convert_cost(h, sig, ps.out_layout, dst).value(objective)
-                    if v == 0:
+        for h in levels:
+            for (p, _tname), es in by_tensor.items():
+                pstrat = [self.nodes[p].strategy(ps[h]) for ps in choices[p]]
+                fwd: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
+                bwd: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
+                for e in es:
+                    cnode = self.nodes[e.c]
+                    sigs: dict[tuple, tuple] = {}
+                    for t, ct in enumerate(choices[e.c]):
+                        key = tuple(ct[:h])
+                        if key not in sigs:
+                            sigs[key] = self._edge_view(e, ct, h)
+                        cs = cnode.strategy(ct[h])
+                        fwd[(sigs[key], cs.in_layouts[e.slot])].append((e.c, t))
+                        if e.needs_error:
+                            bwd[(sigs[key], cs.in_err_layouts[e.slot])].append((e.c, t))
+                for (sig, dst), members in fwd.items():
+                    charge(p, members, lambda s, sig=sig, dst=dst:
+                           self._convert_cost(h, sig, pstrat[s].out_layout, dst).value(objective))
+                for (sig, src), members in bwd.items():
+                    if src == PARTIAL:
+                        v = self._convert_cost(h, sig, PARTIAL, FULL).value(objective)
+                        if v == 0:
+                            continue
+                        members = sorted(set(members))
+                        if len({c for c, _ in members}) == 1:
+                            for c, t in members:
+                                node_cost[c][t] += v
+                        else:
+                            groups.append(GroupTerm(v, tuple(members), None))
                         continue
-                    if len(consumers) == 1:
-                        for c, t in members:
-                            add_pair(p, c, s, t, v)
-                    else:
-                        groups.append(GroupTerm(v, tuple(sorted(set(members))), (p, s)))
-            for (sig, src), members in bwd.items():
-                consumers = {c for c, _ in members}
-                if src == PARTIAL:
-                    v = self._convert_cost(h, sig, PARTIAL, FULL).value(objective)
-                    if v == 0:
-                        continue
-                    if len(consumers) == 1:
-                        for c, t in members:
-                            node_cost[c][t] += v
-                    else:
-                        groups.append(GroupTerm(v, tuple(sorted(set(members))), None))
-                    continue
-                for s, ps in enumerate(pnode.strategies):
-                    v = self._convert_cost(h, sig, src, ps.out_err_layout).value(objective)
-                    if v == 0:
-                        continue
-                    if len(consumers) == 1:
-                        for c, t in members:
-                            add_pair(p, c, s, t, v)
-                    else:
-                        groups.append(GroupTerm(v, tuple(sorted(set(members))), (p, s)))
-        return LevelProblem(list(self.names), [self.labels(i) for i in range(n)], node_cost,
-                            edges, edge_cost, groups)
+                    charge(p, members, lambda s, sig=sig, src=src:
+                           self._convert_cost(h, sig, src, pstrat[s].out_err_layout).value(objective))
+        return LevelProblem(list(self.names), [tuple(l) for l in labels], node_cost, edges, edge_cost, groups)
 
     def _lower_edges_as_consumer(self, assignment: list[tuple], i: int, types: tuple, g: int) -> Cost:
         """Level-g conversions on node i's input edges with i's types ``types`` (others from assignment)."""
