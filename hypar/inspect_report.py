@@ -1,0 +1,174 @@
+"""What `hypar inspect` prints: a layer graph as a table or as JSON (no onnx import here).
+
+Both views list layers in the graph's deterministic topological order. Parameter totals count a
+weight shared by several layers (e.g. GPT-2's LM head tied to the token embedding, recognised by
+the same ``weight`` attribute) once.
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+
+from hypar import graph as G
+
+__all__ = ["inspect_dict", "inspect_table", "totals", "fmt_count"]
+
+
+def fmt_count(n: int) -> str:
+    """Compact count: 1234 -> '1.23K', 25557032 -> '25.6M' (exact below 10,000)."""
+    if n < 10_000:
+        return str(n)
+    for div, suffix in ((10**12, "T"), (10**9, "G"), (10**6, "M"), (10**3, "K")):
+        if n >= div:
+            v = n / div
+            return f"{v:.3g}{suffix}" if v < 1000 else f"{v:.0f}{suffix}"
+    return str(n)  # pragma: no cover
+
+
+def _dims(lay: G.Layer) -> dict[str, object]:
+    if not lay.decision:
+        return {}
+    d: dict[str, object] = {
+        "batch": lay.batch, "d_in": lay.d_in, "d_out": lay.d_out,
+        "in_spatial": list(lay.in_spatial), "out_spatial": list(lay.out_spatial),
+    }
+    if lay.kind == G.CONV:
+        d["kernel"] = list(lay.kernel)
+        d["groups"] = lay.groups
+    if lay.kind == G.MATMUL_ACT:
+        d["heads"] = lay.heads
+    return d
+
+
+def _jsonable(v: object) -> object:
+    if isinstance(v, tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, float) and v != v:  # NaN
+        return None
+    return v
+
+
+def totals(g: nx.DiGraph) -> dict[str, int]:
+    """Totals over all layers: counts by role, parameters (shared weights once), MACs."""
+    layers = [G.layer(g, n) for n in G.topo_layers(g)]
+    seen: set[object] = set()
+    params = weights = 0
+    for lay in layers:
+        w = lay.attr("weight")
+        if w is not None:
+            if w in seen:
+                params += lay.bias_elements
+                continue
+            seen.add(w)
+            weights += lay.weight_elements
+        params += lay.params
+    return {
+        "layers": len(layers),
+        "decision_layers": sum(1 for lay in layers if lay.decision),
+        "weighted_layers": sum(1 for lay in layers if lay.weighted),
+        "conv": sum(1 for lay in layers if lay.kind == G.CONV),
+        "gemm": sum(1 for lay in layers if lay.kind == G.GEMM),
+        "embedding": sum(1 for lay in layers if lay.kind == G.EMBEDDING),
+        "matmul_act": sum(1 for lay in layers if lay.kind == G.MATMUL_ACT),
+        "opaque": sum(1 for lay in layers if lay.kind == G.OPAQUE),
+        "params": params,
+        "weight_elements": weights,
+        "macs": sum(lay.macs for lay in layers),
+    }
+
+
+def inspect_dict(g: nx.DiGraph) -> dict[str, object]:
+    """The `hypar inspect --json` document (every node, deterministic order)."""
+    layers = []
+    for n in G.topo_layers(g):
+        lay = G.layer(g, n)
+        layers.append({
+            "name": lay.name,
+            "op": lay.op,
+            "kind": lay.kind,
+            "weighted": lay.weighted,
+            "decision": lay.decision,
+            "dims": _dims(lay),
+            "elements": {"in": lay.in_elements, "out": lay.out_elements, "weight": lay.weight_elements},
+            "macs": lay.macs,
+            "params": lay.params,
+            "inputs": list(lay.inputs),
+            "outputs": list(lay.outputs),
+            "attrs": {k: _jsonable(v) for k, v in lay.attrs},
+        })
+    order = {n: i for i, n in enumerate(G.topo_layers(g))}
+    edges = []
+    for u, v in sorted(g.edges, key=lambda e: (order[e[0]], order[e[1]])):
+        t: G.Tensor = g.edges[u, v]["tensor"]
+        edges.append({
+            "from": u, "to": v, "tensor": t.name, "shape": list(t.shape), "elements": t.elements,
+            "batch_axis": t.batch_axis, "feature_axis": t.feature_axis,
+            "slots": list(g.edges[u, v]["slots"]),
+        })
+    consumers = g.graph.get("input_consumers", {})
+    return {
+        "model": g.graph.get("name"),
+        "batch": g.graph.get("batch"),
+        "inputs": [_tensor(t) | {"consumers": list(consumers.get(t.name, ()))} for t in g.graph.get("inputs", ())],
+        "outputs": [_tensor(t) for t in g.graph.get("outputs", ())],
+        "layers": layers,
+        "edges": edges,
+        "totals": totals(g),
+    }
+
+
+def _tensor(t: G.Tensor) -> dict[str, object]:
+    return {"name": t.name, "shape": list(t.shape), "elements": t.elements,
+            "batch_axis": t.batch_axis, "feature_axis": t.feature_axis}
+
+
+def _dims_text(lay: G.Layer) -> str:
+    if not lay.decision:
+        return ""
+    sp_in = "x".join(map(str, lay.in_spatial))
+    sp_out = "x".join(map(str, lay.out_spatial))
+    if lay.kind == G.CONV:
+        k = "x".join(map(str, lay.kernel))
+        g = f" g{lay.groups}" if lay.groups != 1 else ""
+        return f"B{lay.batch} {lay.d_in}->{lay.d_out} {sp_in}->{sp_out} k{k}{g}"
+    rows = f" T{sp_in}" if sp_in else ""
+    if lay.kind == G.MATMUL_ACT:
+        h = f" h{lay.heads}" if lay.heads != 1 else ""
+        return f"B{lay.batch}{h}{rows} {lay.d_in}->{lay.d_out}"
+    return f"B{lay.batch}{rows} {lay.d_in}->{lay.d_out}"
+
+
+def inspect_table(g: nx.DiGraph, all_nodes: bool = False) -> str:
+    """A plain-text table of the decision layers (every node with ``all_nodes``) and totals."""
+    names = G.topo_layers(g) if all_nodes else G.decision_layers(g)
+    head = ("layer", "op", "kind", "dims", "A(F_in)", "A(F_out)", "A(W)", "MACs", "params")
+    rows = []
+    for n in names:
+        lay = G.layer(g, n)
+        rows.append((lay.name, lay.op, lay.kind, _dims_text(lay), fmt_count(lay.in_elements),
+                     fmt_count(lay.out_elements), fmt_count(lay.weight_elements), fmt_count(lay.macs),
+                     fmt_count(lay.params)))
+    tot = totals(g)
+    foot = ("total", "", "", "", "", "", fmt_count(tot["weight_elements"]), fmt_count(tot["macs"]),
+            fmt_count(tot["params"]))
+    widths = [max(len(r[i]) for r in [head, foot, *rows]) for i in range(len(head))]
+    widths[0] = min(widths[0], 60)
+    right = {4, 5, 6, 7, 8}
+
+    def line(r: tuple[str, ...]) -> str:
+        cells = []
+        for i, c in enumerate(r):
+            c = c if len(c) <= widths[i] else c[: widths[i] - 1] + "~"
+            cells.append(c.rjust(widths[i]) if i in right else c.ljust(widths[i]))
+        return "  ".join(cells).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    inputs = ", ".join(f"{t.name}{list(t.shape)}" for t in g.graph.get("inputs", ()))
+    shown = "all nodes" if all_nodes else "decision layers (--all for every node)"
+    out = [f"model {g.graph.get('name')}  batch {g.graph.get('batch')}  inputs {inputs}",
+           f"{len(rows)} {shown}", "", line(head), rule, *(line(r) for r in rows), rule, line(foot)]
+    parts = [f"{tot[k]} {k}" for k in ("conv", "gemm", "embedding", "matmul_act", "opaque") if tot[k]]
+    out.append(f"{tot['weighted_layers']} weighted layers ({', '.join(parts)}), {tot['layers']} nodes, "
+               f"{tot['params']:,} parameters, {tot['macs']:,} forward MACs")
+    return "\n".join(out)
+
