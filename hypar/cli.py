@@ -80,6 +80,139 @@ def inspect_cmd(model: str, batch: int | None, as_json: bool, all_nodes: bool) -
         click.echo(inspect_table(g, all_nodes=all_nodes))
 
 
+def _array_options(f):
+    """--array / --pes / --levels, shared by the commands that need a PE array."""
+    f = click.option("--levels", default=None, metavar="F1,F2,...",
+                     help="Fanout of every level, top first (e.g. 2,2,4), default PE figures.")(f)
+    f = click.option("--pes", type=click.IntRange(min=2), default=None, metavar="N",
+                     help="N identical PEs in 2-way levels (N not a power of two: k-way levels).")(f)
+    f = click.option("--array", "array_path", type=click.Path(), default=None, metavar="CFG.yaml",
+                     help="PE array description (see solver_configs/README.md).")(f)
+    return f
+
+
+def _solver_settings(solver: str, time_limit: float | None, gap: float | None, threads: int | None, array_path):
+    from hypar.search import SolverSettings
+    import yaml
+
+    cfg: dict = {}
+    if array_path:
+        try:
+            with open(array_path) as fh:
+                cfg = (yaml.safe_load(fh) or {}).get("solver", {}) or {}
+        except (OSError, yaml.YAMLError, AttributeError):
+            cfg = {}
+    name = solver or cfg.get("backend", "highs")
+    method, backend = ("ilp", name) if name in ("highs", "cbc") else (name, "highs")
+    if method not in ("ilp", "dp", "brute"):
+        raise click.BadParameter(f"unknown solver {name!r}; choose highs, cbc, dp or brute", param_hint="--solver")
+    return SolverSettings(method=method, backend=backend,
+                          time_limit_s=float(time_limit if time_limit is not None else cfg.get("time_limit_s", 60.0)),
+                          gap=float(gap if gap is not None else cfg.get("gap", 1e-6)),
+                          threads=threads if threads is not None else cfg.get("threads"))
+
+
+@cli.command("partition")
+@click.argument("model", metavar="MODEL")
+@_array_options
+@click.option("--batch", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Training batch (overrides the array's and the model's).")
+@click.option("--objective", type=click.Choice(["time", "comm", "energy"]), default="time", show_default=True,
+              help="time: step seconds (AccPar); comm: bytes moved (HyPar); energy: joules.")
+@click.option("--space", type=click.Choice(["hypar", "accpar", "full"]), default="full", show_default=True,
+              help="hypar: types I/II; accpar: I/II/III; full: also the layouts of non-weighted nodes.")
+@click.option("--search", "search_how", type=click.Choice(["greedy", "refine", "joint"]), default="refine",
+              show_default=True, help="greedy: top level first (the papers); refine: re-solve levels until "
+              "nothing improves; joint: all levels in one ILP where small enough.")
+@click.option("--solver", default=None, metavar="NAME",
+              help="highs (default), cbc, or the exact alternatives dp (chains) and brute (tiny graphs).")
+@click.option("--time-limit", type=click.FloatRange(min=0.001), default=None, metavar="S",
+              help="Per-solve time limit in seconds; the best plan found is kept and marked feasible.")
+@click.option("--gap", type=click.FloatRange(min=0), default=None, help="Relative optimality gap (default 1e-6).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Solver threads (default 1).")
+@click.option("-o", "--output", type=click.Path(), default=None, metavar="PLAN.json",
+              help="Write the JSON mapping plan here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan JSON instead of the summary.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+def partition_cmd(model, array_path, pes, levels, batch, objective, space, search_how, solver, time_limit, gap,
+                  threads, output, as_json, quiet) -> None:
+    """Choose, for every layer and every level of the PE array, how the layer is split.
+
+    Types per level: I = data parallel (split the batch), II = model parallel (split input
+    features), III = split output features. Prints the layer x level map, the totals and the gain
+    over the data / model / owt / HyPar / AccPar baselines, and writes the JSON plan with -o.
+
+    \b
+    Example:
+      hypar partition models/alexnet.onnx --pes 16 -o alexnet_plan.json
+      hypar partition models/bert_base.onnx --array solver_configs/gpu_cluster.yaml --objective time
+    """
+    from hypar import api
+    from hypar.plan import dumps
+    from hypar.summary import plan_summary
+
+    progress = None if quiet or as_json else (lambda msg: click.echo(f"... {msg}", err=True))
+    with _hypar_errors_and_warnings():
+        settings = _solver_settings(solver, time_limit, gap, threads, array_path)
+        array = api.resolve_array(array_path, pes, levels)
+        plan = api.partition(model, array, batch=batch, objective=objective, space=space, search_how=search_how,
+                             settings=settings, progress=progress)
+        if output:
+            try:
+                with open(output, "w") as fh:
+                    fh.write(dumps(plan))
+            except OSError as exc:
+                raise click.ClickException(f"cannot write {output}: {exc.strerror}; choose another -o path")
+    if as_json:
+        click.echo(dumps(plan), nl=False)
+    else:
+        click.echo(plan_summary(plan))
+        if output:
+            click.echo(f"plan written to {output}")
+
+
+@cli.command("evaluate")
+@click.argument("model", metavar="MODEL")
+@click.option("--plan", "plan_path", type=click.Path(), default=None, metavar="PLAN.json",
+              help="A plan from `hypar partition`, or a minimal {\"assignment\": {layer: [types per level]}}.")
+@click.option("--baseline", type=click.Choice(["data", "model", "owt", "hypar", "accpar"]), default=None,
+              help="Cost a baseline instead of a plan.")
+@_array_options
+@click.option("--batch", type=click.IntRange(min=1), default=None, metavar="N", help="Training batch.")
+@click.option("--space", type=click.Choice(["hypar", "accpar", "full"]), default=None,
+              help="Partition space (default: the plan's, else full).")
+@click.option("--objective", type=click.Choice(["time", "comm", "energy"]), default="time", show_default=True,
+              help="Objective used to complete layouts the plan leaves open.")
+@click.option("--json", "as_json", is_flag=True, help="Print {totals, layers} as JSON.")
+def evaluate_cmd(model, plan_path, baseline, array_path, pes, levels, batch, space, objective, as_json) -> None:
+    """Cost a plan or a baseline: per layer and level bytes, time, energy and memory.
+
+    Layers a minimal plan leaves out are type I at every level; non-weighted nodes take their
+    best layouts. A full plan brings its own array, batch and space unless you override them.
+
+    \b
+    Example:
+      hypar evaluate models/vgg16.onnx --baseline data --pes 16
+      hypar evaluate models/alexnet.onnx --plan alexnet_plan.json --json
+    """
+    from hypar import api
+    from hypar.plan import read_plan
+    from hypar.summary import evaluation_summary
+
+    with _hypar_errors_and_warnings():
+        plan = read_plan(plan_path) if plan_path else None
+        array = None
+        if array_path or pes or levels:
+            array = api.resolve_array(array_path, pes, levels)
+        model_, ev = api.evaluate(model, plan=plan, baseline_name=baseline, array=array, batch=batch,
+                                  space=space, objective=objective)
+    rows, totals = ev.layers(), ev.totals()
+    if as_json:
+        click.echo(json.dumps({"totals": totals, "layers": rows}, indent=1))
+    else:
+        click.echo(evaluation_summary(rows, totals, model_.n_levels))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``hypar`` console script and ``python -m hypar``."""
     try:

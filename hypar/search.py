@@ -179,11 +179,12 @@ def joint(model: CostModel, objective: str, settings: SolverSettings, log: Searc
 
 
 def search(model: CostModel, how: str, objective: str, settings: SolverSettings,
-           log: SearchLog | None = None) -> dict:
+           log: SearchLog | None = None, extra_starts: dict[str, list[tuple]] | None = None) -> dict:
     """Run ``how`` (greedy / refine / joint) and the baselines; returns assignments by name.
 
-    Keys: "plan" (the chosen assignment), "greedy", each of BASELINES, and "joint_skipped" (True
-    when joint was asked but too large; refine is used instead).
+    Keys: "plan" (the chosen assignment), "greedy", each of BASELINES, each of ``extra_starts``
+    (other plans refine starts from, e.g. the papers' methods) and "joint_skipped" (True when
+    joint was asked but too large; refine is used instead).
     """
     if how not in SEARCHES:
         raise ValueError(f"unknown search {how!r}; choose one of {SEARCHES}")
@@ -192,10 +193,12 @@ def search(model: CostModel, how: str, objective: str, settings: SolverSettings,
     out: dict = {"greedy": greedy(model, objective, settings, log)}
     for b in BASELINES:
         out[b] = baseline(model, b, objective, settings)
+    out.update(extra_starts or {})
     plan = out["greedy"]
     out["joint_skipped"] = False
     if how in ("refine", "joint"):
-        plan = refine(model, [out["greedy"]] + [out[b] for b in BASELINES], objective, settings, log)
+        starts = [out["greedy"]] + [out[b] for b in BASELINES] + list((extra_starts or {}).values())
+        plan = refine(model, starts, objective, settings, log)
     if how == "joint":
         j = joint(model, objective, settings, log, incumbent=plan)
         if j is None:
