@@ -296,6 +296,69 @@ def _map_axis_reshape(ax: int | None, src: tuple[int, ...], dst: tuple[int, ...]
     return best
 
 
+# Axis atoms: each axis of a tensor is a list of factors (label, size), outermost first, with
+# label "B" (batch), "F" (feature/head) or None. A reshape regroups the factors, so a head axis
+# merged into the batch ((B, H) -> (B*H)) is recovered when it is split out again.
+Atoms = list[list[tuple[str | None, int]]]
+
+
+def _default_atoms(shape: tuple[int, ...], ba: int | None, fa: int | None) -> Atoms:
+    return [[("B" if i == ba else "F" if i == fa else None, d)] for i, d in enumerate(shape)]
+
+
+def _atoms_axes(atoms: Atoms) -> tuple[int | None, int | None]:
+    """(batch_axis, feature_axis): the first axis whose outermost non-trivial factor is B / F."""
+    ba = fa = None
+    for i, ax in enumerate(atoms):
+        big = [lab for lab, s in ax if s > 1]
+        lab = big[0] if big else (ax[0][0] if ax else None)
+        if lab == "B" and ba is None:
+            ba = i
+        elif lab == "F" and fa is None:
+            fa = i
+    return ba, fa
+
+
+def _regroup(atoms: Atoms, out_shape: tuple[int, ...]) -> Atoms | None:
+    """Distribute the factors of ``atoms`` over ``out_shape`` (None if they do not tile it).
+
+    A factor split across output axes keeps its label on the outer part only."""
+    flat = [a for ax in atoms for a in ax]
+    if prod(s for _, s in flat) != prod(out_shape):
+        return None
+    res: Atoms = []
+    i = 0
+    for d in out_shape:
+        cur: list[tuple[str | None, int]] = []
+        if d == 1:
+            if i < len(flat) and flat[i][1] == 1:
+                cur.append(flat[i])
+                i += 1
+            res.append(cur)
+            continue
+        p = 1
+        while p < d:
+            if i >= len(flat):
+                return None
+            lab, s = flat[i]
+            if s == 1:
+                cur.append(flat[i])
+                i += 1
+            elif d % (p * s) == 0:
+                cur.append((lab, s))
+                p *= s
+                i += 1
+            else:
+                need = d // p
+                if need * p != d or s % need != 0:
+                    return None
+                cur.append((lab, need))
+                p *= need
+                flat[i] = (None, s // need)
+        res.append(cur)
+    return res
+
+
 def _strip_tensor(t: TensorProto) -> TensorProto:
     """A copy of ``t`` that keeps name, dims and type, dropping large data."""
     n = prod(t.dims) if t.dims else 1
@@ -347,14 +410,13 @@ class _Importer:
 
     # -- pipeline -------------------------------------------------------------------------------
     def build(self) -> nx.DiGraph:
+        self._classify()  # structural: does not need shapes
         skel = self._skeleton()
         self._bind_batch(skel)
         inferred = self._infer(skel)
         self._collect_shapes(inferred)
-        self._classify()
         self._fill_param_shapes()
         if self._unknown_needed() and self._try_symbolic(inferred):
-            self._classify()
             self._fill_param_shapes()
         return self._build_graph()
 
@@ -415,13 +477,15 @@ class _Importer:
             self._rebind_fixed_reshapes(m, old)
 
     def _rebind_fixed_reshapes(self, m: onnx.ModelProto, old: set[int]) -> None:
+        """Fixed-batch exports reshape activations to literal targets such as [b0, 16, 4, 16] or
+        [b0 * heads, 16, 16]; rewrite a leading entry that is a multiple of the old batch b0 to
+        infer (-1) or copy (0) it, so the new batch flows through."""
         inits = {t.name: t for t in m.graph.initializer}
         consts = {n.output[0]: n for n in m.graph.node if n.op_type == "Constant" and n.output}
         for n in m.graph.node:
-            if n.op_type != "Reshape" or len(n.input) < 2:
+            if n.op_type != "Reshape" or len(n.input) < 2 or self.cls.get(n.input[0]) != "act":
                 continue
-            if any(a.name == "allowzero" and a.i == 1 for a in n.attribute):
-                continue
+            allowzero = any(a.name == "allowzero" and a.i == 1 for a in n.attribute)
             t = inits.get(n.input[1])
             if t is None and n.input[1] in consts:
                 t = next((a.t for a in consts[n.input[1]].attribute if a.name == "value"), None)
@@ -431,12 +495,22 @@ class _Importer:
                 v = numpy_helper.to_array(t).astype(np.int64).reshape(-1)
             except Exception:
                 continue
-            if v.size >= 2 and int(v[0]) in old:
-                v = v.copy()
-                v[0] = 0
-                new = numpy_helper.from_array(v, name=f"{n.input[1]}__hypar_batch")
+            if v.size < 1:
+                continue
+            v0 = int(v[0])
+            if any(b > 0 and v0 >= b and v0 % b == 0 for b in old) and -1 not in v.tolist():
+                new0 = -1  # dim 0 absorbs the new batch (also when heads are merged into it)
+            elif v0 in old and not allowzero:
+                new0 = 0  # another entry is -1: copy the input's (batch) dim 0
+            else:
+                continue
+            v = v.copy()
+            v[0] = new0
+            new = numpy_helper.from_array(v, name=f"{n.input[1]}__hypar_batch_{new0 + 1}")
+            if new.name not in inits:
                 m.graph.initializer.append(new)
-                n.input[1] = new.name
+                inits[new.name] = new
+            n.input[1] = new.name
 
     def _infer(self, m: onnx.ModelProto) -> onnx.ModelProto:
         def run(data_prop: bool) -> onnx.ModelProto:
@@ -756,6 +830,7 @@ class _Importer:
                 if n.op_type not in _SHAPE_OPS and any(self.cls.get(o) == "act" for o in n.output if o)]
         names = self._layer_names(kept)
         self.axes: dict[str, tuple[int | None, int | None]] = {}
+        self.atoms: dict[str, list[list[tuple[str | None, int]]]] = {}
         inputs: list[G.Tensor] = []
         for vi in self.act_inputs:
             if vi.name not in self.consumers:
@@ -1188,6 +1263,22 @@ class _Importer:
                 ax = tuple(None if v is None or v + shift < 0 or v + shift >= r_out else v + shift
                            for v in (sba, sfa)) if shift >= 0 else (
                     (sba, sfa) if all(v is None or v < r_out for v in (sba, sfa)) else (None, None))
+            src_atoms = self.atoms.get(src) if src else None
+            if src and src_atoms is None:
+                src_atoms = _default_atoms(sshape, sba, sfa)
+            atoms = None
+            osh = tuple(oshape) if oshape is not None else ()
+            if src_atoms is not None and kind == G.RESHAPE and op == "Transpose":
+                perm = list(attrs["perm"])
+                if len(perm) == len(src_atoms):
+                    atoms = [src_atoms[p] for p in perm]
+            elif src_atoms is not None and kind == G.RESHAPE and op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze"):
+                atoms = _regroup(src_atoms, osh)
+                if atoms is not None:
+                    ax = _atoms_axes(atoms)
+            elif src_atoms is not None and osh == sshape and ax == (sba, sfa):
+                atoms = src_atoms
+            self.atoms[o] = atoms if atoms is not None else _default_atoms(osh, ax[0], ax[1])
             self.axes[o] = (ax[0], ax[1])
 
     # -- bias folding ---------------------------------------------------------------------------
