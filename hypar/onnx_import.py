@@ -78,6 +78,19 @@ _PARAM_SLOTS = {
 }
 
 
+_KNOWN_OPS = (
+    _UNARY | _BINARY | _FEATURENORM | _SOFTMAX | _REDUCE | _POOL | _RESHAPE | _SPLIT | _SHAPE_OPS
+    | {"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "Concat", "Constant",
+       "ConstantOfShape", "Range"}
+)
+# Known ops whose output has the shape of their (first) input.
+_SAME_SHAPE = (_UNARY - {"Pad", "Resize", "Upsample", "Expand", "Tile"}) | _FEATURENORM | _SOFTMAX
+
+
+def _is_unknown_op(n: onnx.NodeProto) -> bool:
+    return n.op_type not in _KNOWN_OPS
+
+
 def model_sha256(path: str | os.PathLike) -> str:
     """SHA-256 hex digest of a model file (streamed; external data files not included)."""
     h = hashlib.sha256()
@@ -173,14 +186,10 @@ def _check_model_sane(model: onnx.ModelProto, what: str) -> None:
     if model.ir_version <= 0 or not model.opset_import or not g.node or not g.output:
         raise bad
     known = {i.name for i in g.input} | {i.name for i in g.initializer}
+    known.update(o for n in g.node for o in n.output if o)  # node order may not be topological
     for n in g.node:
-        if not n.op_type:
+        if not n.op_type or any(t and t not in known for t in n.input):
             raise bad
-        for t in n.input:
-            if t and t not in known:
-                raise bad
-        known.update(o for o in n.output if o)
-    # Node order may not be topological in sloppy exports; check outputs against all produced.
     if any(o.name not in known for o in g.output):
         raise bad
 
@@ -418,7 +427,37 @@ class _Importer:
         self._fill_param_shapes()
         if self._unknown_needed() and self._try_symbolic(inferred):
             self._fill_param_shapes()
+        self._guess_shapes(self.inferred)
         return self._build_graph()
+
+    def _guess_shapes(self, m: onnx.ModelProto) -> None:
+        """Ops that shape inference does not know (custom domains, unknown ops): assume their
+        output has the shape of their first activation input, then re-infer downstream."""
+        self.guessed: set[str] = set()
+        for _ in range(len(self.nodes)):
+            new: dict[str, tuple[int, list]] = {}
+            for _, n in self.nodes:
+                o = n.output[0] if n.output else ""
+                if not o or self.cls.get(o) != "act" or n.op_type in _SHAPE_OPS or _known(self._dims(o)):
+                    continue
+                if not (_is_unknown_op(n) or (n.op_type in _SAME_SHAPE and len(n.output) == 1)):
+                    continue
+                src = next((t for t in n.input if t and self.cls.get(t) == "act" and _known(self._dims(t))), None)
+                if src is None:
+                    continue
+                new[o] = (self._elem_type(o) or self._elem_type(src), list(self._dims(src)))
+            if not new:
+                return
+            self.guessed.update(new)
+            m = onnx.ModelProto()
+            m.CopyFrom(self.inferred)
+            keep = [vi for vi in m.graph.value_info if vi.name not in new]
+            del m.graph.value_info[:]
+            m.graph.value_info.extend(keep)
+            for t, (et, dims) in new.items():
+                m.graph.value_info.append(helper.make_tensor_value_info(t, et or TensorProto.FLOAT, dims))
+            self._collect_shapes(self._infer(m))
+            self._fill_param_shapes()
 
     def _skeleton(self) -> onnx.ModelProto:
         """A light copy of the model: same graph, large initializers reduced to name/dims/type."""
@@ -868,9 +907,11 @@ class _Importer:
         g.graph["input_consumers"] = {t: tuple(v) for t, v in consumers_of_input.items()}
         for op, where in opaque.items():
             more = f" and {len(where) - 1} more" if len(where) > 1 else ""
+            guess = any(G.layer(g, w).outputs and G.layer(g, w).outputs[0] in self.guessed for w in where)
+            guess_txt = "; its output shape is unknown and assumed equal to its input" if guess else ""
             warnings.warn(
                 f"unknown op '{op}' at node '{where[0]}'{more} kept as an opaque layer "
-                "(it needs the full tensor)", HyparWarning, stacklevel=3)
+                f"(it needs the full tensor){guess_txt}", HyparWarning, stacklevel=3)
         if not any(G.layer(g, n).weighted for n in g.nodes):
             raise ModelStructureError(
                 f"model '{self.name}' has no weighted layer (Conv, Gemm, MatMul or Gather on a weight "
