@@ -92,3 +92,4 @@ class LevelProblem:
         memory = [([c[keep[i]] for i, c in enumerate(coef)], cap) for coef, cap in self.memory]
         choices = [tuple(self.choices[i][c] for c in keep[i]) for i in range(len(keep))]
         return LevelProblem(list(self.names), choices, node_cost, list(self.edges), edge_cost, groups, memory), keep
+
