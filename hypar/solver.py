@@ -22,10 +22,9 @@ that its largest coefficient is 1; the reported objective is always recomputed e
 
 from __future__ import annotations
 
+import functools
 import math
-import multiprocessing
 import os
-import signal
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -41,8 +40,8 @@ from hypar.solution import LevelSolution
 #: hypar backend name -> PuLP solver name.
 BACKENDS = {"highs": "HiGHS", "cbc": "PULP_CBC_CMD"}
 
-#: Extra wall-clock seconds a backend gets beyond its own time limit before it is abandoned.
-HARD_STOP_MARGIN_SECONDS = 2.0
+#: HiGHS: try the LP relaxation first (exact when it comes out integral; see _HiGHS).
+_LP_FIRST = True
 
 _SEPARABLE_RTOL = 1e-12
 _MEMORY_RTOL = 1e-12  # same slack as LevelProblem.feasible
@@ -50,6 +49,11 @@ _MEMORY_RTOL = 1e-12  # same slack as LevelProblem.feasible
 
 # ---------------------------------------------------------------------------------------------
 # Backends
+
+@functools.lru_cache(maxsize=1)
+def _installed() -> tuple[str, ...]:
+    return tuple(pulp.listSolvers(onlyAvailable=True))
+
 
 def available_backends() -> list[str]:
     """Names of the ILP backends that can run here, in preference order.
@@ -59,7 +63,7 @@ def available_backends() -> list[str]:
     >>> "highs" in available_backends()
     True
     """
-    found = set(pulp.listSolvers(onlyAvailable=True))
+    found = set(_installed())
     names = []
     if "HiGHS" in found:
         names.append("highs")
@@ -69,7 +73,7 @@ def available_backends() -> list[str]:
 
 
 def _backend_error(backend: str, why: str) -> SolverError:
-    installed = pulp.listSolvers(onlyAvailable=True)
+    installed = list(_installed())
     return SolverError(
         f"ILP backend {backend!r} {why}; hypar backends are {sorted(BACKENDS)}, "
         f"installed PuLP solvers: {installed or 'none'}; "
@@ -84,38 +88,126 @@ def _check_backend(backend: str) -> None:
 
 
 class _HiGHS(pulp.HiGHS):  # type: ignore[misc,valid-type]
-    """pulp.HiGHS that can start from an incumbent (values set on the variables)."""
+    """pulp.HiGHS with a bulk model transfer, an LP-first pass and an optional warm start.
 
-    def __init__(self, *args, warm_start: bool = False, **kwargs):
+    - The model goes to highspy as whole arrays (PuLP's own glue adds one column at a time).
+    - LP first: the relaxation is solved (no presolve) and, when every integer variable comes
+      out integral, that vertex is optimal for the ILP as well — true for every chain and tree,
+      where the marginal (local) polytope is integral. Otherwise the MIP runs as usual.
+    - ``warm_start``: the values set on the variables (``setInitialValue``) seed the MIP.
+
+    Status is reported like PuLP's HiGHS: (Optimal, Optimal) when proven; (Optimal,
+    IntegerFeasible) when stopped with a plan; (NotSolved, NoSolutionFound) otherwise.
+    """
+
+    def __init__(self, *args, warm_start: bool = False, lp_first: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.warm_start = warm_start
+        self.lp_first = lp_first
+        self.lp_first_integral: bool | None = None       # for inspection and tests
+        self.error: str | None = None                    # why HiGHS gave up, if it failed
 
-    def callSolver(self, lp):  # noqa: N802 - PuLP's name
+    def actualSolve(self, lp, **kwargs):  # noqa: N802 - PuLP's name
+        import highspy
+
+        started = time.perf_counter()
+        _use_highs_threads(self.threads or 1)
+        self.createAndConfigureSolver(lp)
+        h = lp.solverModel
+        inf = highspy.kHighsInf
+        variables = lp.variables()
+        for k, var in enumerate(variables):
+            var.index = k
+        n = len(variables)
+        cost = np.array([lp.objective.get(var, 0.0) for var in variables], dtype=float)
+        lower = np.array([-inf if v.lowBound is None else v.lowBound for v in variables], float)
+        upper = np.array([inf if v.upBound is None else v.upBound for v in variables], float)
+        h.addCols(n, cost, lower, upper, 0, np.zeros(n, np.int32), np.zeros(0, np.int32),
+                  np.zeros(0, float))
+        row_lo, row_up, starts, index, value = [], [], [], [], []
+        for k, con in enumerate(lp._constraints.values()):
+            con.index = k
+            starts.append(len(index))
+            for var, coef in con.items():
+                if coef != 0:
+                    index.append(var.index)
+                    value.append(coef)
+            lb, ub = con.getLb(), con.getUb()
+            row_lo.append(-inf if lb is None else lb)
+            row_up.append(inf if ub is None else ub)
+        h.addRows(len(row_lo), np.array(row_lo, float), np.array(row_up, float), len(index),
+                  np.array(starts, np.int32), np.array(index, np.int32), np.array(value, float))
+        ints = np.array([v.index for v in variables if v.cat == pulp.LpInteger], np.int32)
+        model = highspy.HighsModelStatus
+        if self.lp_first and len(ints):
+            h.setOptionValue("presolve", "off")
+            if h.run() == highspy.HighsStatus.kError:
+                self.error = h.modelStatusToString(h.getModelStatus())
+                return self._finish(lp, variables, None, pulp.LpStatusNotSolved,
+                                    pulp.LpSolutionNoSolutionFound)
+            if h.getModelStatus() == model.kOptimal:
+                col = np.asarray(h.getSolution().col_value)
+                self.lp_first_integral = bool(
+                    np.all(np.abs(col[ints] - np.round(col[ints])) <= 1e-9))
+                if self.lp_first_integral:
+                    return self._finish(lp, variables, col, pulp.LpStatusOptimal,
+                                        pulp.LpSolutionOptimal)
+            elif h.getModelStatus() in (model.kInfeasible, model.kUnboundedOrInfeasible):
+                return self._finish(lp, variables, None, pulp.LpStatusInfeasible,
+                                    pulp.LpSolutionInfeasible)
+            h.setOptionValue("presolve", "choose")
+            if self.timeLimit is not None:
+                left = self.timeLimit - (time.perf_counter() - started)
+                h.setOptionValue("time_limit", max(left, 1e-3))
+        if len(ints):
+            h.changeColsIntegrality(len(ints), ints,
+                                    np.full(len(ints), highspy.HighsVarType.kInteger.value,
+                                            np.uint8))
         if self.warm_start:
-            import highspy
+            start = np.array([v.varValue if v.varValue is not None else 0.0
+                              for v in variables], float)
+            h.setSolution(n, np.arange(n, dtype=np.int32), start)
+        if h.run() == highspy.HighsStatus.kError:
+            self.error = h.modelStatusToString(h.getModelStatus())
+        status = h.getModelStatus()
+        has_plan = h.getInfo().primal_solution_status == 2        # kSolutionStatusFeasible
+        col = np.asarray(h.getSolution().col_value) if has_plan else None
+        if status == model.kOptimal:
+            return self._finish(lp, variables, col, pulp.LpStatusOptimal, pulp.LpSolutionOptimal)
+        if status in (model.kInfeasible, model.kUnboundedOrInfeasible):
+            return self._finish(lp, variables, None, pulp.LpStatusInfeasible,
+                                pulp.LpSolutionInfeasible)
+        if has_plan:
+            return self._finish(lp, variables, col, pulp.LpStatusOptimal,
+                                pulp.LpSolutionIntegerFeasible)
+        return self._finish(lp, variables, None, pulp.LpStatusNotSolved,
+                            pulp.LpSolutionNoSolutionFound)
 
-            sol = highspy.HighsSolution()
-            values = [0.0] * lp.solverModel.getNumCol()
-            for var in lp.variables():
-                if var.varValue is not None:
-                    values[var.index] = float(var.varValue)
-            sol.col_value = values
-            lp.solverModel.setSolution(sol)
-        super().callSolver(lp)
+    @staticmethod
+    def _finish(lp, variables, col, status, sol_status):
+        for k, var in enumerate(variables):
+            var.varValue = None if col is None else float(col[k])
+        lp.assignStatus(status, sol_status)
+        return status
 
 
-def _make_solver(backend: str, time_limit: float, gap: float, threads: int, warm: bool):
+def _make_solver(backend: str, time_limit: float, gap: float, threads: int, warm: bool,
+                 tmp_dir: str | None = None):
     if backend == "highs":
         return _HiGHS(msg=False, timeLimit=time_limit, gapRel=gap, gapAbs=1e-9,
-                      threads=threads, warm_start=warm, random_seed=0)
-    found = pulp.listSolvers(onlyAvailable=True)
+                      threads=threads, warm_start=warm, lp_first=_LP_FIRST, random_seed=0)
+    found = _installed()
     kwargs = dict(msg=False, timeLimit=time_limit, gapRel=gap, gapAbs=1e-9, threads=threads,
                   warmStart=warm, options=["randomSeed 1", "randomCbcSeed 1"])
     if "COIN_CMD" in found:
-        return pulp.COIN_CMD(**kwargs)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return pulp.PULP_CBC_CMD(**kwargs)
+        cbc = pulp.COIN_CMD(**kwargs)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            cbc = pulp.PULP_CBC_CMD(**kwargs)
+    if tmp_dir is not None:
+        cbc.tmpDir = tmp_dir          # a killed run leaves its files here; the caller removes it
+    return cbc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,7 +561,11 @@ def _polish(problem: LevelProblem, assignment: list[int], movable: list[int]) ->
 # Solving
 
 def _status_of(lp: pulp.LpProblem) -> str:
-    """'optimal', 'feasible', 'infeasible' or 'none' from PuLP's status and solution status."""
+    """'optimal', 'feasible', 'infeasible' or 'none' from PuLP's status and solution status.
+
+    Both are read: a time-limited run may report status Optimal with a solution that is only
+    integer-feasible.
+    """
     if lp.status == pulp.LpStatusInfeasible or lp.sol_status == pulp.LpSolutionInfeasible:
         return "infeasible"
     if lp.status == pulp.LpStatusOptimal and lp.sol_status == pulp.LpSolutionOptimal:
@@ -479,41 +575,53 @@ def _status_of(lp: pulp.LpProblem) -> str:
     return "none"
 
 
-def _solve_in_process(problem: LevelProblem, backend: str, time_limit_seconds: float,
-                      gap: float, threads: int, incumbent: tuple[int, ...] | None,
-                      start: float) -> LevelSolution:
-    red = _reduce(problem)
-    assignment = [0] * len(red.sizes)
-    for i, c in red.fixed.items():
-        assignment[i] = c
-    if not red.free:
-        result = tuple(assignment)
-        return LevelSolution(result, problem.objective(result), "optimal", backend,
-                             time.perf_counter() - start, gap, 0, 0)
+def _no_plan(problem, incumbent, backend, time_limit_seconds, gap, start, n_vars=0, n_cons=0,
+             why=None):
+    """The incumbent as a "feasible" plan, or the error that says how to get one."""
+    if incumbent is None:
+        raise SolverError(why or (
+            f"ILP backend {backend!r} found no plan within {time_limit_seconds:g} s; "
+            "raise --time-limit"))
+    result = tuple(incumbent)
+    return LevelSolution(result, problem.objective(result), "feasible", "incumbent",
+                         time.perf_counter() - start, gap, n_vars, n_cons)
+
+
+def _solve_reduced(problem: LevelProblem, red: _Reduced, backend: str, time_limit_seconds: float,
+                   gap: float, threads: int, incumbent: tuple[int, ...] | None,
+                   start: float, tmp_dir: str | None = None) -> LevelSolution:
+    """Build and solve the reduced model in this process."""
     built = _build(red)
     warm = incumbent is not None
     if warm:
         _set_start(built, incumbent)
-    solver = _make_solver(backend, time_limit_seconds, gap, threads, warm)
+    left = max(time_limit_seconds - (time.perf_counter() - start), 1e-3)
+    solver = _make_solver(backend, left, gap, threads, warm, tmp_dir)
     try:
         built.lp.solve(solver)
     except pulp.PulpSolverError as exc:
-        raise SolverError(f"ILP backend {backend!r} failed: {exc}; try the other backend "
+        raise SolverError(f"ILP backend {backend!r} failed: {exc}; try another backend "
                           f"(installed: {available_backends()})") from exc
     status = _status_of(built.lp)
     if status == "infeasible":
         raise InfeasibleError("no assignment satisfies the memory rows; "
                               "raise the per-PE capacity")
     if status == "none":
-        return _fallback(problem, incumbent, backend, time_limit_seconds, gap, built, start)
+        why = getattr(solver, "error", None)
+        return _no_plan(problem, incumbent, backend, time_limit_seconds, gap, start,
+                        built.n_variables, built.n_constraints,
+                        why=f"ILP backend {backend!r} failed ({why}); try backend='cbc'"
+                        if why else None)
+    assignment = [0] * len(red.sizes)
+    for i, c in red.fixed.items():
+        assignment[i] = c
     for i, xs in built.x.items():
-        values = [v.varValue or 0.0 for v in xs]
-        assignment[i] = int(np.argmax(values))
+        assignment[i] = int(np.argmax([v.varValue or 0.0 for v in xs]))
     assignment = _polish(problem, assignment, red.free)
     result = tuple(assignment)
     if not problem.feasible(result):
         raise SolverError(f"ILP backend {backend!r} returned a plan that breaks a memory row "
-                          "by more than the tolerance; try the other backend")
+                          "by more than the tolerance; try another backend")
     objective = problem.objective(result)
     if status != "optimal" and incumbent is not None:
         inc_obj = problem.objective(incumbent)
@@ -523,15 +631,121 @@ def _solve_in_process(problem: LevelProblem, backend: str, time_limit_seconds: f
                          gap, built.n_variables, built.n_constraints)
 
 
-def _fallback(problem, incumbent, backend, time_limit_seconds, gap, built, start):
-    if incumbent is None:
-        raise SolverError(
-            f"ILP backend {backend!r} found no plan within {time_limit_seconds:g} s; "
-            "raise --time-limit")
-    result = tuple(incumbent)
-    return LevelSolution(result, problem.objective(result), "feasible", "incumbent",
-                         time.perf_counter() - start, gap,
-                         built.n_variables if built else 0, built.n_constraints if built else 0)
+# ---------------------------------------------------------------------------------------------
+# Hard wall-clock stop: the backend runs in a forked child that can be killed
+
+#: Seconds a forked solve may run beyond its time limit before it is killed (plus 5 % of the
+#: limit). Model building counts against the time limit; this margin covers reading results.
+HARD_STOP_MARGIN_SECONDS = 1.0
+
+#: Rough in-process cost of the ILP per model variable (measured: 1.5e-5 s on LP-integral
+#: chains, up to 1.5e-4 s on random DAGs whose relaxation is fractional), plus a fixed part.
+_SECONDS_PER_VARIABLE = 1.5e-4
+_SECONDS_FIXED = 0.01
+#: Fork when the time limit is below this many times the estimate (a tight limit that the
+#: backend may overrun); otherwise solve in process, which saves the ~5-10 ms of a fork.
+_ISOLATE_BELOW_FACTOR = 20.0
+
+
+def _estimated_seconds(red: _Reduced) -> float:
+    n_vars = sum(red.sizes[i] for i in red.free) + len(red.groups) + sum(
+        m.size for _, _, m in red.pairs)
+    return _SECONDS_FIXED + _SECONDS_PER_VARIABLE * n_vars
+
+
+def _can_fork() -> bool:
+    return hasattr(os, "fork") and hasattr(os, "killpg")
+
+
+def _run_forked(fn, deadline: float):
+    """Run ``fn()`` in a forked child; its result, its exception, or ``TimeoutError``.
+
+    The child leads its own process group, so a CBC process it started dies with it.
+    """
+    import pickle
+    import select
+    import signal
+
+    _release_highs_threads()          # no HiGHS worker threads may exist at the fork
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                          # child
+        code = 0
+        try:
+            os.close(read_fd)
+            os.setpgid(0, 0)
+            try:
+                payload = ("ok", fn())
+            except BaseException as exc:                  # noqa: BLE001 - sent to the parent
+                payload = ("err", exc)
+            try:
+                data = pickle.dumps(payload)
+            except Exception as exc:                      # noqa: BLE001
+                data = pickle.dumps(("err", SolverError(f"solver child failed: {exc!r}")))
+            with os.fdopen(write_fd, "wb") as out:
+                out.write(data)
+        except BaseException:                             # noqa: BLE001
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    try:
+        os.setpgid(pid, pid)
+    except OSError:
+        pass                                              # the child already did it
+    chunks = []
+    finished = False
+    try:
+        while True:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                break
+            ready, _, _ = select.select([read_fd], [], [], left)
+            if not ready:
+                break
+            chunk = os.read(read_fd, 1 << 16)
+            if not chunk:
+                finished = True
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(read_fd)
+        if not finished:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        os.waitpid(pid, 0)
+    if not finished or not chunks:
+        raise TimeoutError("solver child did not answer in time")
+    kind, value = pickle.loads(b"".join(chunks))
+    if kind == "err":
+        raise value
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# HiGHS keeps one global thread pool whose size is fixed at first use: track it.
+
+_highs_threads: int | None = None
+
+
+def _use_highs_threads(threads: int) -> None:
+    global _highs_threads
+    if _highs_threads != threads:
+        import highspy
+
+        highspy.Highs.resetGlobalScheduler(True)
+        _highs_threads = threads
+
+
+def _release_highs_threads() -> None:
+    global _highs_threads
+    if _highs_threads not in (None, 1):
+        import highspy
+
+        highspy.Highs.resetGlobalScheduler(True)
+        _highs_threads = None
 
 
 def _check_incumbent(problem: LevelProblem, incumbent) -> tuple[int, ...] | None:
@@ -548,7 +762,8 @@ def _check_incumbent(problem: LevelProblem, incumbent) -> tuple[int, ...] | None
 
 def solve_ilp(problem: LevelProblem, backend: str = "highs", time_limit_seconds: float = 60.0,
               gap: float = 1e-6, threads: int | None = None,
-              incumbent: tuple[int, ...] | list[int] | None = None) -> LevelSolution:
+              incumbent: tuple[int, ...] | list[int] | None = None,
+              isolate: bool | None = None) -> LevelSolution:
     """Solve one level exactly (to ``gap``) as an integer linear program.
 
     Parameters
@@ -557,15 +772,19 @@ def solve_ilp(problem: LevelProblem, backend: str = "highs", time_limit_seconds:
     backend : {"highs", "cbc"}
         HiGHS runs in process (highspy); CBC is the binary bundled with PuLP.
     time_limit_seconds : float
-        Passed to the backend. When it stops early the best plan found is returned with status
-        "feasible".
+        Wall-clock budget of the whole call (model building included); the backend gets what
+        is left. When it stops early the best plan found is returned with status "feasible".
     gap : float
         Relative MIP gap at which the backend may stop and still report "optimal".
     threads : int, optional
         Backend threads; default 1 (deterministic).
     incumbent : sequence of int, optional
         A known feasible plan: the backend starts from it, and it is returned (status
-        "feasible") when the backend finds nothing better in time.
+        "feasible", backend "incumbent") when the backend finds nothing better in time.
+    isolate : bool, optional
+        Run the backend in a forked child that is killed ``HARD_STOP_MARGIN_SECONDS`` after the
+        time limit, even if the backend overruns its own limit (POSIX only). Default: only when
+        the time limit is short for the model's size; a fork costs about 5-10 ms.
 
     Returns
     -------
@@ -596,10 +815,37 @@ def solve_ilp(problem: LevelProblem, backend: str = "highs", time_limit_seconds:
                          f"{time_limit_seconds!r}")
     if not gap >= 0:
         raise ValueError(f"gap must be >= 0, got {gap!r}")
+    threads = int(threads or 1)
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
     check_problem(problem)
     inc = _check_incumbent(problem, incumbent)
-    return _solve_in_process(problem, backend, float(time_limit_seconds), float(gap),
-                             int(threads or 1), inc, start)
+    limit = float(time_limit_seconds)
+    red = _reduce(problem)
+    if not red.free:
+        result = tuple(red.fixed[i] for i in range(len(red.sizes)))
+        return LevelSolution(result, problem.objective(result), "optimal", backend,
+                             time.perf_counter() - start, gap, 0, 0)
+    if isolate is None:
+        isolate = limit < _ISOLATE_BELOW_FACTOR * _estimated_seconds(red)
+    if not (isolate and _can_fork()):
+        return _solve_reduced(problem, red, backend, limit, gap, threads, inc, start)
+    import shutil
+    import tempfile
+
+    deadline = start + limit * 1.05 + HARD_STOP_MARGIN_SECONDS
+    tmp_dir = tempfile.mkdtemp(prefix="hypar-ilp-")
+    try:
+        return _run_forked(
+            lambda: _solve_reduced(problem, red, backend, limit, gap, threads, inc, start,
+                                   tmp_dir),
+            deadline)
+    except TimeoutError:
+        return _no_plan(problem, inc, backend, limit, gap, start, why=(
+            f"ILP backend {backend!r} overran its time limit of {limit:g} s and was stopped; "
+            "raise --time-limit"))
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 def solve(problem: LevelProblem, method: str = "ilp", **opts) -> LevelSolution:

@@ -254,3 +254,86 @@ def test_bad_options():
         solve_ilp(chain3(), time_limit_seconds=0)
     with pytest.raises(ValueError):
         solve_ilp(chain3(), gap=-1)
+
+
+def frustrated_triangle() -> LevelProblem:
+    # Every edge charges 1 when its ends agree: an odd cycle must have one agreeing edge. The
+    # LP relaxation (all halves) costs 0, so this needs the MIP, not the LP-first shortcut.
+    same = A([[1.0, 0.0], [0.0, 1.0]])
+    return LevelProblem(["a", "b", "c"], [("I", "II")] * 3, [np.zeros(2)] * 3,
+                        edges=[(0, 1), (1, 2), (0, 2)], edge_cost=[same] * 3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fractional_relaxation_still_solved_exactly(backend):
+    sol = solve_ilp(frustrated_triangle(), backend=backend)
+    assert sol.objective == 1.0 and sol.status == "optimal"
+    assert len(set(sol.assignment)) == 2
+
+
+@pytest.mark.parametrize("lp_first", [True, False])
+def test_lp_first_switch_gives_same_plans(monkeypatch, lp_first):
+    monkeypatch.setattr(solver, "_LP_FIRST", lp_first)
+    for make in (chain3, diamond, shared_fanout, anchored, frustrated_triangle):
+        p = make()
+        assert solve_ilp(p).objective == solve_brute_force(p).objective
+
+
+def test_changing_thread_count_between_solves():
+    # HiGHS keeps one global thread pool; a new thread count must not break later solves.
+    p = frustrated_triangle()
+    for threads in (2, 1, 2, None):
+        assert solve_ilp(p, threads=threads).objective == 1.0
+
+
+fork_only = pytest.mark.skipif(not solver._can_fork(), reason="needs os.fork")
+
+
+@fork_only
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_isolated_solve_matches_in_process(backend):
+    for make in (chain3, diamond, anchored, frustrated_triangle):
+        p = make()
+        inside = solve_ilp(p, backend=backend, isolate=False)
+        forked = solve_ilp(p, backend=backend, isolate=True)
+        assert (forked.assignment, forked.objective, forked.status, forked.n_variables) == (
+            inside.assignment, inside.objective, inside.status, inside.n_variables)
+
+
+@fork_only
+def test_isolated_solve_raises_the_childs_error():
+    p = LevelProblem(["a", "b"], [("I", "II")] * 2, [A([0.0, 1.0]), A([0.0, 1.0])],
+                     edges=[(0, 1)], edge_cost=[MISMATCH],
+                     memory=[([A([10.0, 0.0]), A([0.0, 0.0])], 5.0),
+                             ([A([0.0, 10.0]), A([0.0, 0.0])], 5.0)])
+    with pytest.raises(InfeasibleError):
+        solve_ilp(p, isolate=True)
+
+
+@fork_only
+def test_hard_stop_returns_the_incumbent(monkeypatch):
+    import time
+
+    def stuck(*args, **kwargs):          # a backend that ignores its time limit
+        time.sleep(60)
+
+    monkeypatch.setattr(solver, "_solve_reduced", stuck)
+    monkeypatch.setattr(solver, "HARD_STOP_MARGIN_SECONDS", 0.1)
+    p = chain3()
+    sol = solve_ilp(p, time_limit_seconds=0.2, incumbent=(1, 0, 0), isolate=True)
+    assert sol.assignment == (1, 0, 0)
+    assert sol.status == "feasible" and sol.backend == "incumbent"
+    assert sol.objective == p.objective((1, 0, 0))
+    assert sol.wall_seconds < 30
+    with pytest.raises(SolverError, match="raise --time-limit"):
+        solve_ilp(p, time_limit_seconds=0.2, isolate=True)
+
+
+def test_short_time_limit_on_a_large_model_isolates(monkeypatch):
+    calls = []
+    monkeypatch.setattr(solver, "_run_forked", lambda fn, deadline: calls.append(1) or fn())
+    p = diamond()
+    solve_ilp(p, time_limit_seconds=60)
+    assert calls == []
+    solve_ilp(p, time_limit_seconds=1e-3)
+    assert calls == ([1] if solver._can_fork() else [])

@@ -165,3 +165,21 @@ def test_incumbent_never_makes_it_worse(p):
     sol = solve_ilp(p, incumbent=start)
     assert close(sol.objective, brute.objective)
     assert sol.status == "optimal"
+
+
+@settings(max_examples=60, **SETTINGS)
+@given(dags())
+def test_dag_mip_path_equals_brute(p):
+    # The same check with HiGHS's LP-first shortcut off: every model goes through the MIP.
+    from hypar import solver
+
+    brute = _brute_or_infeasible(p)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(solver, "_LP_FIRST", False)
+        if brute is None:
+            with pytest.raises(InfeasibleError):
+                solve_ilp(p)
+            return
+        ilp = solve_ilp(p)
+    assert close(ilp.objective, brute.objective)
+    assert ilp.status == "optimal"
