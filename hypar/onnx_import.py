@@ -10,6 +10,7 @@ non-weighted node. Weights are read as shapes only: raw weight bytes are never d
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import tempfile
 import warnings
@@ -138,11 +139,12 @@ def load_layer_graph(
     --------
     >>> from onnx import parser
     >>> m = parser.parse_model('''<ir_version: 8, opset_import: ["" : 17]>
-    ... g (float[4, 8] x) => (float[4, 2] y) <float[8, 2] w> { y = MatMul(x, w) }''')
-    >>> g = load_layer_graph(m)
+    ... g (float[N, 3] x) => (float[N, 2] y) <float[3, 2] w = {1, 2, 3, 4, 5, 6}> {
+    ...     y = MatMul(x, w) }''')
+    >>> g = load_layer_graph(m, batch=4)
     >>> lay = g.nodes[G.weighted_layers(g)[0]]["layer"]
-    >>> (lay.kind, lay.batch, lay.d_in, lay.d_out, lay.macs)
-    ('gemm', 4, 8, 2, 64)
+    >>> (lay.kind, lay.batch, lay.d_in, lay.d_out, lay.weight_elements, lay.macs)
+    ('gemm', 4, 3, 2, 6, 24)
     """
     if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
         raise ShapeError(f"batch must be a positive integer, got {batch!r}; pass --batch N with N >= 1")
@@ -837,10 +839,9 @@ class _Importer:
         where = f" (at node '{node}')" if node else ""
         shown = "unknown rank" if dims is None else "[" + ", ".join(
             str(d) if d is not None else "?" for d in dims) + "]"
-        try:
-            import onnxruntime  # noqa: F401
+        if importlib.util.find_spec("onnxruntime") is not None:
             fix = "re-export the model with static shapes"
-        except Exception:
+        else:
             fix = "install symbolic shape inference with `pip install hypar[symbolic]` or re-export with static shapes"
         raise ShapeError(f"tensor '{t}'{where} has unknown shape {shown} after shape inference; {fix}")
 

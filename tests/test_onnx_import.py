@@ -13,7 +13,7 @@ import networkx as nx
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper, parser
+from onnx import helper, numpy_helper, parser
 
 from hypar import graph as G
 from hypar import onnx_import
