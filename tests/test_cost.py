@@ -483,3 +483,48 @@ def test_greedy_finds_the_table_minimum():
     assert asg == [("III",), ("III",)]
     assert amount(m.evaluate(asg).totals()["comm_bytes"]) == 144
     assert G.decision_layers(m.g) == ["fc1", "fc2"]
+
+
+# --------------------------------------------------------------------------------------------
+# Conv chain (SPEC §1: sizes carry the spatial multipliers; spatial dims are never split).
+
+def conv_chain_onnx():
+    """x (2,3,8,8) -> Conv 3->4 3x3 pad 1 -> h1 (2,4,8,8) -> Conv 4->6 3x3 pad 1 -> y (2,6,8,8)."""
+    import numpy as np
+    from onnx import TensorProto, helper
+    f = TensorProto.FLOAT
+    inits = [helper.make_tensor(n, f, s, np.zeros(s, np.float32).ravel().tolist())
+             for n, s in (("w1", (4, 3, 3, 3)), ("w2", (6, 4, 3, 3)))]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["h1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["h1", "w2"], ["y"], name="conv2", pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "convs", [helper.make_tensor_value_info("x", f, (2, 3, 8, 8))],
+                              [helper.make_tensor_value_info("y", f, (2, 6, 8, 8))], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_conv_chain_table_with_spatial_sizes():
+    from hypar.onnx_import import load_layer_graph
+    g = load_layer_graph(conv_chain_onnx())
+    m = CostModel(g, array_from_levels([2]), "accpar")
+    # conv1: A(F_in) = 2*3*8*8 = 384, A(W1) = 3*4*3*3 = 108, A(h1) = 2*4*8*8 = 512.
+    # conv2: A(W2) = 4*6*3*3 = 216, A(F_out) = 2*6*8*8 = 768.
+    # Intra: conv1 I 108, II 512, III 0; conv2 I 216, II 768, III 512 (E of h1).
+    # Inter on h1 (A = 512): non-zero cells 256.
+    i1 = {"I": 108, "II": 512, "III": 0}
+    i2 = {"I": 216, "II": 768, "III": 512}
+    for t1, t2 in itertools.product(TYPES, TYPES):
+        inter = 256 if INTER12[(t1, t2)] else 0
+        assert amount(m.evaluate([(t1,), (t2,)]).totals()["comm_bytes"]) == i1[t1] + i2[t2] + inter
+
+
+def test_conv_three_input_channels_over_two_subgroups():
+    # SPEC §4's example: 3 input channels over 2 subgroups (type II) split 2 + 1.
+    # conv1 MACs = B*Hout*Wout*Cout*Cin*Kh*Kw = 2*8*8*4*3*9 = 13824; first layer: forward +
+    # gradient = 2 products -> 55296 flops; the slowest PE does 2/3 -> 36864 flops at 1 TFLOP/s.
+    from hypar.onnx_import import load_layer_graph
+    g = load_layer_graph(conv_chain_onnx())
+    m = CostModel(g, one_level(), "accpar")
+    r = rows(m.evaluate([("II",), ("I",)]))
+    assert r["conv1"]["compute_s"] == pytest.approx(36864e-12, rel=1e-12)
+    # conv2 I: B = 2 -> 1 + 1; MACs 2*8*8*6*4*9 = 27648, 3 products -> 165888 flops, half each.
+    assert r["conv2"]["compute_s"] == pytest.approx(82944e-12, rel=1e-12)
