@@ -407,6 +407,7 @@ class _Importer:
                 if t:
                     self.consumers[t].append((n, s))
         self.act_inputs = [vi for vi in g.input if self._is_activation_input(vi)]
+        self.graph_outputs = {o.name for o in g.output}
         self.shapes: dict[str, tuple[int, list | None]] = {}
         self._values: dict[str, np.ndarray | None] = {}
 
@@ -903,7 +904,8 @@ class _Importer:
                 elif t in g_in and lname not in consumers_of_input[t]:
                     consumers_of_input[t].append(lname)
         self._fold_bias(g, kept, names)
-        g.graph["inputs"] = tuple(inputs)
+        # inputs that only feed shape computations (e.g. Shape(mask)) are not layer inputs
+        g.graph["inputs"] = tuple(t for t in inputs if t.name in consumers_of_input or t.name in producer_layer)
         g.graph["outputs"] = tuple(tensors[o.name] for o in self.src.graph.output if o.name in tensors)
         g.graph["input_consumers"] = {t: tuple(v) for t, v in consumers_of_input.items()}
         for op, where in opaque.items():
@@ -973,7 +975,7 @@ class _Importer:
         op = n.op_type
         act_in = [t for t in n.input if t and self.cls.get(t) == "act"]
         outs = tuple(o for o in n.output if o and self.cls.get(o) == "act"
-                     and (o in self.consumers or o in {x.name for x in self.src.graph.output} or o == n.output[0]))
+                     and (o in self.consumers or o in self.graph_outputs or o == n.output[0]))
         a = _node_attrs(n)
         attrs: dict[str, object] = {}
         kind = None

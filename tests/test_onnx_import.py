@@ -404,6 +404,36 @@ def test_unknown_op_is_opaque_with_warning():
     assert list(g.successors("Frobnicate_1")) == ["Relu_2"]
 
 
+def test_custom_op_shape_from_symbolic_inference_or_fallback():
+    """com.microsoft::Attention: onnx cannot infer its shape; onnxruntime's symbolic shape
+    inference (hypar[symbolic]) does, else the importer assumes the input's shape and says so."""
+    m = make("""g (float[2, 16, 64] x) => (float[2, 16, 64] y) {
+        a = Attention<num_heads=4>(x, w, b)
+        y = MatMul(a, wo) }""", w=(64, 192), b=(192,), wo=(64, 64))
+    m.graph.node[0].domain = "com.microsoft"
+    m.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    with pytest.warns(HyparWarning, match="com.microsoft::Attention") as rec:
+        g = load_layer_graph(m)
+    assert lay(g, "Attention_0").kind == G.OPAQUE and lay(g, "Attention_0").out_elements == 2 * 16 * 64
+    assert only(g, G.GEMM).in_spatial == (16,)
+    try:
+        import onnxruntime  # noqa: F401
+        assumed = False
+    except ImportError:
+        assumed = True
+    assert any("assumed equal to its input" in str(w.message) for w in rec) == assumed
+
+
+def test_input_used_only_for_shapes_is_not_a_layer_input():
+    m = make("""g (float[2, 8] x, float[2, 5] mask) => (float[?, ?] y) {
+        h = Gemm(x, w)
+        s = Shape(mask)
+        y = Reshape(h, s2) }""", w=(8, 10))
+    m.graph.initializer.append(numpy_helper.from_array(np.array([5, 4], np.int64), "s2"))
+    g = load_layer_graph(m)
+    assert [t.name for t in g.graph["inputs"]] == ["x"]
+
+
 def test_layer_names_made_unique():
     m = make("""g (float[2, 8] x) => (float[2, 8] y) {
         a = Gemm(x, w)
