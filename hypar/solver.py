@@ -232,6 +232,9 @@ class _Reduced:
     pairs: list[tuple[int, int, np.ndarray]] = field(default_factory=list)  # u < v, both free
     groups: list[_Group] = field(default_factory=list)
     memory: list[tuple[dict[int, np.ndarray], float]] = field(default_factory=list)
+    # (node, neighbours, best choice per neighbour choices), in elimination order
+    eliminated: list[tuple[int, tuple[int, ...], np.ndarray]] = field(default_factory=list)
+    eliminated_nodes: set[int] = field(default_factory=set)
 
 
 def _is_separable(m: np.ndarray) -> bool:
@@ -240,7 +243,7 @@ def _is_separable(m: np.ndarray) -> bool:
     return bool(np.all(np.abs(resid) <= _SEPARABLE_RTOL * scale))
 
 
-def _reduce(problem: LevelProblem) -> _Reduced:
+def _reduce(problem: LevelProblem, eliminate: bool = True) -> _Reduced:
     """Fold everything that needs no variable into constants and node costs (exactly)."""
     sizes = [len(c) for c in problem.choices]
     n = len(sizes)
@@ -310,7 +313,7 @@ def _reduce(problem: LevelProblem) -> _Reduced:
         red.groups.append(_Group(cost, list(members), anchor))
 
     # Pairs: fold fixed ends, zero and separable matrices into node costs.
-    kept: list[tuple[int, int, np.ndarray]] = []
+    kept: dict[tuple[int, int], np.ndarray] = {}
     for (u, v) in sorted(pair):
         m = pair[(u, v)]
         if u in fixed and v in fixed:
@@ -325,11 +328,10 @@ def _reduce(problem: LevelProblem) -> _Reduced:
             lin[u] += m[:, 0]
             lin[v] += m[0, :] - m[0, 0]
         else:
-            kept.append((u, v, m))
-    red.pairs = kept
+            kept[(u, v)] = m
 
     # Memory rows: constants to the right-hand side; drop rows that always hold.
-    involved: set[int] = set()
+    pinned: set[int] = set()            # in a group or memory row: never eliminated
     for coef, cap in problem.memory:
         rhs = cap + abs(cap) * _MEMORY_RTOL
         row: dict[int, np.ndarray] = {}
@@ -350,18 +352,25 @@ def _reduce(problem: LevelProblem) -> _Reduced:
         if worst <= rhs:
             continue
         red.memory.append((row, rhs))
-        involved.update(row)
+        pinned.update(row)
+    for g in red.groups:
+        pinned.update(v for v, _ in g.members)
+        if g.anchor is not None:
+            pinned.add(g.anchor[0])
+
+    if eliminate:
+        _eliminate(red, lin, kept, pinned)
+    red.pairs = [(u, v, kept[(u, v)]) for (u, v) in sorted(kept)]
 
     # Nodes touched by no pair, group or memory row take their cheapest choice directly.
-    for u, v, _ in kept:
+    involved = set(pinned)
+    for u, v in kept:
         involved.update((u, v))
-    for g in red.groups:
-        involved.update(v for v, _ in g.members)
-        if g.anchor is not None:
-            involved.add(g.anchor[0])
     for i in range(n):
         if i in fixed:
             red.const += float(lin[i][fixed[i]])
+        elif i in red.eliminated_nodes:
+            continue
         elif i not in involved:
             fixed[i] = int(np.argmin(lin[i]))     # first minimum: lowest index on ties
             red.const += float(lin[i][fixed[i]])
@@ -371,6 +380,93 @@ def _reduce(problem: LevelProblem) -> _Reduced:
             red.lin[i] = lin[i] - lo
             red.free.append(i)
     return red
+
+
+def _eliminate(red: _Reduced, lin: list[np.ndarray], pairs: dict[tuple[int, int], np.ndarray],
+               pinned: set[int]) -> None:
+    """Eliminate free nodes of pair-degree 1 (leaves) and 2 (series) exactly, as in a DP.
+
+    A leaf v next to u adds ``min_t M[s,t] + lin_v[t]`` to ``lin_u[s]``; a node v between u
+    and w becomes the pair matrix ``min_t M_uv[s,t] + lin_v[t] + M_vw[t,r]`` on (u, w). The
+    minimising choices are kept (lowest index on ties) and restored by :func:`_expand`. Nodes
+    in a group term or a memory row are never eliminated. Chains, trees and series-parallel
+    graphs (residual blocks) vanish entirely; the ILP is left with the rest.
+    """
+    import heapq
+
+    fixed = red.fixed
+    adj: dict[int, set[int]] = {}
+    for u, v in pairs:
+        adj.setdefault(u, set()).add(v)
+        adj.setdefault(v, set()).add(u)
+
+    def get(u: int, v: int) -> np.ndarray:            # rows: u's choices
+        return pairs[(u, v)] if u < v else pairs[(v, u)].T
+
+    def drop(u: int, v: int) -> None:
+        del pairs[(min(u, v), max(u, v))]
+        adj[u].discard(v)
+        adj[v].discard(u)
+
+    def put(u: int, v: int, m: np.ndarray) -> None:
+        key, m = ((u, v), m) if u < v else ((v, u), m.T)
+        if key in pairs:
+            m = pairs[key] + m
+        if not np.any(m) or _is_separable(m):
+            lin[key[0]] += m[:, 0]
+            lin[key[1]] += m[0, :] - m[0, 0]
+            if key in pairs:
+                drop(*key)
+            return
+        pairs[key] = m
+        adj.setdefault(u, set()).add(v)
+        adj.setdefault(v, set()).add(u)
+
+    todo = [v for v in adj if v not in pinned and v not in fixed]
+    heapq.heapify(todo)
+    done = red.eliminated_nodes
+    while todo:
+        v = heapq.heappop(todo)
+        if v in done or v in pinned:
+            continue
+        nbrs = sorted(adj.get(v, ()))
+        if len(nbrs) == 1:
+            (u,) = nbrs
+            total = get(u, v) + lin[v][None, :]
+            choice = np.argmin(total, axis=1)
+            lin[u] += total[np.arange(len(choice)), choice]
+            drop(u, v)
+            red.eliminated.append((v, (u,), choice))
+        elif len(nbrs) == 2:
+            u, w = nbrs
+            total = get(u, v)[:, :, None] + lin[v][None, :, None] + get(v, w)[None, :, :]
+            choice = np.argmin(total, axis=1)                 # (T_u, T_w)
+            best = np.take_along_axis(total, choice[:, None, :], axis=1)[:, 0, :]
+            drop(u, v)
+            drop(v, w)
+            put(u, w, best)
+            red.eliminated.append((v, (u, w), choice))
+        else:
+            continue
+        done.add(v)
+        for u in nbrs:
+            if u not in pinned and u not in done:
+                heapq.heappush(todo, u)
+    # A neighbour left with no pair keeps its folded costs; the caller fixes it.
+
+
+def _assemble(problem: LevelProblem, red: _Reduced, chosen: dict[int, int]) -> tuple[int, ...]:
+    """The full assignment from the model's choices: fixed nodes, then eliminated nodes (best
+    choice given their already assigned neighbours), then the tie-breaking polish."""
+    assignment = [0] * len(red.sizes)
+    for i, c in red.fixed.items():
+        assignment[i] = c
+    for i, c in chosen.items():
+        assignment[i] = c
+    for v, nbrs, choice in reversed(red.eliminated):
+        assignment[v] = int(choice[tuple(assignment[u] for u in nbrs)])
+    movable = [i for i, t in enumerate(red.sizes) if t > 1]
+    return tuple(_polish(problem, assignment, movable))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -463,7 +559,7 @@ def _build(red: _Reduced) -> _Built:
     return _Built(lp, x, y, aux, n_vars, n_cons)
 
 
-def build_ilp(problem: LevelProblem) -> pulp.LpProblem:
+def build_ilp(problem: LevelProblem, eliminate: bool = True) -> pulp.LpProblem:
     """The PuLP model :func:`solve_ilp` would solve (after its exact reductions), unsolved.
 
     For inspection and debugging, e.g. ``build_ilp(p).writeLP("level.lp")``. Constant parts
@@ -475,7 +571,7 @@ def build_ilp(problem: LevelProblem) -> pulp.LpProblem:
         When a memory row cannot hold whatever the choices.
     """
     check_problem(problem)
-    return _build(_reduce(problem)).lp
+    return _build(_reduce(problem, eliminate)).lp
 
 
 def _set_start(built: _Built, assignment: tuple[int, ...]) -> None:
@@ -612,13 +708,8 @@ def _solve_reduced(problem: LevelProblem, red: _Reduced, backend: str, time_limi
                         built.n_variables, built.n_constraints,
                         why=f"ILP backend {backend!r} failed ({why}); try backend='cbc'"
                         if why else None)
-    assignment = [0] * len(red.sizes)
-    for i, c in red.fixed.items():
-        assignment[i] = c
-    for i, xs in built.x.items():
-        assignment[i] = int(np.argmax([v.varValue or 0.0 for v in xs]))
-    assignment = _polish(problem, assignment, red.free)
-    result = tuple(assignment)
+    chosen = {i: int(np.argmax([v.varValue or 0.0 for v in xs])) for i, xs in built.x.items()}
+    result = _assemble(problem, red, chosen)
     if not problem.feasible(result):
         raise SolverError(f"ILP backend {backend!r} returned a plan that breaks a memory row "
                           "by more than the tolerance; try another backend")
@@ -763,7 +854,7 @@ def _check_incumbent(problem: LevelProblem, incumbent) -> tuple[int, ...] | None
 def solve_ilp(problem: LevelProblem, backend: str = "highs", time_limit_seconds: float = 60.0,
               gap: float = 1e-6, threads: int | None = None,
               incumbent: tuple[int, ...] | list[int] | None = None,
-              isolate: bool | None = None) -> LevelSolution:
+              isolate: bool | None = None, eliminate: bool = True) -> LevelSolution:
     """Solve one level exactly (to ``gap``) as an integer linear program.
 
     Parameters
@@ -785,6 +876,10 @@ def solve_ilp(problem: LevelProblem, backend: str = "highs", time_limit_seconds:
         Run the backend in a forked child that is killed ``HARD_STOP_MARGIN_SECONDS`` after the
         time limit, even if the backend overruns its own limit (POSIX only). Default: only when
         the time limit is short for the model's size; a fork costs about 5-10 ms.
+    eliminate : bool
+        Before the ILP, eliminate nodes that only have one or two pair neighbours (no group
+        term, no memory row) exactly, as a DP would: chains, trees and residual blocks need no
+        ILP at all. False keeps every multi-choice node in the model (for cross-checks).
 
     Returns
     -------
@@ -821,9 +916,12 @@ def solve_ilp(problem: LevelProblem, backend: str = "highs", time_limit_seconds:
     check_problem(problem)
     inc = _check_incumbent(problem, incumbent)
     limit = float(time_limit_seconds)
-    red = _reduce(problem)
+    red = _reduce(problem, eliminate)
     if not red.free:
-        result = tuple(red.fixed[i] for i in range(len(red.sizes)))
+        result = _assemble(problem, red, {})
+        if not problem.feasible(result):        # only the tolerance could cause this
+            raise SolverError("the reduced plan breaks a memory row; retry with "
+                              "eliminate=False")
         return LevelSolution(result, problem.objective(result), "optimal", backend,
                              time.perf_counter() - start, gap, 0, 0)
     if isolate is None:

@@ -51,33 +51,43 @@ def anchored(anchor=(0, 1)) -> LevelProblem:
         groups=[GroupTerm(5.0, ((1, 0), (2, 0)), anchor)])
 
 
+ELIMINATE = [pytest.param(False, id="full-ilp"), pytest.param(True, id="eliminated")]
+
+
+@pytest.mark.parametrize("eliminate", ELIMINATE)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_chain_known_best_path(backend):
-    sol = solve_ilp(chain3(), backend=backend)
+def test_chain_known_best_path(backend, eliminate):
+    sol = solve_ilp(chain3(), backend=backend, eliminate=eliminate)
     assert sol.assignment == (0, 1, 1)
     assert sol.objective == 4.0
     assert sol.status == "optimal"
     assert sol.backend == backend
-    assert sol.n_variables > 0 and sol.n_constraints > 0
+    if eliminate:
+        assert sol.n_variables == 0                  # a chain needs no ILP at all
+    else:
+        assert sol.n_variables == 6 + 8 and sol.n_constraints == 3 + 2 * 3
 
 
+@pytest.mark.parametrize("eliminate", ELIMINATE)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_diamond(backend):
-    sol = solve_ilp(diamond(), backend=backend)
+def test_diamond(backend, eliminate):
+    sol = solve_ilp(diamond(), backend=backend, eliminate=eliminate)
     assert sol.objective == 2.0
     assert sol.assignment == (0, 1, 0, 0)
 
 
+@pytest.mark.parametrize("eliminate", ELIMINATE)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_group_term_makes_sharing_cheaper(backend):
-    sol = solve_ilp(shared_fanout(), backend=backend)
+def test_group_term_makes_sharing_cheaper(backend, eliminate):
+    sol = solve_ilp(shared_fanout(), backend=backend, eliminate=eliminate)
     assert sol.assignment == (0, 1, 1)
     assert sol.objective == 7.0
 
 
+@pytest.mark.parametrize("eliminate", ELIMINATE)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_anchored_group(backend):
-    sol = solve_ilp(anchored(), backend=backend)
+def test_anchored_group(backend, eliminate):
+    sol = solve_ilp(anchored(), backend=backend, eliminate=eliminate)
     assert sol.assignment == (0, 0, 0)
     assert sol.objective == 3.0
 
@@ -93,7 +103,7 @@ def test_memory_row_forces_a_costlier_choice(backend):
     p = LevelProblem(["a", "b"], [("I", "II")] * 2, [A([0.0, 1.0]), A([0.0, 1.5])],
                      edges=[(0, 1)], edge_cost=[MISMATCH],
                      memory=[([A([10.0, 2.0]), A([10.0, 2.0])], 12.0)])
-    sol = solve_ilp(p, backend=backend)
+    sol = solve_ilp(p, backend=backend, eliminate=False)
     # (0,0) costs 0 but needs 20 > 12; (1,0) costs 1 + 1; (0,1) 1.5 + 1; (1,1) 2.5.
     assert sol.objective == 2.0
     assert sol.assignment == (1, 0)
@@ -132,10 +142,10 @@ def test_single_choice_node_gets_no_variable():
                      [A([0.0, 1.0]), A([2.0]), A([3.0, 0.0])],
                      edges=[(0, 1), (1, 2), (0, 2)],
                      edge_cost=[A([[0.0], [5.0]]), A([[1.0, 0.0]]), 2 * MISMATCH])
-    names = [v.name for v in build_ilp(p).variables()]
+    names = [v.name for v in build_ilp(p, eliminate=False).variables()]
     assert names and not any(n.startswith("x_1_") for n in names)
     assert {n for n in names if n.startswith("x_")} == {"x_0_0", "x_0_1", "x_2_0", "x_2_1"}
-    sol = solve_ilp(p)
+    sol = solve_ilp(p, eliminate=False)
     assert sol.objective == solve_brute_force(p).objective == 2.0 + 2.0
     assert sol.n_variables == len(names)
 
@@ -162,7 +172,7 @@ def test_parallel_and_reversed_edges_are_merged():
     p = LevelProblem(["a", "b"], [("I", "II")] * 2, [A([0.0, 0.5]), A([0.0, 0.0])],
                      edges=[(0, 1), (1, 0)], edge_cost=[A([[0.0, 3.0], [0.0, 0.0]]),
                                                        A([[2.0, 0.0], [0.0, 0.0]])])
-    names = [v.name for v in build_ilp(p).variables()]
+    names = [v.name for v in build_ilp(p, eliminate=False).variables()]
     assert sum(n.startswith("y_") for n in names) == 4       # one 2x2 block, not two
     sol = solve_ilp(p)
     assert sol.assignment == (1, 0)            # (0,0) 2, (0,1) 3, (1,0) 0.5, (1,1) 0.5
@@ -174,15 +184,16 @@ def test_variables_are_named_by_index_only():
     p.names[:] = ["conv/1.weight", "fc[2]", "a-b", "x y"]
     p.groups.append(GroupTerm(1.0, ((1, 0), (2, 0)), (0, 1)))
     p.groups.append(GroupTerm(1.0, ((1, 1), (3, 0))))
-    names = [v.name for v in build_ilp(p).variables()]
+    names = [v.name for v in build_ilp(p, eliminate=False).variables()]
     assert any(n.startswith("z_") for n in names) and any(n.startswith("w_") for n in names)
     assert all(re.fullmatch(r"[xyzw](_\d+)+", n) for n in names), names
 
 
+@pytest.mark.parametrize("eliminate", ELIMINATE)
 @pytest.mark.parametrize("problem", [chain3, diamond, shared_fanout, anchored])
-def test_reported_objective_is_the_problems(problem):
+def test_reported_objective_is_the_problems(problem, eliminate):
     p = problem()
-    sol = solve_ilp(p)
+    sol = solve_ilp(p, eliminate=eliminate)
     assert sol.objective == p.objective(sol.assignment)
     assert sol.objective == solve_brute_force(p).objective
 
@@ -215,16 +226,17 @@ def test_repeated_solves_are_identical():
     p = LevelProblem([str(i) for i in range(n)], [("I", "II", "III")] * n,
                      [rng.integers(0, 2, 3).astype(float) for _ in range(n)], edges=edges,
                      edge_cost=[rng.integers(0, 2, (3, 3)).astype(float) for _ in edges])
-    first = solve_ilp(p)
+    first = solve_ilp(p, eliminate=False)
+    assert first.n_variables > 0
     for _ in range(3):
-        again = solve_ilp(p)
+        again = solve_ilp(p, eliminate=False)
         assert again.assignment == first.assignment
         assert again.objective == first.objective
 
 
 def test_incumbent_is_not_returned_when_the_solver_does_better():
     p = chain3()
-    sol = solve_ilp(p, incumbent=(1, 0, 0))
+    sol = solve_ilp(p, incumbent=(1, 0, 0), eliminate=False)
     assert sol.assignment == (0, 1, 1) and sol.status == "optimal"
 
 
@@ -266,7 +278,8 @@ def frustrated_triangle() -> LevelProblem:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_fractional_relaxation_still_solved_exactly(backend):
-    sol = solve_ilp(frustrated_triangle(), backend=backend)
+    sol = solve_ilp(frustrated_triangle(), backend=backend, eliminate=False)
+    assert sol.n_variables > 0
     assert sol.objective == 1.0 and sol.status == "optimal"
     assert len(set(sol.assignment)) == 2
 
@@ -276,14 +289,14 @@ def test_lp_first_switch_gives_same_plans(monkeypatch, lp_first):
     monkeypatch.setattr(solver, "_LP_FIRST", lp_first)
     for make in (chain3, diamond, shared_fanout, anchored, frustrated_triangle):
         p = make()
-        assert solve_ilp(p).objective == solve_brute_force(p).objective
+        assert solve_ilp(p, eliminate=False).objective == solve_brute_force(p).objective
 
 
 def test_changing_thread_count_between_solves():
     # HiGHS keeps one global thread pool; a new thread count must not break later solves.
     p = frustrated_triangle()
     for threads in (2, 1, 2, None):
-        assert solve_ilp(p, threads=threads).objective == 1.0
+        assert solve_ilp(p, threads=threads, eliminate=False).objective == 1.0
 
 
 fork_only = pytest.mark.skipif(not solver._can_fork(), reason="needs os.fork")
@@ -294,8 +307,8 @@ fork_only = pytest.mark.skipif(not solver._can_fork(), reason="needs os.fork")
 def test_isolated_solve_matches_in_process(backend):
     for make in (chain3, diamond, anchored, frustrated_triangle):
         p = make()
-        inside = solve_ilp(p, backend=backend, isolate=False)
-        forked = solve_ilp(p, backend=backend, isolate=True)
+        inside = solve_ilp(p, backend=backend, isolate=False, eliminate=False)
+        forked = solve_ilp(p, backend=backend, isolate=True, eliminate=False)
         assert (forked.assignment, forked.objective, forked.status, forked.n_variables) == (
             inside.assignment, inside.objective, inside.status, inside.n_variables)
 
@@ -307,7 +320,7 @@ def test_isolated_solve_raises_the_childs_error():
                      memory=[([A([10.0, 0.0]), A([0.0, 0.0])], 5.0),
                              ([A([0.0, 10.0]), A([0.0, 0.0])], 5.0)])
     with pytest.raises(InfeasibleError):
-        solve_ilp(p, isolate=True)
+        solve_ilp(p, isolate=True, eliminate=False)
 
 
 @fork_only
@@ -320,20 +333,37 @@ def test_hard_stop_returns_the_incumbent(monkeypatch):
     monkeypatch.setattr(solver, "_solve_reduced", stuck)
     monkeypatch.setattr(solver, "HARD_STOP_MARGIN_SECONDS", 0.1)
     p = chain3()
-    sol = solve_ilp(p, time_limit_seconds=0.2, incumbent=(1, 0, 0), isolate=True)
+    sol = solve_ilp(p, time_limit_seconds=0.2, incumbent=(1, 0, 0), isolate=True,
+                    eliminate=False)
     assert sol.assignment == (1, 0, 0)
     assert sol.status == "feasible" and sol.backend == "incumbent"
     assert sol.objective == p.objective((1, 0, 0))
     assert sol.wall_seconds < 30
     with pytest.raises(SolverError, match="raise --time-limit"):
-        solve_ilp(p, time_limit_seconds=0.2, isolate=True)
+        solve_ilp(p, time_limit_seconds=0.2, isolate=True, eliminate=False)
 
 
 def test_short_time_limit_on_a_large_model_isolates(monkeypatch):
     calls = []
     monkeypatch.setattr(solver, "_run_forked", lambda fn, deadline: calls.append(1) or fn())
     p = diamond()
-    solve_ilp(p, time_limit_seconds=60)
+    solve_ilp(p, time_limit_seconds=60, eliminate=False)
     assert calls == []
-    solve_ilp(p, time_limit_seconds=1e-3)
+    # 60 s is "short" once the estimate per variable is large enough
+    monkeypatch.setattr(solver, "_SECONDS_PER_VARIABLE", 10.0)
+    solve_ilp(p, time_limit_seconds=60, eliminate=False)
     assert calls == ([1] if solver._can_fork() else [])
+
+
+def test_elimination_removes_leaves_and_series_nodes_only():
+    # A residual block 0 -> 1 -> 2 -> 3 plus the skip 0 -> 3, and node 4 in a group term:
+    # nodes 1, 2 are series nodes, then 0 and 3 are leaves around the group; node 4 stays.
+    p = LevelProblem([str(i) for i in range(5)], [("I", "II")] * 5,
+                     [A([0.0, 1.0]), A([2.0, 0.0]), A([0.0, 3.0]), A([1.0, 0.0]), A([0.0, 0.0])],
+                     edges=[(0, 1), (1, 2), (2, 3), (0, 3), (3, 4)],
+                     edge_cost=[MISMATCH, 2 * MISMATCH, MISMATCH, 3 * MISMATCH, MISMATCH],
+                     groups=[GroupTerm(0.5, ((4, 1), (3, 1)), (0, 0))])
+    full = solve_ilp(p, eliminate=False)
+    reduced = solve_ilp(p, eliminate=True)
+    assert reduced.objective == full.objective == solve_brute_force(p).objective
+    assert 0 < reduced.n_variables < full.n_variables

@@ -107,11 +107,14 @@ def test_chain_ilp_equals_dp_equals_brute(p):
     assert p.is_chain()
     dp = solve_chain_dp(p)
     brute = solve_brute_force(p)
-    ilp = solve_ilp(p)
+    ilp = solve_ilp(p, eliminate=False)                 # the full ILP
+    eliminated = solve_ilp(p)                           # leaves eliminated: no ILP left
     assert dp.assignment == brute.assignment            # same tie-breaking
     assert close(dp.objective, brute.objective)
     assert close(ilp.objective, dp.objective)
-    assert ilp.status == "optimal"
+    assert close(eliminated.objective, dp.objective)
+    assert eliminated.n_variables == 0
+    assert ilp.status == eliminated.status == "optimal"
     assert ilp.objective == p.objective(ilp.assignment)
     assert dp.objective == p.objective(dp.assignment)
 
@@ -120,15 +123,16 @@ def test_chain_ilp_equals_dp_equals_brute(p):
 @given(dags())
 def test_dag_ilp_equals_brute(p):
     brute = _brute_or_infeasible(p)
-    if brute is None:
-        with pytest.raises(InfeasibleError):
-            solve_ilp(p)
-        return
-    ilp = solve_ilp(p)
-    assert close(ilp.objective, brute.objective)
-    assert ilp.objective == p.objective(ilp.assignment)
-    assert p.feasible(ilp.assignment)
-    assert ilp.status == "optimal"
+    for eliminate in (False, True):
+        if brute is None:
+            with pytest.raises(InfeasibleError):
+                solve_ilp(p, eliminate=eliminate)
+            continue
+        ilp = solve_ilp(p, eliminate=eliminate)
+        assert close(ilp.objective, brute.objective)
+        assert ilp.objective == p.objective(ilp.assignment)
+        assert p.feasible(ilp.assignment)
+        assert ilp.status == "optimal"
 
 
 @pytest.mark.skipif("cbc" not in available_backends(), reason="CBC not installed")
@@ -139,10 +143,10 @@ def test_backends_agree(p):
     if brute is None:
         for backend in ("highs", "cbc"):
             with pytest.raises(InfeasibleError):
-                solve_ilp(p, backend=backend)
+                solve_ilp(p, backend=backend, eliminate=False)
         return
-    highs = solve_ilp(p, backend="highs")
-    cbc = solve_ilp(p, backend="cbc")
+    highs = solve_ilp(p, backend="highs", eliminate=False)
+    cbc = solve_ilp(p, backend="cbc", eliminate=False)
     assert close(highs.objective, cbc.objective)
     assert close(cbc.objective, brute.objective)
     assert cbc.objective == p.objective(cbc.assignment)
@@ -151,6 +155,7 @@ def test_backends_agree(p):
 @settings(max_examples=30, **SETTINGS)
 @given(dags(memory=False))
 def test_repeated_solves_identical(p):
+    assert solve_ilp(p, eliminate=False).assignment == solve_ilp(p, eliminate=False).assignment
     assert solve_ilp(p).assignment == solve_ilp(p).assignment
 
 
@@ -162,7 +167,7 @@ def test_incumbent_never_makes_it_worse(p):
         return
     first = tuple(0 for _ in p.names)                  # often a poor plan
     start = first if p.feasible(first) else brute.assignment
-    sol = solve_ilp(p, incumbent=start)
+    sol = solve_ilp(p, incumbent=start, eliminate=False)
     assert close(sol.objective, brute.objective)
     assert sol.status == "optimal"
 
@@ -178,8 +183,42 @@ def test_dag_mip_path_equals_brute(p):
         mp.setattr(solver, "_LP_FIRST", False)
         if brute is None:
             with pytest.raises(InfeasibleError):
-                solve_ilp(p)
+                solve_ilp(p, eliminate=False)
             return
-        ilp = solve_ilp(p)
+        ilp = solve_ilp(p, eliminate=False)
     assert close(ilp.objective, brute.objective)
     assert ilp.status == "optimal"
+
+
+@st.composite
+def larger_dags(draw):
+    """10-40 nodes, mostly series structure with residual skips and a few groups: the shape
+    elimination works on, too big for brute force."""
+    n = draw(st.integers(10, 40))
+    sizes = draw(st.lists(st.integers(1, 3), min_size=n, max_size=n))
+    edges = [(i, i + 1) for i in range(n - 1)]
+    for _ in range(draw(st.integers(0, n // 3))):
+        u = draw(st.integers(0, n - 3))
+        edges.append((u, draw(st.integers(u + 2, min(n - 1, u + 6)))))
+    groups = []
+    for _ in range(draw(st.integers(0, 3))):
+        v = draw(st.integers(0, n - 1))
+        members = ((v, draw(st.integers(0, sizes[v] - 1))),
+                   (min(v + 1, n - 1), 0))
+        groups.append(GroupTerm(draw(COST), members, None if draw(st.booleans()) else (0, 0)))
+    return LevelProblem([str(i) for i in range(n)],
+                        [tuple(str(c) for c in range(t)) for t in sizes],
+                        _node_costs(draw, sizes, 1.0), edges,
+                        [_matrix(draw, sizes[u], sizes[v], 1.0) for u, v in edges], groups)
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(larger_dags())
+def test_elimination_keeps_the_optimum(p):
+    full = solve_ilp(p, eliminate=False)
+    reduced = solve_ilp(p)
+    assert close(full.objective, reduced.objective)
+    assert reduced.n_variables <= full.n_variables
+    assert reduced.objective == p.objective(reduced.assignment)
+    if not p.groups and len(p.edges) == len(p.names) - 1:       # a plain chain
+        assert reduced.n_variables == 0
