@@ -908,12 +908,12 @@ class _Importer:
         g.graph["inputs"] = tuple(t for t in inputs if t.name in consumers_of_input or t.name in producer_layer)
         g.graph["outputs"] = tuple(tensors[o.name] for o in self.src.graph.output if o.name in tensors)
         g.graph["input_consumers"] = {t: tuple(v) for t, v in consumers_of_input.items()}
-        for op, where in opaque.items():
+        for label, where in opaque.items():
             more = f" and {len(where) - 1} more" if len(where) > 1 else ""
             guess = any(G.layer(g, w).outputs and G.layer(g, w).outputs[0] in self.guessed for w in where)
             guess_txt = "; its output shape is unknown and assumed equal to its input" if guess else ""
             warnings.warn(
-                f"unknown op '{op}' at node '{where[0]}'{more} kept as an opaque layer "
+                f"{label} at node '{where[0]}'{more} kept as an opaque layer "
                 f"(it needs the full tensor){guess_txt}", HyparWarning, stacklevel=3)
         if not any(G.layer(g, n).weighted for n in g.nodes):
             raise ModelStructureError(
@@ -1103,7 +1103,10 @@ class _Importer:
         else:
             kind = G.OPAQUE
             dom = f"{n.domain}::" if n.domain not in ("", "ai.onnx") else ""
-            opaque[dom + op].append(lname)
+            label = f"unknown op '{dom}{op}'"
+            if op in ("Conv", "ConvTranspose"):
+                label = f"op '{op}' with a computed (activation) weight"
+            opaque[label].append(lname)
             attrs = {k: v for k, v in a.items() if isinstance(v, (int, float, str, tuple))}
 
         if kind in (G.ELEMENTWISE, G.BINARY) and const_in:
@@ -1254,11 +1257,12 @@ class _Importer:
             src = act_in[0] if act_in else None
             # pick the activation operand with the output's rank for elementwise ops
             if kind in (G.BINARY, G.ELEMENTWISE, G.CONCAT, G.OPAQUE) and len(act_in) > 1:
-                for t in act_in:
-                    d = self._dims(t)
-                    if d is not None and len(d) == r_out and self.axes.get(t, (None, None)) != (None, None):
-                        src = t
-                        break
+                # the operand with the output's rank that carries the most axis information
+                # (e.g. Where(cond, x, y): x, not the boolean condition)
+                same = [t for t in act_in if self._dims(t) is not None and len(self._dims(t)) == r_out]
+                best = sorted(same, key=lambda t: -sum(v is not None for v in self.axes.get(t, (None, None))))
+                if best:
+                    src = best[0]
             sba, sfa = self.axes.get(src, (None, None)) if src else (None, None)
             sshape = tuple(self._dims(src) or ()) if src else ()
             r_in = len(sshape)

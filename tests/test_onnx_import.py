@@ -703,3 +703,22 @@ def test_import_is_deterministic():
     assert list(a.nodes) == list(b.nodes)
     assert [lay(a, n) for n in a.nodes] == [lay(b, n) for n in b.nodes]
     assert list(a.edges(data=True)) == list(b.edges(data=True))
+
+
+def test_where_takes_axes_from_data_not_condition():
+    m = make("""g (float[2, 8] x, bool[2, 8] keep) => (float[2, 8] y) {
+        h = Gemm(x, w)
+        y = Where(keep, h, x) }""", w=(8, 8))
+    g = load_layer_graph(m)
+    assert lay(g, "Where_1").kind == G.BINARY
+    assert g.graph["outputs"][0] == G.Tensor("y", (2, 8), 0, 1)
+
+
+def test_conv_with_computed_weight_is_opaque():
+    m = make("""g (float[2, 3, 8, 8] x, float[4, 3, 3, 3] k) => (float[2, 4, 6, 6] y) {
+        k2 = Relu(k)
+        c = Conv(x, k2)
+        y = Conv(c, w) }""", w=(4, 4, 1, 1))
+    with pytest.warns(HyparWarning, match=r"op 'Conv' with a computed \(activation\) weight at node 'Conv_1'"):
+        g = load_layer_graph(m)
+    assert [lay(g, n).kind for n in g.nodes] == [G.ELEMENTWISE, G.OPAQUE, G.CONV]
