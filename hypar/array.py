@@ -295,14 +295,15 @@ def default_array() -> PEArray:
 
 
 def split_counts(n: int, fractions: tuple[float, ...] | list[float]) -> list[int]:
-    """Split integer ``n`` in proportion to ``fractions`` (largest remainder, ties to the lowest index).
+    """Split integer ``n`` in proportion to ``fractions`` (largest remainder; ties go to the larger
+    fraction, i.e. the faster subgroup, then to the lowest index).
 
     Equal fractions give the ceil parts first: 3 over 2 -> [2, 1].
     """
     raw = [n * f for f in fractions]
     base = [int(r + 1e-9) for r in raw]
     rest = n - sum(base)
-    order = sorted(range(len(raw)), key=lambda j: (-(raw[j] - base[j]), j))
+    order = sorted(range(len(raw)), key=lambda j: (-round(raw[j] - base[j], 9), -fractions[j], j))
     for j in order[:rest]:
         base[j] += 1
     return base

@@ -58,13 +58,19 @@ ZERO = Cost()
 
 @dataclass(frozen=True, slots=True)
 class EdgeModel:
-    """Tensor ``tensor`` flows from problem node ``p`` into input ``slot`` of problem node ``c``."""
+    """Tensor ``tensor`` flows from problem node ``p`` into input ``slot`` of problem node ``c``.
+
+    ``source`` names the tensor as it leaves ``p`` (the same as ``tensor.name`` unless folded
+    ops lie between): conversions are de-duplicated per source, so a skip tensor reaching a
+    consumer directly and another through a folded residual Add is converted once.
+    """
 
     p: int
     c: int
     slot: int
     tensor: G.Tensor
     needs_error: bool
+    source: str = ""
 
 
 # ----------------------------------------------------------------------------- collectives
@@ -151,7 +157,8 @@ class CostModel:
                 for p in sorted(g.predecessors(c), key=self.index.__getitem__):
                     data = g.edges[p, c]
                     for s in data["slots"]:
-                        out.append(EdgeModel(self.index[p], self.index[c], s, data["tensor"], self.needs_error[p]))
+                        t = data["tensor"]
+                        out.append(EdgeModel(self.index[p], self.index[c], s, t, self.needs_error[p], t.name))
             return out
         for c in self.names:
             node = self.nodes[self.index[c]]
@@ -159,7 +166,9 @@ class CostModel:
                 for s in data["slots"]:
                     tensor = node.in_tensors[s] if s < len(node.in_tensors) and node.in_tensors[s] else data["tensor"]
                     for p in self._kept_sources(p_direct):
-                        out.append(EdgeModel(self.index[p], self.index[c], s, tensor, self.needs_error[p]))
+                        outs = G.layer(g, p).outputs
+                        source = outs[0] if outs else tensor.name
+                        out.append(EdgeModel(self.index[p], self.index[c], s, tensor, self.needs_error[p], source))
         return out
 
     def _kept_sources(self, start: str) -> list[str]:
@@ -325,7 +334,7 @@ class CostModel:
         per_node: dict[int, Cost] = defaultdict(lambda: ZERO)
         by_tensor: dict[tuple[int, str], list[EdgeModel]] = defaultdict(list)
         for e in self.edges:
-            by_tensor[(e.p, e.tensor.name)].append(e)
+            by_tensor[(e.p, e.source)].append(e)
         for (p, _tname), es in by_tensor.items():
             ps = self.nodes[p].strategy(assignment[p][h])
             seen_fwd, seen_bwd = set(), set()
@@ -446,7 +455,7 @@ class CostModel:
 
         by_tensor: dict[tuple[int, str], list[EdgeModel]] = defaultdict(list)
         for e in self.edges:
-            by_tensor[(e.p, e.tensor.name)].append(e)
+            by_tensor[(e.p, e.source)].append(e)
         for h in levels:
             for (p, _tname), es in by_tensor.items():
                 pstrat = [self.nodes[p].strategy(ps[h]) for ps in choices[p]]

@@ -128,8 +128,14 @@ def _layout_strategies(node_axes: dict[str, int], ins: list[Tensor | None], out:
     """Layouts a non-weighted node may take, with per-slot maps (broadcast slots need R)."""
     in_maps = []
     for t in ins:
-        bm = "b" if "b" in node_axes and _axis_size(t, "b") == node_axes["b"] else None
-        fm = "f" if "f" in node_axes and _axis_size(t, "f") == node_axes["f"] else None
+        if kind == G.RESHAPE:
+            # The importer keeps an axis through a reshape only where it maps (the split axis is
+            # the outer part of a merged or split dim, e.g. 64 features -> 4 heads x 16).
+            bm = "b" if "b" in node_axes and _axis_size(t, "b") is not None else None
+            fm = "f" if "f" in node_axes and _axis_size(t, "f") is not None else None
+        else:
+            bm = "b" if "b" in node_axes and _axis_size(t, "b") == node_axes["b"] else None
+            fm = "f" if "f" in node_axes and _axis_size(t, "f") == node_axes["f"] else None
         in_maps.append((bm, fm))
     out_t = out
     reduced_axes: set[str] = set()
