@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from math import prod
 
 import yaml
@@ -295,6 +295,12 @@ def default_array() -> PEArray:
 
 
 def split_counts(n: int, fractions: tuple[float, ...] | list[float]) -> list[int]:
+    """Split integer ``n`` in proportion to ``fractions`` (see :func:`_split_counts`); a new list."""
+    return list(_split_counts(int(n), tuple(fractions)))
+
+
+@lru_cache(maxsize=1 << 16)
+def _split_counts(n: int, fractions: tuple[float, ...]) -> tuple[int, ...]:
     """Split integer ``n`` in proportion to ``fractions`` (largest remainder; ties go to the larger
     fraction, i.e. the faster subgroup, then to the lowest index).
 
@@ -306,4 +312,4 @@ def split_counts(n: int, fractions: tuple[float, ...] | list[float]) -> list[int
     order = sorted(range(len(raw)), key=lambda j: (-round(raw[j] - base[j], 9), -fractions[j], j))
     for j in order[:rest]:
         base[j] += 1
-    return base
+    return tuple(base)

@@ -140,6 +140,9 @@ class CostModel:
             self.in_edges[em.c].append(e)
         self._views: dict = {}
         self._leaf_cache: dict = {}
+        self._convert_cache: dict = {}
+        self._intra_cache: dict = {}
+        self._sig_cache: dict = {}
 
     # -- structure
     def _needs_error(self, order: list[str]) -> dict[str, bool]:
@@ -230,6 +233,13 @@ class CostModel:
 
     def intra_cost(self, i: int, types: tuple, h: int) -> Cost:
         """Collectives inside node i at level h (all-reduce of dW, of F_out, norm statistics)."""
+        key = (i, tuple(types[:h + 1]))
+        hit = self._intra_cache.get(key)
+        if hit is None:
+            hit = self._intra_cache[key] = self._intra_cost_uncached(i, types, h)
+        return hit
+
+    def _intra_cost_uncached(self, i: int, types: tuple, h: int) -> Cost:
         node = self.nodes[i]
         strat = node.strategy(types[h])
         if not strat.intra:
@@ -248,17 +258,29 @@ class CostModel:
 
     def _edge_view(self, e: EdgeModel, ctypes: tuple, h: int) -> tuple:
         """Consumer-view signature of edge e's tensor at level h: ((class, elements, bs, fs, count), ...)."""
+        key = (id(e), tuple(ctypes[:h]))
+        hit = self._sig_cache.get(key)
+        if hit is not None:
+            return hit
         node = self.nodes[e.c]
         amap = node.in_maps[e.slot] if e.slot < len(node.in_maps) else (None, None)
         sig = []
         for (ck, dims), m in sorted(self.views(e.c, tuple(ctypes[:h])).items()):
             a, bs, fs = tensor_view(node, dims, e.tensor, amap)
             sig.append((ck, a, bs, fs, m))
-        return tuple(sig)
+        self._sig_cache[key] = out = tuple(sig)
+        return out
 
     def _convert_cost(self, h: int, sig: tuple, src: str, dst: str) -> Cost:
         if src == dst or src == FULL:
             return ZERO
+        key = (h, sig, src, dst)
+        hit = self._convert_cache.get(key)
+        if hit is None:
+            hit = self._convert_cache[key] = self._convert_cost_uncached(h, sig, src, dst)
+        return hit
+
+    def _convert_cost_uncached(self, h: int, sig: tuple, src: str, dst: str) -> Cost:
         classes = self.array.classes[h]
         entries = []
         for ck, a, bs, fs, m in sig:
