@@ -367,3 +367,13 @@ def test_elimination_removes_leaves_and_series_nodes_only():
     reduced = solve_ilp(p, eliminate=True)
     assert reduced.objective == full.objective == solve_brute_force(p).objective
     assert 0 < reduced.n_variables < full.n_variables
+
+
+def test_concurrent_solves_from_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    p = frustrated_triangle()
+    with ThreadPoolExecutor(4) as pool:
+        sols = list(pool.map(lambda k: solve_ilp(p, threads=1 + k % 2, eliminate=False),
+                             range(12)))
+    assert all(s.objective == 1.0 and s.status == "optimal" for s in sols)
