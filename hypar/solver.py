@@ -837,28 +837,29 @@ def _run_forked(fn, deadline: float):
 
 
 # ---------------------------------------------------------------------------------------------
-# HiGHS keeps one global thread pool whose size is fixed at first use: track it.
+# HiGHS keeps a thread pool per calling OS thread whose size is fixed at its first solve
+# ("global scheduler has already been initialized to use N threads"): track it per thread and
+# reset it when another size is asked for. Solves are serialised by a lock.
 
-_highs_threads: int | None = None
+_highs_state = threading.local()
 _HIGHS_LOCK = threading.RLock()
 
 
 def _use_highs_threads(threads: int) -> None:
-    global _highs_threads
-    if _highs_threads != threads:
+    if getattr(_highs_state, "threads", None) != threads:
         import highspy
 
         highspy.Highs.resetGlobalScheduler(True)
-        _highs_threads = threads
+        _highs_state.threads = threads
 
 
 def _release_locked() -> None:
-    global _highs_threads
-    if _highs_threads not in (None, 1):
+    """Join this thread's HiGHS workers (before a fork: the child would wait on them)."""
+    if getattr(_highs_state, "threads", None) not in (None, 1):
         import highspy
 
         highspy.Highs.resetGlobalScheduler(True)
-        _highs_threads = None
+        _highs_state.threads = None
 
 
 def _check_incumbent(problem: LevelProblem, incumbent) -> tuple[int, ...] | None:
