@@ -213,6 +213,124 @@ def evaluate_cmd(model, plan_path, baseline, array_path, pes, levels, batch, spa
         click.echo(evaluation_summary(rows, totals, model_.n_levels))
 
 
+def _int_list(ctx, param, value):
+    """'4,16,64' (or repeated options) -> [4, 16, 64]."""
+    out: list[int] = []
+    for v in value or ():
+        for part in str(v).replace(" ", "").split(","):
+            if not part:
+                continue
+            try:
+                n = int(part)
+            except ValueError:
+                raise click.BadParameter(f"{part!r} is not an integer; give e.g. 4,16,64") from None
+            if n < 1:
+                raise click.BadParameter(f"{n} must be at least 1")
+            out.append(n)
+    return out
+
+
+@cli.command("sweep")
+@click.argument("models", nargs=-1, metavar="[MODELS]...")
+@click.option("--zoo", is_flag=True, help="Add every model of the zoo (models/, or $HYPAR_ZOO).")
+@click.option("--pes", multiple=True, callback=_int_list, metavar="N,N,...",
+              help="Array sizes of N identical PEs, comma-separated (e.g. 4,16,64).")
+@click.option("--batch", multiple=True, callback=_int_list, metavar="B,B,...",
+              help="Batch sizes, comma-separated (default: the array's, else the model's own).")
+@click.option("--array", "arrays", multiple=True, type=click.Path(), metavar="CFG.yaml",
+              help="A PE array description; repeat for several.")
+@click.option("--objective", type=click.Choice(["time", "comm", "energy"]), default="time", show_default=True,
+              help="What hypar's own plan minimises.")
+@click.option("--space", type=click.Choice(["hypar", "accpar", "full"]), default="full", show_default=True,
+              help="Partition space of hypar's own plan.")
+@click.option("--search", "search_how", type=click.Choice(["greedy", "refine", "joint"]), default="refine",
+              show_default=True, help="Search across levels.")
+@click.option("--time-limit", type=click.FloatRange(min=0.001), default=None, metavar="S",
+              help="Per-solve time limit in seconds (default 60).")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Local worker processes.")
+@click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="local: worker processes on this machine; dask: a Dask distributed cluster.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Dask scheduler address for --executor dask (e.g. tcp://10.0.0.1:8786).")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), required=True, metavar="RESULTS_DIR",
+              help="Directory of results.jsonl (appended; rerun to resume).")
+@click.option("--retry-errors", is_flag=True, help="Also recompute cases recorded as errors.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+def sweep_cmd(models, zoo, pes, batch, arrays, objective, space, search_how, time_limit, jobs, executor,
+              scheduler, out_dir, retry_errors, quiet) -> None:
+    """Partition every (model, array, batch) case and append one JSONL row per case.
+
+    Each row of RESULTS_DIR/results.jsonl holds hypar's plan totals, every baseline's totals
+    (data, model, owt, hypar, accpar), speedup and energy gain over data parallelism, and the
+    solve status and seconds, or the error of a failing model (the sweep goes on). Rows are
+    written as cases finish; rerunning the same command skips finished cases, so an interrupted
+    sweep resumes where it stopped. --executor dask --scheduler ADDRESS runs the cases on a Dask
+    cluster (pip install 'hypar[dask]'; workers must see the model files at the same paths).
+
+    \b
+    Example:
+      hypar sweep --zoo --pes 4,16,64 --batch 32,512 --jobs 2 -o results/zoo
+      hypar report results/zoo
+    """
+    import os
+    from hypar import sweep as sw
+    from hypar.search import SolverSettings
+
+    if executor == "dask" and not scheduler:
+        raise click.UsageError("--executor dask needs --scheduler ADDRESS")
+    if scheduler and executor != "dask":
+        raise click.UsageError("--scheduler is only for --executor dask")
+    if not pes and not arrays:
+        raise click.UsageError("give array sizes with --pes 4,16,64 and/or --array CFG.yaml")
+    is_tty = sys.stderr.isatty()
+
+    def progress(msg: str) -> None:
+        if msg.startswith("["):
+            click.echo(("\r\x1b[2K" if is_tty else "") + msg, err=True, nl=not is_tty)
+        else:
+            click.echo(msg, err=True)
+
+    with _hypar_errors_and_warnings():
+        paths = list(models) + (sw.zoo_models() if zoo else [])
+        if not paths:
+            raise click.UsageError("give MODELS or --zoo")
+        settings = SolverSettings(time_limit_s=time_limit) if time_limit else SolverSettings()
+        summary = sw.sweep(paths, out_dir, pes=pes, arrays=arrays, batches=batch or [None], objective=objective,
+                           space=space, search_how=search_how, settings=settings, jobs=jobs, executor=executor,
+                           scheduler=scheduler, progress=None if quiet else progress,
+                           retry_errors=retry_errors)
+    if is_tty and not quiet and summary.computed:
+        click.echo("", err=True)
+    click.echo(f"{summary.total} case(s): {summary.computed} computed ({summary.errors} error(s)), "
+               f"{summary.skipped} already done, {summary.seconds:.1f} s; rows in "
+               f"{os.path.join(out_dir, sw.RESULTS_FILE)}")
+
+
+@cli.command("report")
+@click.argument("results_dir", metavar="RESULTS_DIR", type=click.Path(exists=True, file_okay=False))
+@click.option("--no-plots", is_flag=True, help="Only report.md, no PNGs (no matplotlib needed).")
+def report_cmd(results_dir, no_plots) -> None:
+    """Summarise a sweep: RESULTS_DIR/report.md (tables) and PNG plots.
+
+    The tables give, per (model, array, batch) case, the speedup and energy gain over data
+    parallelism of data, model, owt, hypar (2019), accpar (2020) and hypar's own plan, the solve
+    status and seconds, and the errors. The plots (matplotlib, pip install 'hypar[plot]') show
+    speedup and energy gain per model and method, communication vs array size, and solve time
+    vs model size.
+
+    \b
+    Example:
+      hypar report results/zoo
+    """
+    from hypar import report as rp
+
+    with _hypar_errors_and_warnings():
+        written = rp.write_report(results_dir, plots=not no_plots)
+    for path in written:
+        click.echo(f"wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``hypar`` console script and ``python -m hypar``."""
     try:
