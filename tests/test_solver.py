@@ -377,3 +377,27 @@ def test_concurrent_solves_from_threads():
         sols = list(pool.map(lambda k: solve_ilp(p, threads=1 + k % 2, eliminate=False),
                              range(12)))
     assert all(s.objective == 1.0 and s.status == "optimal" for s in sols)
+
+
+def _random_loopy_dag(n: int, seed: int) -> LevelProblem:
+    """All nodes three-way, random skip edges: a relaxation that is not integral."""
+    rng = np.random.default_rng(seed)
+    edges = [(i, i + 1) for i in range(n - 1)]
+    edges += [(int(u), int(u) + int(rng.integers(2, 6))) for u in rng.integers(0, n - 6, n // 2)]
+    return LevelProblem([str(i) for i in range(n)], [("I", "II", "III")] * n,
+                        [rng.random(3) for _ in range(n)], edges=edges,
+                        edge_cost=[rng.random((3, 3)) for _ in edges])
+
+
+@pytest.mark.parametrize("limit", [0.01, 0.05])
+def test_time_limited_status_is_honest(limit):
+    p = _random_loopy_dag(150, seed=0)
+    best = solve_ilp(p, eliminate=False)
+    start = tuple([0] * 150)
+    sol = solve_ilp(p, time_limit_seconds=limit, eliminate=False, incumbent=start)
+    assert sol.objective <= p.objective(start)
+    if sol.status == "optimal":
+        assert sol.objective == pytest.approx(best.objective, rel=1e-6)
+    else:
+        assert sol.status == "feasible"
+        assert sol.objective >= best.objective * (1 - 1e-6)
