@@ -391,12 +391,13 @@ class CostModel:
 
     # -- one level (or all levels jointly) as an optimisation problem
     def level_problem(self, assignment: list[tuple], h: int, objective: str = "comm",
-                      lower: str = "ideal") -> LevelProblem:
+                      lower: str = "ideal", allowed: list[tuple[str, ...] | None] | None = None) -> LevelProblem:
         """Level h as a LevelProblem with levels above fixed from ``assignment``.
 
         ``lower="ideal"``: levels below are undecided (greedy; compute spread ideally below).
         ``lower="fixed"``: levels below keep ``assignment``'s types; their costs enter the node costs
         per consumer view (not de-duplicated across consumers there, so the caller re-evaluates).
+        ``allowed[i]``: the labels node i may take (None: all); the problem's choices are those labels.
         """
         H = self.n_levels
 
@@ -416,8 +417,9 @@ class CostModel:
                     c = c + self.intra_cost(i, types, g) + self._lower_edges_as_consumer(assignment, i, types, g)
             return c
 
-        choices = [[with_t(i, t) for t in self.labels(i)] for i in range(len(self.nodes))]
-        labels = [self.labels(i) for i in range(len(self.nodes))]
+        labels = [self.labels(i) if allowed is None or allowed[i] is None else tuple(allowed[i])
+                  for i in range(len(self.nodes))]
+        choices = [[with_t(i, t) for t in labels[i]] for i in range(len(self.nodes))]
         return self._build_problem(choices, labels, [h], objective, node_cost)
 
     def joint_choices(self) -> list[list[tuple]]:

@@ -69,27 +69,3 @@ class LevelProblem:
         return (not self.groups and not self.memory
                 and sorted(self.edges) == [(i, i + 1) for i in range(n - 1)]
                 and len(set(self.edges)) == len(self.edges))
-
-    def restricted(self, allowed: list[list[int] | None]) -> tuple["LevelProblem", list[list[int]]]:
-        """The same problem with node i limited to choice indices ``allowed[i]`` (None: all).
-
-        Returns the smaller problem and, per node, the original index of each remaining choice,
-        so ``keep[i][a[i]]`` maps a solution back.
-        """
-        keep = [list(range(len(c))) if allowed[i] is None else sorted(allowed[i])
-                for i, c in enumerate(self.choices)]
-        pos = [{c: k for k, c in enumerate(kept)} for kept in keep]
-        node_cost = [self.node_cost[i][keep[i]] for i in range(len(keep))]
-        edge_cost = [m[np.ix_(keep[u], keep[v])] for (u, v), m in zip(self.edges, self.edge_cost)]
-        groups = []
-        for g in self.groups:
-            if g.anchor is not None and g.anchor[1] not in pos[g.anchor[0]]:
-                continue
-            members = tuple((v, pos[v][t]) for v, t in g.members if t in pos[v])
-            if members:
-                anchor = None if g.anchor is None else (g.anchor[0], pos[g.anchor[0]][g.anchor[1]])
-                groups.append(GroupTerm(g.cost, members, anchor))
-        memory = [([c[keep[i]] for i, c in enumerate(coef)], cap) for coef, cap in self.memory]
-        choices = [tuple(self.choices[i][c] for c in keep[i]) for i in range(len(keep))]
-        return LevelProblem(list(self.names), choices, node_cost, list(self.edges), edge_cost, groups, memory), keep
-

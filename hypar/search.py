@@ -103,14 +103,12 @@ def complete(model: CostModel, partial: list[tuple | None], objective: str, sett
     H = model.n_levels
     asg = [tuple(p) if p is not None else (None,) * H for p in partial]
     for h in range(H):
-        prob = model.level_problem(asg, h, objective, lower="ideal")
-        allowed = [None if partial[i] is None else [model.labels(i).index(partial[i][h])]
-                   for i in range(len(asg))]
-        small, keep = prob.restricted(allowed)
-        sol = solve_level(small, settings)
+        allowed = [None if partial[i] is None else (partial[i][h],) for i in range(len(asg))]
+        prob = model.level_problem(asg, h, objective, lower="ideal", allowed=allowed)
+        sol = solve_level(prob, settings)
         if log is not None:
             log.record("complete", h, sol)
-        asg = [a[:h] + (model.labels(i)[keep[i][sol.assignment[i]]],) + a[h + 1:] for i, a in enumerate(asg)]
+        asg = [a[:h] + (prob.choices[i][sol.assignment[i]],) + a[h + 1:] for i, a in enumerate(asg)]
     return asg
 
 
