@@ -1,0 +1,82 @@
+"""hypar report: report.md tables and PNG plots from a sweep's results.jsonl."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from hypar import report as rp
+from hypar import sweep as sw
+from hypar.cli import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+LENET = str(ROOT / "models" / "lenet.onnx")
+CNN = str(ROOT / "tests" / "fixtures" / "cnn_torchscript.onnx")
+PNGS = ("speedup.png", "energy_gain.png", "comm_vs_pes.png", "solve_time.png")
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sweep")
+    bad = d / "broken.onnx"
+    bad.write_bytes(b"garbage")
+    sw.sweep([LENET, CNN, str(bad)], str(d), pes=[4, 8], batches=[8])
+    return d
+
+
+def test_markdown_tables(results):
+    rows = rp.latest_rows(str(results))
+    assert len(rows) == 6
+    md = rp.markdown(rows)
+    for heading in ("## Geometric means over models", "## Speedup over data parallelism per case",
+                    "## Energy gain over data parallelism per case", "## Plan totals and solve", "## Errors"):
+        assert heading in md
+    header = next(l for l in md.splitlines() if l.startswith("| model | array | PEs | batch | data |"))
+    for m in ("data", "model", "owt", "HyPar", "AccPar", "hypar (own)"):
+        assert f"| {m} |" in header
+    assert md.count("| lenet | pes-4 | 4 | 8 |") == 2            # speedup and energy tables
+    assert "| broken | pes-8 | 8 | ModelLoadError" in md or "| broken | pes-8 |" in md
+
+
+def test_report_writes_markdown_and_pngs(results):
+    pytest.importorskip("matplotlib")
+    written = rp.write_report(str(results))
+    names = [Path(p).name for p in written]
+    assert names == ["report.md", *PNGS]
+    for png in PNGS:
+        data = (results / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
+    md = (results / "report.md").read_text()
+    assert "![speedup](speedup.png)" in md
+
+
+def test_cli_report(results):
+    pytest.importorskip("matplotlib")
+    res = CliRunner().invoke(cli, ["report", str(results)])
+    assert res.exit_code == 0, res.output
+    assert "report.md" in res.output and "solve_time.png" in res.output
+
+
+def test_report_without_plots_and_newest_row_wins(tmp_path):
+    sw.sweep([LENET], str(tmp_path), pes=[4], batches=[8])
+    path = tmp_path / sw.RESULTS_FILE
+    line = path.read_text().splitlines()[0]
+    path.write_text(line + "\n" + line.replace('"status": "ok"', '"status": "ok", "note": "newer"') + "\n")
+    rows = rp.latest_rows(str(tmp_path))
+    assert len(rows) == 1 and rows[0].get("note") == "newer"
+    written = rp.write_report(str(tmp_path), plots=False)
+    assert [Path(p).name for p in written] == ["report.md"]
+
+
+def test_report_of_only_errors_and_of_nothing(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"")
+    sw.sweep([str(bad)], str(tmp_path / "r"), pes=[4])
+    written = rp.write_report(str(tmp_path / "r"))
+    assert [Path(p).name for p in written] == ["report.md"]
+    assert "## Errors" in (tmp_path / "r" / "report.md").read_text()
+    (tmp_path / "empty").mkdir()
+    res = CliRunner().invoke(cli, ["report", str(tmp_path / "empty")])
+    assert res.exit_code == 1 and "hypar sweep" in res.output
