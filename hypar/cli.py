@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from dataclasses import replace
 import sys
 import warnings
 
@@ -130,12 +131,14 @@ def _solver_settings(solver: str, time_limit: float | None, gap: float | None, t
               help="Per-solve time limit in seconds; the best plan found is kept and marked feasible.")
 @click.option("--gap", type=click.FloatRange(min=0), default=None, help="Relative optimality gap (default 1e-6).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Solver threads (default 1).")
+@click.option("--memory-gb", type=click.FloatRange(min=0, min_open=True), default=None, metavar="GB",
+              help="Per-PE memory capacity the plan must fit (weights + gradients + kept activations).")
 @click.option("-o", "--output", type=click.Path(), default=None, metavar="PLAN.json",
               help="Write the JSON mapping plan here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan JSON instead of the summary.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 def partition_cmd(model, array_path, pes, levels, batch, objective, space, search_how, solver, time_limit, gap,
-                  threads, output, as_json, quiet) -> None:
+                  threads, memory_gb, output, as_json, quiet) -> None:
     """Choose, for every layer and every level of the PE array, how the layer is split.
 
     Types per level: I = data parallel (split the batch), II = model parallel (split input
@@ -154,6 +157,8 @@ def partition_cmd(model, array_path, pes, levels, batch, objective, space, searc
     progress = None if quiet or as_json else (lambda msg: click.echo(f"... {msg}", err=True))
     with _hypar_errors_and_warnings():
         settings = _solver_settings(solver, time_limit, gap, threads, array_path)
+        if memory_gb is not None:
+            settings = replace(settings, memory_cap_gb=memory_gb)
         array = api.resolve_array(array_path, pes, levels)
         plan = api.partition(model, array, batch=batch, objective=objective, space=space, search_how=search_how,
                              settings=settings, progress=progress)

@@ -326,17 +326,24 @@ class CostModel:
         return out
 
     def memory_bytes(self, i: int, types: tuple) -> float:
-        """Largest per-PE bytes node i keeps: weight + gradient shards and its input activations."""
+        """Largest per-PE bytes node i keeps: weight + gradient shards and its input activations.
+
+        Levels left None are assumed to divide the group's share evenly over its PEs (a lower
+        bound, exact once every level is decided)."""
         node = self.nodes[i]
         if not node.layer.decision:
             return 0.0
+        decided = 0
+        while decided < len(types) and types[decided] is not None:
+            decided += 1
         worst = 0.0
-        for (_ck, dims), _m in self.views(i, tuple(types)).items():
+        for (ck, dims), _m in self.views(i, tuple(types[:decided])).items():
             el = 2 * weight_view(node, dims)
             for s, t in enumerate(node.in_tensors):
                 if t is not None:
                     el += tensor_view(node, dims, t, node.in_maps[s])[0]
-            worst = max(worst, el * self.array.dtype_bytes)
+            n_pes = sum(n for _k, n in ck)
+            worst = max(worst, el * self.array.dtype_bytes / n_pes)
         return worst
 
     # -- exact evaluation
@@ -391,13 +398,16 @@ class CostModel:
 
     # -- one level (or all levels jointly) as an optimisation problem
     def level_problem(self, assignment: list[tuple], h: int, objective: str = "comm",
-                      lower: str = "ideal", allowed: list[tuple[str, ...] | None] | None = None) -> LevelProblem:
+                      lower: str = "ideal", allowed: list[tuple[str, ...] | None] | None = None,
+                      memory_cap_bytes: float | None = None) -> LevelProblem:
         """Level h as a LevelProblem with levels above fixed from ``assignment``.
 
         ``lower="ideal"``: levels below are undecided (greedy; compute spread ideally below).
         ``lower="fixed"``: levels below keep ``assignment``'s types; their costs enter the node costs
         per consumer view (not de-duplicated across consumers there, so the caller re-evaluates).
         ``allowed[i]``: the labels node i may take (None: all); the problem's choices are those labels.
+        ``memory_cap_bytes``: per-PE capacity, a memory row over :meth:`memory_bytes` (levels below
+        ideal or fixed as above).
         """
         H = self.n_levels
 
@@ -420,13 +430,13 @@ class CostModel:
         labels = [self.labels(i) if allowed is None or allowed[i] is None else tuple(allowed[i])
                   for i in range(len(self.nodes))]
         choices = [[with_t(i, t) for t in labels[i]] for i in range(len(self.nodes))]
-        return self._build_problem(choices, labels, [h], objective, node_cost)
+        return self._build_problem(choices, labels, [h], objective, node_cost, memory_cap_bytes)
 
     def joint_choices(self) -> list[list[tuple]]:
         """Every node's full type tuples (one label per level), for the joint problem."""
         return [list(itertools.product(self.labels(i), repeat=self.n_levels)) for i in range(len(self.nodes))]
 
-    def joint_problem(self, objective: str = "comm") -> LevelProblem:
+    def joint_problem(self, objective: str = "comm", memory_cap_bytes: float | None = None) -> LevelProblem:
         """All levels at once: each node chooses a whole tuple of types (exact, but 3^H choices)."""
         H = self.n_levels
         choices = self.joint_choices()
@@ -440,10 +450,10 @@ class CostModel:
             return c
 
         labels = [tuple("/".join(t) for t in ch) for ch in choices]
-        return self._build_problem(choices, labels, list(range(H)), objective, node_cost)
+        return self._build_problem(choices, labels, list(range(H)), objective, node_cost, memory_cap_bytes)
 
     def _build_problem(self, choices: list[list[tuple]], labels: list[tuple[str, ...]], levels: list[int],
-                       objective: str, node_cost_fn) -> LevelProblem:
+                       objective: str, node_cost_fn, memory_cap_bytes: float | None = None) -> LevelProblem:
         """A LevelProblem over per-node candidate type tuples, with the edge costs of ``levels``."""
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
@@ -513,7 +523,12 @@ class CostModel:
                         continue
                     charge(p, members, lambda s, sig=sig, src=src:
                            self._convert_cost(h, sig, src, pstrat[s].out_err_layout).value(objective))
-        return LevelProblem(list(self.names), [tuple(l) for l in labels], node_cost, edges, edge_cost, groups)
+        memory = []
+        if memory_cap_bytes is not None:
+            coef = [np.array([self.memory_bytes(i, ct) for ct in choices[i]], dtype=float) for i in range(n)]
+            memory.append((coef, float(memory_cap_bytes)))
+        return LevelProblem(list(self.names), [tuple(l) for l in labels], node_cost, edges, edge_cost, groups,
+                            memory)
 
     def _lower_edges_as_consumer(self, assignment: list[tuple], i: int, types: tuple, g: int) -> Cost:
         """Level-g conversions on node i's input edges with i's types ``types`` (others from assignment)."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from hypar import graph as G
 from hypar.cost import CostModel
-from hypar.errors import SolverError
+from hypar.errors import InfeasibleError, SolverError
 from hypar.exact import solve_brute_force, solve_chain_dp
 from hypar.solution import LevelSolution
 from hypar.solver import solve_ilp
@@ -31,6 +31,11 @@ class SolverSettings:
     gap: float = 1e-6
     threads: int | None = None
     joint_max_pairs: int = 400_000      # joint search refused above this many pair variables
+    memory_cap_gb: float | None = None  # per-PE capacity the plan must fit (None: unconstrained)
+
+    @property
+    def memory_cap_bytes(self) -> float | None:
+        return None if self.memory_cap_gb is None else self.memory_cap_gb * 1e9
 
 
 @dataclass
@@ -117,13 +122,47 @@ def baseline(model: CostModel, name: str, objective: str, settings: SolverSettin
     return complete(model, baseline_types(model, name), objective, settings)
 
 
+def smallest_memory(model: CostModel) -> list[tuple]:
+    """The plan that, level by level, shrinks every node's footprint most (memory is a sum over
+    nodes, so each level's choice is that level's exact minimum given the levels above)."""
+    H = model.n_levels
+    asg = [(None,) * H for _ in model.nodes]
+    for h in range(H):
+        for i, a in enumerate(asg):
+            best = min(model.labels(i), key=lambda t: model.memory_bytes(i, a[:h] + (t,) + a[h + 1:]))
+            asg[i] = a[:h] + (best,) + a[h + 1:]
+    return asg
+
+
+def _memory_of(model: CostModel, asg: list[tuple]) -> float:
+    return sum(model.memory_bytes(i, a) for i, a in enumerate(asg))
+
+
+def _infeasible(model: CostModel, settings: SolverSettings) -> InfeasibleError:
+    need = _memory_of(model, smallest_memory(model)) / 1e9
+    return InfeasibleError(f"no plan fits {settings.memory_cap_gb:g} GB per PE; the smallest footprint hypar "
+                           f"found is {need:.4g} GB per PE: pass --memory-gb {need * 1.0001:.4g} or more, "
+                           "or use more PEs")
+
+
 def greedy(model: CostModel, objective: str, settings: SolverSettings, log: SearchLog | None = None) -> list[tuple]:
     """Top level first, each level solved exactly given the levels above, never revisited."""
     H = model.n_levels
     asg = [(None,) * H for _ in model.nodes]
     for h in range(H):
-        prob = model.level_problem(asg, h, objective, lower="ideal")
-        sol = solve_level(prob, settings)
+        prob = model.level_problem(asg, h, objective, lower="ideal", memory_cap_bytes=settings.memory_cap_bytes)
+        try:
+            sol = solve_level(prob, settings)
+        except InfeasibleError:
+            # A level above used the (optimistic) ideal split below; fall back to the smallest
+            # footprint, which refine then improves, or report the capacity that would fit.
+            fallback = smallest_memory(model)
+            if _memory_of(model, fallback) <= settings.memory_cap_bytes * (1 + 1e-12):
+                if log is not None and log.progress:
+                    log.progress(f"greedy level {h}: capacity too tight for greedy; starting from the "
+                                 "smallest-memory plan")
+                return fallback
+            raise _infeasible(model, settings) from None
         if log is not None:
             log.record("greedy", h, sol)
         asg = [a[:h] + (prob.choices[i][sol.assignment[i]],) + a[h + 1:] for i, a in enumerate(asg)]
@@ -135,19 +174,27 @@ def refine(model: CostModel, starts: list[list[tuple]], objective: str, settings
     """Start from the best of ``starts``; re-solve each level with the others fixed, keeping a
     change only when the exact evaluation improves, until a round improves nothing.
     Never worse than any start."""
-    best = min(starts, key=lambda a: model.evaluate(a).objective(objective))
+    cap = settings.memory_cap_bytes
+
+    def fits(a: list[tuple]) -> bool:
+        return cap is None or model.evaluate(a).totals()["peak_mem_bytes_per_pe"] <= cap * (1 + 1e-12)
+
+    feasible = [a for a in starts if fits(a)]
+    if not feasible:
+        raise _infeasible(model, settings)
+    best = min(feasible, key=lambda a: model.evaluate(a).objective(objective))
     best_val = model.evaluate(best).objective(objective)
     for _ in range(max_rounds):
         improved = False
         for h in range(model.n_levels):
-            prob = model.level_problem(best, h, objective, lower="fixed")
+            prob = model.level_problem(best, h, objective, lower="fixed", memory_cap_bytes=cap)
             inc = tuple(prob.choices[i].index(best[i][h]) for i in range(len(best)))
             sol = solve_level(prob, settings, incumbent=inc)
             if log is not None:
                 log.record("refine", h, sol)
             cand = [a[:h] + (prob.choices[i][sol.assignment[i]],) + a[h + 1:] for i, a in enumerate(best)]
             val = model.evaluate(cand).objective(objective)
-            if val < best_val * (1 - 1e-12):
+            if val < best_val * (1 - 1e-12) and fits(cand):
                 best, best_val, improved = cand, val, True
         if not improved:
             break
@@ -165,7 +212,7 @@ def joint(model: CostModel, objective: str, settings: SolverSettings, log: Searc
     """Exact over all levels together; None when the problem is too large (see joint_size)."""
     if joint_size(model) > settings.joint_max_pairs:
         return None
-    prob = model.joint_problem(objective)
+    prob = model.joint_problem(objective, settings.memory_cap_bytes)
     choices = model.joint_choices()
     inc = None
     if incumbent is not None:
