@@ -11,8 +11,10 @@ Formulation (minimise; every group cost is non-negative):
   Parallel edges are merged first.
 - Group terms ("charged once if any member is active"), members grouped per node
   (``m_v = sum of x_v_t over the member choices of v``): without an anchor ``w_g >= m_v`` and the
-  cost on ``w_g``; with an anchor ``z_g >= x_anchor + m_v - 1`` and the cost on ``z_g``. A group
-  with one member node and no anchor is a node cost; with an anchor, a pair cost.
+  cost on ``w_g``; with an anchor ``(a, s)``, ``z_g >= sum_{t in member choices} y_a_v_s_t`` (pair
+  variables are added for the anchor and each member node when no cost links them) and the cost
+  on ``z_g`` -- as tight as the pairwise linearisation, where ``z_g >= x_a_s + m_v - 1`` is weak.
+  A group with one member node and no anchor is a node cost; with an anchor, a pair cost.
 - Memory rows ``sum coef * x <= capacity`` (constant parts moved to the right-hand side).
 
 Exact shrinking before the model is built (``eliminate=True``, the default): nodes in no group
@@ -531,12 +533,26 @@ def _build(red: _Reduced) -> _Built:
         lp.addConstraint(pulp.LpConstraint(pulp.LpAffineExpression([(v, 1.0) for v in xs]),
                                            pulp.LpConstraintEQ, rhs=1.0))
         n_cons += 1
+    # Anchored groups are linked through pair variables (z >= sum_t y[anchor, v][s, t]), which is
+    # as tight as the pairwise linearisation; x-based z >= x_a + m_v - 1 has a weak LP relaxation.
+    pairs = list(red.pairs)
+    have = {(u, v) for u, v, _ in pairs}
+    for g in red.groups:
+        if g.anchor is None:
+            continue
+        a = g.anchor[0]
+        for v, _ts in g.members:
+            if v != a and (a, v) not in have and (v, a) not in have:
+                have.add((a, v))
+                pairs.append((a, v, np.zeros((red.sizes[a], red.sizes[v]))))
     y = []
-    for u, v, m in red.pairs:
+    ypos: dict[tuple[int, int], list[list[pulp.LpVariable]]] = {}
+    for u, v, m in pairs:
         tu, tv = m.shape
         ys = [[_var(lp, f"y_{u:0{width}d}_{v:0{width}d}_{s}_{t}", 0, 1)
                for t in range(tv)] for s in range(tu)]
         y.append((u, v, ys))
+        ypos[(u, v)] = ys
         obj.extend((ys[s][t], float(m[s, t]) / scale)
                    for s in range(tu) for t in range(tv) if m[s, t] != 0)
         for s in range(tu):
@@ -556,13 +572,16 @@ def _build(red: _Reduced) -> _Built:
         aux.append((g, var))
         obj.append((var, g.cost / scale))
         for v, ts in g.members:
-            terms = [(var, 1.0)] + [(x[v][t], -1.0) for t in ts]
-            rhs = 0.0
-            if g.anchor is not None:
-                terms.append((x[g.anchor[0]][g.anchor[1]], -1.0))
-                rhs = -1.0
+            if g.anchor is None:
+                terms = [(var, 1.0)] + [(x[v][t], -1.0) for t in ts]
+            else:
+                a, s_ = g.anchor
+                if (a, v) in ypos:
+                    terms = [(var, 1.0)] + [(ypos[(a, v)][s_][t], -1.0) for t in ts]
+                else:
+                    terms = [(var, 1.0)] + [(ypos[(v, a)][t][s_], -1.0) for t in ts]
             lp.addConstraint(pulp.LpConstraint(pulp.LpAffineExpression(terms),
-                                               pulp.LpConstraintGE, rhs=rhs))
+                                               pulp.LpConstraintGE, rhs=0.0))
             n_cons += 1
     for row, rhs in red.memory:
         top = max(float(np.max(c)) for c in row.values())
