@@ -9,7 +9,7 @@ def si(x: float, unit: str) -> str:
         if abs(x) >= scale:
             return f"{x / scale:.2f} {p}{unit}"
     if unit == "s" and 0 < abs(x) < 1:
-        for scale, p in ((1e-3, "m"), (1e-6, "u"), (1e-9, "n")):
+        for scale, p in ((1e-3, "m"), (1e-6, "u"), (1e-9, "n"), (1e-12, "p")):
             if abs(x) >= scale:
                 return f"{x / scale:.2f} {p}{unit}"
     return f"{x:.3g} {unit}"
