@@ -57,6 +57,8 @@ def plan_summary(plan: dict) -> str:
         cr = imp["comm_reduction"]
         lines.append(f"{name:<9} " + totals_line(t) +
                      f"   -> plan {sp:.2f}x faster" * (sp is not None) + f", {cr:.2f}x less comm" * (cr is not None))
+    if s.get("joint_skipped"):
+        lines.append("joint search skipped: too many levels x layers for one exact ILP; refine was used")
     if "gain_over_greedy" in plan:
         g = plan["gain_over_greedy"]
         lines.append(f"gain over greedy: {g['speedup']:.4f}x time, {g['comm_reduction']:.4f}x comm"
