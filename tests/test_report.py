@@ -80,3 +80,26 @@ def test_report_of_only_errors_and_of_nothing(tmp_path):
     (tmp_path / "empty").mkdir()
     res = CliRunner().invoke(cli, ["report", str(tmp_path / "empty")])
     assert res.exit_code == 1 and "hypar sweep" in res.output
+
+
+def test_reproduce_papers_script_smoke(tmp_path, capsys):
+    """The reproduction script on a one-network zoo: prints the comparison, fills the docs block."""
+    import importlib.util
+    import shutil
+
+    spec = importlib.util.spec_from_file_location("reproduce_papers", ROOT / "scripts" / "reproduce_papers.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    shutil.copy(LENET, zoo / "lenet.onnx")
+    docs = tmp_path / "reproduction.md"
+    docs.write_text(f"# title\n\nhand-written discussion\n\n{mod.BEGIN}\nold\n{mod.END}\ntail\n")
+    assert mod.main(["--setting", "hypar2019", "--out", str(tmp_path / "out"), "--models-dir", str(zoo),
+                     "--write-docs", str(docs), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "| HyPar performance over data parallelism | 3.39× |" in out
+    assert "lenet (Lenet-c)" in out and "not in the zoo, skipped" in out
+    text = docs.read_text()
+    assert "hand-written discussion" in text and text.endswith(f"{mod.END}\ntail\n") and "old" not in text
+    assert "### HyPar (HPCA 2019) setting" in text and "| lenet (Lenet-c) |" in text
