@@ -301,10 +301,15 @@ def sweep_cmd(models, zoo, pes, batch, arrays, objective, space, search_how, tim
         if not paths:
             raise click.UsageError("give MODELS or --zoo")
         settings = SolverSettings(time_limit_s=time_limit) if time_limit else SolverSettings()
-        summary = sw.sweep(paths, out_dir, pes=pes, arrays=arrays, batches=batch or [None], objective=objective,
-                           space=space, search_how=search_how, settings=settings, jobs=jobs, executor=executor,
-                           scheduler=scheduler, progress=None if quiet else progress,
-                           retry_errors=retry_errors)
+        try:
+            summary = sw.sweep(paths, out_dir, pes=pes, arrays=arrays, batches=batch or [None],
+                               objective=objective, space=space, search_how=search_how, settings=settings,
+                               jobs=jobs, executor=executor, scheduler=scheduler,
+                               progress=None if quiet else progress, retry_errors=retry_errors)
+        except KeyboardInterrupt:
+            click.echo(f"\nInterrupted: the finished cases are in {os.path.join(out_dir, sw.RESULTS_FILE)}; "
+                       "rerun the same command to resume.", err=True)
+            raise
     if is_tty and not quiet and summary.computed:
         click.echo("", err=True)
     click.echo(f"{summary.total} case(s): {summary.computed} computed ({summary.errors} error(s)), "
