@@ -75,6 +75,22 @@ class SimResult:
     # conversions no hierarchical order realises at the model's per-level amounts:
     # (kind, what, consumer node, levels, source layouts, target layouts)
     flags: list = field(default_factory=list)
+    # conversions the model de-duplicates at a level but that reach it from different states
+    # (kind, what, charged node, level)
+    split_dedup: list = field(default_factory=list)
+
+    def explained(self, node: int, level: int) -> str | None:
+        """Why counted and predicted bytes may differ at (node, level), or None."""
+        for kind, what, c, levels, src, tgt in self.flags:
+            if c == node and level in levels:
+                return (f"{kind} {what} {'/'.join(src)} -> {'/'.join(tgt)}: no level-by-level order moves "
+                        f"the model's per-level amounts (a replica or partial sum below level {level} "
+                        "must be moved by every copy, or the consumer's view above it is wrong)")
+        for kind, what, c, h in self.split_dedup:
+            if c == node and h == level:
+                return (f"{kind} {what}: the model converts this tensor once at level {level} for consumers "
+                        "whose layouts below differ; the simulator shares a step only between equal states")
+        return None
 
     @property
     def ok_numerics(self) -> list[bool]:
@@ -346,44 +362,64 @@ def gather(d: Dist) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- the model's graph
 
+# Elementwise ops the simulator runs: value and derivative (as a function of the input).
+_UNARY = {
+    "Relu": (lambda x: np.maximum(x, 0.0), lambda x: (x > 0).astype(float)),
+    "Identity": (lambda x: x, lambda x: np.ones_like(x)),
+    "Dropout": (lambda x: x, lambda x: np.ones_like(x)),          # inference semantics
+    "Tanh": (np.tanh, lambda x: 1.0 - np.tanh(x) ** 2),
+    "Sigmoid": (lambda x: 1.0 / (1.0 + np.exp(-x)), lambda x: np.exp(-x) / (1.0 + np.exp(-x)) ** 2),
+}
+
+
+def _is_add(lay: G.Layer) -> bool:
+    return lay.kind == G.BINARY and lay.op in ("Add", "Sum") and not lay.attr("const_inputs")
+
+
+def _is_unary(lay: G.Layer) -> bool:
+    return lay.kind == G.ELEMENTWISE and lay.op in _UNARY and not lay.attr("const_inputs") and len(lay.inputs) == 1
+
+
+def _tensor_2d(t: G.Tensor | None) -> bool:
+    return t is not None and len(t.shape) == 2 and t.batch_axis == 0 and t.feature_axis == 1
+
+
 def _supported(model) -> list[str]:
-    """Names of what the simulator cannot run on this model (empty: all supported)."""
+    """What the simulator cannot run on this model, each naming the layer or setting (empty: all)."""
     bad: list[str] = []
     arr = model.array
-    if model.space == "full":
-        bad.append(f"space 'full' (non-weighted nodes with their own layouts); verify with space accpar or hypar")
     if arr.heterogeneous:
-        bad.append(f"heterogeneous array {arr.name!r} (uneven throughput splits)")
+        bad.append(f"array {arr.name!r}: heterogeneous PEs (uneven throughput splits are not simulated)")
     P = arr.n_pes
     g = model.g
     kept = set(model.names)
     for n in G.topo_layers(g):
         lay = G.layer(g, n)
-        if n in kept:
-            if lay.kind != G.GEMM or lay.groups != 1 or lay.in_spatial or lay.out_spatial:
-                bad.append(f"{n} ({lay.op}, kind {lay.kind})")
-                continue
+        if lay.kind == G.GEMM:
+            if lay.groups != 1 or lay.in_spatial or lay.out_spatial:
+                bad.append(f"{n} ({lay.op}): grouped or spatial Gemm")
+            elif n not in kept:
+                bad.append(f"{n} ({lay.op}): weighted layer not kept by the cost model")
             for ax, size in (("batch", lay.batch), ("d_in", lay.d_in), ("d_out", lay.d_out)):
                 if size % P:
                     bad.append(f"{n} ({lay.op}): {ax} {size} does not divide over {P} PEs (uneven split)")
-        elif not (lay.kind == G.BINARY and lay.op == "Add"):
+        elif not (_is_add(lay) or _is_unary(lay)):
             bad.append(f"{n} ({lay.op}, kind {lay.kind})")
-    for i, n in enumerate(model.names):
-        ins = [e for e in model.in_edges[i]]
-        srcs = [model.edges[e].p for e in ins]
-        if len(srcs) != len(set(srcs)):
-            bad.append(f"{n}: a producer reaches it along two paths")
-        lay = G.layer(g, n)
-        fed_by_input = any(n in cons for cons in g.graph.get("input_consumers", {}).values())
-        if fed_by_input and ins:
-            bad.append(f"{n}: mixes a graph input with layer outputs")
-        if any(model.edges[e].slot != 0 for e in ins):
-            bad.append(f"{n}: more than one activation input")
-    for lst in g.graph.get("input_consumers", {}).values():
-        for c in lst:
+    for _, _, data in g.edges(data=True):
+        if not _tensor_2d(data["tensor"]):
+            bad.append(f"tensor {data['tensor'].name} {data['tensor'].shape}: not a (batch, features) matrix")
+    for t in tuple(g.graph.get("inputs", ())) + tuple(g.graph.get("outputs", ())):
+        if not _tensor_2d(t):
+            bad.append(f"graph tensor {t.name} {t.shape}: not a (batch, features) matrix")
+    for tname, cons in g.graph.get("input_consumers", {}).items():
+        for c in cons:
             if c not in kept:
-                bad.append(f"{c}: a folded op reads a graph input")
-    return bad
+                bad.append(f"{c}: a folded op reads graph input {tname}")
+    for i, n in enumerate(model.names):
+        srcs = [(model.edges[e].p, model.edges[e].slot) for e in model.in_edges[i]]
+        if len(srcs) != len(set(srcs)):
+            bad.append(f"{n}: one producer reaches the same input along two paths")
+    return sorted(set(bad))
 
 
 def _reference(g, weights: dict, inputs: dict, out_err: dict):
@@ -392,27 +428,82 @@ def _reference(g, weights: dict, inputs: dict, out_err: dict):
     val: dict[str, np.ndarray] = dict(inputs)
     for n in order:
         lay = G.layer(g, n)
-        if lay.kind == G.GEMM:
-            val[lay.outputs[0]] = val[lay.inputs[0]] @ weights[n]
-        else:  # Add
-            val[lay.outputs[0]] = sum(val[t] for t in lay.inputs)
-    err: dict[str, np.ndarray] = defaultdict(lambda: 0.0)
+        val[lay.outputs[0]] = _forward_op(lay, [val[t] for t in lay.inputs], weights.get(n))
+    err: dict[str, np.ndarray] = {t: np.zeros_like(v) for t, v in val.items()}
     for t, e in out_err.items():
         err[t] = err[t] + e
     dW = {}
     for n in reversed(order):
         lay = G.layer(g, n)
         e_out = err[lay.outputs[0]]
-        if isinstance(e_out, float):
-            e_out = np.zeros_like(val[lay.outputs[0]])
+        xs = [val[t] for t in lay.inputs]
         if lay.kind == G.GEMM:
-            x = val[lay.inputs[0]]
-            dW[n] = x.T @ e_out
-            err[lay.inputs[0]] = err[lay.inputs[0]] + e_out @ weights[n].T
-        else:
-            for t in lay.inputs:
-                err[t] = err[t] + e_out
+            dW[n] = xs[0].T @ e_out
+        for t, e in zip(lay.inputs, _backward_op(lay, xs, e_out, weights.get(n))):
+            err[t] = err[t] + e
     return val, err, dW
+
+
+def _forward_op(lay: G.Layer, xs: list, w) -> np.ndarray:
+    if lay.kind == G.GEMM:
+        return xs[0] @ w
+    if _is_add(lay):
+        out = xs[0]
+        for x in xs[1:]:
+            out = out + x
+        return out
+    return _UNARY[lay.op][0](xs[0])
+
+
+def _backward_op(lay: G.Layer, xs: list, e_out: np.ndarray, w) -> list:
+    """Errors of the inputs (a local operation: works on shards and on partial sums alike)."""
+    if lay.kind == G.GEMM:
+        return [e_out @ w.T]
+    if _is_add(lay):
+        return [e_out for _ in xs]
+    return [e_out * _UNARY[lay.op][1](xs[0])]
+
+
+def _folded_between(model, c: int) -> list[str]:
+    """Folded nodes on the paths from kept sources into kept node c (topological order)."""
+    g = model.g
+    seen, stack = set(), list(g.predecessors(model.names[c]))
+    while stack:
+        n = stack.pop()
+        if n in seen or n in model.index:
+            continue
+        seen.add(n)
+        stack.extend(g.predecessors(n))
+    return [n for n in G.topo_layers(g) if n in seen]
+
+
+def _folded_error_to_sources(model, tname: str, e: np.ndarray, ref_val: dict) -> dict[int, np.ndarray]:
+    """An error at tensor ``tname`` pushed back through folded nodes to the kept producers."""
+    g = model.g
+    producer = {o: n for n in g.nodes for o in G.layer(g, n).outputs}
+    err = {tname: e}
+    out: dict[int, np.ndarray] = {}
+    order = [n for n in G.topo_layers(g)]
+    pos = {n: k for k, n in enumerate(order)}
+    pending = [tname]
+    while pending:
+        pending.sort(key=lambda t: -pos.get(producer.get(t), -1))
+        t = pending.pop(0)
+        n = producer.get(t)
+        if n is None:
+            continue
+        if n in model.index:
+            i = model.index[n]
+            out[i] = out.get(i, 0) + err.pop(t)
+            continue
+        lay = G.layer(g, n)
+        e_t = err.pop(t)
+        for u, eu in zip(lay.inputs, _backward_op(lay, [ref_val[x] for x in lay.inputs], e_t, None)):
+            if u not in err:
+                pending.append(u)
+                err[u] = 0
+            err[u] = err[u] + eu
+    return out
 
 
 def _kept_output_sources(model, tname: str) -> list[int]:
@@ -434,6 +525,8 @@ def simulate(model, assignment: list[tuple], seed: int = 0, tol: float = DEFAULT
     if res.unsupported:
         return res
     model.check_assignment(assignment)
+    if any(t is None for a in assignment for t in a):
+        raise ValueError("simulate needs every level of every node decided")
     g = model.g
     mesh = Mesh(model.array.fanouts)
     comm = Comm(mesh)
@@ -470,100 +563,131 @@ def simulate(model, assignment: list[tuple], seed: int = 0, tol: float = DEFAULT
     def levels_of(i: int, axis: str) -> list[int]:
         return [h for h in range(H) if strat[i][h].split_axis == axis]
 
+    def lay_of(i: int) -> G.Layer:
+        return G.layer(g, names[i])
+
     # -- forward
     fwd_memo: dict[tuple, Dist] = {}
-    f_in: dict[int, Dist] = {}
+    f_in: dict[int, list[Dist]] = {}        # per kept node, per activation slot (after folded ops)
+    folded_vals: dict[int, dict] = {}       # per kept node: tensor name -> Dist (folded subgraph)
     f_out: dict[int, Dist] = {}
+    input_names = {t.name for t in g.graph.get("inputs", ())}
     for i, n in enumerate(names):
-        lay = G.layer(g, n)
-        B, Di, Do = lay.batch, lay.d_in, lay.d_out
-        dst = tuple(strat[i][h].in_layouts[0] for h in range(H))
-        if not model.in_edges[i]:
-            x = inputs[lay.inputs[0]]
-            f_in[i] = scatter(mesh, x, dst)
-        else:
-            total = None
+        lay = lay_of(i)
+        n_slots = 1 if lay.kind == G.GEMM else len(lay.inputs)
+        dsts = [tuple(strat[i][h].in_layouts[s] for h in range(H)) for s in range(n_slots)]
+        slots: list[Dist] = []
+        folded = _folded_between(model, i)
+        vals: dict[str, Dist] = {}
+        for s in range(n_slots):
+            tname = lay.inputs[s]
+            if tname in input_names:
+                slots.append(scatter(mesh, inputs[tname], dsts[s]))
+                continue
             for e_idx in model.in_edges[i]:
                 e = model.edges[e_idx]
-                src = f_out[e.p]
+                if e.slot != s:
+                    continue
                 what = f"{names[e.p]}:{e.source} -> {n}"
-                total = add(total, _convert(comm, run_step, fwd_memo, "fwd", (e.p, e.source), what, i,
-                                            src, dst, dst, res.flags))
-            f_in[i] = total
-        # local products
-        R, I_, O = levels_of(i, "b"), levels_of(i, "i"), levels_of(i, "o")
-        vals = []
-        for p in range(mesh.P):
-            rm, im, om = axis_mask(mesh, B, R, p), axis_mask(mesh, Di, I_, p), axis_mask(mesh, Do, O, p)
-            xb = f_in[i].vals[p][np.ix_(rm, im)]
-            if np.isnan(xb).any():
-                raise SimulationError(f"{n}: PE {p} lacks part of its input shard")
-            v = np.full((B, Do), np.nan)
-            v[np.ix_(rm, om)] = xb @ weights[n][np.ix_(im, om)]
-            vals.append(v)
-        lays = tuple({"b": ROWS, "i": PARTIAL, "o": COLS}[strat[i][h].split_axis] for h in range(H))
-        d = Dist(mesh, (B, Do), lays, vals)
-        d = run_step(("intra", i, "F_out"), "intra", "F_out", i, lambda d=d: comm.allreduce_levels(d))
-        out_l = tuple(strat[i][h].out_layout for h in range(H))
-        if d.layouts != out_l:
-            raise SimulationError(f"{n}: output layouts {d.layouts} differ from the strategy's {out_l}")
-        f_out[i] = d
+                vals[e.source] = _convert(comm, run_step, fwd_memo, "fwd", (e.p, e.source), what, i,
+                                          f_out[e.p], dsts[s], dsts[s], res.flags)
+            for fn_ in folded:                       # folded elementwise ops, locally per PE
+                fl = G.layer(g, fn_)
+                if fl.outputs[0] in vals or not all(t in vals for t in fl.inputs):
+                    continue
+                xs = [vals[t] for t in fl.inputs]
+                lays = xs[0].layouts
+                if any(x.layouts != lays for x in xs):
+                    raise SimulationError(f"{n}: folded {fn_} inputs in different layouts")
+                vals[fl.outputs[0]] = Dist(mesh, xs[0].shape, lays,
+                                           [_forward_op(fl, [x.vals[p] for x in xs], None) for p in range(mesh.P)])
+            if tname not in vals:
+                raise SimulationError(f"{n}: input {tname} not reached from kept producers")
+            slots.append(vals[tname])
+        f_in[i] = slots
+        folded_vals[i] = vals
+        if lay.kind == G.GEMM:
+            f_out[i] = _gemm_forward(comm, run_step, mesh, i, lay, weights[n], slots[0], strat[i], levels_of)
+        else:
+            out_l = tuple(strat[i][h].out_layout for h in range(H))
+            for s, x in enumerate(slots):
+                if x.layouts != out_l:
+                    raise SimulationError(f"{n}: slot {s} in {x.layouts}, output {out_l}")
+            f_out[i] = Dist(mesh, slots[0].shape, out_l,
+                            [_forward_op(lay, [x.vals[p] for x in slots], None) for p in range(mesh.P)])
 
     # -- backward (reverse order); errors of a node's output accumulate in its needed layout
     e_out: dict[int, Dist | None] = {i: None for i in range(len(names))}
     for t in g.graph.get("outputs", ()):
-        for i in _kept_output_sources(model, t.name):
+        for i, e in _folded_error_to_sources(model, t.name, out_err[t.name], ref_val).items():
             lays = tuple(strat[i][h].out_err_layout for h in range(H))
-            e_out[i] = add(e_out[i], scatter(mesh, out_err[t.name], lays))
+            e_out[i] = add(e_out[i], scatter(mesh, e, lays))
     max_err = [0.0] * len(names)
     scale = [0.0] * len(names)
     for i in reversed(range(len(names))):
         n = names[i]
-        lay = G.layer(g, n)
-        B, Di, Do = lay.batch, lay.d_in, lay.d_out
+        lay = lay_of(i)
+        out_t = lay.outputs[0]
         lays = tuple(strat[i][h].out_err_layout for h in range(H))
         if e_out[i] is None:
-            e_out[i] = scatter(mesh, np.zeros((B, Do)), lays)
+            e_out[i] = scatter(mesh, np.zeros_like(ref_val[out_t]), lays)
         eo = e_out[i]
-        R, I_, O = levels_of(i, "b"), levels_of(i, "i"), levels_of(i, "o")
-        dw_vals, ei_vals = [], []
-        for p in range(mesh.P):
-            rm, im, om = axis_mask(mesh, B, R, p), axis_mask(mesh, Di, I_, p), axis_mask(mesh, Do, O, p)
-            eb = eo.vals[p][np.ix_(rm, om)]
-            xb = f_in[i].vals[p][np.ix_(rm, im)]
-            if np.isnan(eb).any():
-                raise SimulationError(f"{n}: PE {p} lacks part of its output-error shard")
-            v = np.full((Di, Do), np.nan)
-            v[np.ix_(im, om)] = xb.T @ eb
-            dw_vals.append(v)
-            w = np.full((B, Di), np.nan)
-            w[np.ix_(rm, im)] = eb @ weights[n][np.ix_(im, om)].T
-            ei_vals.append(w)
-        dlays = tuple({"b": PARTIAL, "i": ROWS, "o": COLS}[strat[i][h].split_axis] for h in range(H))
-        dw = Dist(mesh, (Di, Do), dlays, dw_vals)
-        dw = run_step(("intra", i, "dW"), "intra", "dW", i, lambda dw=dw: comm.allreduce_levels(dw))
-        # checks on this node
-        errs = []
-        ref_out = ref_val[lay.outputs[0]]
-        errs.append(_dist_err(f_out[i], ref_out))
-        errs.append(_dist_err(dw, ref_dW[n]))
-        ref_eo = ref_err[lay.outputs[0]]
-        errs.append(_dist_err(eo, ref_eo if not isinstance(ref_eo, float) else np.zeros((B, Do))))
+        errs = [_dist_err(f_out[i], ref_val[out_t]), _dist_err(eo, ref_err[out_t])]
+        scale[i] = float(np.abs(ref_val[out_t]).max(initial=0))
+        needs = [e for e in model.in_edges[i] if model.edges[e].needs_error]
+        if lay.kind == G.GEMM:
+            dw, ein = _gemm_backward(comm, run_step, mesh, i, lay, weights[n], f_in[i][0], eo, strat[i], levels_of)
+            errs.append(_dist_err(dw, ref_dW[n]))
+            scale[i] = max(scale[i], float(np.abs(ref_dW[n]).max(initial=0)))
+            e_slots = [ein]
+        else:
+            e_slots = []
+            for s in range(len(lay.inputs)):
+                el = tuple(strat[i][h].in_err_layouts[s] for h in range(H))
+                xs = [x.vals for x in f_in[i]]
+                vals = [_backward_op(lay, [x[p] for x in xs], eo.vals[p], None)[s] for p in range(mesh.P)]
+                e_slots.append(Dist(mesh, eo.shape, el, vals))
         max_err[i] = max(errs)
-        scale[i] = max(float(np.abs(ref_out).max(initial=0)), float(np.abs(ref_dW[n]).max(initial=0)))
-        if not model.in_edges[i]:
+        if not needs:
             continue
-        elays = tuple(strat[i][h].in_err_layouts[0] for h in range(H))
-        ein = Dist(mesh, (B, Di), elays, ei_vals)
-        for e_idx in model.in_edges[i]:
-            e = model.edges[e_idx]
-            if not e.needs_error:
+        # push each slot's error back through the folded ops (locally), then to the producers
+        fvals = folded_vals[i]
+        err_t: dict[str, Dist] = {}
+        for s, d in enumerate(e_slots):
+            tname = lay.inputs[s]
+            err_t[tname] = add(err_t.get(tname), d)
+        for fn_ in reversed(_folded_between(model, i)):
+            fl = G.layer(g, fn_)
+            eo_f = err_t.pop(fl.outputs[0], None)
+            if eo_f is None:
                 continue
+            xs = [fvals[t] for t in fl.inputs]
+            for k, t in enumerate(fl.inputs):
+                d = Dist(mesh, eo_f.shape, eo_f.layouts,
+                         [_backward_op(fl, [x.vals[p] for x in xs], eo_f.vals[p], None)[k] for p in range(mesh.P)])
+                err_t[t] = add(err_t.get(t), d)
+        for e_idx in needs:
+            e = model.edges[e_idx]
+            src = err_t.get(e.source)
+            if src is None:
+                raise SimulationError(f"{n}: no error reached {e.source}")
             tgt = tuple(strat[e.p][h].out_err_layout for h in range(H))
             what = f"{n} -> {names[e.p]}:{e.source}"
-            conv = _convert(comm, run_step, None, "bwd", (e.p, e.source), what, i, ein, tgt, elays, res.flags)
+            view = tuple(strat[i][h].in_err_layouts[e.slot] for h in range(H))
+            conv = _convert(comm, run_step, None, "bwd", (e.p, e.source), what, i, src, tgt, view, res.flags)
             e_out[e.p] = add(e_out[e.p], conv)
 
+    # The cost model converts a producer tensor once per (level, consumer view, layout); when
+    # consumers sharing that key reach the level from different lower-level states the
+    # simulator cannot share the step: note them (SimResult.split_dedup).
+    groups: dict[tuple, list] = defaultdict(list)
+    for key, rec in keyed.items():
+        if key[0] != "intra" and any(rec["counts"]):
+            groups[key[:4] + key[6:]].append(rec)
+    for gk, recs in groups.items():
+        if len(recs) > 1:
+            for rec in recs:
+                res.split_dedup.append((gk[0], rec["what"], min(rec["nodes"]), gk[3]))
     # attribute counts: intra to the node, edge conversions to their first consumer
     for key, rec in keyed.items():
         node = min(rec["nodes"])
@@ -575,6 +699,56 @@ def simulate(model, assignment: list[tuple], seed: int = 0, tol: float = DEFAULT
     res.max_err = max_err
     res.scale = scale
     return res
+
+
+def _gemm_forward(comm: Comm, run_step, mesh: Mesh, i: int, lay: G.Layer, w: np.ndarray, x: Dist,
+                  strat: list, levels_of) -> Dist:
+    """Local products on every PE's shard, then the all-reduce of the partial output (type II levels)."""
+    H = len(strat)
+    B, Di, Do = lay.batch, lay.d_in, lay.d_out
+    R, I_, O = levels_of(i, "b"), levels_of(i, "i"), levels_of(i, "o")
+    vals = []
+    for p in range(mesh.P):
+        rm, im, om = axis_mask(mesh, B, R, p), axis_mask(mesh, Di, I_, p), axis_mask(mesh, Do, O, p)
+        xb = x.vals[p][np.ix_(rm, im)]
+        if np.isnan(xb).any():
+            raise SimulationError(f"{lay.name}: PE {p} lacks part of its input shard")
+        v = np.full((B, Do), np.nan)
+        v[np.ix_(rm, om)] = xb @ w[np.ix_(im, om)]
+        vals.append(v)
+    lays = tuple({"b": ROWS, "i": PARTIAL, "o": COLS}[strat[h].split_axis] for h in range(H))
+    d = Dist(mesh, (B, Do), lays, vals)
+    d = run_step(("intra", i, "F_out"), "intra", "F_out", i, lambda: comm.allreduce_levels(d))
+    out_l = tuple(strat[h].out_layout for h in range(H))
+    if d.layouts != out_l:
+        raise SimulationError(f"{lay.name}: output layouts {d.layouts} differ from the strategy's {out_l}")
+    return d
+
+
+def _gemm_backward(comm: Comm, run_step, mesh: Mesh, i: int, lay: G.Layer, w: np.ndarray, x: Dist, eo: Dist,
+                   strat: list, levels_of) -> tuple[Dist, Dist]:
+    """dW on every PE's shard, all-reduced over type I levels; E_in left partial over type III levels."""
+    H = len(strat)
+    B, Di, Do = lay.batch, lay.d_in, lay.d_out
+    R, I_, O = levels_of(i, "b"), levels_of(i, "i"), levels_of(i, "o")
+    dw_vals, ei_vals = [], []
+    for p in range(mesh.P):
+        rm, im, om = axis_mask(mesh, B, R, p), axis_mask(mesh, Di, I_, p), axis_mask(mesh, Do, O, p)
+        eb = eo.vals[p][np.ix_(rm, om)]
+        xb = x.vals[p][np.ix_(rm, im)]
+        if np.isnan(eb).any():
+            raise SimulationError(f"{lay.name}: PE {p} lacks part of its output-error shard")
+        v = np.full((Di, Do), np.nan)
+        v[np.ix_(im, om)] = xb.T @ eb
+        dw_vals.append(v)
+        u = np.full((B, Di), np.nan)
+        u[np.ix_(rm, im)] = eb @ w[np.ix_(im, om)].T
+        ei_vals.append(u)
+    dlays = tuple({"b": PARTIAL, "i": ROWS, "o": COLS}[strat[h].split_axis] for h in range(H))
+    dw = Dist(mesh, (Di, Do), dlays, dw_vals)
+    dw = run_step(("intra", i, "dW"), "intra", "dW", i, lambda: comm.allreduce_levels(dw))
+    elays = tuple(strat[h].in_err_layouts[0] for h in range(H))
+    return dw, Dist(mesh, (B, Di), elays, ei_vals)
 
 
 def _dist_err(d: Dist, ref: np.ndarray) -> float:
@@ -683,7 +857,7 @@ def _convert(comm: Comm, run_step, memo: dict | None, kind: str, base: tuple, wh
         # steps of different conversions merge (errors summed locally, a tensor converted once)
         # only when they are the same operation on the same state *and* the same source layout
         # at that level, as the cost model's (view, layout) de-duplication
-        key = (kind,) + base + (h, pre, nxt, src[h], view[:h])
+        key = (kind,) + base + (h, pre, nxt, src[h], tgt[h], view[:h])
         hit = memo.get(base + (nxt,)) if memo is not None else None
         if hit is not None:
             run_step(key, kind, what, c, lambda: None)
