@@ -1,0 +1,245 @@
+"""Check a plan both ways: it computes the one-device training step, and it moves exactly the bytes
+the cost model (and the plan file) says.
+
+- :func:`verify_assignment` runs :func:`hypar.simulate.simulate` and compares, per layer and level,
+  the bytes counted on the virtual PEs with :meth:`hypar.cost.CostModel.evaluate`'s prediction
+  (exactly: same integers up to float rounding), and the reassembled outputs, output errors and
+  weight gradients with the reference (within ``tol x max(1, max |reference|)``).
+- :func:`check_plan_costs` compares what a full plan file records for every layer and level
+  (``layers[i].costs.levels[h].comm_bytes``) with the cost model on the plan's own types, batch
+  and array, so a hand-edited plan whose costs no longer match its types is rejected by name.
+- :func:`verify_plan` does both for a model file and a plan (what ``hypar verify`` runs).
+
+Nothing here prints; :func:`report_table` / :meth:`VerifyReport.to_json` format the result.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+from hypar.cost import CostModel
+from hypar.errors import PlanError
+from hypar.simulate import DEFAULT_TOL, simulate
+
+REL_BYTES = 1e-9    # counted vs predicted: float rounding only (plans keep 12 significant digits)
+
+
+@dataclass
+class LevelCheck:
+    level: int
+    counted_bytes: float
+    predicted_bytes: float
+
+    @property
+    def ok(self) -> bool:
+        return _same(self.counted_bytes, self.predicted_bytes)
+
+
+@dataclass
+class LayerCheck:
+    name: str
+    op: str
+    types: tuple
+    max_err: float
+    scale: float
+    levels: list[LevelCheck]
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return "PASS" if not self.reasons else "FAIL"
+
+
+@dataclass
+class VerifyReport:
+    model: str
+    array: str
+    fanouts: tuple
+    space: str
+    batch: int | None
+    seed: int
+    tol: float
+    dtype_bytes: int
+    layers: list[LayerCheck] = field(default_factory=list)
+    unsupported: list[str] = field(default_factory=list)
+    plan_errors: list[str] = field(default_factory=list)
+    plan_batch: int | None = None
+    plan_checked: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.unsupported and not self.plan_errors and all(l.status == "PASS" for l in self.layers)
+
+    def failures(self) -> list[str]:
+        """One line per failure, each naming the layer (and level)."""
+        out = [f"cannot simulate {u}" for u in self.unsupported]
+        out += self.plan_errors
+        for l in self.layers:
+            out += [f"{l.name}: {r}" for r in l.reasons]
+        return out
+
+    def to_json(self) -> dict:
+        return {
+            "ok": self.ok,
+            "model": self.model,
+            "array": {"name": self.array, "fanouts": list(self.fanouts), "dtype_bytes": self.dtype_bytes},
+            "space": self.space,
+            "batch": self.batch,
+            "plan_batch": self.plan_batch,
+            "seed": self.seed,
+            "tolerance": self.tol,
+            "unsupported": list(self.unsupported),
+            "plan_costs_checked": self.plan_checked,
+            "plan_cost_errors": list(self.plan_errors),
+            "layers": [{
+                "name": l.name, "op": l.op, "types": list(l.types), "status": l.status,
+                "max_err": None if math.isinf(l.max_err) else l.max_err, "ref_scale": l.scale,
+                "levels": [{"level": c.level, "counted_bytes": c.counted_bytes,
+                            "predicted_bytes": c.predicted_bytes} for c in l.levels],
+                "reasons": list(l.reasons),
+            } for l in self.layers],
+        }
+
+
+def _same(a: float, b: float) -> bool:
+    return abs(a - b) <= REL_BYTES * max(1.0, abs(a), abs(b))
+
+
+def verify_assignment(model: CostModel, assignment: list[tuple], *, seed: int = 0, tol: float = DEFAULT_TOL,
+                      name: str | None = None) -> VerifyReport:
+    """Simulate ``assignment`` on ``model`` and compare numerics and bytes per layer and level."""
+    arr = model.array
+    rep = VerifyReport(name or str(model.g.graph.get("name", "model")), arr.name, arr.fanouts, model.space,
+                       model.g.graph.get("batch"), seed, tol, arr.dtype_bytes)
+    res = simulate(model, assignment, seed=seed, tol=tol)
+    if res.unsupported:
+        rep.unsupported = list(res.unsupported)
+        return rep
+    ev = model.evaluate(assignment)
+    dt = arr.dtype_bytes
+    for i, n in enumerate(model.names):
+        node = model.nodes[i]
+        levels = [LevelCheck(h, float(res.counted[i][h] * dt), float(ev.comm[i][h].bytes))
+                  for h in range(model.n_levels)]
+        lc = LayerCheck(n, node.layer.op, tuple(assignment[i]), res.max_err[i], res.scale[i], levels)
+        if not res.ok_numerics[i]:
+            lc.reasons.append(f"numerics: max |distributed - reference| = {res.max_err[i]:.3g} exceeds "
+                              f"{tol:g} x max(1, {res.scale[i]:.3g})")
+        for c in levels:
+            if not c.ok:
+                why = res.explained(i, c.level)
+                msg = (f"level {c.level}: counted {c.counted_bytes:,.0f} bytes, cost model predicts "
+                       f"{c.predicted_bytes:,.0f}")
+                if why:
+                    msg += f" (cost-model limitation: {why})"
+                lc.reasons.append(msg)
+        rep.layers.append(lc)
+    return rep
+
+
+def check_plan_costs(model: CostModel, assignment: list[tuple], plan: dict) -> list[str]:
+    """Errors (one per layer and level) where the plan's recorded comm_bytes differ from the cost
+    model on the plan's types; ``model`` must be built at the plan's batch, array and space."""
+    if "layers" not in plan:
+        return []
+    ev = model.evaluate(assignment)
+    errors = []
+    rows = {l["name"]: l for l in plan["layers"]}
+    for name in sorted(set(rows) - set(model.names)):
+        errors.append(f"plan layer {name!r} is not in the model (space {model.space!r})")
+    for i, name in enumerate(model.names):
+        row = rows.get(name)
+        if row is None:
+            errors.append(f"{name}: missing from the plan's layers")
+            continue
+        recorded = row.get("costs", {}).get("levels", [])
+        for h in range(model.n_levels):
+            pred = ev.comm[i][h].bytes
+            got = next((lv.get("comm_bytes") for lv in recorded if lv.get("level") == h), None)
+            if got is None:
+                errors.append(f"{name}: level {h}: the plan records no comm_bytes (the cost model gives {pred:,.0f})")
+            elif not _same(float(got), pred):
+                errors.append(f"{name}: level {h}: the plan records {float(got):,.0f} comm bytes but its types "
+                              f"{'/'.join(assignment[i])} cost {pred:,.0f}; the plan was edited or comes from "
+                              "another cost model: regenerate it with `hypar partition`")
+    return errors
+
+
+def default_sim_batch(n_pes: int) -> int:
+    """The batch the simulator uses unless told: the smallest that splits evenly, twice over."""
+    return 2 * n_pes
+
+
+def verify_plan(model_path: str, plan: dict, *, batch: int | None = None, seed: int = 0, array=None,
+                tol: float = DEFAULT_TOL) -> VerifyReport:
+    """``hypar verify``: the plan's recorded costs at its own batch, then the simulated step at
+    ``batch`` (default :func:`default_sim_batch`) with seeded random weights."""
+    from hypar import api
+    from hypar.array import default_array
+    from hypar.plan import assignment_from_types, plan_array, plan_types
+    from hypar.search import SolverSettings, complete
+
+    full = "layers" in plan
+    array = array or (plan_array(plan) if full else None) or default_array()
+    space = plan.get("space") or "full"
+    objective = plan.get("objective", "time")
+    types = plan_types(plan)
+
+    def build(b):
+        g = api.load_graph(model_path, b, array)
+        m = CostModel(g, array, space)
+        asg = assignment_from_types(m, types)
+        if any(a is None for a in asg):
+            asg = complete(m, asg, objective, SolverSettings())
+        return m, asg
+
+    plan_errors: list[str] = []
+    plan_batch = plan.get("batch") if full else None
+    if full:
+        m_plan, asg_plan = build(plan_batch)
+        plan_errors = check_plan_costs(m_plan, asg_plan, plan)
+    sim_batch = batch if batch is not None else default_sim_batch(array.n_pes)
+    m_sim, asg_sim = build(sim_batch)
+    if full and [tuple(a) for a in asg_sim] != [tuple(a) for a in asg_plan]:
+        raise PlanError("the plan's types complete differently at the simulated batch; pass --batch "
+                        f"{plan_batch} or give every node's types in the plan")
+    rep = verify_assignment(m_sim, asg_sim, seed=seed, tol=tol,
+                            name=os.path.basename(os.fspath(model_path)))
+    rep.plan_errors = plan_errors
+    rep.plan_batch = plan_batch
+    rep.plan_checked = full
+    return rep
+
+
+def report_table(rep: VerifyReport) -> str:
+    """The human-readable report: one row per layer with max error and bytes per level."""
+    lines = [f"verify {rep.model}: array {rep.array} (fanouts {'x'.join(map(str, rep.fanouts))}, top first), "
+             f"space {rep.space}, batch {rep.batch}, seed {rep.seed}",
+             f"tolerance: max |distributed - reference| <= {rep.tol:g} x max(1, max |reference|) "
+             "(float64, seeded random weights)"]
+    if rep.plan_checked:
+        if rep.plan_errors:
+            lines.append(f"plan costs at batch {rep.plan_batch}: {len(rep.plan_errors)} mismatch(es)")
+            lines += [f"  FAIL {e}" for e in rep.plan_errors]
+        else:
+            lines.append(f"plan costs at batch {rep.plan_batch}: every layer and level matches the cost model")
+    if rep.unsupported:
+        lines.append("cannot simulate (unsupported, nothing skipped silently):")
+        lines += [f"  {u}" for u in rep.unsupported]
+    if rep.layers:
+        w = max([5] + [len(l.name) for l in rep.layers])
+        tw = max([5] + [len("/".join(l.types)) for l in rep.layers])
+        lines.append(f"{'layer':<{w}}  {'types':<{tw}}  {'max err':>9}  bytes per level counted/predicted")
+        for l in rep.layers:
+            err = "inf" if math.isinf(l.max_err) else f"{l.max_err:.2e}"
+            per = "  ".join(f"L{c.level} {c.counted_bytes:,.0f}{'=' if c.ok else '!='}{c.predicted_bytes:,.0f}"
+                            for c in l.levels)
+            lines.append(f"{l.name:<{w}}  {'/'.join(l.types):<{tw}}  {err:>9}  {per}  {l.status}")
+            lines += [f"    {r}" for r in l.reasons]
+    n_fail = sum(l.status == "FAIL" for l in rep.layers)
+    lines.append(("PASS" if rep.ok else "FAIL") + f": {len(rep.layers) - n_fail}/{len(rep.layers)} layers pass"
+                 + (f", {len(rep.unsupported)} unsupported" if rep.unsupported else "")
+                 + (f", {len(rep.plan_errors)} plan cost mismatch(es)" if rep.plan_errors else ""))
+    return "\n".join(lines)
