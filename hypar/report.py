@@ -284,3 +284,65 @@ def write_report(results_dir: str, plots: bool = True) -> list[str]:
     with open(path, "w") as fh:
         fh.write(md)
     return [path] + written
+
+
+# ----------------------------------------------------------------------------- one plan
+
+TYPE_COLORS = {"I": "#4c72b0", "II": "#dd8452", "III": "#55a868"}
+
+
+def plot_plan(plan: dict, path: str, all_nodes: bool = False) -> str:
+    """One plan's layer x level map of types (like HyPar's figure), with each layer's step time
+    (compute and communication) and bytes moved underneath. Non-weighted nodes only with ``all_nodes``."""
+    plt = _plt()
+    from matplotlib.patches import Patch
+    layers = [l for l in plan.get("layers", []) if all_nodes or l.get("weighted")]
+    if not layers:
+        raise ReportError("the plan has no layers to draw")
+    n_levels = len(layers[0]["types"])
+    n = len(layers)
+    width = min(max(6.0, 0.28 * n + 2.5), 40.0)
+    fig, (ax, ax_t, ax_c) = plt.subplots(3, 1, figsize=(width, 2.2 + 0.35 * n_levels + 4.0), sharex=True,
+                                         gridspec_kw={"height_ratios": [max(1.0, 0.35 * n_levels), 1.4, 1.0]})
+    for x, l in enumerate(layers):
+        for h, t in enumerate(l["types"]):
+            color = TYPE_COLORS.get(t, "#cccccc")
+            ax.add_patch(plt.Rectangle((x - 0.5, h - 0.5), 1, 1, facecolor=color, edgecolor="white", lw=0.8))
+            if n <= 60:
+                ax.text(x, h, t, ha="center", va="center", fontsize=6 if len(t) > 3 else 7,
+                        color="white" if t in TYPE_COLORS else "black")
+    ax.set_xlim(-0.5, n - 0.5)
+    ax.set_ylim(n_levels - 0.5, -0.5)
+    ax.set_yticks(range(n_levels))
+    ax.set_yticklabels([f"level {h + 1}" for h in range(n_levels)], fontsize=8)
+    model = plan.get("model", {}).get("name", "model")
+    arr = plan.get("array", {})
+    ax.set_title(f"{model} on {arr.get('name', 'array')} ({arr.get('n_pes', '?')} PEs), batch {plan.get('batch')}, "
+                 f"objective {plan.get('objective')}, space {plan.get('space')}", fontsize=10)
+    handles = [Patch(color=c, label=f"{t}: {plan.get('type_names', {}).get(t, t)}") for t, c in TYPE_COLORS.items()]
+    if all_nodes:
+        handles.append(Patch(color="#cccccc", label="layout of a non-weighted node"))
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.02),
+              ncol=len(handles) if width >= 12 else 2, frameon=False)
+    xs = range(n)
+    comp = [l["costs"]["compute_s"] * 1e3 for l in layers]
+    comm = [max(l["costs"]["time_s"] - l["costs"]["compute_s"], 0.0) * 1e3 for l in layers]
+    ax_t.bar(xs, comp, color="#8c8c8c", label="compute")
+    ax_t.bar(xs, comm, bottom=comp, color="#c44e52", label="communication")
+    ax_t.set_ylabel("ms per step", fontsize=8)
+    ax_t.legend(fontsize=7, loc="upper right")
+    ax_c.bar(xs, [l["costs"]["comm_bytes"] / 1e6 for l in layers], color="#c44e52")
+    ax_c.set_ylabel("MB moved", fontsize=8)
+    ax_c.set_xticks(list(xs))
+    ax_c.set_xticklabels([l["name"] for l in layers], rotation=90, fontsize=6 if n > 40 else 7)
+    for a in (ax_t, ax_c):
+        a.tick_params(axis="y", labelsize=7)
+    t = plan.get("totals", {})
+    gain = plan.get("improvement", {}).get("data", {}).get("speedup")
+    fig.text(0.01, 0.005, f"step {t.get('time_s', 0) * 1e3:.4g} ms, {_fmt_bytes(t.get('comm_bytes'))} moved, "
+             f"{t.get('energy_j', 0):.4g} J" + (f"; {gain:.2f}x faster than data parallelism" if gain else ""),
+             fontsize=8)
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -103,3 +103,15 @@ def test_reproduce_papers_script_smoke(tmp_path, capsys):
     text = docs.read_text()
     assert "hand-written discussion" in text and text.endswith(f"{mod.END}\ntail\n") and "old" not in text
     assert "### HyPar (HPCA 2019) setting" in text and "| lenet (Lenet-c) |" in text
+
+
+def test_partition_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "plan.png"
+    res = CliRunner().invoke(cli, ["partition", LENET, "--pes", "4", "--plot", str(png), "-q"])
+    assert res.exit_code == 0, res.output
+    assert f"plot written to {png}" in res.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from hypar import api
+    plan = api.partition(CNN, api.resolve_array(None, 4, None), batch=8)
+    assert Path(rp.plot_plan(plan, str(tmp_path / "all.png"), all_nodes=True)).stat().st_size > 2000
