@@ -313,6 +313,9 @@ class ResultsWriter:
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
+    def fds(self) -> tuple[int, ...]:
+        return (self._fh.fileno(), self._lock.fileno())
+
     def close(self) -> None:
         self._fh.close()
         self._lock.close()
@@ -365,7 +368,34 @@ class _Progress:
 
 # ----------------------------------------------------------------------------- executors
 
-def _run_local(cases: list[Case], jobs: int, emit: Callable[[dict], None]) -> None:
+def _worker_init(parent_pid: int, inherited_fds: tuple[int, ...]) -> None:
+    """In each local worker: drop the forked copies of the parent's lock and results file (so a
+    worker that outlives a killed sweep does not keep the directory locked) and exit as soon as the
+    parent is gone (a killed sweep leaves no worker computing for nobody)."""
+    import threading
+    for fd in inherited_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="hypar-parent-watch", daemon=True).start()
+
+
+def _pool(jobs: int, inherited_fds: tuple[int, ...]) -> ProcessPoolExecutor:
+    import multiprocessing
+    forked = multiprocessing.get_start_method(allow_none=False) == "fork"
+    return ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init,
+                               initargs=(os.getpid(), inherited_fds if forked else ()))
+
+
+def _run_local(cases: list[Case], jobs: int, emit: Callable[[dict], None], inherited_fds: tuple[int, ...] = ()) -> None:
     if jobs <= 1:
         for c in cases:
             emit(run_case(c))
@@ -376,7 +406,7 @@ def _run_local(cases: list[Case], jobs: int, emit: Callable[[dict], None]) -> No
         # a case that was running when a worker died runs alone: if it kills its worker again,
         # it is the culprit and is recorded as an error
         for c in isolate:
-            with ProcessPoolExecutor(max_workers=1) as ex:
+            with _pool(1, inherited_fds) as ex:
                 try:
                     emit(ex.submit(run_case, c).result())
                 except BrokenProcessPool:
@@ -384,7 +414,7 @@ def _run_local(cases: list[Case], jobs: int, emit: Callable[[dict], None]) -> No
         isolate = []
         if not pending:
             break
-        ex = ProcessPoolExecutor(max_workers=jobs)
+        ex = _pool(jobs, inherited_fds)
         running: dict = {}
         try:
             while pending or running:
@@ -478,7 +508,7 @@ def run_sweep(cases: list[Case], out_dir: str, *, jobs: int = 1, executor: str =
             if executor == "dask":
                 _run_dask(todo, scheduler, emit)
             else:
-                _run_local(todo, max(1, int(jobs)), emit)
+                _run_local(todo, max(1, int(jobs)), emit, writer.fds())
     return SweepSummary(os.path.abspath(out_dir), len(cases), skipped, bar.done, bar.errors,
                         round(time.perf_counter() - t0, 3))
 

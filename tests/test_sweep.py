@@ -240,3 +240,48 @@ def test_zoo_listing():
     names = [Path(p).stem for p in zoo]
     assert names[0] == "lenet" and "resnet50" in names and "bert_base" in names
     assert all(Path(p).exists() for p in zoo)
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = open(f"/proc/{d}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(d))
+    return kids
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc") or multiprocessing.get_start_method() != "fork",
+                    reason="needs /proc and forked workers")
+def test_killed_parallel_sweep_leaves_no_worker_and_no_lock(tmp_path):
+    out = tmp_path / "out"
+    args = ["sweep", LENET, CNN, "--pes", "4", "--batch", "4,8,16", "--jobs", "2", "-o", str(out), "-q"]
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_SWEEP, *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = out / sw.RESULTS_FILE
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if results.exists() and results.read_bytes().count(b"\n") >= 1:
+            break
+        time.sleep(0.01)
+    workers = _children(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert workers
+    deadline = time.time() + 30
+    while time.time() < deadline and any(os.path.exists(f"/proc/{w}") and
+                                         open(f"/proc/{w}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+                                         for w in workers):
+        time.sleep(0.1)
+    assert not [w for w in workers if os.path.exists(f"/proc/{w}")
+                and open(f"/proc/{w}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
+    before = len(rows_of(out))
+    rerun = subprocess.run([sys.executable, "-m", "hypar", *args], cwd=ROOT, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr                      # the directory is not locked
+    assert f"{6 - before} computed" in rerun.stdout
+    keys = [r["key"] for r in rows_of(out)]
+    assert len(keys) == len(set(keys)) == 6
