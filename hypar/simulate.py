@@ -88,8 +88,10 @@ class SimResult:
                         "must be moved by every copy, or the consumer's view above it is wrong)")
         for kind, what, c, h in self.split_dedup:
             if c == node and h == level:
-                return (f"{kind} {what}: the model converts this tensor once at level {level} for consumers "
-                        "whose layouts below differ; the simulator shares a step only between equal states")
+                return (f"{kind} {what}: the model converts this tensor once at level {level} for several "
+                        "consumers whose views there have equal sizes (CostModel.level_edge_costs keys on "
+                        "_edge_view's sizes) though their shards differ (split at other levels, or other "
+                        "layouts below); the simulator shares a step only between equal states")
         return None
 
     @property
@@ -624,11 +626,18 @@ def simulate(model, assignment: list[tuple], seed: int = 0, tol: float = DEFAULT
             e_out[i] = add(e_out[i], scatter(mesh, e, lays))
     max_err = [0.0] * len(names)
     scale = [0.0] * len(names)
+    pending: dict[int, list] = defaultdict(list)   # producer -> [(consumer, edge, error Dist)]
     for i in reversed(range(len(names))):
         n = names[i]
         lay = lay_of(i)
         out_t = lay.outputs[0]
         lays = tuple(strat[i][h].out_err_layout for h in range(H))
+        # the errors of this node's output from its consumers, converted to its layouts
+        for c, e, src in _fold_into_partials(pending.pop(i, [])):
+            what = f"{names[c]} -> {n}:{e.source}"
+            conv = _convert(comm, run_step, None, "bwd", (e.p, e.source), what, c, src, lays, src.layouts,
+                            res.flags)
+            e_out[i] = add(e_out[i], conv)
         if e_out[i] is None:
             e_out[i] = scatter(mesh, np.zeros_like(ref_val[out_t]), lays)
         eo = e_out[i]
@@ -671,11 +680,7 @@ def simulate(model, assignment: list[tuple], seed: int = 0, tol: float = DEFAULT
             src = err_t.get(e.source)
             if src is None:
                 raise SimulationError(f"{n}: no error reached {e.source}")
-            tgt = tuple(strat[e.p][h].out_err_layout for h in range(H))
-            what = f"{n} -> {names[e.p]}:{e.source}"
-            view = tuple(strat[i][h].in_err_layouts[e.slot] for h in range(H))
-            conv = _convert(comm, run_step, None, "bwd", (e.p, e.source), what, i, src, tgt, view, res.flags)
-            e_out[e.p] = add(e_out[e.p], conv)
+            pending[e.p].append((i, e, src))
 
     # The cost model converts a producer tensor once per (level, consumer view, layout); when
     # consumers sharing that key reach the level from different lower-level states the
@@ -683,7 +688,8 @@ def simulate(model, assignment: list[tuple], seed: int = 0, tol: float = DEFAULT
     groups: dict[tuple, list] = defaultdict(list)
     for key, rec in keyed.items():
         if key[0] != "intra" and any(rec["counts"]):
-            groups[key[:4] + key[6:]].append(rec)
+            view = key[-1]   # the model's _edge_view keeps only sizes: count the splits per axis
+            groups[key[:4] + key[6:-1] + (view.count(ROWS), view.count(COLS))].append(rec)
     for gk, recs in groups.items():
         if len(recs) > 1:
             for rec in recs:
@@ -699,6 +705,28 @@ def simulate(model, assignment: list[tuple], seed: int = 0, tol: float = DEFAULT
     res.max_err = max_err
     res.scale = scale
     return res
+
+
+def _fold_into_partials(items: list) -> list:
+    """Errors of one producer tensor from several consumers: where one is replicated (R) at a
+    level at which another, otherwise in the same layouts, is a partial sum (P), fold it into a
+    partial sum (kept by subgroup 0 only: free) so both are summed locally and reduced once, as
+    the cost model charges them (a replica is a valid partial sum)."""
+    out = []
+    for c, e, d in items:
+        for _c2, e2, d2 in items:
+            if e2.source != e.source or d2 is d:
+                continue
+            lv = [h for h in range(len(d.layouts)) if d.layouts[h] != d2.layouts[h]]
+            if lv and all(d.layouts[h] == FULL and d2.layouts[h] == PARTIAL for h in lv):
+                vals = []
+                for p, v in enumerate(d.vals):
+                    keep = all(d.mesh.coords[p][h] == 0 for h in lv)
+                    vals.append(v if keep else np.where(np.isnan(v), np.nan, 0.0))
+                d = Dist(d.mesh, d.shape, d2.layouts, vals)
+                break
+        out.append((c, e, d))
+    return out
 
 
 def _gemm_forward(comm: Comm, run_step, mesh: Mesh, i: int, lay: G.Layer, w: np.ndarray, x: Dist,

@@ -1,0 +1,384 @@
+"""`hypar verify`: the simulated step equals the one-device step and moves the cost model's bytes.
+
+Simulator conventions (hypar/simulate.py): every PE holds NaN outside its shard, so a missing
+message poisons the result; every element received is counted at the level of the group it
+crosses. Amounts are elements received summed over all PEs x dtype bytes (2), as the cost model's
+``comm_bytes``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
+import hypar.cost
+from hypar import graph as G
+from hypar.array import array_from_levels
+from hypar.cli import cli
+from hypar.cost import CostModel
+from hypar.plan import read_plan
+from hypar.simulate import Comm, Dist, Mesh, schedule, shard_mask, simulate
+from hypar.strategies import COLS, FULL, PARTIAL, ROWS
+from hypar.synthetic import gemm_chain, gemm_layer, random_dag
+from hypar.verify import check_plan_costs, report_table, verify_assignment, verify_plan
+
+
+# ----------------------------------------------------------------------------- graphs
+
+def relu_dag(n_layers: int, seed: int, batch: int, widths: tuple[int, ...]):
+    """random_dag's shape with a Relu after every Gemm and residual Adds of Relu outputs."""
+    rng = random.Random(seed)
+    g = G.new_graph("rdag", batch)
+    x = G.Tensor("x", (batch, rng.choice(widths)), 0, 1)
+    g.graph["inputs"] = (x,)
+    outs: list = []
+    prev: tuple = (None, x)
+    for l in range(n_layers):
+        d_out = rng.choice(widths)
+        src_name, src_t = prev
+        h = G.Tensor(f"h{l}", (batch, d_out), 0, 1)
+        G.add_layer(g, gemm_layer(f"fc{l}", batch, src_t.shape[1], d_out, (src_t.name,), h.name))
+        if src_name is None:
+            g.graph["input_consumers"] = {"x": (f"fc{l}",)}
+        else:
+            G.add_edge(g, src_name, f"fc{l}", src_t, 0)
+        r = G.Tensor(f"r{l}", (batch, d_out), 0, 1)
+        G.add_layer(g, G.Layer(name=f"relu{l}", op="Relu", kind=G.ELEMENTWISE, inputs=(h.name,), outputs=(r.name,)))
+        G.add_edge(g, f"fc{l}", f"relu{l}", h, 0)
+        prev = (f"relu{l}", r)
+        same = [o for o in outs if o[1].shape[1] == d_out]
+        if same and rng.random() < 0.5:
+            sn, stt = rng.choice(same)
+            a = G.Tensor(f"s{l}", (batch, d_out), 0, 1)
+            G.add_layer(g, G.Layer(name=f"add{l}", op="Add", kind=G.BINARY, inputs=(r.name, stt.name),
+                                   outputs=(a.name,)))
+            G.add_edge(g, f"relu{l}", f"add{l}", r, 0)
+            G.add_edge(g, sn, f"add{l}", stt, 1)
+            prev = (f"add{l}", a)
+        outs.append(prev)
+    g.graph["outputs"] = (prev[1],)
+    return g
+
+
+def mlp_onnx(path: Path, batch: int = 8, dims=(16, 32, 32, 16), op: str = "Relu") -> Path:
+    """x -> MatMul -> Relu -> MatMul -> Relu (+ residual of the first Relu) -> MatMul -> Relu."""
+    f = TensorProto.FLOAT
+    inits, nodes, prev = [], [], "x"
+    for l in range(len(dims) - 1):
+        w = f"w{l}"
+        inits.append(numpy_helper.from_array(np.zeros((dims[l], dims[l + 1]), np.float32), w))
+        nodes.append(helper.make_node("MatMul", [prev, w], [f"h{l}"], name=f"mm{l}"))
+        nodes.append(helper.make_node(op, [f"h{l}"], [f"r{l}"], name=f"act{l}"))
+        prev = f"r{l}"
+        if l == 1 and dims[2] == dims[1]:
+            nodes.append(helper.make_node("Add", [prev, "r0"], ["s1"], name="add1"))
+            prev = "s1"
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", f, (batch, dims[0]))],
+                              [helper.make_tensor_value_info(prev, f, (batch, dims[-1]))], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    return path
+
+
+def random_assignment(model: CostModel, rng: random.Random) -> list[tuple]:
+    return [tuple(rng.choice(model.labels(i)) for _ in range(model.n_levels)) for i in range(len(model.names))]
+
+
+def runner() -> CliRunner:
+    try:
+        return CliRunner(mix_stderr=False)
+    except TypeError:  # click >= 8.2 always separates stderr
+        return CliRunner()
+
+
+# ----------------------------------------------------------------------------- collectives
+
+def test_allreduce_counts_and_result():
+    # 3 PEs in one 3-way level, 6x6 partial sums: an all-reduce receives 2(k-1)/k x 36 = 48 per PE.
+    mesh = Mesh((3,))
+    comm = Comm(mesh)
+    rng = np.random.default_rng(0)
+    parts = [rng.standard_normal((6, 6)) for _ in range(3)]
+    comm.sink = [0]
+    out = comm.allreduce(Dist(mesh, (6, 6), (PARTIAL,), parts), 0)
+    assert comm.sink == [3 * 48]
+    for v in out.vals:
+        np.testing.assert_allclose(v, sum(parts))
+
+
+def test_relayout_rows_to_cols_two_levels():
+    # 2x2 PEs, 8x8 tensor: rows at both levels -> cols at level 0 (all-to-all inside each level-0
+    # split): every PE receives A/4 (rows of the other half) x 1/2 (its columns) / 2 (level-1 rows).
+    mesh = Mesh((2, 2))
+    comm = Comm(mesh)
+    full = np.arange(64.0).reshape(8, 8)
+    vals = []
+    for p in range(4):
+        v = np.full((8, 8), np.nan)
+        m = shard_mask(mesh, (8, 8), (ROWS, ROWS), p)
+        v[m] = full[m]
+        vals.append(v)
+    comm.sink = [0, 0]
+    out = comm.relayout(Dist(mesh, (8, 8), (ROWS, ROWS), vals), 0, COLS)
+    assert comm.sink == [4 * 8, 0]          # per level-0 subgroup A/4 = 16, as the cost model
+    for p, v in enumerate(out.vals):
+        m = shard_mask(mesh, (8, 8), (COLS, ROWS), p)
+        np.testing.assert_array_equal(v[m], full[m])
+        assert np.isnan(v[~m]).all()
+
+
+def test_schedules_no_order_realises_exactly_the_known_patterns():
+    """At two 2-way levels the conversions whose model amounts no level-by-level order realises
+    are exactly two families (see the xfail tests below for the derivations)."""
+    layouts_out, layouts_in = (ROWS, FULL, COLS), (ROWS, COLS, FULL)
+    fwd = {(s, t) for s in itertools.product(layouts_out, repeat=2) for t in itertools.product(layouts_in, repeat=2)
+           if schedule(s, t, t, False)[1]}
+    assert fwd == {(s, t) for s in ((ROWS, FULL), (COLS, FULL)) for t in ((COLS, FULL), (ROWS, FULL), (FULL, FULL))
+                   if s[0] != t[0]}
+    errs_in, errs_need = (ROWS, COLS, PARTIAL), (ROWS, FULL, COLS)
+    bwd = {(s, t) for s in itertools.product(errs_in, repeat=2) for t in itertools.product(errs_need, repeat=2)
+           if schedule(s, t, s, True)[1]}
+    assert bwd == {(s, (FULL, FULL)) for s in itertools.product((ROWS, COLS), errs_in)}
+
+
+# ----------------------------------------------------------------------------- properties
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), n_layers=st.integers(1, 5), k=st.sampled_from([2, 3, 4]),
+       space=st.sampled_from(["hypar", "accpar", "full"]), relu=st.booleans())
+def test_property_one_level_verifies(seed, n_layers, k, space, relu):
+    """Random small DAGs x random plans (every type) on one 2-, 3- or 4-way level: the simulated
+    step equals the reference and every layer's counted bytes equal the cost model's exactly."""
+    rng = random.Random(seed)
+    widths = (k, 2 * k, 3 * k)
+    g = (relu_dag if relu else random_dag)(n_layers, seed, 2 * k, widths)
+    model = CostModel(g, array_from_levels([k]), space)
+    rep = verify_assignment(model, random_assignment(model, rng), seed=seed)
+    assert rep.ok, report_table(rep)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), n_layers=st.integers(1, 4),
+       fanouts=st.sampled_from([(2, 2), (3, 2), (2, 3), (2, 2, 2)]),
+       space=st.sampled_from(["hypar", "accpar", "full"]), relu=st.booleans())
+def test_property_multi_level(seed, n_layers, fanouts, space, relu):
+    """Several levels: numerics always match; counted bytes match the cost model at every layer
+    and level except where the simulator proves no level-by-level order realises the model's
+    amount (a cost-model limitation, named in the reason) -- never an unexplained difference."""
+    rng = random.Random(seed)
+    P = int(np.prod(fanouts))
+    g = (relu_dag if relu else random_dag)(n_layers, seed, 2 * P, (P, 2 * P))
+    model = CostModel(g, array_from_levels(list(fanouts)), space)
+    asg = random_assignment(model, rng)
+    rep = verify_assignment(model, asg, seed=seed)
+    assert not rep.unsupported
+    for layer in rep.layers:
+        for r in layer.reasons:
+            assert "cost-model limitation" in r, report_table(rep)
+    res = simulate(model, asg, seed=seed)
+    if not res.flags and not res.split_dedup:
+        assert rep.ok, report_table(rep)
+
+
+@pytest.mark.parametrize("types", [
+    [("I", "I"), ("I", "I"), ("I", "I")],
+    [("II", "I"), ("I", "II"), ("III", "I")],
+    [("III", "III"), ("II", "II"), ("III", "I")],
+    [("I", "III"), ("III", "I"), ("II", "I")],
+])
+def test_chain_two_levels_exact(types):
+    model = CostModel(gemm_chain([8, 16, 8, 8], 8), array_from_levels([2, 2]), "accpar")
+    rep = verify_assignment(model, types)
+    assert rep.ok, report_table(rep)
+
+
+def test_three_way_and_two_way_levels_exact():
+    model = CostModel(gemm_chain([12, 24, 12], 12), array_from_levels([3, 2]), "accpar")
+    for t1, t2 in itertools.product(["I", "II", "III"], repeat=2):
+        rep = verify_assignment(model, [(t1, t1), (t2, "I")])
+        if t1 == "II" and t2 != "III":
+            # producer II at both levels, consumer's error sharded at level 0: the known
+            # limitation (test_xfail_backward_double_all_gather), only at fc2 level 0
+            reasons = [(l.name, r) for l in rep.layers for r in l.reasons]
+            assert len(reasons) == 1 and reasons[0][0] == "fc2", report_table(rep)
+            assert reasons[0][1].startswith("level 0:") and "cost-model limitation" in reasons[0][1]
+        else:
+            assert rep.ok, report_table(rep)
+
+
+# ----------------------------------------------------------------------------- cost-model discrepancies
+
+def _min_received(mesh: Mesh, shape, held: tuple, needed: tuple) -> int:
+    """Information bound: elements every PE needs and does not hold, summed over PEs."""
+    return sum(int((shard_mask(mesh, shape, needed, p) & ~shard_mask(mesh, shape, held, p)).sum())
+               for p in range(mesh.P))
+
+
+def test_discrepancy_bounds_are_physical():
+    """The amounts the simulator counts in the two xfail cases below are the information bound:
+    no schedule at all can move fewer elements than the PEs are missing."""
+    mesh = Mesh((2, 2))
+    # backward: fc2 (I, I) holds E(h1) rows x rows; fc1 (II, II) needs it whole on every PE.
+    assert _min_received(mesh, (8, 8), (ROWS, ROWS), (FULL, FULL)) == 192 // 1  # 4 PEs x 48
+    # forward: fc1 (I, II) leaves h1 rows / full; fc2 (II, III) needs cols / full.
+    assert _min_received(mesh, (8, 8), (ROWS, FULL), (COLS, FULL)) == 64        # 4 PEs x 16
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "cost model (hypar/cost.py, CostModel.level_edge_costs via _edge_view): backward conversion "
+    "priced in the consumer's view at each level. fc1 (II, II) <- fc2 (I, I), E(h1) 8x8 on 2x2 PEs: "
+    "the model charges level 0 R->full on 64 elements (32 per subgroup) and level 1 R->full on the "
+    "consumer's half view of 32 (16 per subgroup): 128 elements. Every PE of fc1 needs all 64 and "
+    "holds 16, so at least 4 x 48 = 192 must move; the simulator moves 128 at level 0 and 64 at "
+    "level 1. Expected level 0 (fc2) 256 + 2 x 128 = 512 bytes, model 384."))
+def test_xfail_backward_double_all_gather():
+    model = CostModel(gemm_chain([8, 8, 8], 8), array_from_levels([2, 2]), "accpar")
+    rep = verify_assignment(model, [("II", "II"), ("I", "I")])
+    assert rep.ok, report_table(rep)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "cost model (hypar/cost.py, CostModel.level_edge_costs / convert): forward conversion with a "
+    "replica below. fc1 (I, II) -> fc2 (II, III), h1 8x8 on 2x2 PEs: the model charges level 0 "
+    "rows->cols 16 per subgroup (32 elements) and level 1 full->full 0. Both PEs of a level-0 "
+    "subgroup need their own copy (fc2 is III at level 1: full input), each missing 16: at least "
+    "4 x 16 = 64 elements. Expected fc2 level 0 448 bytes (320 intra + 128), model 384."))
+def test_xfail_forward_replica_below():
+    model = CostModel(gemm_chain([8, 8, 8], 8), array_from_levels([2, 2]), "accpar")
+    rep = verify_assignment(model, [("I", "II"), ("II", "III")])
+    assert rep.ok, report_table(rep)
+
+
+# ----------------------------------------------------------------------------- plans and corruption
+
+@pytest.fixture()
+def mlp(tmp_path):
+    return mlp_onnx(tmp_path / "mlp.onnx")
+
+
+def _partition(model: Path, out: Path, *args: str) -> dict:
+    res = runner().invoke(cli, ["partition", str(model), "-q", "-o", str(out), *args])
+    assert res.exit_code == 0, res.output
+    return read_plan(out)
+
+
+@pytest.mark.parametrize("args", [["--levels", "2"], ["--levels", "4", "--space", "accpar"],
+                                  ["--levels", "3"]])
+def test_cli_verify_partition_plan(mlp, tmp_path, args):
+    dims_ok = args[1] != "3"
+    model = mlp if dims_ok else mlp_onnx(tmp_path / "mlp3.onnx", batch=6, dims=(12, 24, 24, 12))
+    plan_path = tmp_path / "plan.json"
+    _partition(model, plan_path, *args)
+    res = runner().invoke(cli, ["verify", str(model), str(plan_path), "--batch", "6" if not dims_ok else "8"])
+    assert res.exit_code == 0, res.output
+    assert "plan costs at batch" in res.output and "every layer and level matches" in res.output
+    assert res.output.strip().splitlines()[-1].startswith("PASS")
+    assert "tolerance" in res.output
+
+
+def test_cli_verify_json(mlp, tmp_path):
+    plan_path = tmp_path / "plan.json"
+    _partition(mlp, plan_path, "--levels", "2", "--space", "accpar")
+    res = runner().invoke(cli, ["verify", str(mlp), str(plan_path), "--json", "--seed", "3"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.output)
+    assert d["ok"] and d["seed"] == 3 and d["batch"] == 4
+    assert [l["name"] for l in d["layers"]] == ["mm0", "mm1", "mm2"]
+    for l in d["layers"]:
+        assert l["status"] == "PASS"
+        for lv in l["levels"]:
+            assert lv["counted_bytes"] == lv["predicted_bytes"]
+
+
+def test_corrupted_plan_types_changed_costs_left(mlp, tmp_path):
+    """A hand-edited plan: types changed, recorded costs left. Rejected naming layer and level."""
+    plan_path = tmp_path / "plan.json"
+    plan = _partition(mlp, plan_path, "--levels", "2", "--space", "accpar")
+    row = next(l for l in plan["layers"] if l["name"] == "mm1")
+    row["types"] = ["III"] if row["types"] != ["III"] else ["I"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(plan))
+    res = runner().invoke(cli, ["verify", str(mlp), str(bad)])
+    assert res.exit_code == 1
+    assert "mm1: level 0: the plan records" in res.output
+    rep = verify_plan(str(mlp), json.loads(bad.read_text()))
+    assert not rep.ok and any(e.startswith("mm1: level 0") for e in rep.plan_errors)
+
+
+def test_corrupted_plan_costs_edited(mlp, tmp_path):
+    plan_path = tmp_path / "plan.json"
+    plan = _partition(mlp, plan_path, "--levels", "2", "--space", "accpar")
+    plan["layers"][2]["costs"]["levels"][0]["comm_bytes"] += 2
+    errors = check_plan_costs(*_model_and_types(mlp, plan), plan)
+    assert len(errors) == 1 and errors[0].startswith("mm2: level 0")
+
+
+def _model_and_types(path: Path, plan: dict):
+    from hypar import api
+    from hypar.plan import assignment_from_types, plan_array, plan_types
+
+    arr = plan_array(plan)
+    m = CostModel(api.load_graph(str(path), plan["batch"], arr), arr, plan["space"])
+    return m, assignment_from_types(m, plan_types(plan))
+
+
+def test_mutated_transition_fails_naming_layer_and_level(monkeypatch):
+    """A wrong transition cell (rows -> cols doubled) makes verify fail at that layer and level."""
+    real = hypar.cost.convert
+
+    def wrong(src, dst, a, bs, fs, fr):
+        out = real(src, dst, a, bs, fs, fr)
+        return [2 * x for x in out] if (src, dst) == (ROWS, COLS) else out
+
+    monkeypatch.setattr(hypar.cost, "convert", wrong)
+    model = CostModel(gemm_chain([8, 8, 8, 8], 8), array_from_levels([2, 2]), "accpar")
+    rep = verify_assignment(model, [("I", "I"), ("II", "I"), ("I", "I")])
+    assert not rep.ok
+    fails = rep.failures()
+    assert any(f.startswith("fc2: level 0: counted") for f in fails), fails
+    assert all(f.startswith("fc2: level 0") for f in fails), fails
+    assert "cost-model limitation" not in " ".join(fails)
+
+
+def test_unsupported_ops_named(tmp_path):
+    path = mlp_onnx(tmp_path / "m.onnx", op="Softmax")
+    plan_path = tmp_path / "plan.json"
+    _partition(path, plan_path, "--levels", "2")
+    res = runner().invoke(cli, ["verify", str(path), str(plan_path)])
+    assert res.exit_code == 1
+    assert "cannot simulate" in res.output and "act0 (Softmax" in res.output
+
+
+def test_uneven_split_reported(tmp_path):
+    model = CostModel(gemm_chain([6, 8], 8), array_from_levels([4]), "accpar")
+    rep = verify_assignment(model, [("I",)])
+    assert not rep.ok and any("d_in 6 does not divide over 4 PEs" in u for u in rep.unsupported)
+
+
+def test_numerics_poisoned_when_a_message_is_lost(monkeypatch):
+    """Drop every all-to-all message: the PE reads NaN and the simulator refuses to continue."""
+    from hypar import simulate as S
+
+    def lossy(self, d, h, new):
+        layouts = d.layouts[:h] + (new,) + d.layouts[h + 1:]
+        vals = []
+        for p in range(d.mesh.P):
+            m = shard_mask(d.mesh, d.shape, layouts, p)
+            v = np.full(d.shape, np.nan)
+            v[m] = d.vals[p][m]
+            vals.append(v)
+        return Dist(d.mesh, d.shape, layouts, vals)
+
+    monkeypatch.setattr(S.Comm, "relayout", lossy)
+    model = CostModel(gemm_chain([8, 8, 8], 8), array_from_levels([2]), "accpar")
+    with pytest.raises(S.SimulationError):
+        simulate(model, [("I",), ("II",)])
