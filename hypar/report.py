@@ -166,8 +166,8 @@ def _plt():
     return plt
 
 
-def _grid(n: int) -> tuple[int, int]:
-    cols = min(n, 2) if n <= 4 else 3
+def _grid(n: int, n_models: int = 1) -> tuple[int, int]:
+    cols = 1 if n == 1 else (2 if n <= 4 or n_models > 6 else 3)
     return math.ceil(n / cols), cols
 
 
@@ -180,8 +180,8 @@ def plot_gains(rows: list[dict], path: str, field: str = "speedup_over_data",
     for r in ok:
         groups[_group_key(r)].append(r)
     keys = sorted(groups, key=lambda k: (k[0], k[1], k[2]))
-    nr, nc = _grid(len(keys))
     models = list(dict.fromkeys(r["model"] for r in ok))
+    nr, nc = _grid(len(keys), len(models))
     width = max(6.0, 0.55 * len(models) + 2)
     fig, axes = plt.subplots(nr, nc, figsize=(width * nc, 3.6 * nr), squeeze=False)
     colors = plt.get_cmap("tab10")

@@ -170,7 +170,8 @@ def make_cases(models: Iterable[str], arrays: Iterable[ArraySpec], batches: Iter
 # ----------------------------------------------------------------------------- one case (in a worker)
 
 def _base_row(case: Case) -> dict:
-    return {"schema": ROW_SCHEMA, "key": case.key, "index": case.index,
+    from hypar import __version__
+    return {"schema": ROW_SCHEMA, "hypar_version": __version__, "key": case.key, "index": case.index,
             "model": case.model_name, "model_path": case.model_path, "model_sha12": case.model_digest,
             "array": case.array.label, "array_source": case.array.value if case.array.kind == "file"
             else f"--pes {case.array.value}", "n_pes": case.array.n_pes,
