@@ -9,9 +9,11 @@ Objective of an assignment ``a`` (``a[i]`` = index of node i's chosen choice)::
   + sum_e edge_cost[e][a[u_e], a[v_e]]
   + sum_g cost_g * [anchor_g is None or a[anchor_node] == anchor_choice]
                  * [any(a[v] == t for (v, t) in members_g)]
+  + sum_f table_f[a[f.nodes[0]], a[f.nodes[1]], ...]
 
 Group terms express "charged once if any member is active" (a fanned-out tensor converted once
-per distinct layout; partial errors from several consumers reduced once).
+per distinct layout; partial errors from several consumers reduced once). Factor terms express
+the same exactly over the joint choice of a producer and its few consumers (a tighter ILP).
 Memory constraints: for each (coef, capacity): sum_i coef[i][a[i]] <= capacity.
 All costs are finite, non-negative floats.
 """
@@ -32,6 +34,19 @@ class GroupTerm:
     anchor: tuple[int, int] | None = None         # (node index, choice index) or None
 
 
+@dataclass(frozen=True, slots=True)
+class FactorTerm:
+    """A cost over the joint choice of several nodes: ``table[c_0, c_1, ...]`` for ``nodes``.
+
+    Used for a tensor fanned out to a few consumers, where the cost of converting it depends on
+    the producer and on which layouts the consumers need together. ``nodes`` are distinct;
+    ``table.shape == tuple(len(choices[n]) for n in nodes)``.
+    """
+
+    nodes: tuple[int, ...]
+    table: np.ndarray
+
+
 @dataclass(slots=True)
 class LevelProblem:
     """Choices and costs of one level. Node order is deterministic (topological, then name)."""
@@ -43,6 +58,7 @@ class LevelProblem:
     edge_cost: list[np.ndarray] = field(default_factory=list)     # per edge: len(choices[u]) x len(choices[v])
     groups: list[GroupTerm] = field(default_factory=list)
     memory: list[tuple[list[np.ndarray], float]] = field(default_factory=list)
+    factors: list[FactorTerm] = field(default_factory=list)
 
     def objective(self, assignment: list[int] | tuple[int, ...]) -> float:
         """Objective value of a full assignment (choice index per node)."""
@@ -54,6 +70,8 @@ class LevelProblem:
                 continue
             if any(assignment[v] == t for v, t in g.members):
                 total += g.cost
+        for f in self.factors:
+            total += float(f.table[tuple(assignment[n] for n in f.nodes)])
         return total
 
     def feasible(self, assignment: list[int] | tuple[int, ...]) -> bool:
@@ -66,6 +84,6 @@ class LevelProblem:
     def is_chain(self) -> bool:
         """True when edges are exactly (0,1), (1,2), ... and there are no groups or memory rows."""
         n = len(self.names)
-        return (not self.groups and not self.memory
+        return (not self.groups and not self.memory and not self.factors
                 and sorted(self.edges) == [(i, i + 1) for i in range(n - 1)]
                 and len(set(self.edges)) == len(self.edges))
