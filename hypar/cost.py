@@ -30,11 +30,12 @@ import numpy as np
 from hypar import graph as G
 from hypar.array import GroupClass, PEArray, split_counts
 from hypar.errors import PlanError
-from hypar.problem import GroupTerm, LevelProblem
+from hypar.problem import FactorTerm, GroupTerm, LevelProblem
 from hypar.strategies import (FULL, PARTIAL, ROWS, COLS, NodeModel, macs_view, node_model, quantity,
                               tensor_view, weight_view)
 
 SPACES = ("hypar", "accpar", "full")
+FACTOR_MAX_ENTRIES = 729   # a fanned-out tensor becomes one exact factor term up to this table size
 OBJECTIVES = ("comm", "time", "energy")
 
 
@@ -138,6 +139,7 @@ class CostModel:
         self.in_edges: list[list[int]] = [[] for _ in keep]
         for e, em in enumerate(self.edges):
             self.in_edges[em.c].append(e)
+        self.use_factors = False      # fanned-out tensors as factor terms (else group terms)
         self._views: dict = {}
         self._leaf_cache: dict = {}
         self._convert_cache: dict = {}
@@ -464,6 +466,7 @@ class CostModel:
         edges: list[tuple[int, int]] = []
         edge_cost: list[np.ndarray] = []
         groups: list[GroupTerm] = []
+        factors: list[FactorTerm] = []
 
         def add_pair(p: int, c: int, s: int, t: int, v: float) -> None:
             k = edge_index.get((p, c))
@@ -506,6 +509,11 @@ class CostModel:
                         fwd[(sigs[key], cs.in_layouts[e.slot])].append((e.c, t))
                         if e.needs_error:
                             bwd[(sigs[key], cs.in_err_layouts[e.slot])].append((e.c, t))
+                consumers = sorted({e.c for e in es})
+                size = len(choices[p]) * int(np.prod([len(choices[c]) for c in consumers]))
+                if self.use_factors and len(consumers) > 1 and size <= FACTOR_MAX_ENTRIES:
+                    factors.append(self._tensor_factor(h, p, consumers, es, choices, pstrat, objective))
+                    continue
                 for (sig, dst), members in fwd.items():
                     charge(p, members, lambda s, sig=sig, dst=dst:
                            self._convert_cost(h, sig, pstrat[s].out_layout, dst).value(objective))
@@ -528,7 +536,42 @@ class CostModel:
             coef = [np.array([self.memory_bytes(i, ct) for ct in choices[i]], dtype=float) for i in range(n)]
             memory.append((coef, float(memory_cap_bytes)))
         return LevelProblem(list(self.names), [tuple(l) for l in labels], node_cost, edges, edge_cost, groups,
-                            memory)
+                            memory, factors)
+
+    def _tensor_factor(self, h: int, p: int, consumers: list[int], es: list[EdgeModel], choices: list[list[tuple]],
+                       pstrat: list, objective: str) -> FactorTerm:
+        """The level-h cost of one fanned-out tensor as a table over (producer, consumers...) choices:
+        forward conversions once per distinct (view, layout), backward ones once per distinct
+        (view, error layout), partial errors reduced once per view -- exactly as evaluate does."""
+        fkeys: dict[int, list] = {}
+        bkeys: dict[int, list] = {}
+        for k, e in enumerate(es):
+            cnode = self.nodes[e.c]
+            fk, bk = [], []
+            for ct in choices[e.c]:
+                sig = self._edge_view(e, ct, h)
+                cs = cnode.strategy(ct[h])
+                fk.append((sig, cs.in_layouts[e.slot]))
+                bk.append((sig, cs.in_err_layouts[e.slot]) if e.needs_error else None)
+            fkeys[k], bkeys[k] = fk, bk
+        pos = {c: j + 1 for j, c in enumerate(consumers)}
+        shape = (len(choices[p]),) + tuple(len(choices[c]) for c in consumers)
+        table = np.zeros(shape)
+        for idx in np.ndindex(*shape):
+            ps = pstrat[idx[0]]
+            fwd, bwd = set(), set()
+            for k, e in enumerate(es):
+                t = idx[pos[e.c]]
+                fwd.add(fkeys[k][t])
+                if bkeys[k][t] is not None:
+                    bwd.add(bkeys[k][t])
+            total = 0.0
+            for sig, dst in fwd:
+                total += self._convert_cost(h, sig, ps.out_layout, dst).value(objective)
+            for sig, src in bwd:
+                total += self._convert_cost(h, sig, src, ps.out_err_layout if src != PARTIAL else FULL).value(objective)
+            table[idx] = total
+        return FactorTerm((p,) + tuple(consumers), table)
 
     def _lower_edges_as_consumer(self, assignment: list[tuple], i: int, types: tuple, g: int) -> Cost:
         """Level-g conversions on node i's input edges with i's types ``types`` (others from assignment)."""
