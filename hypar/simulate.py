@@ -151,8 +151,22 @@ class Dist:
         return Dist(self.mesh, self.shape, self.layouts, [v.copy() for v in self.vals])
 
 
-def shard_mask(mesh: Mesh, shape: tuple[int, int], layouts: tuple[str, ...], p: int) -> np.ndarray:
-    rd, cd = mesh.axis_digits(shape[0]), mesh.axis_digits(shape[1])
+class UnevenSplit(SimulationError):
+    """An axis does not divide over the PEs that split it (uneven shards are not simulated)."""
+
+
+def _digits_for(mesh: Mesh, n: int, needed: bool) -> np.ndarray | None:
+    if not needed:
+        return None
+    if n % mesh.P:
+        raise UnevenSplit(f"an axis of size {n} does not divide over {mesh.P} PEs")
+    return mesh.axis_digits(n)
+
+
+def shard_mask(mesh: Mesh, shape: tuple[int, ...], layouts: tuple[str, ...], p: int) -> np.ndarray:
+    """PE p's elements of a tensor (axis 0: batch, split by ROWS; axis 1: features, split by COLS)."""
+    rd = _digits_for(mesh, shape[0], ROWS in layouts)
+    cd = _digits_for(mesh, shape[1], COLS in layouts)
     r = np.ones(shape[0], bool)
     c = np.ones(shape[1], bool)
     for h, lay in enumerate(layouts):
@@ -160,12 +174,15 @@ def shard_mask(mesh: Mesh, shape: tuple[int, int], layouts: tuple[str, ...], p: 
             r &= rd[h] == mesh.coords[p][h]
         elif lay == COLS:
             c &= cd[h] == mesh.coords[p][h]
-    return np.outer(r, c)
+    m = np.outer(r, c).reshape(tuple(shape[:2]) + (1,) * (len(shape) - 2))
+    return np.broadcast_to(m, tuple(shape)).copy()
 
 
 def axis_mask(mesh: Mesh, n: int, levels: list[int], p: int) -> np.ndarray:
-    d = mesh.axis_digits(n)
     m = np.ones(n, bool)
+    if not levels:
+        return m
+    d = _digits_for(mesh, n, True)
     for h in levels:
         m &= d[h] == mesh.coords[p][h]
     return m
@@ -364,13 +381,72 @@ def gather(d: Dist) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- the model's graph
 
-# Elementwise ops the simulator runs: value and derivative (as a function of the input).
-_UNARY = {
-    "Relu": (lambda x: np.maximum(x, 0.0), lambda x: (x > 0).astype(float)),
-    "Identity": (lambda x: x, lambda x: np.ones_like(x)),
-    "Dropout": (lambda x: x, lambda x: np.ones_like(x)),          # inference semantics
-    "Tanh": (np.tanh, lambda x: 1.0 - np.tanh(x) ** 2),
-    "Sigmoid": (lambda x: 1.0 / (1.0 + np.exp(-x)), lambda x: np.exp(-x) / (1.0 + np.exp(-x)) ** 2),
+# Local ops (no communication: they act on each (batch, channel) slice): value and input error.
+def _pool_windows(x: np.ndarray, lay: G.Layer, fill: float):
+    k = tuple(lay.attr("kernel_shape"))
+    st_ = tuple(lay.attr("strides") or (1,) * len(k))
+    pads = tuple(lay.attr("pads") or (0,) * (2 * len(k)))
+    if len(k) != 2 or lay.attr("ceil_mode", 0) or tuple(lay.attr("dilations") or (1, 1)) != (1, 1):
+        raise SimulationError(f"{lay.name}: only 2-D pooling without ceil_mode/dilations is simulated")
+    xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])), constant_values=fill)
+    win = np.lib.stride_tricks.sliding_window_view(xp, k, axis=(2, 3))[:, :, ::st_[0], ::st_[1]]
+    return win, k, st_, pads, xp.shape
+
+
+def _maxpool(x, lay):
+    win, *_ = _pool_windows(x, lay, -np.inf)
+    return win.max(axis=(4, 5))
+
+
+def _maxpool_bwd(x, e, lay):
+    win, k, st_, pads, pshape = _pool_windows(x, lay, -np.inf)
+    B, C, Ho, Wo = e.shape
+    flat = win.reshape(B, C, Ho, Wo, -1)
+    arg = np.nan_to_num(flat, nan=-np.inf).argmax(axis=-1)
+    dx = np.zeros(pshape)
+    for a in range(k[0] * k[1]):
+        i, j = divmod(a, k[1])
+        contrib = np.where(arg == a, e, 0.0)
+        dx[:, :, i:i + st_[0] * Ho:st_[0], j:j + st_[1] * Wo:st_[1]] += contrib
+    dx = dx[:, :, pads[0]:pshape[2] - pads[2], pads[1]:pshape[3] - pads[3]]
+    return np.where(np.isnan(x), np.nan, dx)
+
+
+def _avgpool(x, lay):
+    if lay.attr("pads") and any(lay.attr("pads")) and not lay.attr("count_include_pad", 0):
+        raise SimulationError(f"{lay.name}: padded average pooling is not simulated")
+    win, *_ = _pool_windows(x, lay, 0.0)
+    return win.mean(axis=(4, 5))
+
+
+def _avgpool_bwd(x, e, lay):
+    win, k, st_, pads, pshape = _pool_windows(x, lay, 0.0)
+    B, C, Ho, Wo = e.shape
+    dx = np.zeros(pshape)
+    for i in range(k[0]):
+        for j in range(k[1]):
+            dx[:, :, i:i + st_[0] * Ho:st_[0], j:j + st_[1] * Wo:st_[1]] += e / (k[0] * k[1])
+    dx = dx[:, :, pads[0]:pshape[2] - pads[2], pads[1]:pshape[3] - pads[3]]
+    return np.where(np.isnan(x), np.nan, dx)
+
+
+def _flatten_ok(lay: G.Layer) -> bool:
+    return lay.op == "Flatten" and lay.attr("axis", 1) == 1
+
+
+_LOCAL = {
+    # op: (forward(x, layer), input error(x, e, layer), changes the shape)
+    "Relu": (lambda x, l: np.maximum(x, 0.0), lambda x, e, l: e * (x > 0), False),
+    "Identity": (lambda x, l: x, lambda x, e, l: e, False),
+    "Dropout": (lambda x, l: x, lambda x, e, l: e, False),          # inference semantics
+    "Tanh": (lambda x, l: np.tanh(x), lambda x, e, l: e * (1.0 - np.tanh(x) ** 2), False),
+    "Sigmoid": (lambda x, l: 1.0 / (1.0 + np.exp(-x)),
+                lambda x, e, l: e * np.exp(-x) / (1.0 + np.exp(-x)) ** 2, False),
+    "MaxPool": (_maxpool, _maxpool_bwd, True),
+    "AveragePool": (_avgpool, _avgpool_bwd, True),
+    "GlobalAveragePool": (lambda x, l: x.mean(axis=tuple(range(2, x.ndim)), keepdims=True),
+                          lambda x, e, l: np.broadcast_to(e, x.shape) / np.prod(x.shape[2:]), True),
+    "Flatten": (lambda x, l: x.reshape(x.shape[0], -1), lambda x, e, l: e.reshape(x.shape), True),
 }
 
 
@@ -379,11 +455,13 @@ def _is_add(lay: G.Layer) -> bool:
 
 
 def _is_unary(lay: G.Layer) -> bool:
-    return lay.kind == G.ELEMENTWISE and lay.op in _UNARY and not lay.attr("const_inputs") and len(lay.inputs) == 1
+    if lay.op not in _LOCAL or lay.attr("const_inputs") or len(lay.inputs) != 1:
+        return False
+    return lay.op != "Flatten" or _flatten_ok(lay)
 
 
-def _tensor_2d(t: G.Tensor | None) -> bool:
-    return t is not None and len(t.shape) == 2 and t.batch_axis == 0 and t.feature_axis == 1
+def _tensor_ok(t: G.Tensor | None) -> bool:
+    return t is not None and len(t.shape) >= 2 and t.batch_axis == 0 and t.feature_axis == 1
 
 
 def _supported(model) -> list[str]:
@@ -402,17 +480,20 @@ def _supported(model) -> list[str]:
                 bad.append(f"{n} ({lay.op}): grouped or spatial Gemm")
             elif n not in kept:
                 bad.append(f"{n} ({lay.op}): weighted layer not kept by the cost model")
-            for ax, size in (("batch", lay.batch), ("d_in", lay.d_in), ("d_out", lay.d_out)):
-                if size % P:
-                    bad.append(f"{n} ({lay.op}): {ax} {size} does not divide over {P} PEs (uneven split)")
+        elif lay.kind == G.CONV:
+            if lay.op != "Conv" or lay.groups != 1 or len(lay.kernel) != 2 \
+                    or tuple(lay.attr("dilations") or (1, 1)) != (1, 1):
+                bad.append(f"{n} ({lay.op}): only 2-D, ungrouped, undilated Conv is simulated")
+            elif n not in kept:
+                bad.append(f"{n} ({lay.op}): weighted layer not kept by the cost model")
         elif not (_is_add(lay) or _is_unary(lay)):
             bad.append(f"{n} ({lay.op}, kind {lay.kind})")
     for _, _, data in g.edges(data=True):
-        if not _tensor_2d(data["tensor"]):
-            bad.append(f"tensor {data['tensor'].name} {data['tensor'].shape}: not a (batch, features) matrix")
+        if not _tensor_ok(data["tensor"]):
+            bad.append(f"tensor {data['tensor'].name} {data['tensor'].shape}: batch not axis 0 or features not axis 1")
     for t in tuple(g.graph.get("inputs", ())) + tuple(g.graph.get("outputs", ())):
-        if not _tensor_2d(t):
-            bad.append(f"graph tensor {t.name} {t.shape}: not a (batch, features) matrix")
+        if not _tensor_ok(t):
+            bad.append(f"graph tensor {t.name} {t.shape}: batch not axis 0 or features not axis 1")
     for tname, cons in g.graph.get("input_consumers", {}).items():
         for c in cons:
             if c not in kept:
@@ -439,31 +520,73 @@ def _reference(g, weights: dict, inputs: dict, out_err: dict):
         lay = G.layer(g, n)
         e_out = err[lay.outputs[0]]
         xs = [val[t] for t in lay.inputs]
-        if lay.kind == G.GEMM:
-            dW[n] = xs[0].T @ e_out
+        if lay.kind in (G.GEMM, G.CONV):
+            dW[n] = _weight_grad(lay, xs[0], e_out)
         for t, e in zip(lay.inputs, _backward_op(lay, xs, e_out, weights.get(n))):
             err[t] = err[t] + e
     return val, err, dW
 
 
+def _conv_attrs(lay: G.Layer):
+    st_ = tuple(lay.attr("strides") or (1, 1))
+    pads = tuple(lay.attr("pads") or (0, 0, 0, 0))
+    return st_, pads
+
+
+def _conv_cols(x: np.ndarray, lay: G.Layer):
+    st_, pads = _conv_attrs(lay)
+    xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    cols = np.lib.stride_tricks.sliding_window_view(xp, tuple(lay.kernel), axis=(2, 3))[:, :, ::st_[0], ::st_[1]]
+    return cols, xp.shape, st_, pads
+
+
+def conv_forward(x: np.ndarray, w: np.ndarray, lay: G.Layer) -> np.ndarray:
+    """x (B, Ci, H, W), w (Ci, Co, kh, kw) -> (B, Co, Ho, Wo): the im2col matrix product."""
+    cols, *_ = _conv_cols(x, lay)
+    return np.einsum("bchwij,coij->bohw", cols, w, optimize=True)
+
+
+def conv_backward(x: np.ndarray, w: np.ndarray, e: np.ndarray, lay: G.Layer) -> tuple[np.ndarray, np.ndarray]:
+    """(dW (Ci, Co, kh, kw), dx) of conv_forward for the output error e."""
+    cols, pshape, st_, pads = _conv_cols(x, lay)
+    dw = np.einsum("bchwij,bohw->coij", cols, e, optimize=True)
+    B, Co, Ho, Wo = e.shape
+    dxp = np.zeros(pshape)
+    kh, kw = lay.kernel
+    for i in range(kh):
+        for j in range(kw):
+            dxp[:, :, i:i + st_[0] * Ho:st_[0], j:j + st_[1] * Wo:st_[1]] += np.einsum("bohw,co->bchw", e, w[:, :, i, j])
+    return dw, dxp[:, :, pads[0]:pshape[2] - pads[2], pads[1]:pshape[3] - pads[3]]
+
+
 def _forward_op(lay: G.Layer, xs: list, w) -> np.ndarray:
     if lay.kind == G.GEMM:
         return xs[0] @ w
+    if lay.kind == G.CONV:
+        return conv_forward(xs[0], w, lay)
     if _is_add(lay):
         out = xs[0]
         for x in xs[1:]:
             out = out + x
         return out
-    return _UNARY[lay.op][0](xs[0])
+    return _LOCAL[lay.op][0](xs[0], lay)
 
 
 def _backward_op(lay: G.Layer, xs: list, e_out: np.ndarray, w) -> list:
     """Errors of the inputs (a local operation: works on shards and on partial sums alike)."""
     if lay.kind == G.GEMM:
         return [e_out @ w.T]
+    if lay.kind == G.CONV:
+        return [conv_backward(xs[0], w, e_out, lay)[1]]
     if _is_add(lay):
         return [e_out for _ in xs]
-    return [e_out * _UNARY[lay.op][1](xs[0])]
+    return [_LOCAL[lay.op][1](xs[0], e_out, lay)]
+
+
+def _weight_grad(lay: G.Layer, x: np.ndarray, e: np.ndarray) -> np.ndarray:
+    if lay.kind == G.CONV:
+        return conv_backward(x, np.zeros((x.shape[1], e.shape[1]) + tuple(lay.kernel)), e, lay)[0]
+    return x.T @ e
 
 
 def _folded_between(model, c: int) -> list[str]:
@@ -519,16 +642,33 @@ def _kept_output_sources(model, tname: str) -> list[int]:
 # ----------------------------------------------------------------------------- the step
 
 def simulate(model, assignment: list[tuple], seed: int = 0, tol: float = DEFAULT_TOL) -> SimResult:
-    """Reference step vs distributed step of ``assignment`` on ``model``'s graph and array."""
+    """Reference step vs distributed step of ``assignment`` on ``model``'s graph and array.
+
+    What it cannot run is listed in ``SimResult.unsupported`` (by layer name) and nothing is
+    counted; a lost message raises :class:`SimulationError`."""
     names = list(model.names)
-    H = model.n_levels
-    res = SimResult(names, H, model.array.dtype_bytes, tol=tol)
+    res = SimResult(names, model.n_levels, model.array.dtype_bytes, tol=tol)
     res.unsupported = _supported(model)
     if res.unsupported:
         return res
     model.check_assignment(assignment)
     if any(t is None for a in assignment for t in a):
         raise ValueError("simulate needs every level of every node decided")
+    where = {"node": None}
+    try:
+        return _simulate(model, assignment, seed, res, where)
+    except UnevenSplit as exc:
+        res.unsupported = [f"{where['node']}: {exc} (uneven split; choose a batch / widths divisible by "
+                           f"{model.array.n_pes})"]
+    except _Unsupported as exc:
+        res.unsupported = [str(exc)]
+    res.counted, res.transfers, res.flags, res.split_dedup = [], [], [], []
+    return res
+
+
+def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: dict) -> SimResult:
+    names = list(model.names)
+    H = model.n_levels
     g = model.g
     mesh = Mesh(model.array.fanouts)
     comm = Comm(mesh)
@@ -540,6 +680,9 @@ def simulate(model, assignment: list[tuple], seed: int = 0, tol: float = DEFAULT
         lay = G.layer(g, n)
         if lay.kind == G.GEMM:
             weights[n] = rng.standard_normal((lay.d_in, lay.d_out)) / np.sqrt(lay.d_in)
+        elif lay.kind == G.CONV:
+            k = tuple(lay.kernel)
+            weights[n] = rng.standard_normal((lay.d_in, lay.d_out) + k) / np.sqrt(lay.d_in * int(np.prod(k)))
     inputs = {t.name: rng.standard_normal(t.shape) for t in g.graph.get("inputs", ())}
     out_err = {t.name: rng.standard_normal(t.shape) for t in g.graph.get("outputs", ())}
     ref_val, ref_err, ref_dW = _reference(g, weights, inputs, out_err)
@@ -570,17 +713,23 @@ def simulate(model, assignment: list[tuple], seed: int = 0, tol: float = DEFAULT
 
     # -- forward
     fwd_memo: dict[tuple, Dist] = {}
+    pre_memo: dict[tuple, Dist] = {}        # folded ops run on the producer side, per (producer, node)
     f_in: dict[int, list[Dist]] = {}        # per kept node, per activation slot (after folded ops)
-    folded_vals: dict[int, dict] = {}       # per kept node: tensor name -> Dist (folded subgraph)
+    folded_vals: dict[int, dict] = {}       # per kept node: tensor name -> Dist (consumer side)
+    edge_pre: dict[int, tuple] = {}         # edge index -> (pre chain, converted tensor, base key)
+    folded_pre: dict[int, set] = {}         # per kept node: folded ops run on the producers' side
     f_out: dict[int, Dist] = {}
     input_names = {t.name for t in g.graph.get("inputs", ())}
     for i, n in enumerate(names):
+        where["node"] = n
         lay = lay_of(i)
-        n_slots = 1 if lay.kind == G.GEMM else len(lay.inputs)
+        weighted = lay.kind in (G.GEMM, G.CONV)
+        n_slots = 1 if weighted else len(lay.inputs)
         dsts = [tuple(strat[i][h].in_layouts[s] for h in range(H)) for s in range(n_slots)]
         slots: list[Dist] = []
         folded = _folded_between(model, i)
         vals: dict[str, Dist] = {}
+        pre_nodes: set[str] = set()
         for s in range(n_slots):
             tname = lay.inputs[s]
             if tname in input_names:
@@ -590,33 +739,46 @@ def simulate(model, assignment: list[tuple], seed: int = 0, tol: float = DEFAULT
                 e = model.edges[e_idx]
                 if e.slot != s:
                     continue
-                what = f"{names[e.p]}:{e.source} -> {n}"
-                vals[e.source] = _convert(comm, run_step, fwd_memo, "fwd", (e.p, e.source), what, i,
-                                          f_out[e.p], dsts[s], dsts[s], res.flags)
-            for fn_ in folded:                       # folded elementwise ops, locally per PE
+                pre = _pre_chain(model, e.p, folded)
+                pre_nodes.update(pre)
+                x = f_out[e.p]
+                for fn_ in pre:
+                    hit = pre_memo.get((e.p, fn_))
+                    x = hit if hit is not None else _local(G.layer(g, fn_), [x])
+                    pre_memo[(e.p, fn_)] = x
+                conv_t = G.layer(g, pre[-1]).outputs[0] if pre else e.source
+                if tuple(x.shape) != tuple(e.tensor.shape):
+                    raise _Unsupported(f"{n}: the cost model converts {e.tensor.name} {e.tensor.shape} from "
+                                       f"{names[e.p]}, but the folded ops between need {conv_t} {x.shape} "
+                                       "converted (a size-changing op after a folded Add)")
+                base = (e.p, e.source if conv_t == e.source else f"{e.source}|{conv_t}")
+                edge_pre[e_idx] = (pre, conv_t, base)
+                what = f"{names[e.p]}:{conv_t} -> {n}"
+                vals[conv_t] = _convert(comm, run_step, fwd_memo, "fwd", base, what, i, x, dsts[s], dsts[s],
+                                        res.flags)
+            for fn_ in folded:                       # folded ops after the conversions, per PE
                 fl = G.layer(g, fn_)
-                if fl.outputs[0] in vals or not all(t in vals for t in fl.inputs):
+                if fn_ in pre_nodes or fl.outputs[0] in vals or not all(t in vals for t in fl.inputs):
                     continue
                 xs = [vals[t] for t in fl.inputs]
-                lays = xs[0].layouts
-                if any(x.layouts != lays for x in xs):
+                if any(x.layouts != xs[0].layouts for x in xs):
                     raise SimulationError(f"{n}: folded {fn_} inputs in different layouts")
-                vals[fl.outputs[0]] = Dist(mesh, xs[0].shape, lays,
-                                           [_forward_op(fl, [x.vals[p] for x in xs], None) for p in range(mesh.P)])
+                vals[fl.outputs[0]] = _local(fl, xs)
             if tname not in vals:
                 raise SimulationError(f"{n}: input {tname} not reached from kept producers")
             slots.append(vals[tname])
         f_in[i] = slots
         folded_vals[i] = vals
-        if lay.kind == G.GEMM:
-            f_out[i] = _gemm_forward(comm, run_step, mesh, i, lay, weights[n], slots[0], strat[i], levels_of)
+        folded_pre[i] = pre_nodes
+        if weighted:
+            f_out[i] = _weighted_forward(comm, run_step, mesh, i, lay, weights[n], slots[0], strat[i], levels_of,
+                                         ref_val[lay.outputs[0]].shape)
         else:
             out_l = tuple(strat[i][h].out_layout for h in range(H))
             for s, x in enumerate(slots):
                 if x.layouts != out_l:
                     raise SimulationError(f"{n}: slot {s} in {x.layouts}, output {out_l}")
-            f_out[i] = Dist(mesh, slots[0].shape, out_l,
-                            [_forward_op(lay, [x.vals[p] for x in slots], None) for p in range(mesh.P)])
+            f_out[i] = _local(lay, slots)
 
     # -- backward (reverse order); errors of a node's output accumulate in its needed layout
     e_out: dict[int, Dist | None] = {i: None for i in range(len(names))}
@@ -629,14 +791,18 @@ def simulate(model, assignment: list[tuple], seed: int = 0, tol: float = DEFAULT
     pending: dict[int, list] = defaultdict(list)   # producer -> [(consumer, edge, error Dist)]
     for i in reversed(range(len(names))):
         n = names[i]
+        where["node"] = n
         lay = lay_of(i)
         out_t = lay.outputs[0]
         lays = tuple(strat[i][h].out_err_layout for h in range(H))
         # the errors of this node's output from its consumers, converted to its layouts
-        for c, e, src in _fold_into_partials(pending.pop(i, [])):
-            what = f"{names[c]} -> {n}:{e.source}"
-            conv = _convert(comm, run_step, None, "bwd", (e.p, e.source), what, c, src, lays, src.layouts,
-                            res.flags)
+        for c, e_idx, src in _fold_into_partials(pending.pop(i, []), edge_pre):
+            pre, conv_t, base = edge_pre[e_idx]
+            what = f"{names[c]} -> {n}:{conv_t}"
+            conv = _convert(comm, run_step, None, "bwd", base, what, c, src, lays, src.layouts, res.flags)
+            for k in reversed(range(len(pre))):      # back through the producer-side folded ops
+                x_in = f_out[i] if k == 0 else pre_memo[(i, pre[k - 1])]
+                conv = _local_bwd(G.layer(g, pre[k]), [x_in], conv, 0, conv.layouts)
             e_out[i] = add(e_out[i], conv)
         if e_out[i] is None:
             e_out[i] = scatter(mesh, np.zeros_like(ref_val[out_t]), lays)
@@ -644,18 +810,15 @@ def simulate(model, assignment: list[tuple], seed: int = 0, tol: float = DEFAULT
         errs = [_dist_err(f_out[i], ref_val[out_t]), _dist_err(eo, ref_err[out_t])]
         scale[i] = float(np.abs(ref_val[out_t]).max(initial=0))
         needs = [e for e in model.in_edges[i] if model.edges[e].needs_error]
-        if lay.kind == G.GEMM:
-            dw, ein = _gemm_backward(comm, run_step, mesh, i, lay, weights[n], f_in[i][0], eo, strat[i], levels_of)
+        if lay.kind in (G.GEMM, G.CONV):
+            dw, ein = _weighted_backward(comm, run_step, mesh, i, lay, weights[n], f_in[i][0], eo, strat[i],
+                                         levels_of)
             errs.append(_dist_err(dw, ref_dW[n]))
             scale[i] = max(scale[i], float(np.abs(ref_dW[n]).max(initial=0)))
             e_slots = [ein]
         else:
-            e_slots = []
-            for s in range(len(lay.inputs)):
-                el = tuple(strat[i][h].in_err_layouts[s] for h in range(H))
-                xs = [x.vals for x in f_in[i]]
-                vals = [_backward_op(lay, [x[p] for x in xs], eo.vals[p], None)[s] for p in range(mesh.P)]
-                e_slots.append(Dist(mesh, eo.shape, el, vals))
+            e_slots = [_local_bwd(lay, f_in[i], eo, s, tuple(strat[i][h].in_err_layouts[s] for h in range(H)))
+                       for s in range(len(lay.inputs))]
         max_err[i] = max(errs)
         if not needs:
             continue
@@ -667,20 +830,21 @@ def simulate(model, assignment: list[tuple], seed: int = 0, tol: float = DEFAULT
             err_t[tname] = add(err_t.get(tname), d)
         for fn_ in reversed(_folded_between(model, i)):
             fl = G.layer(g, fn_)
+            if fn_ in folded_pre[i]:
+                continue
             eo_f = err_t.pop(fl.outputs[0], None)
             if eo_f is None:
                 continue
             xs = [fvals[t] for t in fl.inputs]
             for k, t in enumerate(fl.inputs):
-                d = Dist(mesh, eo_f.shape, eo_f.layouts,
-                         [_backward_op(fl, [x.vals[p] for x in xs], eo_f.vals[p], None)[k] for p in range(mesh.P)])
-                err_t[t] = add(err_t.get(t), d)
+                err_t[t] = add(err_t.get(t), _local_bwd(fl, xs, eo_f, k, eo_f.layouts))
         for e_idx in needs:
             e = model.edges[e_idx]
-            src = err_t.get(e.source)
+            conv_t = edge_pre[e_idx][1] if e_idx in edge_pre else e.source
+            src = err_t.get(conv_t)
             if src is None:
-                raise SimulationError(f"{n}: no error reached {e.source}")
-            pending[e.p].append((i, e, src))
+                raise SimulationError(f"{n}: no error reached {conv_t}")
+            pending[e.p].append((i, e_idx, src))
 
     # The cost model converts a producer tensor once per (level, consumer view, layout); when
     # consumers sharing that key reach the level from different lower-level states the
@@ -707,15 +871,15 @@ def simulate(model, assignment: list[tuple], seed: int = 0, tol: float = DEFAULT
     return res
 
 
-def _fold_into_partials(items: list) -> list:
+def _fold_into_partials(items: list, edge_pre: dict) -> list:
     """Errors of one producer tensor from several consumers: where one is replicated (R) at a
     level at which another, otherwise in the same layouts, is a partial sum (P), fold it into a
     partial sum (kept by subgroup 0 only: free) so both are summed locally and reduced once, as
     the cost model charges them (a replica is a valid partial sum)."""
     out = []
-    for c, e, d in items:
+    for c, e_idx, d in items:
         for _c2, e2, d2 in items:
-            if e2.source != e.source or d2 is d:
+            if edge_pre[e2][2] != edge_pre[e_idx][2] or d2 is d:
                 continue
             lv = [h for h in range(len(d.layouts)) if d.layouts[h] != d2.layouts[h]]
             if lv and all(d.layouts[h] == FULL and d2.layouts[h] == PARTIAL for h in lv):
@@ -725,15 +889,52 @@ def _fold_into_partials(items: list) -> list:
                     vals.append(v if keep else np.where(np.isnan(v), np.nan, 0.0))
                 d = Dist(d.mesh, d.shape, d2.layouts, vals)
                 break
-        out.append((c, e, d))
+        out.append((c, e_idx, d))
     return out
 
 
-def _gemm_forward(comm: Comm, run_step, mesh: Mesh, i: int, lay: G.Layer, w: np.ndarray, x: Dist,
-                  strat: list, levels_of) -> Dist:
+class _Unsupported(Exception):
+    """Raised mid-simulation for a construct the simulator cannot run (reported by name)."""
+
+
+def _pre_chain(model, p: int, folded: list[str]) -> list[str]:
+    """Folded single-input ops from producer p's output towards the consumer, up to the last one
+    that changes the shape (pooling, flatten): they run on the producer's side before the
+    conversion, so the tensor converted is the one the cost model prices (the consumer's input);
+    shape-preserving ops after that run on the consumer's side."""
+    g = model.g
+    fset = set(folded)
+    chain: list[str] = []
+    cur = model.names[p]
+    while True:
+        nxt = [n for n in g.successors(cur) if n in fset]
+        if len(nxt) != 1 or not _is_unary(G.layer(g, nxt[0])):
+            if len([n for n in nxt if _is_unary(G.layer(g, n))]) > 1:
+                raise _Unsupported(f"{model.names[p]}: its output branches through several folded ops")
+            break
+        chain.append(nxt[0])
+        cur = nxt[0]
+    last = max((k for k, n in enumerate(chain) if _LOCAL[G.layer(g, n).op][2]), default=-1)
+    return chain[:last + 1]
+
+
+def _local(lay: G.Layer, xs: list[Dist]) -> Dist:
+    """A communication-free op on every PE's shards (the output keeps the inputs' layouts)."""
+    vals = [_forward_op(lay, [x.vals[p] for x in xs], None) for p in range(xs[0].mesh.P)]
+    return Dist(xs[0].mesh, vals[0].shape, xs[0].layouts, vals)
+
+
+def _local_bwd(lay: G.Layer, xs: list[Dist], e: Dist, k: int, layouts: tuple) -> Dist:
+    """The error of input k of a communication-free op, on every PE."""
+    vals = [_backward_op(lay, [x.vals[p] for x in xs], e.vals[p], None)[k] for p in range(e.mesh.P)]
+    return Dist(e.mesh, vals[0].shape, layouts, vals)
+
+
+def _weighted_forward(comm: Comm, run_step, mesh: Mesh, i: int, lay: G.Layer, w: np.ndarray, x: Dist,
+                      strat: list, levels_of, out_shape: tuple) -> Dist:
     """Local products on every PE's shard, then the all-reduce of the partial output (type II levels)."""
     H = len(strat)
-    B, Di, Do = lay.batch, lay.d_in, lay.d_out
+    B, Di, Do = x.shape[0], w.shape[0], w.shape[1]
     R, I_, O = levels_of(i, "b"), levels_of(i, "i"), levels_of(i, "o")
     vals = []
     for p in range(mesh.P):
@@ -741,11 +942,11 @@ def _gemm_forward(comm: Comm, run_step, mesh: Mesh, i: int, lay: G.Layer, w: np.
         xb = x.vals[p][np.ix_(rm, im)]
         if np.isnan(xb).any():
             raise SimulationError(f"{lay.name}: PE {p} lacks part of its input shard")
-        v = np.full((B, Do), np.nan)
-        v[np.ix_(rm, om)] = xb @ w[np.ix_(im, om)]
+        v = np.full(out_shape, np.nan)
+        v[np.ix_(rm, om)] = _forward_op(lay, [xb], w[np.ix_(im, om)])
         vals.append(v)
     lays = tuple({"b": ROWS, "i": PARTIAL, "o": COLS}[strat[h].split_axis] for h in range(H))
-    d = Dist(mesh, (B, Do), lays, vals)
+    d = Dist(mesh, out_shape, lays, vals)
     d = run_step(("intra", i, "F_out"), "intra", "F_out", i, lambda: comm.allreduce_levels(d))
     out_l = tuple(strat[h].out_layout for h in range(H))
     if d.layouts != out_l:
@@ -753,11 +954,11 @@ def _gemm_forward(comm: Comm, run_step, mesh: Mesh, i: int, lay: G.Layer, w: np.
     return d
 
 
-def _gemm_backward(comm: Comm, run_step, mesh: Mesh, i: int, lay: G.Layer, w: np.ndarray, x: Dist, eo: Dist,
-                   strat: list, levels_of) -> tuple[Dist, Dist]:
+def _weighted_backward(comm: Comm, run_step, mesh: Mesh, i: int, lay: G.Layer, w: np.ndarray, x: Dist, eo: Dist,
+                       strat: list, levels_of) -> tuple[Dist, Dist]:
     """dW on every PE's shard, all-reduced over type I levels; E_in left partial over type III levels."""
     H = len(strat)
-    B, Di, Do = lay.batch, lay.d_in, lay.d_out
+    B, Di, Do = x.shape[0], w.shape[0], w.shape[1]
     R, I_, O = levels_of(i, "b"), levels_of(i, "i"), levels_of(i, "o")
     dw_vals, ei_vals = [], []
     for p in range(mesh.P):
@@ -766,17 +967,17 @@ def _gemm_backward(comm: Comm, run_step, mesh: Mesh, i: int, lay: G.Layer, w: np
         xb = x.vals[p][np.ix_(rm, im)]
         if np.isnan(eb).any():
             raise SimulationError(f"{lay.name}: PE {p} lacks part of its output-error shard")
-        v = np.full((Di, Do), np.nan)
-        v[np.ix_(im, om)] = xb.T @ eb
+        v = np.full(w.shape, np.nan)
+        v[np.ix_(im, om)] = _weight_grad(lay, xb, eb)
         dw_vals.append(v)
-        u = np.full((B, Di), np.nan)
-        u[np.ix_(rm, im)] = eb @ w[np.ix_(im, om)].T
+        u = np.full(x.shape, np.nan)
+        u[np.ix_(rm, im)] = _backward_op(lay, [xb], eb, w[np.ix_(im, om)])[0]
         ei_vals.append(u)
     dlays = tuple({"b": PARTIAL, "i": ROWS, "o": COLS}[strat[h].split_axis] for h in range(H))
-    dw = Dist(mesh, (Di, Do), dlays, dw_vals)
+    dw = Dist(mesh, w.shape, dlays, dw_vals)
     dw = run_step(("intra", i, "dW"), "intra", "dW", i, lambda: comm.allreduce_levels(dw))
     elays = tuple(strat[h].in_err_layouts[0] for h in range(H))
-    return dw, Dist(mesh, (B, Di), elays, ei_vals)
+    return dw, Dist(mesh, x.shape, elays, ei_vals)
 
 
 def _dist_err(d: Dist, ref: np.ndarray) -> float:

@@ -360,8 +360,10 @@ def test_unsupported_ops_named(tmp_path):
 
 def test_uneven_split_reported(tmp_path):
     model = CostModel(gemm_chain([6, 8], 8), array_from_levels([4]), "accpar")
-    rep = verify_assignment(model, [("I",)])
-    assert not rep.ok and any("d_in 6 does not divide over 4 PEs" in u for u in rep.unsupported)
+    assert verify_assignment(model, [("I",)]).ok          # 6 input features are never split
+    rep = verify_assignment(model, [("II",)])
+    assert not rep.ok and rep.unsupported == [
+        "fc1: an axis of size 6 does not divide over 4 PEs (uneven split; choose a batch / widths divisible by 4)"]
 
 
 def test_numerics_poisoned_when_a_message_is_lost(monkeypatch):
