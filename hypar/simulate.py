@@ -79,8 +79,15 @@ class SimResult:
     # (kind, what, charged node, level)
     split_dedup: list = field(default_factory=list)
 
+    # BatchNorm statistics all-reduced by a folded BatchNorm under a batch split: (node, level, what)
+    folded_stats: list = field(default_factory=list)
+
     def explained(self, node: int, level: int) -> str | None:
         """Why counted and predicted bytes may differ at (node, level), or None."""
+        for c, h, what in self.folded_stats:
+            if c == node and h == level:
+                return (f"{what}: a folded BatchNorm under a batch split needs its statistics all-reduced "
+                        "(mean, variance forward; two sums backward); the folded space does not charge them")
         for kind, what, c, levels, src, tgt in self.flags:
             if c == node and level in levels:
                 return (f"{kind} {what} {'/'.join(src)} -> {'/'.join(tgt)}: no level-by-level order moves "
@@ -460,6 +467,14 @@ def _is_unary(lay: G.Layer) -> bool:
     return lay.op != "Flatten" or _flatten_ok(lay)
 
 
+def _is_bn(lay: G.Layer) -> bool:
+    return lay.kind == G.BATCHNORM and lay.op == "BatchNormalization"
+
+
+def _is_chain_op(lay: G.Layer) -> bool:
+    return _is_unary(lay) or _is_bn(lay)
+
+
 def _tensor_ok(t: G.Tensor | None) -> bool:
     return t is not None and len(t.shape) >= 2 and t.batch_axis == 0 and t.feature_axis == 1
 
@@ -486,7 +501,7 @@ def _supported(model) -> list[str]:
                 bad.append(f"{n} ({lay.op}): only 2-D, ungrouped, undilated Conv is simulated")
             elif n not in kept:
                 bad.append(f"{n} ({lay.op}): weighted layer not kept by the cost model")
-        elif not (_is_add(lay) or _is_unary(lay)):
+        elif not (_is_add(lay) or _is_chain_op(lay)):
             bad.append(f"{n} ({lay.op}, kind {lay.kind})")
     for _, _, data in g.edges(data=True):
         if not _tensor_ok(data["tensor"]):
@@ -569,6 +584,13 @@ def _forward_op(lay: G.Layer, xs: list, w) -> np.ndarray:
         for x in xs[1:]:
             out = out + x
         return out
+    if lay.kind == G.BATCHNORM:
+        gamma, beta = w
+        x = xs[0]
+        axes = tuple(a for a in range(x.ndim) if a != 1)
+        xhat = (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(x.var(axis=axes, keepdims=True)
+                                                                + float(lay.attr("epsilon", 1e-5)))
+        return gamma.reshape(_bn_shape(x)) * xhat + beta.reshape(_bn_shape(x))
     return _LOCAL[lay.op][0](xs[0], lay)
 
 
@@ -580,6 +602,14 @@ def _backward_op(lay: G.Layer, xs: list, e_out: np.ndarray, w) -> list:
         return [conv_backward(xs[0], w, e_out, lay)[1]]
     if _is_add(lay):
         return [e_out for _ in xs]
+    if lay.kind == G.BATCHNORM:
+        gamma, _beta = w
+        x = xs[0]
+        axes = tuple(a for a in range(x.ndim) if a != 1)
+        inv = 1.0 / np.sqrt(x.var(axis=axes, keepdims=True) + float(lay.attr("epsilon", 1e-5)))
+        xhat = (x - x.mean(axis=axes, keepdims=True)) * inv
+        return [gamma.reshape(_bn_shape(x)) * inv * (e_out - e_out.mean(axis=axes, keepdims=True)
+                                                     - xhat * (e_out * xhat).mean(axis=axes, keepdims=True))]
     return [_LOCAL[lay.op][1](xs[0], e_out, lay)]
 
 
@@ -602,7 +632,7 @@ def _folded_between(model, c: int) -> list[str]:
     return [n for n in G.topo_layers(g) if n in seen]
 
 
-def _folded_error_to_sources(model, tname: str, e: np.ndarray, ref_val: dict) -> dict[int, np.ndarray]:
+def _folded_error_to_sources(model, tname: str, e: np.ndarray, ref_val: dict, weights: dict) -> dict[int, np.ndarray]:
     """An error at tensor ``tname`` pushed back through folded nodes to the kept producers."""
     g = model.g
     producer = {o: n for n in g.nodes for o in G.layer(g, n).outputs}
@@ -623,7 +653,7 @@ def _folded_error_to_sources(model, tname: str, e: np.ndarray, ref_val: dict) ->
             continue
         lay = G.layer(g, n)
         e_t = err.pop(t)
-        for u, eu in zip(lay.inputs, _backward_op(lay, [ref_val[x] for x in lay.inputs], e_t, None)):
+        for u, eu in zip(lay.inputs, _backward_op(lay, [ref_val[x] for x in lay.inputs], e_t, weights.get(n))):
             if u not in err:
                 pending.append(u)
                 err[u] = 0
@@ -662,7 +692,7 @@ def simulate(model, assignment: list[tuple], seed: int = 0, tol: float = DEFAULT
                            f"{model.array.n_pes})"]
     except _Unsupported as exc:
         res.unsupported = [str(exc)]
-    res.counted, res.transfers, res.flags, res.split_dedup = [], [], [], []
+    res.counted, res.transfers, res.flags, res.split_dedup, res.folded_stats = [], [], [], [], []
     return res
 
 
@@ -683,6 +713,13 @@ def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: 
         elif lay.kind == G.CONV:
             k = tuple(lay.kernel)
             weights[n] = rng.standard_normal((lay.d_in, lay.d_out) + k) / np.sqrt(lay.d_in * int(np.prod(k)))
+    for n in G.topo_layers(g):
+        lay = G.layer(g, n)
+        if lay.kind == G.BATCHNORM:
+            c = None
+            for _, _, data in g.in_edges(n, data=True):
+                c = data["tensor"].shape[1]
+            weights[n] = (1.0 + 0.1 * rng.standard_normal(c), 0.1 * rng.standard_normal(c))
     inputs = {t.name: rng.standard_normal(t.shape) for t in g.graph.get("inputs", ())}
     out_err = {t.name: rng.standard_normal(t.shape) for t in g.graph.get("outputs", ())}
     ref_val, ref_err, ref_dW = _reference(g, weights, inputs, out_err)
@@ -704,6 +741,7 @@ def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: 
             comm.sink = None
 
     strat = [[model.nodes[i].strategy(t) for t in assignment[i]] for i in range(len(names))]
+    ctx = _Ctx(comm, run_step, weights)
 
     def levels_of(i: int, axis: str) -> list[int]:
         return [h for h in range(H) if strat[i][h].split_axis == axis]
@@ -744,7 +782,7 @@ def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: 
                 x = f_out[e.p]
                 for fn_ in pre:
                     hit = pre_memo.get((e.p, fn_))
-                    x = hit if hit is not None else _local(G.layer(g, fn_), [x])
+                    x = hit if hit is not None else _local(G.layer(g, fn_), [x], ctx, "fold", i, f"pre:{e.p}")
                     pre_memo[(e.p, fn_)] = x
                 conv_t = G.layer(g, pre[-1]).outputs[0] if pre else e.source
                 if tuple(x.shape) != tuple(e.tensor.shape):
@@ -763,7 +801,7 @@ def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: 
                 xs = [vals[t] for t in fl.inputs]
                 if any(x.layouts != xs[0].layouts for x in xs):
                     raise SimulationError(f"{n}: folded {fn_} inputs in different layouts")
-                vals[fl.outputs[0]] = _local(fl, xs)
+                vals[fl.outputs[0]] = _local(fl, xs, ctx, "fold", i, "post")
             if tname not in vals:
                 raise SimulationError(f"{n}: input {tname} not reached from kept producers")
             slots.append(vals[tname])
@@ -778,12 +816,12 @@ def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: 
             for s, x in enumerate(slots):
                 if x.layouts != out_l:
                     raise SimulationError(f"{n}: slot {s} in {x.layouts}, output {out_l}")
-            f_out[i] = _local(lay, slots)
+            f_out[i] = _local(lay, slots, ctx, "intra", i, "node")
 
     # -- backward (reverse order); errors of a node's output accumulate in its needed layout
     e_out: dict[int, Dist | None] = {i: None for i in range(len(names))}
     for t in g.graph.get("outputs", ()):
-        for i, e in _folded_error_to_sources(model, t.name, out_err[t.name], ref_val).items():
+        for i, e in _folded_error_to_sources(model, t.name, out_err[t.name], ref_val, weights).items():
             lays = tuple(strat[i][h].out_err_layout for h in range(H))
             e_out[i] = add(e_out[i], scatter(mesh, e, lays))
     max_err = [0.0] * len(names)
@@ -802,7 +840,7 @@ def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: 
             conv = _convert(comm, run_step, None, "bwd", base, what, c, src, lays, src.layouts, res.flags)
             for k in reversed(range(len(pre))):      # back through the producer-side folded ops
                 x_in = f_out[i] if k == 0 else pre_memo[(i, pre[k - 1])]
-                conv = _local_bwd(G.layer(g, pre[k]), [x_in], conv, 0, conv.layouts)
+                conv = _local_bwd(G.layer(g, pre[k]), [x_in], conv, 0, conv.layouts, ctx, "fold", c, f"pre:{i}")
             e_out[i] = add(e_out[i], conv)
         if e_out[i] is None:
             e_out[i] = scatter(mesh, np.zeros_like(ref_val[out_t]), lays)
@@ -817,7 +855,8 @@ def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: 
             scale[i] = max(scale[i], float(np.abs(ref_dW[n]).max(initial=0)))
             e_slots = [ein]
         else:
-            e_slots = [_local_bwd(lay, f_in[i], eo, s, tuple(strat[i][h].in_err_layouts[s] for h in range(H)))
+            e_slots = [_local_bwd(lay, f_in[i], eo, s, tuple(strat[i][h].in_err_layouts[s] for h in range(H)),
+                                  ctx, "intra", i, "node")
                        for s in range(len(lay.inputs))]
         max_err[i] = max(errs)
         if not needs:
@@ -837,7 +876,7 @@ def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: 
                 continue
             xs = [fvals[t] for t in fl.inputs]
             for k, t in enumerate(fl.inputs):
-                err_t[t] = add(err_t.get(t), _local_bwd(fl, xs, eo_f, k, eo_f.layouts))
+                err_t[t] = add(err_t.get(t), _local_bwd(fl, xs, eo_f, k, eo_f.layouts, ctx, "fold", i, "post"))
         for e_idx in needs:
             e = model.edges[e_idx]
             conv_t = edge_pre[e_idx][1] if e_idx in edge_pre else e.source
@@ -865,6 +904,8 @@ def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: 
             if c:
                 counted[node][h] += c
                 res.transfers.append(Transfer(rec["kind"], rec["what"], h, c, node))
+                if rec["kind"] == "fold":
+                    res.folded_stats.append((node, h, rec["what"]))
     res.counted = counted
     res.max_err = max_err
     res.scale = scale
@@ -908,24 +949,102 @@ def _pre_chain(model, p: int, folded: list[str]) -> list[str]:
     cur = model.names[p]
     while True:
         nxt = [n for n in g.successors(cur) if n in fset]
-        if len(nxt) != 1 or not _is_unary(G.layer(g, nxt[0])):
-            if len([n for n in nxt if _is_unary(G.layer(g, n))]) > 1:
+        if len(nxt) != 1 or not _is_chain_op(G.layer(g, nxt[0])):
+            if len([n for n in nxt if _is_chain_op(G.layer(g, n))]) > 1:
                 raise _Unsupported(f"{model.names[p]}: its output branches through several folded ops")
             break
         chain.append(nxt[0])
         cur = nxt[0]
-    last = max((k for k, n in enumerate(chain) if _LOCAL[G.layer(g, n).op][2]), default=-1)
+    last = max((k for k, n in enumerate(chain) if G.layer(g, n).op in _LOCAL and _LOCAL[G.layer(g, n).op][2]),
+               default=-1)
     return chain[:last + 1]
 
 
-def _local(lay: G.Layer, xs: list[Dist]) -> Dist:
-    """A communication-free op on every PE's shards (the output keeps the inputs' layouts)."""
+class _Ctx:
+    """What a local op may need to talk: batch-norm statistics are all-reduced over the levels
+    that split the batch (counted as the kept node's intra-layer traffic, or as ``fold`` traffic
+    of the consumer that runs a folded BatchNorm)."""
+
+    def __init__(self, comm: Comm, run_step, params: dict):
+        self.comm, self.run_step, self.params = comm, run_step, params
+
+    def allreduce_stats(self, key: tuple, kind: str, what: str, node: int, st: Dist) -> Dist:
+        return self.run_step(key, kind, what, node, lambda: self.comm.allreduce_levels(st))
+
+
+def _stats_dist(x: Dist, parts: list[np.ndarray]) -> Dist:
+    """Per-channel partial sums (rows of ``parts``) as a tensor partial over the batch-split levels."""
+    lays = tuple(PARTIAL if l == ROWS else (FULL if l == PARTIAL else l) for l in x.layouts)
+    return Dist(x.mesh, parts[0].shape, lays, parts)
+
+
+def _channel_sums(v: np.ndarray, *arrays) -> np.ndarray:
+    held = ~np.isnan(v).all(axis=tuple(a for a in range(v.ndim) if a != 1))
+    axes = tuple(a for a in range(v.ndim) if a != 1)
+    return np.stack([np.where(held, np.nansum(a, axis=axes), np.nan) for a in arrays])
+
+
+def _bn_shape(x: np.ndarray) -> tuple:
+    return (1, -1) + (1,) * (x.ndim - 2)
+
+
+def _bn_forward(ctx: _Ctx, lay: G.Layer, x: Dist, kind: str, node: int, where: str) -> Dist:
+    gamma, beta = ctx.params[lay.name]
+    eps = float(lay.attr("epsilon", 1e-5))
+    n = x.shape[0] * int(np.prod(x.shape[2:]))
+    st = _stats_dist(x, [_channel_sums(v, v, v * v) for v in x.vals])
+    st = ctx.allreduce_stats(("bn", node, lay.name, "fwd", where), kind, f"{lay.name} statistics", node, st)
+    out = []
+    for p, v in enumerate(x.vals):
+        mean = st.vals[p][0] / n
+        var = st.vals[p][1] / n - mean ** 2
+        xhat = (v - mean.reshape(_bn_shape(v))) / np.sqrt(var + eps).reshape(_bn_shape(v))
+        out.append(gamma.reshape(_bn_shape(v)) * xhat + beta.reshape(_bn_shape(v)))
+    return Dist(x.mesh, x.shape, x.layouts, out)
+
+
+def _bn_backward(ctx: _Ctx, lay: G.Layer, x: Dist, e: Dist, kind: str, node: int, where: str) -> Dist:
+    gamma, _beta = ctx.params[lay.name]
+    eps = float(lay.attr("epsilon", 1e-5))
+    n = x.shape[0] * int(np.prod(x.shape[2:]))
+    stx = _stats_dist(x, [_channel_sums(v, v, v * v) for v in x.vals])
+    # the forward statistics are kept from the forward pass (recomputed here without counting)
+    saved = ctx.comm.sink
+    ctx.comm.sink = None
+    stx = ctx.comm.allreduce_levels(stx)
+    ctx.comm.sink = saved
+    xh, parts = [], []
+    for p, v in enumerate(x.vals):
+        mean = stx.vals[p][0] / n
+        inv = 1.0 / np.sqrt(stx.vals[p][1] / n - mean ** 2 + eps)
+        xhat = (v - mean.reshape(_bn_shape(v))) * inv.reshape(_bn_shape(v))
+        xh.append((xhat, inv))
+        parts.append(_channel_sums(v, e.vals[p], e.vals[p] * xhat))
+    st = _stats_dist(e, parts)
+    st = ctx.allreduce_stats(("bn", node, lay.name, "bwd", where), kind, f"{lay.name} statistics", node, st)
+    out = []
+    for p, v in enumerate(x.vals):
+        xhat, inv = xh[p]
+        se, sex = st.vals[p][0].reshape(_bn_shape(v)), st.vals[p][1].reshape(_bn_shape(v))
+        out.append(gamma.reshape(_bn_shape(v)) * inv.reshape(_bn_shape(v)) * (e.vals[p] - se / n - xhat * sex / n))
+    return Dist(x.mesh, x.shape, e.layouts, out)
+
+
+def _local(lay: G.Layer, xs: list[Dist], ctx: _Ctx | None = None, kind: str = "intra", node: int = -1,
+           where: str = "") -> Dist:
+    """An op on every PE's shards (the output keeps the inputs' layouts); only BatchNorm talks."""
+    if lay.kind == G.BATCHNORM:
+        return _bn_forward(ctx, lay, xs[0], kind, node, where)
     vals = [_forward_op(lay, [x.vals[p] for x in xs], None) for p in range(xs[0].mesh.P)]
     return Dist(xs[0].mesh, vals[0].shape, xs[0].layouts, vals)
 
 
-def _local_bwd(lay: G.Layer, xs: list[Dist], e: Dist, k: int, layouts: tuple) -> Dist:
-    """The error of input k of a communication-free op, on every PE."""
+def _local_bwd(lay: G.Layer, xs: list[Dist], e: Dist, k: int, layouts: tuple, ctx: _Ctx | None = None,
+               kind: str = "intra", node: int = -1, where: str = "") -> Dist:
+    """The error of input k of a local op, on every PE."""
+    if lay.kind == G.BATCHNORM:
+        d = _bn_backward(ctx, lay, xs[0], e, kind, node, where)
+        return Dist(d.mesh, d.shape, layouts, d.vals)
     vals = [_backward_op(lay, [x.vals[p] for x in xs], e.vals[p], None)[k] for p in range(e.mesh.P)]
     return Dist(e.mesh, vals[0].shape, layouts, vals)
 
