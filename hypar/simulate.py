@@ -82,8 +82,14 @@ class SimResult:
     # BatchNorm statistics all-reduced by a folded BatchNorm under a batch split: (node, level, what)
     folded_stats: list = field(default_factory=list)
 
+    # other known differences: (node, level, text)
+    notes: list = field(default_factory=list)
+
     def explained(self, node: int, level: int) -> str | None:
         """Why counted and predicted bytes may differ at (node, level), or None."""
+        for c, h, text in self.notes:
+            if c == node and h == level:
+                return text
         for c, h, what in self.folded_stats:
             if c == node and h == level:
                 return (f"{what}: a folded BatchNorm under a batch split needs its statistics all-reduced "
@@ -692,7 +698,7 @@ def simulate(model, assignment: list[tuple], seed: int = 0, tol: float = DEFAULT
                            f"{model.array.n_pes})"]
     except _Unsupported as exc:
         res.unsupported = [str(exc)]
-    res.counted, res.transfers, res.flags, res.split_dedup, res.folded_stats = [], [], [], [], []
+    res.counted, res.transfers, res.flags, res.split_dedup, res.folded_stats, res.notes = [], [], [], [], [], []
     return res
 
 
@@ -741,7 +747,7 @@ def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: 
             comm.sink = None
 
     strat = [[model.nodes[i].strategy(t) for t in assignment[i]] for i in range(len(names))]
-    ctx = _Ctx(comm, run_step, weights)
+    ctx = _Ctx(comm, run_step, weights, res)
 
     def levels_of(i: int, axis: str) -> list[int]:
         return [h for h in range(H) if strat[i][h].split_axis == axis]
@@ -965,10 +971,22 @@ class _Ctx:
     that split the batch (counted as the kept node's intra-layer traffic, or as ``fold`` traffic
     of the consumer that runs a folded BatchNorm)."""
 
-    def __init__(self, comm: Comm, run_step, params: dict):
-        self.comm, self.run_step, self.params = comm, run_step, params
+    def __init__(self, comm: Comm, run_step, params: dict, res: SimResult):
+        self.comm, self.run_step, self.params, self.res = comm, run_step, params, res
 
     def allreduce_stats(self, key: tuple, kind: str, what: str, node: int, st: Dist) -> Dist:
+        lays = st.layouts
+        for h, l in enumerate(lays):
+            if l != PARTIAL:
+                continue
+            if any(lays[g] == FULL for g in range(h + 1, len(lays))):
+                self.res.notes.append((node, h, f"{what}: every replica below level {h} all-reduces its own copy "
+                                       "(the cost model prices one per subgroup; no schedule avoids the extra "
+                                       "copies or an all-gather below)"))
+            if any(lays[u] == COLS for u in range(h)):
+                self.res.notes.append((node, h, f"{what}: the channels are split above level {h}, but the cost "
+                                       "model all-reduces statistics of all channels (hypar/strategies.py quantity, "
+                                       "Q_STATS_BN uses node.size('f'), not the view's channels)"))
         return self.run_step(key, kind, what, node, lambda: self.comm.allreduce_levels(st))
 
 
