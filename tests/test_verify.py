@@ -89,6 +89,55 @@ def mlp_onnx(path: Path, batch: int = 8, dims=(16, 32, 32, 16), op: str = "Relu"
     return path
 
 
+def conv_layer(name, B, ci, co, hw, inp, out, k=3, pad=1, stride=1):
+    ho = (hw + 2 * pad - k) // stride + 1
+    return G.Layer(name=name, op="Conv", kind=G.CONV, inputs=(inp,), outputs=(out,), batch=B, d_in=ci, d_out=co,
+                   in_spatial=(hw, hw), out_spatial=(ho, ho), kernel=(k, k), in_elements=B * ci * hw * hw,
+                   out_elements=B * co * ho * ho, weight_elements=ci * co * k * k, macs=B * co * ho * ho * ci * k * k,
+                   attrs=(("group", 1), ("pads", (pad,) * 4), ("strides", (stride, stride)))), ho
+
+
+def conv_net(seed: int, B: int, widths: tuple[int, ...], n_blocks: int = 2, bn: bool = True):
+    """Conv -> BatchNorm -> Relu (-> MaxPool) blocks, GlobalAveragePool, Flatten, Gemm; 8x8 images."""
+    rng = random.Random(seed)
+    g = G.new_graph("cnet", B)
+    x = G.Tensor("x", (B, rng.choice(widths), 8, 8), 0, 1)
+    g.graph["inputs"] = (x,)
+    prev: tuple = (None, x)
+
+    def add(lay, shape):
+        nonlocal prev
+        G.add_layer(g, lay)
+        if prev[0] is None:
+            g.graph["input_consumers"] = {"x": (lay.name,)}
+        else:
+            G.add_edge(g, prev[0], lay.name, prev[1], 0)
+        prev = (lay.name, G.Tensor(lay.outputs[0], shape, 0, 1))
+
+    for b in range(n_blocks):
+        co = rng.choice(widths)
+        hw = prev[1].shape[2]
+        lay, ho = conv_layer(f"conv{b}", B, prev[1].shape[1], co, hw, prev[1].name, f"c{b}")
+        add(lay, (B, co, ho, ho))
+        if bn:
+            add(G.Layer(name=f"bn{b}", op="BatchNormalization", kind=G.BATCHNORM, inputs=(f"c{b}",),
+                        outputs=(f"n{b}",), attrs=(("epsilon", 1e-5),)), (B, co, ho, ho))
+        add(G.Layer(name=f"relu{b}", op="Relu", kind=G.ELEMENTWISE, inputs=(prev[1].name,), outputs=(f"r{b}",)),
+            (B, co, ho, ho))
+        if rng.random() < 0.5:
+            add(G.Layer(name=f"pool{b}", op="MaxPool", kind=G.POOL, inputs=(f"r{b}",), outputs=(f"p{b}",),
+                        attrs=(("ceil_mode", 0), ("kernel_shape", (2, 2)), ("pads", (0, 0, 0, 0)),
+                               ("strides", (2, 2)))), (B, co, ho // 2, ho // 2))
+    C = prev[1].shape[1]
+    add(G.Layer(name="gap", op="GlobalAveragePool", kind=G.POOL, inputs=(prev[1].name,), outputs=("gp",)),
+        (B, C, 1, 1))
+    add(G.Layer(name="flat", op="Flatten", kind=G.RESHAPE, inputs=("gp",), outputs=("fl",), attrs=(("axis", 1),)),
+        (B, C))
+    add(gemm_layer("fc", B, C, widths[0], ("fl",), "y"), (B, widths[0]))
+    g.graph["outputs"] = (prev[1],)
+    return g
+
+
 def random_assignment(model: CostModel, rng: random.Random) -> list[tuple]:
     return [tuple(rng.choice(model.labels(i)) for _ in range(model.n_levels)) for i in range(len(model.names))]
 
@@ -189,6 +238,26 @@ def test_property_multi_level(seed, n_layers, fanouts, space, relu):
         assert rep.ok, report_table(rep)
 
 
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), n_blocks=st.integers(1, 3), k=st.sampled_from([2, 3]),
+       space=st.sampled_from(["accpar", "full"]))
+def test_property_conv_nets_one_level(seed, n_blocks, k, space):
+    """Conv (im2col) / BatchNorm / Relu / MaxPool / GlobalAveragePool / Flatten / Gemm nets x random
+    plans on one level: exact bytes (batch-norm statistics all-reduced under a batch split in the
+    full space; folded ones flagged), numerics within tolerance."""
+    rng = random.Random(seed)
+    g = conv_net(seed, 2 * k, (k, 2 * k), n_blocks=n_blocks)
+    model = CostModel(g, array_from_levels([k]), space)
+    rep = verify_assignment(model, random_assignment(model, rng), seed=seed)
+    assert not rep.unsupported
+    assert all(l.max_err <= rep.tol * max(1.0, l.scale) for l in rep.layers), report_table(rep)
+    for layer in rep.layers:
+        for r in layer.reasons:
+            assert "folded BatchNorm" in r, report_table(rep)
+    if space == "full":
+        assert rep.ok, report_table(rep)
+
+
 @pytest.mark.parametrize("types", [
     [("I", "I"), ("I", "I"), ("I", "I")],
     [("II", "I"), ("I", "II"), ("III", "I")],
@@ -256,6 +325,72 @@ def test_xfail_forward_replica_below():
     model = CostModel(gemm_chain([8, 8, 8], 8), array_from_levels([2, 2]), "accpar")
     rep = verify_assignment(model, [("I", "II"), ("II", "III")])
     assert rep.ok, report_table(rep)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "cost model (hypar/strategies.py, quantity, Q_STATS_BN): batch-norm statistics are priced at all "
+    "channels, 4 * node.size('f'), whatever the view. bn0 (8 channels) S(f) at level 0, S(b) at level 1 "
+    "on 2x2 PEs: each level-1 group holds 4 channels and all-reduces 2 x 4 statistics forward and "
+    "2 x 4 sums backward (16 elements; 2 subgroups x 16 = 32 per group, 64 for both groups = 128 "
+    "bytes); the model prices 4 x 8 = 32 elements per group: 256 bytes."))
+def test_xfail_batchnorm_statistics_of_all_channels():
+    g = conv_net(0, 8, (4, 8), n_blocks=1)
+    model = CostModel(g, array_from_levels([2, 2]), "full")
+    types = {"conv0": ("III", "I"), "bn0": ("S(f)", "S(b)"), "relu0": ("S(f)", "S(b)"), "fc": ("I", "I")}
+    asg = [types.get(n, ("S(b)", "S(b)")) for n in model.names]
+    rep = verify_assignment(model, asg)
+    bn = next(l for l in rep.layers if l.name == "bn0")
+    assert [c.counted_bytes for c in bn.levels] == [0, 128]
+    assert rep.ok, report_table(rep)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "folded space (hypar/cost.py CostModel._edges folds BatchNorm into the edge): a folded BatchNorm "
+    "whose consumer splits the batch needs its statistics all-reduced (training mode: 2C forward, "
+    "2C backward per batch-split level), which the folded space never charges."))
+def test_xfail_folded_batchnorm_statistics_uncharged():
+    g = conv_net(1, 4, (2, 4), n_blocks=1)
+    model = CostModel(g, array_from_levels([2]), "accpar")
+    rep = verify_assignment(model, [("I",)] * len(model.names))
+    assert all(l.max_err <= rep.tol * max(1.0, l.scale) for l in rep.layers)
+    assert rep.ok, report_table(rep)
+
+
+def test_folded_size_change_after_add_is_reported():
+    """Add -> Relu -> GlobalAveragePool -> Flatten -> Gemm folded (ResNet's tail): the model converts
+    the pooled tensor, but the Add needs its operands at full size in one layout (Relu before the
+    pool is not linear): reported as unsupported, naming the layer and the tensors."""
+    B, C = 4, 4
+    g = G.new_graph("tail", B)
+    x = G.Tensor("x", (B, C, 4, 4), 0, 1)
+    g.graph.update(inputs=(x,), input_consumers={"x": ("c1",)})
+    l1, _ = conv_layer("c1", B, C, C, 4, "x", "a")
+    l2, _ = conv_layer("c2", B, C, C, 4, "a", "b")
+    G.add_layer(g, l1)
+    G.add_layer(g, l2)
+    t = lambda n, shape: G.Tensor(n, shape, 0, 1)  # noqa: E731
+    G.add_edge(g, "c1", "c2", t("a", (B, C, 4, 4)), 0)
+    G.add_layer(g, G.Layer(name="add", op="Add", kind=G.BINARY, inputs=("b", "a"), outputs=("s",)))
+    G.add_edge(g, "c2", "add", t("b", (B, C, 4, 4)), 0)
+    G.add_edge(g, "c1", "add", t("a", (B, C, 4, 4)), 1)
+    G.add_layer(g, G.Layer(name="relu", op="Relu", kind=G.ELEMENTWISE, inputs=("s",), outputs=("r",)))
+    G.add_edge(g, "add", "relu", t("s", (B, C, 4, 4)), 0)
+    G.add_layer(g, G.Layer(name="gap", op="GlobalAveragePool", kind=G.POOL, inputs=("r",), outputs=("gp",)))
+    G.add_edge(g, "relu", "gap", t("r", (B, C, 4, 4)), 0)
+    G.add_layer(g, G.Layer(name="flat", op="Flatten", kind=G.RESHAPE, inputs=("gp",), outputs=("fl",),
+                           attrs=(("axis", 1),)))
+    G.add_edge(g, "gap", "flat", t("gp", (B, C, 1, 1)), 0)
+    G.add_layer(g, gemm_layer("fc", B, C, 2, ("fl",), "y"))
+    G.add_edge(g, "flat", "fc", t("fl", (B, C)), 0)
+    g.graph["outputs"] = (t("y", (B, 2)),)
+    model = CostModel(g, array_from_levels([2]), "accpar")
+    rep = verify_assignment(model, [("I",), ("I",), ("II",)])
+    assert not rep.ok and len(rep.unsupported) == 1
+    assert rep.unsupported[0].startswith("fc: the cost model converts fl (4, 4) from c1, but the folded ops")
+    # the full space keeps the Add and its layout: verifies exactly
+    full = CostModel(g, array_from_levels([2]), "full")
+    asg = [("I",) if n.startswith("c") else ("II",) if n == "fc" else ("S(b)",) for n in full.names]
+    assert verify_assignment(full, asg).ok
 
 
 # ----------------------------------------------------------------------------- plans and corruption
