@@ -117,8 +117,11 @@ class SimResult:
 class Mesh:
     """P virtual PEs; PE p has one coordinate per level (its subgroup index there, top first)."""
 
-    def __init__(self, fanouts: tuple[int, ...]):
+    def __init__(self, fanouts: tuple[int, ...], fractions: tuple[float, ...] | None = None):
+        """``fractions``: for a single level, the subgroups' throughput shares (heterogeneous arrays
+        split an axis in proportion, rounded as the cost model does)."""
         self.fanouts = tuple(fanouts)
+        self.fractions = tuple(fractions) if fractions is not None else None
         self.H = len(fanouts)
         self.P = prod(fanouts)
         self.coords = [self._digits(p, self.P) for p in range(self.P)]
@@ -169,11 +172,19 @@ class UnevenSplit(SimulationError):
 
 
 def _digits_for(mesh: Mesh, n: int, needed: bool) -> np.ndarray | None:
+    """Digits of an axis of size n: mixed radix when n divides over the PEs of a homogeneous
+    array; on a single level, contiguous parts of split_counts(n, fractions) (uneven or
+    heterogeneous splits, as the cost model rounds them)."""
     if not needed:
         return None
-    if n % mesh.P:
-        raise UnevenSplit(f"an axis of size {n} does not divide over {mesh.P} PEs")
-    return mesh.axis_digits(n)
+    even = mesh.fractions is None or len(set(mesh.fractions)) == 1
+    if even and n % mesh.P == 0:
+        return mesh.axis_digits(n)
+    if mesh.H == 1:
+        k = mesh.fanouts[0]
+        parts = split_counts(n, mesh.fractions or [1.0 / k] * k)
+        return np.repeat(np.arange(k), parts)[None, :]
+    raise UnevenSplit(f"an axis of size {n} does not divide over {mesh.P} PEs")
 
 
 def shard_mask(mesh: Mesh, shape: tuple[int, ...], layouts: tuple[str, ...], p: int) -> np.ndarray:
@@ -489,8 +500,9 @@ def _supported(model) -> list[str]:
     """What the simulator cannot run on this model, each naming the layer or setting (empty: all)."""
     bad: list[str] = []
     arr = model.array
-    if arr.heterogeneous:
-        bad.append(f"array {arr.name!r}: heterogeneous PEs (uneven throughput splits are not simulated)")
+    if arr.heterogeneous and arr.n_levels > 1:
+        bad.append(f"array {arr.name!r}: heterogeneous PEs over several levels (uneven nested splits are "
+                   "not simulated; one heterogeneous level is)")
     P = arr.n_pes
     g = model.g
     kept = set(model.names)
@@ -694,8 +706,8 @@ def simulate(model, assignment: list[tuple], seed: int = 0, tol: float = DEFAULT
     try:
         return _simulate(model, assignment, seed, res, where)
     except UnevenSplit as exc:
-        res.unsupported = [f"{where['node']}: {exc} (uneven split; choose a batch / widths divisible by "
-                           f"{model.array.n_pes})"]
+        res.unsupported = [f"{where['node']}: {exc} (uneven split over several levels; choose a batch / "
+                           f"widths divisible by {model.array.n_pes})"]
     except _Unsupported as exc:
         res.unsupported = [str(exc)]
     res.counted, res.transfers, res.flags, res.split_dedup, res.folded_stats, res.notes = [], [], [], [], [], []
@@ -706,7 +718,9 @@ def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: 
     names = list(model.names)
     H = model.n_levels
     g = model.g
-    mesh = Mesh(model.array.fanouts)
+    arr = model.array
+    fr = tuple(c[1] for c in arr.classes[0][arr.root_key].children) if arr.n_levels == 1 else None
+    mesh = Mesh(arr.fanouts, fr)
     comm = Comm(mesh)
     rng = np.random.default_rng(seed)
 

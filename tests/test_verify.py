@@ -258,6 +258,27 @@ def test_property_conv_nets_one_level(seed, n_blocks, k, space):
         assert rep.ok, report_table(rep)
 
 
+def _het_array(tflops: list[float]):
+    from hypar.array import Level, PEArray, PEKind
+
+    kinds = {f"k{j}": PEKind(f"k{j}", tflops=t) for j, t in enumerate(tflops)}
+    return PEArray("het", (Level(len(tflops)),), kinds, tuple(f"k{j}" for j in range(len(tflops))))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), tflops=st.lists(st.sampled_from([50.0, 100.0, 300.0]), min_size=2, max_size=3),
+       which=st.sampled_from(["relu", "dag", "conv"]), space=st.sampled_from(["accpar", "full"]))
+def test_property_heterogeneous_uneven_one_level(seed, tflops, which, space):
+    """One heterogeneous level (subgroups get the split axis in proportion to throughput, rounded
+    as the cost model rounds) and widths / batches that do not divide: exact bytes and numerics."""
+    rng = random.Random(seed)
+    g = {"relu": lambda: relu_dag(3, seed, 7, (5, 9, 12)), "dag": lambda: random_dag(3, seed, 6, (5, 7, 10)),
+         "conv": lambda: conv_net(seed, 5, (3, 5), 2, bn=space == "full")}[which]()
+    model = CostModel(g, _het_array(tflops), space)
+    rep = verify_assignment(model, random_assignment(model, rng), seed=seed)
+    assert rep.ok, report_table(rep)
+
+
 @pytest.mark.parametrize("types", [
     [("I", "I"), ("I", "I"), ("I", "I")],
     [("II", "I"), ("I", "II"), ("III", "I")],
@@ -420,6 +441,18 @@ def test_cli_verify_partition_plan(mlp, tmp_path, args):
     assert "tolerance" in res.output
 
 
+def test_cli_verify_heterogeneous_array(mlp, tmp_path):
+    cfg = tmp_path / "het.yaml"
+    cfg.write_text("name: het\npe_kinds:\n  slow: {tflops: 100}\n  fast: {tflops: 300}\n"
+                   "levels:\n  - {fanout: 2, bandwidth_gbps: 25}\n"
+                   "pes:\n  - {kind: slow, count: 1}\n  - {kind: fast, count: 1}\n")
+    plan_path = tmp_path / "plan.json"
+    _partition(mlp, plan_path, "--array", str(cfg), "--batch", "8")
+    res = runner().invoke(cli, ["verify", str(mlp), str(plan_path), "--batch", "7"])
+    assert res.exit_code == 0, res.output
+    assert "array het" in res.output and res.output.strip().splitlines()[-1].startswith("PASS")
+
+
 def test_cli_verify_json(mlp, tmp_path):
     plan_path = tmp_path / "plan.json"
     _partition(mlp, plan_path, "--levels", "2", "--space", "accpar")
@@ -493,12 +526,17 @@ def test_unsupported_ops_named(tmp_path):
     assert "cannot simulate" in res.output and "act0 (Softmax" in res.output
 
 
-def test_uneven_split_reported(tmp_path):
+def test_uneven_split_reported():
+    # one level: uneven shards as the cost model rounds them (6 over 4: 2, 2, 1, 1) verify exactly
     model = CostModel(gemm_chain([6, 8], 8), array_from_levels([4]), "accpar")
-    assert verify_assignment(model, [("I",)]).ok          # 6 input features are never split
-    rep = verify_assignment(model, [("II",)])
+    assert verify_assignment(model, [("II",)]).ok
+    # several levels: an axis that is split and does not divide is reported (no exact nesting)
+    model = CostModel(gemm_chain([6, 8], 8), array_from_levels([2, 2]), "accpar")
+    assert verify_assignment(model, [("I", "III")]).ok    # 6 input features are never split
+    rep = verify_assignment(model, [("II", "I")])
     assert not rep.ok and rep.unsupported == [
-        "fc1: an axis of size 6 does not divide over 4 PEs (uneven split; choose a batch / widths divisible by 4)"]
+        "fc1: an axis of size 6 does not divide over 4 PEs (uneven split over several levels; choose a "
+        "batch / widths divisible by 4)"]
 
 
 def test_numerics_poisoned_when_a_message_is_lost(monkeypatch):
