@@ -813,7 +813,7 @@ def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: 
                 edge_pre[e_idx] = (pre, conv_t, base)
                 what = f"{names[e.p]}:{conv_t} -> {n}"
                 vals[conv_t] = _convert(comm, run_step, fwd_memo, "fwd", base, what, i, x, dsts[s], dsts[s],
-                                        res.flags)
+                                        res.flags, keyed)
             for fn_ in folded:                       # folded ops after the conversions, per PE
                 fl = G.layer(g, fn_)
                 if fn_ in pre_nodes or fl.outputs[0] in vals or not all(t in vals for t in fl.inputs):
@@ -854,10 +854,10 @@ def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: 
         out_t = lay.outputs[0]
         lays = tuple(strat[i][h].out_err_layout for h in range(H))
         # the errors of this node's output from its consumers, converted to its layouts
-        for c, e_idx, src in _fold_into_partials(pending.pop(i, []), edge_pre):
+        for c, e_idx, src in sorted(_fold_into_partials(pending.pop(i, []), edge_pre), key=lambda t: (t[0], t[1])):
             pre, conv_t, base = edge_pre[e_idx]
             what = f"{names[c]} -> {n}:{conv_t}"
-            conv = _convert(comm, run_step, None, "bwd", base, what, c, src, lays, src.layouts, res.flags)
+            conv = _convert(comm, run_step, None, "bwd", base, what, c, src, lays, src.layouts, res.flags, keyed)
             for k in reversed(range(len(pre))):      # back through the producer-side folded ops
                 x_in = f_out[i] if k == 0 else pre_memo[(i, pre[k - 1])]
                 conv = _local_bwd(G.layer(g, pre[k]), [x_in], conv, 0, conv.layouts, ctx, "fold", c, f"pre:{i}")
@@ -911,8 +911,7 @@ def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: 
     groups: dict[tuple, list] = defaultdict(list)
     for key, rec in keyed.items():
         if key[0] != "intra" and any(rec["counts"]):
-            view = key[-1]   # the model's _edge_view keeps only sizes: count the splits per axis
-            groups[key[:4] + key[6:-1] + (view.count(ROWS), view.count(COLS))].append(rec)
+            groups[key[:4] + key[6:]].append(rec)
     for gk, recs in groups.items():
         if len(recs) > 1:
             for rec in recs:
@@ -1159,7 +1158,8 @@ def _split(layout: str) -> bool:
     return layout in (ROWS, COLS)
 
 
-def schedule(src: tuple, tgt: tuple, view: tuple, backward: bool) -> tuple[list[tuple[int, str, str]], list[int]]:
+def schedule(src: tuple, tgt: tuple, view: tuple, backward: bool,
+             all_orders: bool = False) -> tuple[list, list[int]]:
     """Order the per-level operations converting layouts ``src`` into ``tgt``.
 
     The cost model prices level h's conversion on the consumer's view there (``view``: the
@@ -1169,6 +1169,8 @@ def schedule(src: tuple, tgt: tuple, view: tuple, backward: bool) -> tuple[list[
     make every copy move its own data). Returns (steps (level, op, new layout), levels of the
     steps that break (1)/(2)); the second list is empty when such an order exists.
     Preference: forward top level first with replicas sliced early, backward bottom level first.
+    ``all_orders``: the first element is then the list of every realising order (at most 64),
+    preferred first (or the single fallback order).
     """
     H = len(src)
     ops = [_level_ops(src[h], tgt[h]) for h in range(H)]
@@ -1205,6 +1207,27 @@ def schedule(src: tuple, tgt: tuple, view: tuple, backward: bool) -> tuple[list[
         dead.add(pos)
         return None
 
+    if all_orders:
+        orders: list = []
+
+        def every(pos: tuple, state: list, acc: list) -> None:
+            if len(orders) >= 64:
+                return
+            if all(pos[h] == len(ops[h]) for h in range(H)):
+                orders.append(list(acc))
+                return
+            for h in candidates(pos):
+                op, new = ops[h][pos[h]]
+                if valid(state, h, op):
+                    st = list(state)
+                    st[h] = new
+                    every(pos[:h] + (pos[h] + 1,) + pos[h + 1:], st, acc + [(h, op, new)])
+
+        every((0,) * H, list(src), [])
+        if orders:
+            return orders, []
+        steps, bad = schedule(src, tgt, view, backward)
+        return [steps], bad
     found = dfs((0,) * H, list(src))
     if found is not None:
         return found, []
@@ -1225,19 +1248,40 @@ def schedule(src: tuple, tgt: tuple, view: tuple, backward: bool) -> tuple[list[
     return steps, sorted(set(bad))
 
 
+def _step_key(kind: str, base: tuple, h: int, pre: tuple, nxt: tuple, src: tuple, tgt: tuple, view: tuple) -> tuple:
+    # steps of different conversions merge (errors summed locally, a tensor converted once)
+    # only when they are the same operation on the same state *and* the same source layout
+    # at that level, as the cost model's (view, layout) de-duplication
+    # the view enters as the model's _edge_view does: by size (splits per axis above h)
+    return (kind,) + base + (h, pre, nxt, src[h], tgt[h], (view[:h].count(ROWS), view[:h].count(COLS)))
+
+
+def _sharing(kind: str, base: tuple, src: tuple, tgt: tuple, view: tuple, steps: list, known, memo) -> int:
+    """How many of an order's message-moving steps another conversion already ran (shared)."""
+    n, cur = 0, tuple(src)
+    for h, op, new in steps:
+        nxt = cur[:h] + (new,) + cur[h + 1:]
+        if op != "slice" and (_step_key(kind, base, h, cur, nxt, src, tgt, view) in known
+                              or (memo is not None and base + (nxt,) in memo)):
+            n += 1
+        cur = nxt
+    return n
+
+
 def _convert(comm: Comm, run_step, memo: dict | None, kind: str, base: tuple, what: str, c: int,
-             d: Dist, tgt: tuple, view: tuple, flags: list) -> Dist:
-    steps, bad = schedule(d.layouts, tgt, view, kind == "bwd")
+             d: Dist, tgt: tuple, view: tuple, flags: list, known=()) -> Dist:
+    """Convert ``d`` to ``tgt``: among the orders that realise the model's per-level amounts, the
+    one sharing most steps with conversions of the same tensor already run (``known`` step keys,
+    ``memo`` states), else the preferred one."""
+    orders, bad = schedule(d.layouts, tgt, view, kind == "bwd", all_orders=True)
     if bad:
         flags.append((kind, what, c, bad, d.layouts, tgt))
     src = d.layouts
+    steps = max(orders, key=lambda o: _sharing(kind, base, src, tgt, view, o, known, memo))
     for h, op, new in steps:
         pre = d.layouts
         nxt = pre[:h] + (new,) + pre[h + 1:]
-        # steps of different conversions merge (errors summed locally, a tensor converted once)
-        # only when they are the same operation on the same state *and* the same source layout
-        # at that level, as the cost model's (view, layout) de-duplication
-        key = (kind,) + base + (h, pre, nxt, src[h], tgt[h], view[:h])
+        key = _step_key(kind, base, h, pre, nxt, src, tgt, view)
         hit = memo.get(base + (nxt,)) if memo is not None else None
         if hit is not None:
             run_step(key, kind, what, c, lambda: None)
