@@ -8,7 +8,8 @@ of PEs) it reports:
   greedy_s   CostModel + hypar.search.greedy (the papers' top-down method), graph already imported
   e2e_s      end to end, as a user sees it: import + hypar.api.partition (greedy, baselines, search,
              plan dict) + JSON written to a temporary file
-  solves     plan["solver"]["level_solves"]
+  solves     plan["solver"]["level_solves"] (the solves the plan records: greedy, refine, joint;
+             the baselines' completions and the papers' greedy runs are not counted there)
   nvar_max   plan["solver"]["n_variables_max"] (largest ILP after the solver's reductions; 0 when
              every level was solved by reductions alone)
   status     plan["solver"]["status"]
@@ -227,8 +228,10 @@ def main(argv=None) -> int:
 
     import platform
 
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     print(f"hypar solver benchmark: space {a.space}, objective {a.objective}, search {a.search}, "
-          f"timeout {a.timeout:g} s/case; {os.cpu_count()} CPUs, Python {platform.python_version()}")
+          f"timeout {a.timeout:g} s/case; {os.cpu_count()} CPUs, load average {load}, "
+          f"Python {platform.python_version()}")
     print("synthetic: chainN = Gemm chain of N layers (widths from "
           f"{CHAIN_WIDTHS}, batch {SYNTH_BATCH}); dagN = hypar.synthetic.random_dag(N, seed=N)")
     print(HEAD)

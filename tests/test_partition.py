@@ -244,3 +244,25 @@ def test_time_limit_returns_the_best_plan_found_marked_feasible():
     validate(plan)
     assert plan["solver"]["status"] == "feasible"
     assert plan["totals"]["time_s"] <= plan["baselines"]["data"]["time_s"] * (1 + 1e-9)
+
+
+def test_plan_counts_every_level_solve(monkeypatch):
+    """BUG (reporting) hypar/api.py partition / hypar/search.py search: plan["solver"]
+    ["level_solves"] and ["solve_wall_s"] only count the solves recorded in the SearchLog
+    (greedy, refine, joint); the solves that complete the data/model/owt baselines
+    (search -> baseline -> complete, no log) and the papers' greedy runs (api.paper_baseline ->
+    greedy/complete, no log) are left out: resnet50 @ 64 PEs reports 18 level solves of the 60
+    it runs, and a time-limited ("feasible") solve among them would not change the status.
+    Expected: level_solves == the number of level solves partition ran."""
+    import hypar.search as search_mod
+
+    calls = []
+    real = search_mod.solve_level
+
+    def counting(problem, settings, incumbent=None):
+        calls.append(1)
+        return real(problem, settings, incumbent)
+
+    monkeypatch.setattr(search_mod, "solve_level", counting)
+    plan = api.partition("models/lenet.onnx", api.resolve_array(levels="2,2"))
+    assert plan["solver"]["level_solves"] == len(calls)

@@ -159,11 +159,16 @@ def _cover_counts(slices, di, do):
     return counts
 
 
-@pytest.mark.parametrize("model_path", MODELS)
-def test_weight_slices_cover_each_weight_once_per_pe_group(model_path):
+SLICE_CASES = [("models/lenet.onnx", dict(pes=16)), ("models/alexnet.onnx", dict(pes=16)),
+               ("models/alexnet.onnx", dict(pes=12)),                                  # 3-way level
+               ("models/alexnet.onnx", dict(array_path="solver_configs/accpar2020.yaml"))]  # heterogeneous
+
+
+@pytest.mark.parametrize("model_path,how", SLICE_CASES)
+def test_weight_slices_cover_each_weight_once_per_pe_group(model_path, how):
     """Every PE holds one slice; every weight element is held by exactly one PE of each group
     that splits the weight, i.e. by prod(fanout of the levels where the layer is type I) PEs."""
-    plan = plan_of(model_path)
+    plan = plan_of(model_path) if how == dict(pes=16) else api.partition(model_path, api.resolve_array(**how))
     g = api.load_graph(model_path)
     fan = [l["fanout"] for l in plan["array"]["levels"]]
     n_pes = plan["array"]["n_pes"]
@@ -298,3 +303,40 @@ def test_round_trip_shipped_arrays(cfg, tmp_path):
     _m, ev = api.evaluate("models/lenet.onnx", plan=read_plan(path))
     for k in TOTAL_KEYS:
         assert close(ev.totals()[k], plan["totals"][k]), k
+
+
+def _depthwise_model(tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper, parser
+
+    m = parser.parse_model('''<ir_version: 8, opset_import: ["" : 17]>
+dw (float[4,8,8,8] x) => (float[4,8,8,8] z) {
+  y = Conv <pads = [1,1,1,1], group = 1> (x, w1)
+  r = Relu (y)
+  z = Conv <pads = [1,1,1,1], group = 8> (r, w2)
+}''')
+    for k, shape in {"w1": (8, 8, 3, 3), "w2": (8, 1, 3, 3)}.items():
+        m.graph.initializer.append(numpy_helper.from_array(np.zeros(shape, np.float32), k))
+    path = tmp_path / "dw.onnx"
+    onnx.save(m, path)
+    return str(path)
+
+
+def test_weight_slices_of_a_depthwise_conv(tmp_path):
+    """BUG (gap) hypar/plan.py weight_slices: it returns None when the node has no "i" axis, so a
+    depthwise / grouped conv whose weight is split by group (type II = S(group), axes b, g) gets
+    no "weight_slices" in the plan (e.g. all 17 depthwise convs of mobilenetv2), although issue 4
+    asks every layer to record which PE holds which slice of its weight. Expected: slices for
+    Conv_2 (group = 8 over 4 PEs) whose output-channel ranges cover [0, 8) once per replica."""
+    path = _depthwise_model(tmp_path)
+    plan = api.partition(path, api.resolve_array(pes=4))
+    validate(plan)
+    dw = next(l for l in plan["layers"] if l["name"] == "Conv_2")
+    assert dw["weighted"]
+    assert "weight_slices" in dw
+    slices = dw["weight_slices"]
+    assert slices[0]["pes"][0] == 0 and slices[-1]["pes"][1] == 4
+    replicas = math.prod(f for f, t in zip([2, 2], dw["types"]) if t == "I")
+    for c in range(8):
+        assert sum(s["pes"][1] - s["pes"][0] for s in slices if s["out"][0] <= c < s["out"][1]) == replicas
