@@ -510,7 +510,7 @@ def _supported(model) -> list[str]:
         lay = G.layer(g, n)
         if lay.kind == G.GEMM:
             if lay.groups != 1 or lay.in_spatial or lay.out_spatial:
-                bad.append(f"{n} ({lay.op}): grouped or spatial Gemm")
+                bad.append(f"{n} ({lay.op}): grouped, or over sequence / spatial positions")
             elif n not in kept:
                 bad.append(f"{n} ({lay.op}): weighted layer not kept by the cost model")
         elif lay.kind == G.CONV:

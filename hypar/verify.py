@@ -213,6 +213,32 @@ def verify_plan(model_path: str, plan: dict, *, batch: int | None = None, seed: 
     return rep
 
 
+def summarize_unsupported(items: list[str], show: int = 3) -> list[str]:
+    """Group the unsupported list for people: one line per op type, one for odd tensor layouts."""
+    import re
+
+    ops: dict[str, list[str]] = {}
+    tensors: list[str] = []
+    other: list[str] = []
+    for u in items:
+        m = re.match(r"^(\S+) \((\w+)(?:, kind (\w+))?\)(?:: (.*))?$", u)
+        if m:
+            what = m.group(2) + (f" (kind {m.group(3)})" if m.group(3) else "") + (f": {m.group(4)}" if m.group(4) else "")
+            ops.setdefault(what, []).append(m.group(1))
+        elif u.startswith(("tensor ", "graph tensor ")):
+            tensors.append(u.split(":")[0].replace("graph tensor ", "").replace("tensor ", ""))
+        else:
+            other.append(u)
+    out = []
+    for op, names in sorted(ops.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        more = f", ... ({len(names)} nodes)" if len(names) > show else ""
+        out.append(f"op {op}: {', '.join(names[:show])}{more}")
+    if tensors:
+        more = f", ... ({len(tensors)} tensors)" if len(tensors) > show else ""
+        out.append(f"tensors whose batch is not axis 0 or features not axis 1: {', '.join(tensors[:show])}{more}")
+    return out + other
+
+
 def report_table(rep: VerifyReport) -> str:
     """The human-readable report: one row per layer with max error and bytes per level."""
     lines = [f"verify {rep.model}: array {rep.array} (fanouts {'x'.join(map(str, rep.fanouts))}, top first), "
@@ -226,8 +252,8 @@ def report_table(rep: VerifyReport) -> str:
         else:
             lines.append(f"plan costs at batch {rep.plan_batch}: every layer and level matches the cost model")
     if rep.unsupported:
-        lines.append("cannot simulate (unsupported, nothing skipped silently):")
-        lines += [f"  {u}" for u in rep.unsupported]
+        lines.append("cannot simulate (unsupported, nothing skipped silently; --json lists every item):")
+        lines += [f"  {u}" for u in summarize_unsupported(rep.unsupported)]
     if rep.layers:
         w = max([5] + [len(l.name) for l in rep.layers])
         tw = max([5] + [len("/".join(l.types)) for l in rep.layers])
