@@ -453,6 +453,17 @@ def test_cli_verify_heterogeneous_array(mlp, tmp_path):
     assert "array het" in res.output and res.output.strip().splitlines()[-1].startswith("PASS")
 
 
+def test_cli_verify_k_way_levels(tmp_path):
+    """--pes 6 factors into a 3-way and a 2-way level; the partitioned plan verifies exactly."""
+    model = mlp_onnx(tmp_path / "mlp6.onnx", batch=12, dims=(12, 24, 24, 12))
+    plan_path = tmp_path / "plan.json"
+    plan = _partition(model, plan_path, "--pes", "6")
+    assert [lv["fanout"] for lv in plan["array"]["levels"]] == [3, 2]
+    res = runner().invoke(cli, ["verify", str(model), str(plan_path), "--batch", "12"])
+    assert res.exit_code == 0, res.output
+    assert "fanouts 3x2" in res.output and res.output.strip().splitlines()[-1] == "PASS: 7/7 layers pass"
+
+
 def test_cli_verify_json(mlp, tmp_path):
     plan_path = tmp_path / "plan.json"
     _partition(mlp, plan_path, "--levels", "2", "--space", "accpar")
