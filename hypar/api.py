@@ -50,9 +50,12 @@ def load_graph(model_path: str, batch: int | None = None, array: PEArray | None 
     return g
 
 
-def model_info(model_path: str, g) -> dict:
-    return {"name": g.graph.get("name") or os.path.splitext(os.path.basename(model_path))[0],
-            "path": os.fspath(model_path), "sha256": model_sha256(model_path)}
+def model_info(model_path: str | None, g) -> dict:
+    """Name, path and sha256 of the model file (path and digest None for an in-memory graph)."""
+    exists = model_path is not None and os.path.isfile(model_path)
+    name = g.graph.get("name") or (os.path.splitext(os.path.basename(model_path))[0] if model_path else "model")
+    return {"name": name, "path": os.fspath(model_path) if exists else None,
+            "sha256": model_sha256(model_path) if exists else None}
 
 
 def _check(objective: str, space: str) -> None:
@@ -62,16 +65,16 @@ def _check(objective: str, space: str) -> None:
         raise ValueError(f"unknown space {space!r}; choose one of {SPACES}")
 
 
-def paper_baseline(model: CostModel, which: str, objective: str, settings: SolverSettings) -> list[tuple]:
-    """HyPar's (space hypar) or AccPar's (space accpar) greedy plan, costed in ``model``'s space.
-
-    The papers optimise communication volume over the decision layers only; their decision types
-    are carried into ``model`` and its remaining nodes take their best layouts."""
+def paper_baseline(model: CostModel, which: str, objective: str, settings: SolverSettings,
+                   log: SearchLog | None = None) -> list[tuple]:
+    """HyPar's (space hypar, comm objective) or AccPar's (space accpar) greedy plan, costed in
+    ``model``'s space: their decision types are carried over and the remaining nodes take their
+    best layouts. ``model`` must offer the types the method uses (not space hypar for accpar)."""
     sub = CostModel(model.g, model.array, which)
-    asg = greedy(sub, "comm" if which == "hypar" else objective, settings)
+    asg = greedy(sub, "comm" if which == "hypar" else objective, settings, log)
     types = dict(zip(sub.names, asg))
     partial = [types.get(n) if model.nodes[i].layer.decision else None for i, n in enumerate(model.names)]
-    return complete(model, partial, objective, settings)
+    return complete(model, partial, objective, settings, log)
 
 
 def partition(model_path: str, array: PEArray, *, batch: int | None = None, objective: str = "time",
@@ -86,12 +89,17 @@ def partition(model_path: str, array: PEArray, *, batch: int | None = None, obje
         progress(f"imported {g.graph.get('name')}: {len(G.decision_layers(g))} decision layers "
                  f"({t_import:.2f} s)")
     model = CostModel(g, array, space)
+    # Baselines are costed in one model with every type they use: space hypar has no type III,
+    # so AccPar's plan is costed in the (otherwise identical, folded) accpar space.
+    judge = CostModel(g, array, "accpar") if space == "hypar" else model
     log = SearchLog(progress=progress)
-    papers = {which: paper_baseline(model, which, objective, settings) for which in ("hypar", "accpar")}
-    found = search(model, search_how, objective, settings, log, extra_starts=papers)
-    evals = {k: model.evaluate(found[k]) for k in BASELINES + ("hypar", "accpar")}
-    plan_ev = model.evaluate(found["plan"])
-    greedy_ev = model.evaluate(found["greedy"])
+    papers = {which: paper_baseline(judge, which, objective, settings, log) for which in ("hypar", "accpar")}
+    starts = {k: a for k, a in papers.items() if judge is model}
+    found = search(model, search_how, objective, settings, log, extra_starts=starts)
+    found.update(papers)
+    evals = {k: judge.evaluate(found[k]) for k in BASELINES + ("hypar", "accpar")}
+    plan_ev = judge.evaluate(found["plan"])
+    greedy_ev = judge.evaluate(found["greedy"])
     solver = {"method": settings.method, "backend": settings.backend if settings.method == "ilp" else settings.method,
               "status": log.status, "gap": settings.gap, "time_limit_s": settings.time_limit_s,
               "level_solves": len(log.solves),
@@ -99,7 +107,8 @@ def partition(model_path: str, array: PEArray, *, batch: int | None = None, obje
               "joint_skipped": found["joint_skipped"],
               "solve_wall_s": round(sum(s["wall_s"] for s in log.solves), 6)}
     timing = {"import_wall_s": round(t_import, 6), "total_wall_s": round(time.perf_counter() - t0, 6)}
-    return build_plan(model, plan_ev, model_info=model_info(model_path, g), objective=objective,
+    return build_plan(model, model.evaluate(plan_ev.assignment), model_info=model_info(model_path, g),
+                      objective=objective,
                       search=search_how, solver=solver, baselines=evals, greedy=greedy_ev, timing=timing)
 
 

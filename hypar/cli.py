@@ -218,7 +218,7 @@ def evaluate_cmd(model, plan_path, baseline, array_path, pes, levels, batch, spa
     with _hypar_errors_and_warnings():
         plan = read_plan(plan_path) if plan_path else None
         array = None
-        if array_path or pes or levels:
+        if array_path is not None or pes is not None or levels is not None:
             array = api.resolve_array(array_path, pes, levels)
         model_, ev = api.evaluate(model, plan=plan, baseline_name=baseline, array=array, batch=batch,
                                   space=space, objective=objective)

@@ -46,8 +46,33 @@ def weight_slices(model: CostModel, i: int, types: tuple, max_pes: int = 64) -> 
     """Which PEs hold which [start, stop) rows (Di) and columns (Do) of the weight; None above max_pes."""
     node = model.nodes[i]
     arr = model.array
-    if not node.layer.weighted or arr.n_pes > max_pes or "i" not in node.axes:
+    if not node.layer.weighted or arr.n_pes > max_pes or not ({"i", "g"} & set(node.axes)):
         return None
+    lay = node.layer
+    if "g" in node.axes:
+        # Grouped conv: a group split takes whole groups, i.e. matching in and out channel ranges.
+        g_axes = node.size("g")
+        per_in, per_out = lay.d_in // g_axes, lay.d_out // g_axes
+        rows_g: list[tuple[int, tuple[int, int]]] = []
+
+        def walk_g(h: int, start_pe: int, n_pes: int, key, rg: tuple[int, int]) -> None:
+            if h == arr.n_levels:
+                rows_g.append((start_pe, rg))
+                return
+            gc = arr.classes[h][key]
+            split = node.strategy(types[h]).split_axis == "g"
+            parts = split_counts(rg[1] - rg[0], [c[1] for c in gc.children]) if split else None
+            pos, sub = rg[0], n_pes // len(gc.children)
+            for j, (ck, _f, _n) in enumerate(gc.children):
+                seg = rg
+                if parts is not None:
+                    seg = (pos, pos + parts[j])
+                    pos += parts[j]
+                walk_g(h + 1, start_pe + j * sub, sub, ck, seg)
+
+        walk_g(0, 0, arr.n_pes, arr.root_key, (0, g_axes))
+        rows = [(pe, (a * per_in, b * per_in), (a * per_out, b * per_out)) for pe, (a, b) in rows_g]
+        return _merge_slices(rows)
     rows = []
 
     def walk(h: int, start_pe: int, n_pes: int, key, ri: tuple[int, int], ro: tuple[int, int]) -> None:
@@ -70,6 +95,11 @@ def weight_slices(model: CostModel, i: int, types: tuple, max_pes: int = 64) -> 
             walk(h + 1, start_pe + j * sub, sub, ck, nri, nro)
 
     walk(0, 0, arr.n_pes, arr.root_key, (0, node.size("i")), (0, node.size("o")))
+    return _merge_slices(rows)
+
+
+def _merge_slices(rows: list[tuple[int, tuple[int, int], tuple[int, int]]]) -> list[dict]:
+    """Consecutive PEs holding the same (in, out) slice become one {"pes": [first, stop), ...} row."""
     merged: list[dict] = []
     for pe, ri, ro in rows:
         if merged and merged[-1]["in"] == list(ri) and merged[-1]["out"] == list(ro) and merged[-1]["pes"][1] == pe:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from hypar import graph as G
 from hypar.cost import CostModel
 from hypar.errors import InfeasibleError, SolverError
@@ -57,8 +59,16 @@ class SearchLog:
                           f": {sol.status} in {sol.wall_seconds:.2f} s")
 
 
+def quick_incumbent(problem) -> tuple[int, ...] | None:
+    """A feasible assignment at hand (each node's cheapest own cost), so a time-limited solve
+    always has a plan to return; None when it breaks a memory row."""
+    inc = tuple(int(np.argmin(c)) for c in problem.node_cost)
+    return inc if problem.feasible(inc) else None
+
+
 def solve_level(problem, settings: SolverSettings, incumbent=None) -> LevelSolution:
-    """Solve one LevelProblem with the configured method."""
+    """Solve one LevelProblem with the configured method (ILP: never without a fallback plan
+    when one is at hand, so a time limit returns the best plan found)."""
     if settings.method == "dp":
         if not problem.is_chain():
             raise SolverError("--solver dp solves chains only and this level is not a chain; use --solver highs")
@@ -67,6 +77,8 @@ def solve_level(problem, settings: SolverSettings, incumbent=None) -> LevelSolut
         return solve_brute_force(problem)
     if settings.method != "ilp":
         raise SolverError(f"unknown solver method {settings.method!r}; use one of {METHODS}")
+    if incumbent is None:
+        incumbent = quick_incumbent(problem)
     return solve_ilp(problem, backend=settings.backend, time_limit_seconds=settings.time_limit_s,
                      gap=settings.gap, threads=settings.threads, incumbent=incumbent)
 
@@ -117,9 +129,10 @@ def complete(model: CostModel, partial: list[tuple | None], objective: str, sett
     return asg
 
 
-def baseline(model: CostModel, name: str, objective: str, settings: SolverSettings) -> list[tuple]:
+def baseline(model: CostModel, name: str, objective: str, settings: SolverSettings,
+             log: SearchLog | None = None) -> list[tuple]:
     """A full assignment for baseline ``name``; non-weighted nodes take their best layouts."""
-    return complete(model, baseline_types(model, name), objective, settings)
+    return complete(model, baseline_types(model, name), objective, settings, log)
 
 
 def smallest_memory(model: CostModel) -> list[tuple]:
@@ -237,7 +250,7 @@ def search(model: CostModel, how: str, objective: str, settings: SolverSettings,
     t0 = time.perf_counter()
     out: dict = {"greedy": greedy(model, objective, settings, log)}
     for b in BASELINES:
-        out[b] = baseline(model, b, objective, settings)
+        out[b] = baseline(model, b, objective, settings, log)
     out.update(extra_starts or {})
     plan = out["greedy"]
     out["joint_skipped"] = False
