@@ -67,6 +67,8 @@ class VerifyReport:
     plan_errors: list[str] = field(default_factory=list)
     plan_batch: int | None = None
     plan_checked: bool = False
+    # every counted exchange: (layer charged, kind, what, level, bytes); kind: intra / fwd / bwd / fold
+    transfers: list[tuple] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -100,6 +102,8 @@ class VerifyReport:
                             "predicted_bytes": c.predicted_bytes} for c in l.levels],
                 "reasons": list(l.reasons),
             } for l in self.layers],
+            "transfers": [{"layer": layer, "kind": kind, "what": what, "level": h, "bytes": b}
+                          for layer, kind, what, h, b in self.transfers],
         }
 
 
@@ -119,6 +123,8 @@ def verify_assignment(model: CostModel, assignment: list[tuple], *, seed: int = 
         return rep
     ev = model.evaluate(assignment)
     dt = arr.dtype_bytes
+    rep.transfers = [(model.names[t.node], t.kind, t.what, t.level, float(t.elements * dt))
+                     for t in sorted(res.transfers, key=lambda t: (t.node, t.level, t.kind, t.what))]
     for i, n in enumerate(model.names):
         node = model.nodes[i]
         levels = [LevelCheck(h, float(res.counted[i][h] * dt), float(ev.comm[i][h].bytes))

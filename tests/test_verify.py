@@ -476,6 +476,10 @@ def test_cli_verify_json(mlp, tmp_path):
         assert l["status"] == "PASS"
         for lv in l["levels"]:
             assert lv["counted_bytes"] == lv["predicted_bytes"]
+            # the per-edge / per-quantity transfers add up to the layer's bytes at that level
+            assert lv["counted_bytes"] == sum(t["bytes"] for t in d["transfers"]
+                                              if t["layer"] == l["name"] and t["level"] == lv["level"])
+    assert {t["kind"] for t in d["transfers"]} <= {"intra", "fwd", "bwd", "fold"}
 
 
 def test_corrupted_plan_types_changed_costs_left(mlp, tmp_path):
