@@ -33,8 +33,10 @@ def check_problem(problem: LevelProblem) -> None:
     Raises
     ------
     ValueError
-        When sizes disagree, an index is out of range, a cost is not finite, or a group cost is
-        negative (the ILP's "charged once" linearisation needs non-negative group costs).
+        When sizes disagree, an index is out of range, a cost is not finite, a group cost is
+        negative (the ILP's "charged once" linearisation needs non-negative group costs), or a
+        factor term repeats a node, has a table of the wrong shape, or a negative or non-finite
+        entry.
 
     Examples
     --------
@@ -83,6 +85,22 @@ def check_problem(problem: LevelProblem) -> None:
             _choice(v, t, f"group {g} member")
         if term.anchor is not None:
             _choice(term.anchor[0], term.anchor[1], f"group {g} anchor")
+    for f, term in enumerate(problem.factors):
+        nodes = tuple(term.nodes)
+        if not nodes:
+            raise ValueError(f"factor {f}: no node; give at least one (or fold it into a "
+                             "constant)")
+        for v in nodes:
+            _node(v, f"factor {f}")
+        if len(set(int(v) for v in nodes)) != len(nodes):
+            raise ValueError(f"factor {f}: nodes {nodes!r} repeat a node; give distinct nodes")
+        arr = np.asarray(term.table, dtype=float)
+        want = tuple(sizes[v] for v in nodes)
+        if arr.shape != want:
+            raise ValueError(f"factor {f} over nodes {nodes!r}: table shape {arr.shape} does "
+                             f"not match the nodes' choice counts {want}")
+        if not (np.all(np.isfinite(arr)) and np.all(arr >= 0)):
+            raise ValueError(f"factor {f}: table entries must be finite and non-negative")
     for r, (coef, cap) in enumerate(problem.memory):
         if len(coef) != n:
             raise ValueError(f"memory row {r}: {len(coef)} coefficient arrays for {n} nodes")
@@ -104,8 +122,8 @@ def solve_chain_dp(problem: LevelProblem) -> LevelSolution:
     Parameters
     ----------
     problem : LevelProblem
-        Must satisfy ``problem.is_chain()``: edges (0,1), (1,2), ... only, no group terms and
-        no memory rows.
+        Must satisfy ``problem.is_chain()``: edges (0,1), (1,2), ... only, no group terms, no
+        factor terms and no memory rows.
 
     Returns
     -------
@@ -134,7 +152,8 @@ def solve_chain_dp(problem: LevelProblem) -> LevelSolution:
     check_problem(problem)
     if not problem.is_chain():
         raise SolverError(
-            "chain DP needs edges (0,1), (1,2), ... and no group terms or memory rows; "
+            "chain DP needs edges (0,1), (1,2), ... and no group terms, factor terms or "
+            "memory rows; "
             "use the ILP for this problem (method='ilp')")
     n = len(problem.choices)
     if n == 0:
@@ -221,6 +240,9 @@ def solve_brute_force(problem: LevelProblem, max_assignments: int = 200_000) -> 
         if g.anchor is not None:
             active &= grid[:, g.anchor[0]] == g.anchor[1]
         obj += np.where(active, g.cost, 0.0)
+    for f in problem.factors:
+        table = np.asarray(f.table, dtype=float)
+        obj += table[tuple(grid[:, v] for v in f.nodes)]
     feasible = np.ones(len(grid), dtype=bool)
     for coef, cap in problem.memory:
         used = np.zeros(len(grid))

@@ -15,10 +15,19 @@ Formulation (minimise; every group cost is non-negative):
   variables are added for the anchor and each member node when no cost links them) and the cost
   on ``z_g`` -- as tight as the pairwise linearisation, where ``z_g >= x_a_s + m_v - 1`` is weak.
   A group with one member node and no anchor is a node cost; with an anchor, a pair cost.
+- Factor terms (a cost table over the joint choice of k nodes), the local-polytope
+  linearisation: ``q_f_j`` in [0, 1] per joint entry ``j`` of the table, with the marginal
+  constraints ``sum_{j: j[n] = t} q_f_j = x_n_t`` for each member node n and choice t, and the
+  cost ``table[j]`` on ``q_f_j``. With one-hot binary x the marginals force q to the indicator
+  of the chosen joint entry, so the model is exact. Fixed (single-choice) nodes are sliced out
+  of the table first; a factor left with no node is a constant, with one a node cost, with two
+  a pair cost, and an additively separable table becomes node costs. Factors over the same or
+  a smaller node set are summed into one table, and so are pair costs and group terms whose
+  nodes all lie in a factor: one joint table per node set is the tightest LP over those nodes.
 - Memory rows ``sum coef * x <= capacity`` (constant parts moved to the right-hand side).
 
 Exact shrinking before the model is built (``eliminate=True``, the default): nodes in no group
-term and no memory row whose pair-degree is 1 (leaves) or 2 (series) are eliminated as a DP
+term, factor term and no memory row whose pair-degree is 1 (leaves) or 2 (series) are eliminated as a DP
 would, so chains, trees and residual blocks need no ILP at all; their choices are restored
 after the solve.
 
@@ -251,6 +260,7 @@ class _Reduced:
     lin: dict[int, np.ndarray] = field(default_factory=dict)        # free node -> costs
     pairs: list[tuple[int, int, np.ndarray]] = field(default_factory=list)  # u < v, both free
     groups: list[_Group] = field(default_factory=list)
+    factors: list[tuple[tuple[int, ...], np.ndarray]] = field(default_factory=list)  # >= 3 free
     memory: list[tuple[dict[int, np.ndarray], float]] = field(default_factory=list)
     # (node, neighbours, best choice per neighbour choices), in elimination order
     eliminated: list[tuple[int, tuple[int, ...], np.ndarray]] = field(default_factory=list)
@@ -261,6 +271,31 @@ def _is_separable(m: np.ndarray) -> bool:
     resid = m - m[:, :1] - m[:1, :] + m[0, 0]
     scale = float(np.max(np.abs(m)))
     return bool(np.all(np.abs(resid) <= _SEPARABLE_RTOL * scale))
+
+
+def _is_separable_table(t: np.ndarray) -> bool:
+    """True when ``t[j] = sum_a g_a(j[a])`` (within the relative tolerance)."""
+    k = t.ndim
+    resid = t + (k - 1) * t[(0,) * k]
+    for a in range(k):
+        resid = resid - _axis_slice(t, a)
+    scale = float(np.max(np.abs(t)))
+    return bool(np.all(np.abs(resid) <= _SEPARABLE_RTOL * scale))
+
+
+def _axis_slice(t: np.ndarray, a: int) -> np.ndarray:
+    """``t`` at index 0 on every axis but ``a``, shaped to broadcast against ``t``."""
+    idx = tuple(slice(None) if b == a else slice(0, 1) for b in range(t.ndim))
+    return t[idx]
+
+
+def _on_nodes(t: np.ndarray, nodes: tuple[int, ...], into: tuple[int, ...]) -> np.ndarray:
+    """A table over ``nodes`` (ascending, a subset of ``into``) shaped to broadcast over ``into``."""
+    shape = [1] * len(into)
+    pos = {v: k for k, v in enumerate(into)}
+    for v, size in zip(nodes, t.shape):
+        shape[pos[v]] = size
+    return t.reshape(shape)
 
 
 def _reduce(problem: LevelProblem, eliminate: bool = True) -> _Reduced:
@@ -329,8 +364,67 @@ def _reduce(problem: LevelProblem, eliminate: bool = True) -> _Reduced:
             continue
         key = (anchor, tuple(sorted((v, tuple(sorted(ts))) for v, ts in members.items())))
         merged[key] = merged.get(key, 0.0) + g.cost
-    for (anchor, members), cost in sorted(merged.items(), key=lambda kv: repr(kv[0])):
-        red.groups.append(_Group(cost, list(members), anchor))
+    groups = [_Group(cost, list(members), anchor)
+              for (anchor, members), cost in sorted(merged.items(), key=lambda kv: repr(kv[0]))]
+
+    # Factors: fixed nodes sliced out, nodes ascending; 0, 1 or 2 nodes left: a constant, a node
+    # cost or a pair cost. Tables over the same node set are summed.
+    fac: dict[tuple[int, ...], np.ndarray] = {}
+    for f in problem.factors:
+        t = np.asarray(f.table, dtype=float)
+        nodes = [int(v) for v in f.nodes]
+        t = t[tuple(fixed[v] if v in fixed else slice(None) for v in nodes)]
+        nodes = [v for v in nodes if v not in fixed]
+        if not nodes:
+            red.const += float(t)
+            continue
+        order = sorted(range(len(nodes)), key=lambda k: nodes[k])
+        key = tuple(nodes[k] for k in order)
+        t = np.transpose(t, order)
+        if not np.any(t):
+            continue
+        if len(key) == 1:
+            lin[key[0]] += t
+        elif len(key) == 2:
+            add_pair(key[0], key[1], t)
+        elif key in fac:
+            fac[key] = fac[key] + t
+        else:
+            fac[key] = np.array(t, dtype=float)
+    # A factor over a subset of another's nodes is summed into the larger table.
+    kept_fac: dict[tuple[int, ...], np.ndarray] = {}
+    for key in sorted(fac, key=lambda k: (-len(k), k)):
+        into = next((k for k in kept_fac if set(key) <= set(k)), None)
+        if into is None:
+            kept_fac[key] = fac[key]
+        else:
+            kept_fac[into] = kept_fac[into] + _on_nodes(fac[key], key, into)
+    fac = kept_fac
+    node_fac: dict[int, list[tuple[int, ...]]] = {}
+    for key in sorted(fac):
+        for v in key:
+            node_fac.setdefault(v, []).append(key)
+
+    def holder(nodes: set[int]) -> tuple[int, ...] | None:
+        """The first factor (by node tuple) whose nodes include ``nodes``."""
+        v = min(nodes)
+        return next((k for k in node_fac.get(v, ()) if nodes <= set(k)), None)
+
+    # Group terms whose nodes all lie in a factor become part of its table (exact, tighter).
+    for g in groups:
+        nodes = {v for v, _ in g.members} | ({g.anchor[0]} if g.anchor is not None else set())
+        key = holder(nodes)
+        if key is None:
+            red.groups.append(g)
+            continue
+        grid = np.indices(fac[key].shape)
+        pos = {v: k for k, v in enumerate(key)}
+        active = np.zeros(fac[key].shape, dtype=bool)
+        for v, ts in g.members:
+            active |= np.isin(grid[pos[v]], ts)
+        if g.anchor is not None:
+            active &= grid[pos[g.anchor[0]]] == g.anchor[1]
+        fac[key] = fac[key] + np.where(active, g.cost, 0.0)
 
     # Pairs: fold fixed ends, zero and separable matrices into node costs.
     kept: dict[tuple[int, int], np.ndarray] = {}
@@ -347,8 +441,20 @@ def _reduce(problem: LevelProblem, eliminate: bool = True) -> _Reduced:
         elif _is_separable(m):
             lin[u] += m[:, 0]
             lin[v] += m[0, :] - m[0, 0]
+        elif (key := holder({u, v})) is not None:
+            fac[key] = fac[key] + _on_nodes(m, (u, v), key)   # tighter inside the joint table
         else:
             kept[(u, v)] = m
+
+    # Separable factor tables are node costs; the rest stay (>= 3 free nodes each).
+    for key in sorted(fac):
+        t = fac[key]
+        if _is_separable_table(t):
+            t0 = float(t[(0,) * t.ndim])
+            for a, v in enumerate(key):
+                lin[v] += _axis_slice(t, a).ravel() - (t0 if a else 0.0)
+        else:
+            red.factors.append((key, t))
 
     # Memory rows: constants to the right-hand side; drop rows that always hold.
     pinned: set[int] = set()            # in a group or memory row: never eliminated
@@ -377,6 +483,8 @@ def _reduce(problem: LevelProblem, eliminate: bool = True) -> _Reduced:
         pinned.update(v for v, _ in g.members)
         if g.anchor is not None:
             pinned.add(g.anchor[0])
+    for key, _ in red.factors:
+        pinned.update(key)
 
     if eliminate:
         _eliminate(red, lin, kept, pinned)
@@ -410,7 +518,8 @@ def _eliminate(red: _Reduced, lin: list[np.ndarray], pairs: dict[tuple[int, int]
     and w becomes the pair matrix ``min_t M_uv[s,t] + lin_v[t] + M_vw[t,r]`` on (u, w). The
     minimising choices are kept (lowest index on ties) and restored by :func:`_expand`. Nodes
     in a group term or a memory row are never eliminated. Chains, trees and series-parallel
-    graphs (residual blocks) vanish entirely; the ILP is left with the rest.
+    graphs (residual blocks) vanish entirely; the ILP is left with the rest. Nodes in a factor
+    term are pinned as well.
     """
     import heapq
 
@@ -497,9 +606,11 @@ class _Built:
     lp: pulp.LpProblem
     x: dict[int, list[pulp.LpVariable]]
     y: list[tuple[int, int, list[list[pulp.LpVariable]]]]
+    q: list[tuple[tuple[int, ...], tuple[int, ...], list[pulp.LpVariable]]]   # nodes, shape, flat
     aux: list[tuple[_Group, pulp.LpVariable]]
     n_variables: int
     n_constraints: int
+    scale: float = 1.0            # model objective * scale + reduced const = problem objective
 
 
 def _var(lp: pulp.LpProblem, name: str, low: float, up: float,
@@ -519,6 +630,8 @@ def _build(red: _Reduced) -> _Built:
         scale = max(scale, float(np.max(np.abs(m))))
     for g in red.groups:
         scale = max(scale, g.cost)
+    for _, t in red.factors:
+        scale = max(scale, float(np.max(t)))
     scale = scale or 1.0
 
     obj: list[tuple[pulp.LpVariable, float]] = []
@@ -564,6 +677,23 @@ def _build(red: _Reduced) -> _Built:
             lp.addConstraint(pulp.LpConstraint(pulp.LpAffineExpression(terms),
                                                pulp.LpConstraintEQ, rhs=0.0))
         n_cons += tu + tv - 1
+    # Factors: q per joint entry, marginals on every member node (the first node's full set of
+    # marginals sums q to 1; for the other nodes the last choice's marginal is implied).
+    q = []
+    fwidth = len(str(max(len(red.factors) - 1, 0)))
+    for k, (nodes, t) in enumerate(red.factors):
+        flat = t.ravel()
+        jwidth = len(str(max(flat.size - 1, 0)))
+        qs = [_var(lp, f"q_{k:0{fwidth}d}_{j:0{jwidth}d}", 0, 1) for j in range(flat.size)]
+        q.append((nodes, t.shape, qs))
+        obj.extend((qs[j], float(flat[j]) / scale) for j in range(flat.size) if flat[j] != 0)
+        grid = np.indices(t.shape).reshape(len(nodes), -1)
+        for a, v in enumerate(nodes):
+            for c in range(t.shape[a] - (1 if a else 0)):
+                terms = [(qs[j], 1.0) for j in np.flatnonzero(grid[a] == c)] + [(x[v][c], -1.0)]
+                lp.addConstraint(pulp.LpConstraint(pulp.LpAffineExpression(terms),
+                                                   pulp.LpConstraintEQ, rhs=0.0))
+                n_cons += 1
     aux = []
     gwidth = len(str(max(len(red.groups) - 1, 0)))
     for k, g in enumerate(red.groups):
@@ -592,8 +722,8 @@ def _build(red: _Reduced) -> _Built:
         n_cons += 1
     lp.setObjective(pulp.LpAffineExpression(obj))
     n_vars = sum(len(v) for v in x.values()) + sum(len(ys) * len(ys[0]) for _, _, ys in y) \
-        + len(aux)
-    return _Built(lp, x, y, aux, n_vars, n_cons)
+        + len(aux) + sum(len(qs) for _, _, qs in q)
+    return _Built(lp, x, y, q, aux, n_vars, n_cons, scale)
 
 
 def build_ilp(problem: LevelProblem, eliminate: bool = True) -> pulp.LpProblem:
@@ -620,6 +750,10 @@ def _set_start(built: _Built, assignment: tuple[int, ...]) -> None:
         for s, row in enumerate(ys):
             for t, var in enumerate(row):
                 var.setInitialValue(1.0 if (assignment[u], assignment[v]) == (s, t) else 0.0)
+    for nodes, shape, qs in built.q:
+        on = int(np.ravel_multi_index(tuple(assignment[v] for v in nodes), shape))
+        for j, var in enumerate(qs):
+            var.setInitialValue(1.0 if j == on else 0.0)
     for g, var in built.aux:
         on = any(assignment[v] in ts for v, ts in g.members)
         if g.anchor is not None:
@@ -648,6 +782,10 @@ def _polish(problem: LevelProblem, assignment: list[int], movable: list[int]) ->
             nodes.add(g.anchor[0])
         for v in nodes:
             inc_groups[v].append(k)
+    inc_factors: list[list[int]] = [[] for _ in range(n)]
+    for k, f in enumerate(problem.factors):
+        for v in f.nodes:
+            inc_factors[v].append(k)
     usage = [sum(float(coef[i][assignment[i]]) for i in range(n)) for coef, _ in problem.memory]
 
     def local(i: int, a: list[int]) -> float:
@@ -661,6 +799,9 @@ def _polish(problem: LevelProblem, assignment: list[int], movable: list[int]) ->
                 continue
             if any(a[v] == t for v, t in g.members):
                 total += g.cost
+        for k in inc_factors[i]:
+            f = problem.factors[k]
+            total += float(f.table[tuple(a[v] for v in f.nodes)])
         return total
 
     # Equal-cost moves may raise the objective by float noise; cap the total rise.
@@ -777,7 +918,7 @@ _ISOLATE_BELOW_FACTOR = 20.0
 
 def _estimated_seconds(red: _Reduced) -> float:
     n_vars = sum(red.sizes[i] for i in red.free) + len(red.groups) + sum(
-        m.size for _, _, m in red.pairs)
+        m.size for _, _, m in red.pairs) + sum(t.size for _, t in red.factors)
     return _SECONDS_FIXED + _SECONDS_PER_VARIABLE * n_vars
 
 

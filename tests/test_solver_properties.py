@@ -55,7 +55,8 @@ def chains(draw):
 
 
 @st.composite
-def dags(draw, memory=True):
+def dags(draw, memory=True, with_scale=False):
+    """Random small DAG problems; ``with_scale``: (problem, the scale its costs were drawn at)."""
     n = draw(st.integers(1, 7))
     sizes = draw(st.lists(st.integers(1, 3), min_size=n, max_size=n))
     scale = draw(SCALE)
@@ -89,9 +90,10 @@ def dags(draw, memory=True):
             least = sum(float(c.min()) for c in coef)
             cap = least + draw(st.integers(-2, 12)) * 1e6     # sometimes impossible
             rows.append((coef, cap))
-    return LevelProblem([f"op/{i}" for i in range(n)],
-                        [tuple(f"c{c}" for c in range(t)) for t in sizes],
-                        _node_costs(draw, sizes, scale), edges, edge_cost, groups, rows)
+    p = LevelProblem([f"op/{i}" for i in range(n)],
+                     [tuple(f"c{c}" for c in range(t)) for t in sizes],
+                     _node_costs(draw, sizes, scale), edges, edge_cost, groups, rows)
+    return (p, scale) if with_scale else p
 
 
 def _brute_or_infeasible(p):
@@ -191,7 +193,7 @@ def test_dag_mip_path_equals_brute(p):
 
 
 @st.composite
-def larger_dags(draw):
+def larger_dags(draw, with_scale=False):
     """10-40 nodes, mostly series structure with residual skips and a few groups: the shape
     elimination works on, too big for brute force."""
     n = draw(st.integers(10, 40))
@@ -206,10 +208,11 @@ def larger_dags(draw):
         members = ((v, draw(st.integers(0, sizes[v] - 1))),
                    (min(v + 1, n - 1), 0))
         groups.append(GroupTerm(draw(COST), members, None if draw(st.booleans()) else (0, 0)))
-    return LevelProblem([str(i) for i in range(n)],
-                        [tuple(str(c) for c in range(t)) for t in sizes],
-                        _node_costs(draw, sizes, 1.0), edges,
-                        [_matrix(draw, sizes[u], sizes[v], 1.0) for u, v in edges], groups)
+    p = LevelProblem([str(i) for i in range(n)],
+                     [tuple(str(c) for c in range(t)) for t in sizes],
+                     _node_costs(draw, sizes, 1.0), edges,
+                     [_matrix(draw, sizes[u], sizes[v], 1.0) for u, v in edges], groups)
+    return (p, 1.0) if with_scale else p
 
 
 @settings(max_examples=40, **SETTINGS)
