@@ -330,13 +330,13 @@ def sweep_cmd(models, zoo, pes, batch, arrays, objective, space, search_how, tim
 
 @cli.command("report")
 @click.argument("results_dir", metavar="RESULTS_DIR", type=click.Path(exists=True, file_okay=False))
-@click.option("--no-plots", is_flag=True, help="Only report.md, no PNGs (no matplotlib needed).")
+@click.option("--no-plots", is_flag=True, help="Only report.md and summary.csv, no PNGs (no matplotlib needed).")
 def report_cmd(results_dir, no_plots) -> None:
-    """Summarise a sweep: RESULTS_DIR/report.md (tables) and PNG plots.
+    """Summarise a sweep: RESULTS_DIR/report.md (tables), summary.csv and PNG plots.
 
     The tables give, per (model, array, batch) case, the speedup and energy gain over data
     parallelism of data, model, owt, hypar (2019), accpar (2020) and hypar's own plan, the solve
-    status and seconds, and the errors. The plots (matplotlib, pip install 'hypar[plot]') show
+    status and seconds, and the errors; summary.csv has one line per case and method. The plots (matplotlib, pip install 'hypar[plot]') show
     speedup and energy gain per model and method, communication vs array size, and solve time
     vs model size.
 

@@ -1,7 +1,7 @@
 """Reports of a sweep (see hypar.sweep): a Markdown summary and PNG plots.
 
 ``write_report(RESULTS_DIR)`` reads ``results.jsonl`` (the newest row per case wins), writes
-``report.md`` and, with matplotlib installed (``pip install 'hypar[plot]'``), the PNGs:
+``report.md``, ``summary.csv`` (one line per case and method) and, with matplotlib installed (``pip install 'hypar[plot]'``), the PNGs:
 
 - ``speedup.png`` / ``energy_gain.png``: gain over data parallelism per model and method, one panel
   per (array, batch);
@@ -22,6 +22,10 @@ from hypar.errors import HyparError
 from hypar.sweep import METHODS, read_rows, results_path
 
 REPORT_FILE = "report.md"
+CSV_FILE = "summary.csv"
+CSV_FIELDS = ("model", "array", "n_pes", "batch", "objective", "space", "search", "method", "time_s", "comm_bytes",
+              "energy_j", "peak_mem_bytes_per_pe", "speedup_over_data", "energy_gain_over_data",
+              "comm_reduction_over_data", "solve_status", "case_seconds", "key")
 METHOD_ORDER = METHODS + ("plan",)
 METHOD_LABEL = {"data": "data", "model": "model", "owt": "owt", "hypar": "HyPar", "accpar": "AccPar",
                 "plan": "hypar (own)"}
@@ -265,10 +269,37 @@ def plot_solve_time(rows: list[dict], path: str) -> str:
     return path
 
 
+def write_csv(rows: list[dict], path: str) -> str:
+    """One line per (case, method) for spreadsheets and pandas; method "plan" is hypar's own plan.
+    A failed case is one line with method "error"."""
+    import csv
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+        w.writeheader()
+        for r in rows:
+            base = {"model": r["model"], "array": r["array"], "n_pes": r.get("n_pes"), "batch": _batch(r),
+                    "objective": r.get("objective"), "space": r.get("space"), "search": r.get("search"),
+                    "key": r["key"], "case_seconds": (r.get("solve") or {}).get("seconds")}
+            if r.get("status") != "ok":
+                w.writerow(base | {"method": "error", "solve_status": "error"})
+                continue
+            for m in METHOD_ORDER:
+                t = r["totals"] if m == "plan" else r["baselines"].get(m)
+                if t is None:
+                    continue
+                w.writerow(base | {"method": m, "time_s": t["time_s"], "comm_bytes": t["comm_bytes"],
+                                   "energy_j": t["energy_j"], "peak_mem_bytes_per_pe": t.get("peak_mem_bytes_per_pe"),
+                                   "speedup_over_data": r["speedup_over_data"].get(m),
+                                   "energy_gain_over_data": r["energy_gain_over_data"].get(m),
+                                   "comm_reduction_over_data": r.get("comm_reduction_over_data", {}).get(m),
+                                   "solve_status": r["solve"].get("status")})
+    return path
+
+
 def write_report(results_dir: str, plots: bool = True) -> list[str]:
-    """Write report.md (and the PNGs); returns the paths written."""
+    """Write report.md, summary.csv (and the PNGs); returns the paths written."""
     rows = latest_rows(results_dir)
-    written = []
+    written = [write_csv(rows, os.path.join(results_dir, CSV_FILE))]
     md = markdown(rows)
     ok = any(r.get("status") == "ok" for r in rows)
     if plots and ok:

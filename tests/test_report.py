@@ -44,12 +44,23 @@ def test_report_writes_markdown_and_pngs(results):
     pytest.importorskip("matplotlib")
     written = rp.write_report(str(results))
     names = [Path(p).name for p in written]
-    assert names == ["report.md", *PNGS]
+    assert names == ["report.md", "summary.csv", *PNGS]
     for png in PNGS:
         data = (results / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
     md = (results / "report.md").read_text()
     assert "![speedup](speedup.png)" in md
+
+
+def test_summary_csv(results):
+    import csv
+    rp.write_report(str(results), plots=False)
+    with open(results / "summary.csv") as fh:
+        lines = list(csv.DictReader(fh))
+    assert len(lines) == 4 * 6 + 2                  # 4 solved cases x 6 methods + 2 error cases
+    data = [l for l in lines if l["method"] == "data"]
+    assert all(float(l["speedup_over_data"]) == pytest.approx(1.0) for l in data)
+    assert {l["method"] for l in lines} == {"data", "model", "owt", "hypar", "accpar", "plan", "error"}
 
 
 def test_cli_report(results):
@@ -67,7 +78,7 @@ def test_report_without_plots_and_newest_row_wins(tmp_path):
     rows = rp.latest_rows(str(tmp_path))
     assert len(rows) == 1 and rows[0].get("note") == "newer"
     written = rp.write_report(str(tmp_path), plots=False)
-    assert [Path(p).name for p in written] == ["report.md"]
+    assert [Path(p).name for p in written] == ["report.md", "summary.csv"]
 
 
 def test_report_of_only_errors_and_of_nothing(tmp_path):
@@ -75,7 +86,7 @@ def test_report_of_only_errors_and_of_nothing(tmp_path):
     bad.write_bytes(b"")
     sw.sweep([str(bad)], str(tmp_path / "r"), pes=[4])
     written = rp.write_report(str(tmp_path / "r"))
-    assert [Path(p).name for p in written] == ["report.md"]
+    assert [Path(p).name for p in written] == ["report.md", "summary.csv"]
     assert "## Errors" in (tmp_path / "r" / "report.md").read_text()
     (tmp_path / "empty").mkdir()
     res = CliRunner().invoke(cli, ["report", str(tmp_path / "empty")])
