@@ -160,11 +160,13 @@ class Dist:
     partial sums over the level-h subgroups. Values outside a PE's shard are NaN.
     """
 
-    def __init__(self, mesh: Mesh, shape: tuple[int, int], layouts: tuple[str, ...], vals: list[np.ndarray]):
-        self.mesh, self.shape, self.layouts, self.vals = mesh, shape, tuple(layouts), vals
+    def __init__(self, mesh: Mesh, shape: tuple[int, ...], layouts: tuple[str, ...], vals: list[np.ndarray],
+                 axes: tuple = (0, 1)):
+        self.mesh, self.shape, self.layouts, self.vals = mesh, tuple(shape), tuple(layouts), vals
+        self.axes = tuple(axes)     # (batch axis, feature axis); either may be None
 
     def copy(self) -> "Dist":
-        return Dist(self.mesh, self.shape, self.layouts, [v.copy() for v in self.vals])
+        return Dist(self.mesh, self.shape, self.layouts, [v.copy() for v in self.vals], self.axes)
 
 
 class UnevenSplit(SimulationError):
@@ -187,19 +189,23 @@ def _digits_for(mesh: Mesh, n: int, needed: bool) -> np.ndarray | None:
     raise UnevenSplit(f"an axis of size {n} does not divide over {mesh.P} PEs")
 
 
-def shard_mask(mesh: Mesh, shape: tuple[int, ...], layouts: tuple[str, ...], p: int) -> np.ndarray:
-    """PE p's elements of a tensor (axis 0: batch, split by ROWS; axis 1: features, split by COLS)."""
-    rd = _digits_for(mesh, shape[0], ROWS in layouts)
-    cd = _digits_for(mesh, shape[1], COLS in layouts)
-    r = np.ones(shape[0], bool)
-    c = np.ones(shape[1], bool)
-    for h, lay in enumerate(layouts):
-        if lay == ROWS:
-            r &= rd[h] == mesh.coords[p][h]
-        elif lay == COLS:
-            c &= cd[h] == mesh.coords[p][h]
-    m = np.outer(r, c).reshape(tuple(shape[:2]) + (1,) * (len(shape) - 2))
-    return np.broadcast_to(m, tuple(shape)).copy()
+def shard_mask(mesh: Mesh, shape: tuple[int, ...], layouts: tuple[str, ...], p: int,
+               axes: tuple = (0, 1)) -> np.ndarray:
+    """PE p's elements of a tensor: ROWS splits the batch axis, COLS the feature axis (``axes``)."""
+    bax, fax = axes
+    m = np.ones(tuple(shape), bool)
+    for ax, lay in ((bax, ROWS), (fax, COLS)):
+        if lay not in layouts:
+            continue
+        if ax is None:
+            raise SimulationError(f"layout {lay} on a tensor without that axis")
+        d = _digits_for(mesh, shape[ax], True)
+        r = np.ones(shape[ax], bool)
+        for h, l in enumerate(layouts):
+            if l == lay:
+                r &= d[h] == mesh.coords[p][h]
+        m &= r.reshape(tuple(shape[ax] if a == ax else 1 for a in range(len(shape))))
+    return m
 
 
 def axis_mask(mesh: Mesh, n: int, levels: list[int], p: int) -> np.ndarray:
@@ -212,15 +218,15 @@ def axis_mask(mesh: Mesh, n: int, levels: list[int], p: int) -> np.ndarray:
     return m
 
 
-def scatter(mesh: Mesh, full: np.ndarray, layouts: tuple[str, ...]) -> Dist:
+def scatter(mesh: Mesh, full: np.ndarray, layouts: tuple[str, ...], axes: tuple = (0, 1)) -> Dist:
     """Load a whole tensor into a layout (graph inputs, output errors: free). No PARTIAL."""
     vals = []
     for p in range(mesh.P):
         v = np.full(full.shape, np.nan)
-        m = shard_mask(mesh, full.shape, layouts, p)
+        m = shard_mask(mesh, full.shape, layouts, p, axes)
         v[m] = full[m]
         vals.append(v)
-    return Dist(mesh, full.shape, layouts, vals)
+    return Dist(mesh, full.shape, layouts, vals, axes)
 
 
 # ----------------------------------------------------------------------------- collectives
@@ -252,7 +258,7 @@ class Comm:
         mesh = d.mesh
         out = []
         for p in range(mesh.P):
-            want = shard_mask(mesh, d.shape, layouts, p)
+            want = shard_mask(mesh, d.shape, layouts, p, d.axes)
             v = np.full(d.shape, np.nan)
             have = want & ~np.isnan(d.vals[p])
             v[have] = d.vals[p][have]
@@ -269,7 +275,7 @@ class Comm:
                 if need.any():
                     raise SimulationError(f"PE {p}: {int(need.sum())} elements held by no level-{h} sibling")
             out.append(v)
-        return Dist(mesh, d.shape, layouts, out)
+        return Dist(mesh, d.shape, layouts, out, d.axes)
 
     def reduce_scatter_to(self, d: Dist, h: int, new: str) -> Dist:
         """Partial sums over level h -> full sums of each PE's level-h shard in layout ``new``."""
@@ -279,7 +285,7 @@ class Comm:
         for group in mesh.sibling_groups(h):
             self._regions(d, group)
         for p in range(mesh.P):
-            want = shard_mask(mesh, d.shape, layouts, p)
+            want = shard_mask(mesh, d.shape, layouts, p, d.axes)
             if np.isnan(d.vals[p][want]).any():
                 raise SimulationError(f"PE {p} lacks part of its partial shard at level {h}")
             v = np.full(d.shape, np.nan)
@@ -288,7 +294,7 @@ class Comm:
                 self.send(h, q, p, want.sum())
                 v[want] += d.vals[q][want]
             out.append(v)
-        return Dist(mesh, d.shape, layouts, out)
+        return Dist(mesh, d.shape, layouts, out, d.axes)
 
     def _siblings(self, p: int, h: int) -> list[int]:
         c = self.mesh.coords[p]
@@ -327,7 +333,7 @@ class Comm:
                 v.ravel()[idx] = tot
                 vals[p] = v
                 saved[p] = region
-        return Dist(mesh, d.shape, d.layouts, vals), saved
+        return Dist(mesh, d.shape, d.layouts, vals, d.axes), saved
 
     def all_gather_flat(self, d: Dist, h: int, saved: dict) -> Dist:
         mesh = d.mesh
@@ -343,12 +349,12 @@ class Comm:
                         v.ravel()[idx] = d.vals[q].ravel()[idx]
                 if np.isnan(v.ravel()[region]).any():
                     raise SimulationError("all-gather left holes")
-        return Dist(mesh, d.shape, d.layouts, vals)
+        return Dist(mesh, d.shape, d.layouts, vals, d.axes)
 
     def allreduce(self, d: Dist, h: int) -> Dist:
         d2, saved = self.reduce_scatter(d, h)
         d3 = self.all_gather_flat(d2, h, saved)
-        return Dist(d.mesh, d.shape, d.layouts[:h] + (FULL,) + d.layouts[h + 1:], d3.vals)
+        return Dist(d.mesh, d.shape, d.layouts[:h] + (FULL,) + d.layouts[h + 1:], d3.vals, d.axes)
 
     def allreduce_levels(self, d: Dist) -> Dist:
         """All-reduce every PARTIAL level: reduce-scatter at the lower ones (bottom first), all-reduce
@@ -365,7 +371,7 @@ class Comm:
         for g, s in reversed(saved):
             d = self.all_gather_flat(d, g, s)
         layouts = tuple(FULL if l == PARTIAL else l for l in d.layouts)
-        return Dist(d.mesh, d.shape, layouts, d.vals)
+        return Dist(d.mesh, d.shape, layouts, d.vals, d.axes)
 
 
 def slice_local(d: Dist, h: int, new: str) -> Dist:
@@ -374,13 +380,13 @@ def slice_local(d: Dist, h: int, new: str) -> Dist:
     layouts = d.layouts[:h] + (new,) + d.layouts[h + 1:]
     out = []
     for p in range(d.mesh.P):
-        m = shard_mask(d.mesh, d.shape, layouts, p)
+        m = shard_mask(d.mesh, d.shape, layouts, p, d.axes)
         v = np.full(d.shape, np.nan)
         v[m] = d.vals[p][m]
         if np.isnan(v[m]).any():
             raise SimulationError(f"PE {p} lacks part of a replicated shard at level {h}")
         out.append(v)
-    return Dist(d.mesh, d.shape, layouts, out)
+    return Dist(d.mesh, d.shape, layouts, out, d.axes)
 
 
 def add(a: Dist | None, b: Dist) -> Dist:
@@ -388,7 +394,7 @@ def add(a: Dist | None, b: Dist) -> Dist:
         return b
     if a.layouts != b.layouts:
         raise SimulationError(f"adding tensors in layouts {a.layouts} and {b.layouts}")
-    return Dist(a.mesh, a.shape, a.layouts, [x + y for x, y in zip(a.vals, b.vals)])
+    return Dist(a.mesh, a.shape, a.layouts, [x + y for x, y in zip(a.vals, b.vals)], a.axes)
 
 
 def gather(d: Dist) -> np.ndarray:
@@ -474,6 +480,64 @@ _LOCAL = {
 }
 
 
+def _erf(x: np.ndarray) -> np.ndarray:
+    from math import erf
+
+    return np.vectorize(erf, otypes=[float])(x)
+
+
+def _gelu(x, l):
+    return 0.5 * x * (1.0 + _erf(x / np.sqrt(2.0)))
+
+
+def _gelu_bwd(x, e, l):
+    return e * (0.5 * (1.0 + _erf(x / np.sqrt(2.0))) + x * np.exp(-0.5 * x * x) / np.sqrt(2.0 * np.pi))
+
+
+_LOCAL.update({
+    "Gelu": (_gelu, _gelu_bwd, False),
+    "Erf": (lambda x, l: _erf(x), lambda x, e, l: e * 2.0 / np.sqrt(np.pi) * np.exp(-x * x), False),
+})
+
+# Elementwise ops with one constant operand: run as ``x op c`` with a seeded scalar c (the
+# constant's values do not change what is sent; the reference uses the same c).
+_CONST_OPS = {
+    "Add": (lambda x, c: x + c, lambda x, e, c: e),
+    "Sub": (lambda x, c: x - c, lambda x, e, c: e),
+    "Mul": (lambda x, c: x * c, lambda x, e, c: e * c),
+    "Div": (lambda x, c: x / c, lambda x, e, c: e / c),
+}
+# Elementwise ops of two activations of one shape.
+_BINARY_OPS = {
+    "Mul": (lambda a, b: a * b, lambda a, b, e: [e * b, e * a]),
+    "Sub": (lambda a, b: a - b, lambda a, b, e: [e, -e]),
+    "Div": (lambda a, b: a / b, lambda a, b, e: [e / b, -e * a / (b * b)]),
+}
+_SHAPE_OPS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze")
+
+
+def _is_const_op(lay: G.Layer) -> bool:
+    return lay.kind == G.ELEMENTWISE and lay.op in _CONST_OPS and lay.attr("const_inputs") == 1 \
+        and len(lay.inputs) == 1
+
+
+def _is_binary(lay: G.Layer) -> bool:
+    return lay.kind == G.BINARY and lay.op in _BINARY_OPS and len(lay.inputs) == 2 and not lay.attr("const_inputs")
+
+
+def _is_shape_op(lay: G.Layer) -> bool:
+    return lay.kind == G.RESHAPE and lay.op in _SHAPE_OPS and lay.attr("shape") is not None and len(lay.inputs) == 1 \
+        and (lay.op != "Transpose" or lay.attr("perm") is not None)
+
+
+def _is_layernorm(lay: G.Layer) -> bool:
+    return lay.kind == G.FEATURENORM and lay.op == "LayerNormalization" and len(lay.inputs) == 1
+
+
+def _is_softmax(lay: G.Layer) -> bool:
+    return lay.kind == G.SOFTMAX and lay.op == "Softmax" and len(lay.inputs) == 1
+
+
 def _is_add(lay: G.Layer) -> bool:
     return lay.kind == G.BINARY and lay.op in ("Add", "Sum") and not lay.attr("const_inputs")
 
@@ -489,7 +553,24 @@ def _is_bn(lay: G.Layer) -> bool:
 
 
 def _is_chain_op(lay: G.Layer) -> bool:
-    return _is_unary(lay) or _is_bn(lay)
+    return _is_unary(lay) or _is_bn(lay) or _is_const_op(lay) or _is_shape_op(lay) or _is_layernorm(lay) \
+        or _is_softmax(lay)
+
+
+def _changes_shape(lay: G.Layer) -> bool:
+    if lay.op in _LOCAL:
+        return _LOCAL[lay.op][2]
+    return _is_shape_op(lay)
+
+
+def _tensor_meta(g) -> dict:
+    """Tensor name -> graph.Tensor (shape, batch and feature axes) for every activation."""
+    meta = {}
+    for _, _, data in g.edges(data=True):
+        meta[data["tensor"].name] = data["tensor"]
+    for t in tuple(g.graph.get("inputs", ())) + tuple(g.graph.get("outputs", ())):
+        meta[t.name] = t
+    return meta
 
 
 def _tensor_ok(t: G.Tensor | None) -> bool:
@@ -503,30 +584,41 @@ def _supported(model) -> list[str]:
     if arr.heterogeneous and arr.n_levels > 1:
         bad.append(f"array {arr.name!r}: heterogeneous PEs over several levels (uneven nested splits are "
                    "not simulated; one heterogeneous level is)")
-    P = arr.n_pes
     g = model.g
     kept = set(model.names)
+    meta = _tensor_meta(g)
+    input_names = {t.name for t in g.graph.get("inputs", ())}
     for n in G.topo_layers(g):
         lay = G.layer(g, n)
         if lay.kind == G.GEMM:
-            if lay.groups != 1 or lay.in_spatial or lay.out_spatial:
-                bad.append(f"{n} ({lay.op}): grouped, or over sequence / spatial positions")
+            t = meta.get(lay.inputs[0]) if lay.inputs else None
+            if lay.groups != 1 or t is None or t.feature_axis != len(t.shape) - 1:
+                bad.append(f"{n} ({lay.op}): grouped, or features not the last axis")
             elif n not in kept:
                 bad.append(f"{n} ({lay.op}): weighted layer not kept by the cost model")
+        elif lay.kind == G.EMBEDDING:
+            if lay.op != "Gather" or n not in kept or lay.inputs[0] not in input_names:
+                bad.append(f"{n} ({lay.op}): only a Gather of graph-input ids is simulated")
+        elif lay.kind == G.MATMUL_ACT:
+            if n not in kept or len(lay.inputs) != 2:
+                bad.append(f"{n} ({lay.op}, kind {lay.kind})")
+        elif _is_binary(lay):
+            shapes = {meta[t].shape for t in lay.inputs if t in meta}
+            if len(shapes) != 1:
+                bad.append(f"{n} ({lay.op}): broadcasting two activations")
         elif lay.kind == G.CONV:
             if lay.op != "Conv" or lay.groups != 1 or len(lay.kernel) != 2 \
                     or tuple(lay.attr("dilations") or (1, 1)) != (1, 1):
                 bad.append(f"{n} ({lay.op}): only 2-D, ungrouped, undilated Conv is simulated")
             elif n not in kept:
                 bad.append(f"{n} ({lay.op}): weighted layer not kept by the cost model")
-        elif not (_is_add(lay) or _is_chain_op(lay)):
+        elif not (_is_add(lay) or _is_chain_op(lay) or _is_binary(lay)):
             bad.append(f"{n} ({lay.op}, kind {lay.kind})")
-    for _, _, data in g.edges(data=True):
-        if not _tensor_ok(data["tensor"]):
-            bad.append(f"tensor {data['tensor'].name} {data['tensor'].shape}: batch not axis 0 or features not axis 1")
-    for t in tuple(g.graph.get("inputs", ())) + tuple(g.graph.get("outputs", ())):
-        if not _tensor_ok(t):
-            bad.append(f"graph tensor {t.name} {t.shape}: batch not axis 0 or features not axis 1")
+    for n in G.topo_layers(g):
+        lay = G.layer(g, n)
+        for t in lay.outputs[:1] + tuple(lay.inputs):
+            if t not in meta:
+                bad.append(f"{n} ({lay.op}): tensor {t} has no recorded shape")
     for tname, cons in g.graph.get("input_consumers", {}).items():
         for c in cons:
             if c not in kept:
@@ -553,8 +645,8 @@ def _reference(g, weights: dict, inputs: dict, out_err: dict):
         lay = G.layer(g, n)
         e_out = err[lay.outputs[0]]
         xs = [val[t] for t in lay.inputs]
-        if lay.kind in (G.GEMM, G.CONV):
-            dW[n] = _weight_grad(lay, xs[0], e_out)
+        if lay.kind in (G.GEMM, G.CONV, G.EMBEDDING):
+            dW[n] = _weight_grad(lay, xs[0], e_out, lay.d_in)
         for t, e in zip(lay.inputs, _backward_op(lay, xs, e_out, weights.get(n))):
             err[t] = err[t] + e
     return val, err, dW
@@ -602,6 +694,27 @@ def _forward_op(lay: G.Layer, xs: list, w) -> np.ndarray:
         for x in xs[1:]:
             out = out + x
         return out
+    if lay.kind == G.EMBEDDING:
+        return w[xs[0].astype(int)]
+    if lay.kind == G.MATMUL_ACT:
+        return xs[0] @ xs[1]
+    if _is_const_op(lay):
+        return _CONST_OPS[lay.op][0](xs[0], w)
+    if _is_binary(lay):
+        return _BINARY_OPS[lay.op][0](xs[0], xs[1])
+    if _is_shape_op(lay):
+        if lay.op == "Transpose":
+            return np.transpose(xs[0], lay.attr("perm"))
+        return xs[0].reshape(lay.attr("shape"))
+    if _is_layernorm(lay):
+        gamma, beta = w
+        x = xs[0]
+        xhat = (x - x.mean(axis=-1, keepdims=True)) / np.sqrt(x.var(axis=-1, keepdims=True)
+                                                               + float(lay.attr("epsilon", 1e-5)))
+        return gamma * xhat + beta
+    if _is_softmax(lay):
+        z = np.exp(xs[0] - np.max(np.where(np.isnan(xs[0]), -np.inf, xs[0]), axis=-1, keepdims=True))
+        return z / z.sum(axis=-1, keepdims=True)
     if lay.kind == G.BATCHNORM:
         gamma, beta = w
         x = xs[0]
@@ -620,6 +733,28 @@ def _backward_op(lay: G.Layer, xs: list, e_out: np.ndarray, w) -> list:
         return [conv_backward(xs[0], w, e_out, lay)[1]]
     if _is_add(lay):
         return [e_out for _ in xs]
+    if lay.kind == G.EMBEDDING:
+        return [np.zeros_like(xs[0])]          # token ids take no error
+    if lay.kind == G.MATMUL_ACT:
+        return [e_out @ np.swapaxes(xs[1], -1, -2), np.swapaxes(xs[0], -1, -2) @ e_out]
+    if _is_const_op(lay):
+        return [_CONST_OPS[lay.op][1](xs[0], e_out, w)]
+    if _is_binary(lay):
+        return _BINARY_OPS[lay.op][1](xs[0], xs[1], e_out)
+    if _is_shape_op(lay):
+        if lay.op == "Transpose":
+            return [np.transpose(e_out, np.argsort(lay.attr("perm")))]
+        return [e_out.reshape(xs[0].shape)]
+    if _is_layernorm(lay):
+        gamma, _beta = w
+        x = xs[0]
+        inv = 1.0 / np.sqrt(x.var(axis=-1, keepdims=True) + float(lay.attr("epsilon", 1e-5)))
+        xhat = (x - x.mean(axis=-1, keepdims=True)) * inv
+        g_ = e_out * gamma
+        return [inv * (g_ - g_.mean(axis=-1, keepdims=True) - xhat * (g_ * xhat).mean(axis=-1, keepdims=True))]
+    if _is_softmax(lay):
+        y = _forward_op(lay, xs, w)
+        return [y * (e_out - (e_out * y).sum(axis=-1, keepdims=True))]
     if lay.kind == G.BATCHNORM:
         gamma, _beta = w
         x = xs[0]
@@ -631,10 +766,14 @@ def _backward_op(lay: G.Layer, xs: list, e_out: np.ndarray, w) -> list:
     return [_LOCAL[lay.op][1](xs[0], e_out, lay)]
 
 
-def _weight_grad(lay: G.Layer, x: np.ndarray, e: np.ndarray) -> np.ndarray:
+def _weight_grad(lay: G.Layer, x: np.ndarray, e: np.ndarray, vocab: int = 0) -> np.ndarray:
     if lay.kind == G.CONV:
         return conv_backward(x, np.zeros((x.shape[1], e.shape[1]) + tuple(lay.kernel)), e, lay)[0]
-    return x.T @ e
+    if lay.kind == G.EMBEDDING:
+        dw = np.zeros((vocab, e.shape[-1]))
+        np.add.at(dw, x.astype(int).ravel(), e.reshape(-1, e.shape[-1]))
+        return dw
+    return np.tensordot(x, e, axes=(tuple(range(x.ndim - 1)), tuple(range(e.ndim - 1))))
 
 
 def _folded_between(model, c: int) -> list[str]:
@@ -733,14 +872,23 @@ def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: 
         elif lay.kind == G.CONV:
             k = tuple(lay.kernel)
             weights[n] = rng.standard_normal((lay.d_in, lay.d_out) + k) / np.sqrt(lay.d_in * int(np.prod(k)))
+    meta = _tensor_meta(g)
+    vocab: dict[str, int] = {}
     for n in G.topo_layers(g):
         lay = G.layer(g, n)
         if lay.kind == G.BATCHNORM:
-            c = None
-            for _, _, data in g.in_edges(n, data=True):
-                c = data["tensor"].shape[1]
+            c = meta[lay.inputs[0]].shape[1]
             weights[n] = (1.0 + 0.1 * rng.standard_normal(c), 0.1 * rng.standard_normal(c))
-    inputs = {t.name: rng.standard_normal(t.shape) for t in g.graph.get("inputs", ())}
+        elif _is_layernorm(lay):
+            c = meta[lay.inputs[0]].shape[-1]
+            weights[n] = (1.0 + 0.1 * rng.standard_normal(c), 0.1 * rng.standard_normal(c))
+        elif lay.kind == G.EMBEDDING:
+            weights[n] = rng.standard_normal((lay.d_in, lay.d_out))
+            vocab[lay.inputs[0]] = min(vocab.get(lay.inputs[0], lay.d_in), lay.d_in)
+        elif _is_const_op(lay):
+            weights[n] = float(rng.uniform(0.5, 1.5))
+    inputs = {t.name: (rng.integers(0, vocab[t.name], t.shape).astype(float) if t.name in vocab
+                       else rng.standard_normal(t.shape)) for t in g.graph.get("inputs", ())}
     out_err = {t.name: rng.standard_normal(t.shape) for t in g.graph.get("outputs", ())}
     ref_val, ref_err, ref_dW = _reference(g, weights, inputs, out_err)
 
@@ -761,7 +909,8 @@ def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: 
             comm.sink = None
 
     strat = [[model.nodes[i].strategy(t) for t in assignment[i]] for i in range(len(names))]
-    ctx = _Ctx(comm, run_step, weights, res)
+    axes_of = {name: (t.batch_axis, t.feature_axis) for name, t in meta.items()}
+    ctx = _Ctx(comm, run_step, weights, res, axes_of)
 
     def levels_of(i: int, axis: str) -> list[int]:
         return [h for h in range(H) if strat[i][h].split_axis == axis]
@@ -781,7 +930,7 @@ def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: 
     for i, n in enumerate(names):
         where["node"] = n
         lay = lay_of(i)
-        weighted = lay.kind in (G.GEMM, G.CONV)
+        weighted = lay.kind in (G.GEMM, G.CONV, G.EMBEDDING)
         n_slots = 1 if weighted else len(lay.inputs)
         dsts = [tuple(strat[i][h].in_layouts[s] for h in range(H)) for s in range(n_slots)]
         slots: list[Dist] = []
@@ -791,7 +940,7 @@ def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: 
         for s in range(n_slots):
             tname = lay.inputs[s]
             if tname in input_names:
-                slots.append(scatter(mesh, inputs[tname], dsts[s]))
+                slots.append(scatter(mesh, inputs[tname], dsts[s], axes_of[tname]))
                 continue
             for e_idx in model.in_edges[i]:
                 e = model.edges[e_idx]
@@ -830,20 +979,26 @@ def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: 
         folded_pre[i] = pre_nodes
         if weighted:
             f_out[i] = _weighted_forward(comm, run_step, mesh, i, lay, weights[n], slots[0], strat[i], levels_of,
-                                         ref_val[lay.outputs[0]].shape)
+                                         ref_val[lay.outputs[0]].shape, axes_of[lay.outputs[0]])
         else:
             out_l = tuple(strat[i][h].out_layout for h in range(H))
             for s, x in enumerate(slots):
-                if x.layouts != out_l:
+                if x.layouts != out_l and lay.kind != G.MATMUL_ACT:
                     raise SimulationError(f"{n}: slot {s} in {x.layouts}, output {out_l}")
-            f_out[i] = _local(lay, slots, ctx, "intra", i, "node")
+            if lay.kind == G.MATMUL_ACT:
+                vals_ = [slots[0].vals[p] @ slots[1].vals[p] for p in range(mesh.P)]
+                f_out[i] = Dist(mesh, vals_[0].shape, out_l, vals_, axes_of[lay.outputs[0]])
+                f_out[i] = _mask_to_layout(f_out[i])
+            else:
+                f_out[i] = _local(lay, slots, ctx, "intra", i, "node")
 
     # -- backward (reverse order); errors of a node's output accumulate in its needed layout
+    names_out = {i: lay_of(i).outputs[0] for i in range(len(names))}
     e_out: dict[int, Dist | None] = {i: None for i in range(len(names))}
     for t in g.graph.get("outputs", ()):
         for i, e in _folded_error_to_sources(model, t.name, out_err[t.name], ref_val, weights).items():
             lays = tuple(strat[i][h].out_err_layout for h in range(H))
-            e_out[i] = add(e_out[i], scatter(mesh, e, lays))
+            e_out[i] = add(e_out[i], scatter(mesh, e, lays, axes_of[names_out[i]]))
     max_err = [0.0] * len(names)
     scale = [0.0] * len(names)
     pending: dict[int, list] = defaultdict(list)   # producer -> [(consumer, edge, error Dist)]
@@ -863,12 +1018,12 @@ def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: 
                 conv = _local_bwd(G.layer(g, pre[k]), [x_in], conv, 0, conv.layouts, ctx, "fold", c, f"pre:{i}")
             e_out[i] = add(e_out[i], conv)
         if e_out[i] is None:
-            e_out[i] = scatter(mesh, np.zeros_like(ref_val[out_t]), lays)
+            e_out[i] = scatter(mesh, np.zeros_like(ref_val[out_t]), lays, axes_of[out_t])
         eo = e_out[i]
         errs = [_dist_err(f_out[i], ref_val[out_t]), _dist_err(eo, ref_err[out_t])]
         scale[i] = float(np.abs(ref_val[out_t]).max(initial=0))
         needs = [e for e in model.in_edges[i] if model.edges[e].needs_error]
-        if lay.kind in (G.GEMM, G.CONV):
+        if lay.kind in (G.GEMM, G.CONV, G.EMBEDDING):
             dw, ein = _weighted_backward(comm, run_step, mesh, i, lay, weights[n], f_in[i][0], eo, strat[i],
                                          levels_of)
             errs.append(_dist_err(dw, ref_dW[n]))
@@ -947,7 +1102,7 @@ def _fold_into_partials(items: list, edge_pre: dict) -> list:
                 for p, v in enumerate(d.vals):
                     keep = all(d.mesh.coords[p][h] == 0 for h in lv)
                     vals.append(v if keep else np.where(np.isnan(v), np.nan, 0.0))
-                d = Dist(d.mesh, d.shape, d2.layouts, vals)
+                d = Dist(d.mesh, d.shape, d2.layouts, vals, d.axes)
                 break
         out.append((c, e_idx, d))
     return out
@@ -974,8 +1129,7 @@ def _pre_chain(model, p: int, folded: list[str]) -> list[str]:
             break
         chain.append(nxt[0])
         cur = nxt[0]
-    last = max((k for k, n in enumerate(chain) if G.layer(g, n).op in _LOCAL and _LOCAL[G.layer(g, n).op][2]),
-               default=-1)
+    last = max((k for k, n in enumerate(chain) if _changes_shape(G.layer(g, n))), default=-1)
     return chain[:last + 1]
 
 
@@ -984,8 +1138,9 @@ class _Ctx:
     that split the batch (counted as the kept node's intra-layer traffic, or as ``fold`` traffic
     of the consumer that runs a folded BatchNorm)."""
 
-    def __init__(self, comm: Comm, run_step, params: dict, res: SimResult):
+    def __init__(self, comm: Comm, run_step, params: dict, res: SimResult, axes: dict | None = None):
         self.comm, self.run_step, self.params, self.res = comm, run_step, params, res
+        self.axes = axes or {}      # tensor name -> (batch axis, feature axis)
 
     def allreduce_stats(self, key: tuple, kind: str, what: str, node: int, st: Dist) -> Dist:
         lays = st.layouts
@@ -1031,7 +1186,7 @@ def _bn_forward(ctx: _Ctx, lay: G.Layer, x: Dist, kind: str, node: int, where: s
         var = st.vals[p][1] / n - mean ** 2
         xhat = (v - mean.reshape(_bn_shape(v))) / np.sqrt(var + eps).reshape(_bn_shape(v))
         out.append(gamma.reshape(_bn_shape(v)) * xhat + beta.reshape(_bn_shape(v)))
-    return Dist(x.mesh, x.shape, x.layouts, out)
+    return Dist(x.mesh, x.shape, x.layouts, out, x.axes)
 
 
 def _bn_backward(ctx: _Ctx, lay: G.Layer, x: Dist, e: Dist, kind: str, node: int, where: str) -> Dist:
@@ -1058,16 +1213,84 @@ def _bn_backward(ctx: _Ctx, lay: G.Layer, x: Dist, e: Dist, kind: str, node: int
         xhat, inv = xh[p]
         se, sex = st.vals[p][0].reshape(_bn_shape(v)), st.vals[p][1].reshape(_bn_shape(v))
         out.append(gamma.reshape(_bn_shape(v)) * inv.reshape(_bn_shape(v)) * (e.vals[p] - se / n - xhat * sex / n))
-    return Dist(x.mesh, x.shape, e.layouts, out)
+    return Dist(x.mesh, x.shape, e.layouts, out, x.axes)
+
+
+def _mask_to_layout(d: Dist) -> Dist:
+    """Drop what a PE computed outside its shard (e.g. a batched product over replicated heads)."""
+    vals = []
+    for p, v in enumerate(d.vals):
+        m = shard_mask(d.mesh, d.shape, d.layouts, p, d.axes)
+        vals.append(np.where(m, v, np.nan))
+    return Dist(d.mesh, d.shape, d.layouts, vals, d.axes)
 
 
 def _local(lay: G.Layer, xs: list[Dist], ctx: _Ctx | None = None, kind: str = "intra", node: int = -1,
            where: str = "") -> Dist:
-    """An op on every PE's shards (the output keeps the inputs' layouts); only BatchNorm talks."""
+    """An op on every PE's shards (the output keeps the inputs' layouts); BatchNorm and a
+    LayerNorm over a split feature axis talk (statistics), a split softmax axis is unsupported."""
     if lay.kind == G.BATCHNORM:
         return _bn_forward(ctx, lay, xs[0], kind, node, where)
-    vals = [_forward_op(lay, [x.vals[p] for x in xs], None) for p in range(xs[0].mesh.P)]
-    return Dist(xs[0].mesh, vals[0].shape, xs[0].layouts, vals)
+    axes = ctx.axes.get(lay.outputs[0], xs[0].axes) if ctx is not None else xs[0].axes
+    x0 = xs[0]
+    if (_is_layernorm(lay) or _is_softmax(lay)) and x0.axes[1] == len(x0.shape) - 1 and COLS in x0.layouts:
+        if _is_softmax(lay):
+            raise _Unsupported(f"{lay.name} (Softmax): softmax over a split feature axis")
+        return _ln_forward(ctx, lay, x0, kind, node, where)
+    w = ctx.params.get(lay.name) if ctx is not None else None
+    vals = [_forward_op(lay, [x.vals[p] for x in xs], w) for p in range(x0.mesh.P)]
+    return Dist(x0.mesh, vals[0].shape, x0.layouts, vals, axes)
+
+
+def _ln_stats(x: Dist, parts: list[np.ndarray]) -> Dist:
+    """Per-row partial sums over a split last (feature) axis: partial where the features split."""
+    lays = tuple(PARTIAL if l == COLS else (FULL if l == PARTIAL else l) for l in x.layouts)
+    return Dist(x.mesh, parts[0].shape, lays, parts, (x.axes[0], None))
+
+
+def _row_sums(v: np.ndarray, *arrays) -> np.ndarray:
+    held = ~np.isnan(v).all(axis=-1)
+    return np.stack([np.where(held, np.nansum(a, axis=-1), np.nan) for a in arrays], axis=-1)
+
+
+def _ln_forward(ctx: _Ctx, lay: G.Layer, x: Dist, kind: str, node: int, where: str) -> Dist:
+    gamma, beta = ctx.params[lay.name]
+    eps = float(lay.attr("epsilon", 1e-5))
+    n = x.shape[-1]
+    st = _ln_stats(x, [_row_sums(v, v, v * v) for v in x.vals])
+    st = ctx.allreduce_stats(("ln", node, lay.name, "fwd", where), kind, f"{lay.name} statistics", node, st)
+    out = []
+    for p, v in enumerate(x.vals):
+        mean = st.vals[p][..., :1] / n
+        var = st.vals[p][..., 1:] / n - mean ** 2
+        out.append(gamma * (v - mean) / np.sqrt(var + eps) + beta)
+    return Dist(x.mesh, x.shape, x.layouts, out, x.axes)
+
+
+def _ln_backward(ctx: _Ctx, lay: G.Layer, x: Dist, e: Dist, kind: str, node: int, where: str) -> Dist:
+    gamma, _beta = ctx.params[lay.name]
+    eps = float(lay.attr("epsilon", 1e-5))
+    n = x.shape[-1]
+    stx = _ln_stats(x, [_row_sums(v, v, v * v) for v in x.vals])
+    saved = ctx.comm.sink
+    ctx.comm.sink = None
+    stx = ctx.comm.allreduce_levels(stx)       # forward statistics, kept from the forward pass
+    ctx.comm.sink = saved
+    xh, parts = [], []
+    for p, v in enumerate(x.vals):
+        mean = stx.vals[p][..., :1] / n
+        inv = 1.0 / np.sqrt(stx.vals[p][..., 1:] / n - mean ** 2 + eps)
+        xhat = (v - mean) * inv
+        g_ = e.vals[p] * gamma
+        xh.append((xhat, inv, g_))
+        parts.append(_row_sums(v, g_, g_ * xhat))
+    st = _ln_stats(e, parts)
+    st = ctx.allreduce_stats(("ln", node, lay.name, "bwd", where), kind, f"{lay.name} statistics", node, st)
+    out = []
+    for p in range(len(x.vals)):
+        xhat, inv, g_ = xh[p]
+        out.append(inv * (g_ - st.vals[p][..., :1] / n - xhat * st.vals[p][..., 1:] / n))
+    return Dist(x.mesh, x.shape, e.layouts, out, x.axes)
 
 
 def _local_bwd(lay: G.Layer, xs: list[Dist], e: Dist, k: int, layouts: tuple, ctx: _Ctx | None = None,
@@ -1075,28 +1298,54 @@ def _local_bwd(lay: G.Layer, xs: list[Dist], e: Dist, k: int, layouts: tuple, ct
     """The error of input k of a local op, on every PE."""
     if lay.kind == G.BATCHNORM:
         d = _bn_backward(ctx, lay, xs[0], e, kind, node, where)
-        return Dist(d.mesh, d.shape, layouts, d.vals)
-    vals = [_backward_op(lay, [x.vals[p] for x in xs], e.vals[p], None)[k] for p in range(e.mesh.P)]
-    return Dist(e.mesh, vals[0].shape, layouts, vals)
+        return Dist(d.mesh, d.shape, layouts, d.vals, d.axes)
+    x0 = xs[0]
+    if _is_layernorm(lay) and x0.axes[1] == len(x0.shape) - 1 and COLS in x0.layouts:
+        d = _ln_backward(ctx, lay, x0, e, kind, node, where)
+        return Dist(d.mesh, d.shape, layouts, d.vals, d.axes)
+    w = ctx.params.get(lay.name) if ctx is not None else None
+    vals = [_backward_op(lay, [x.vals[p] for x in xs], e.vals[p], w)[k] for p in range(e.mesh.P)]
+    d = Dist(e.mesh, vals[0].shape, layouts, vals, xs[k].axes)
+    return _mask_to_layout(d) if lay.kind == G.MATMUL_ACT else d
+
+
+def _take(a: np.ndarray, masks: dict) -> np.ndarray:
+    for ax, m in masks.items():
+        if ax is not None:
+            a = a.compress(m, axis=ax)
+    return a
+
+
+def _ix(shape: tuple, masks: dict) -> tuple:
+    return np.ix_(*[np.flatnonzero(masks[ax]) if ax in masks else np.arange(n) for ax, n in enumerate(shape)])
 
 
 def _weighted_forward(comm: Comm, run_step, mesh: Mesh, i: int, lay: G.Layer, w: np.ndarray, x: Dist,
-                      strat: list, levels_of, out_shape: tuple) -> Dist:
+                      strat: list, levels_of, out_shape: tuple, out_axes: tuple) -> Dist:
     """Local products on every PE's shard, then the all-reduce of the partial output (type II levels)."""
     H = len(strat)
-    B, Di, Do = x.shape[0], w.shape[0], w.shape[1]
+    (bax, fax), (obax, ofax) = x.axes, out_axes
+    B, Di, Do = x.shape[bax], w.shape[0], w.shape[1]
     R, I_, O = levels_of(i, "b"), levels_of(i, "i"), levels_of(i, "o")
     vals = []
     for p in range(mesh.P):
         rm, im, om = axis_mask(mesh, B, R, p), axis_mask(mesh, Di, I_, p), axis_mask(mesh, Do, O, p)
-        xb = x.vals[p][np.ix_(rm, im)]
-        if np.isnan(xb).any():
-            raise SimulationError(f"{lay.name}: PE {p} lacks part of its input shard")
         v = np.full(out_shape, np.nan)
-        v[np.ix_(rm, om)] = _forward_op(lay, [xb], w[np.ix_(im, om)])
+        if lay.kind == G.EMBEDDING:
+            ids = _take(x.vals[p], {bax: rm})
+            if np.isnan(ids).any():
+                raise SimulationError(f"{lay.name}: PE {p} lacks part of its ids")
+            ids = ids.astype(int)
+            blk = np.where(im[ids][..., None], w[:, om][ids], 0.0)    # rows of other PEs' vocabulary: 0
+        else:
+            xb = _take(x.vals[p], {bax: rm, fax: im})
+            if np.isnan(xb).any():
+                raise SimulationError(f"{lay.name}: PE {p} lacks part of its input shard")
+            blk = _forward_op(lay, [xb], w[np.ix_(im, om)])
+        v[_ix(out_shape, {obax: rm, ofax: om})] = blk
         vals.append(v)
     lays = tuple({"b": ROWS, "i": PARTIAL, "o": COLS}[strat[h].split_axis] for h in range(H))
-    d = Dist(mesh, out_shape, lays, vals)
+    d = Dist(mesh, out_shape, lays, vals, out_axes)
     d = run_step(("intra", i, "F_out"), "intra", "F_out", i, lambda: comm.allreduce_levels(d))
     out_l = tuple(strat[h].out_layout for h in range(H))
     if d.layouts != out_l:
@@ -1105,29 +1354,37 @@ def _weighted_forward(comm: Comm, run_step, mesh: Mesh, i: int, lay: G.Layer, w:
 
 
 def _weighted_backward(comm: Comm, run_step, mesh: Mesh, i: int, lay: G.Layer, w: np.ndarray, x: Dist, eo: Dist,
-                       strat: list, levels_of) -> tuple[Dist, Dist]:
-    """dW on every PE's shard, all-reduced over type I levels; E_in left partial over type III levels."""
+                       strat: list, levels_of) -> tuple[Dist, Dist | None]:
+    """dW on every PE's shard, all-reduced over type I levels; E_in left partial over type III levels
+    (None for an embedding: token ids take no error)."""
     H = len(strat)
-    B, Di, Do = x.shape[0], w.shape[0], w.shape[1]
+    (bax, fax), (obax, ofax) = x.axes, eo.axes
+    B, Di, Do = x.shape[bax], w.shape[0], w.shape[1]
     R, I_, O = levels_of(i, "b"), levels_of(i, "i"), levels_of(i, "o")
     dw_vals, ei_vals = [], []
     for p in range(mesh.P):
         rm, im, om = axis_mask(mesh, B, R, p), axis_mask(mesh, Di, I_, p), axis_mask(mesh, Do, O, p)
-        eb = eo.vals[p][np.ix_(rm, om)]
-        xb = x.vals[p][np.ix_(rm, im)]
+        eb = _take(eo.vals[p], {obax: rm, ofax: om})
         if np.isnan(eb).any():
             raise SimulationError(f"{lay.name}: PE {p} lacks part of its output-error shard")
         v = np.full(w.shape, np.nan)
-        v[np.ix_(im, om)] = _weight_grad(lay, xb, eb)
+        if lay.kind == G.EMBEDDING:
+            ids = _take(x.vals[p], {bax: rm})
+            v[np.ix_(im, om)] = _weight_grad(lay, ids, eb, Di)[im]
+        else:
+            xb = _take(x.vals[p], {bax: rm, fax: im})
+            v[np.ix_(im, om)] = _weight_grad(lay, xb, eb)
+            u = np.full(x.shape, np.nan)
+            u[_ix(x.shape, {bax: rm, fax: im})] = _backward_op(lay, [xb], eb, w[np.ix_(im, om)])[0]
+            ei_vals.append(u)
         dw_vals.append(v)
-        u = np.full(x.shape, np.nan)
-        u[np.ix_(rm, im)] = _backward_op(lay, [xb], eb, w[np.ix_(im, om)])[0]
-        ei_vals.append(u)
     dlays = tuple({"b": PARTIAL, "i": ROWS, "o": COLS}[strat[h].split_axis] for h in range(H))
     dw = Dist(mesh, w.shape, dlays, dw_vals)
     dw = run_step(("intra", i, "dW"), "intra", "dW", i, lambda: comm.allreduce_levels(dw))
+    if lay.kind == G.EMBEDDING:
+        return dw, None
     elays = tuple(strat[h].in_err_layouts[0] for h in range(H))
-    return dw, Dist(mesh, x.shape, elays, ei_vals)
+    return dw, Dist(mesh, x.shape, elays, ei_vals, x.axes)
 
 
 def _dist_err(d: Dist, ref: np.ndarray) -> float:

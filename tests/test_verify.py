@@ -533,12 +533,12 @@ def test_mutated_transition_fails_naming_layer_and_level(monkeypatch):
 
 
 def test_unsupported_ops_named(tmp_path):
-    path = mlp_onnx(tmp_path / "m.onnx", op="Softmax")
+    path = mlp_onnx(tmp_path / "m.onnx", op="Softsign")
     plan_path = tmp_path / "plan.json"
     _partition(path, plan_path, "--levels", "2")
     res = runner().invoke(cli, ["verify", str(path), str(plan_path)])
     assert res.exit_code == 1
-    assert "cannot simulate" in res.output and "op Softmax (kind softmax): act0, act1, act2" in res.output
+    assert "cannot simulate" in res.output and "op Softsign (kind elementwise): act0, act1, act2" in res.output
 
 
 def test_uneven_split_reported():
