@@ -1518,8 +1518,7 @@ def _sharing(kind: str, base: tuple, src: tuple, tgt: tuple, view: tuple, steps:
     n, cur = 0, tuple(src)
     for h, op, new in steps:
         nxt = cur[:h] + (new,) + cur[h + 1:]
-        if op != "slice" and (_step_key(kind, base, h, cur, nxt, src, tgt, view) in known
-                              or (memo is not None and base + (nxt,) in memo)):
+        if op != "slice" and _step_key(kind, base, h, cur, nxt, src, tgt, view) in known:
             n += 1
         cur = nxt
     return n
@@ -1539,7 +1538,9 @@ def _convert(comm: Comm, run_step, memo: dict | None, kind: str, base: tuple, wh
         pre = d.layouts
         nxt = pre[:h] + (new,) + pre[h + 1:]
         key = _step_key(kind, base, h, pre, nxt, src, tgt, view)
-        hit = memo.get(base + (nxt,)) if memo is not None else None
+        # a state another conversion reached is reused only through the same step (the cost
+        # model's de-duplication: same tensor, view size and layouts), else moved again
+        hit = memo.get(key) if memo is not None and op != "slice" else None
         if hit is not None:
             run_step(key, kind, what, c, lambda: None)
             d = hit
@@ -1547,8 +1548,8 @@ def _convert(comm: Comm, run_step, memo: dict | None, kind: str, base: tuple, wh
             d = slice_local(d, h, new)
         else:
             d = run_step(key, kind, what, c, lambda d=d, h=h, new=new: comm.relayout(d, h, new))
-        if memo is not None:
-            memo[base + (nxt,)] = d
+        if memo is not None and op != "slice":
+            memo[key] = d
     if d.layouts != tgt:
         raise SimulationError(f"{kind} conversion {what} ended in {d.layouts}, wanted {tgt}")
     return d
