@@ -1164,9 +1164,16 @@ def _stats_dist(x: Dist, parts: list[np.ndarray]) -> Dist:
     return Dist(x.mesh, parts[0].shape, lays, parts)
 
 
-def _channel_sums(v: np.ndarray, *arrays) -> np.ndarray:
-    held = ~np.isnan(v).all(axis=tuple(a for a in range(v.ndim) if a != 1))
+def _held(x: Dist, p: int, keep: str) -> np.ndarray:
+    """PE p's shard of x under only its ``keep`` (ROWS or COLS) splits: which channels / rows it
+    holds, even when its share of the other axis is empty (uneven splits)."""
+    lays = tuple(l if l == keep else FULL for l in x.layouts)
+    return shard_mask(x.mesh, x.shape, lays, p, x.axes)
+
+
+def _channel_sums(v: np.ndarray, held_mask: np.ndarray, *arrays) -> np.ndarray:
     axes = tuple(a for a in range(v.ndim) if a != 1)
+    held = held_mask.any(axis=axes)
     return np.stack([np.where(held, np.nansum(a, axis=axes), np.nan) for a in arrays])
 
 
@@ -1178,7 +1185,7 @@ def _bn_forward(ctx: _Ctx, lay: G.Layer, x: Dist, kind: str, node: int, where: s
     gamma, beta = ctx.params[lay.name]
     eps = float(lay.attr("epsilon", 1e-5))
     n = x.shape[0] * int(np.prod(x.shape[2:]))
-    st = _stats_dist(x, [_channel_sums(v, v, v * v) for v in x.vals])
+    st = _stats_dist(x, [_channel_sums(v, _held(x, p, COLS), v, v * v) for p, v in enumerate(x.vals)])
     st = ctx.allreduce_stats(("bn", node, lay.name, "fwd", where), kind, f"{lay.name} statistics", node, st)
     out = []
     for p, v in enumerate(x.vals):
@@ -1193,7 +1200,7 @@ def _bn_backward(ctx: _Ctx, lay: G.Layer, x: Dist, e: Dist, kind: str, node: int
     gamma, _beta = ctx.params[lay.name]
     eps = float(lay.attr("epsilon", 1e-5))
     n = x.shape[0] * int(np.prod(x.shape[2:]))
-    stx = _stats_dist(x, [_channel_sums(v, v, v * v) for v in x.vals])
+    stx = _stats_dist(x, [_channel_sums(v, _held(x, p, COLS), v, v * v) for p, v in enumerate(x.vals)])
     # the forward statistics are kept from the forward pass (recomputed here without counting)
     saved = ctx.comm.sink
     ctx.comm.sink = None
@@ -1205,7 +1212,7 @@ def _bn_backward(ctx: _Ctx, lay: G.Layer, x: Dist, e: Dist, kind: str, node: int
         inv = 1.0 / np.sqrt(stx.vals[p][1] / n - mean ** 2 + eps)
         xhat = (v - mean.reshape(_bn_shape(v))) * inv.reshape(_bn_shape(v))
         xh.append((xhat, inv))
-        parts.append(_channel_sums(v, e.vals[p], e.vals[p] * xhat))
+        parts.append(_channel_sums(v, _held(x, p, COLS), e.vals[p], e.vals[p] * xhat))
     st = _stats_dist(e, parts)
     st = ctx.allreduce_stats(("bn", node, lay.name, "bwd", where), kind, f"{lay.name} statistics", node, st)
     out = []
@@ -1239,7 +1246,13 @@ def _local(lay: G.Layer, xs: list[Dist], ctx: _Ctx | None = None, kind: str = "i
         return _ln_forward(ctx, lay, x0, kind, node, where)
     w = ctx.params.get(lay.name) if ctx is not None else None
     vals = [_forward_op(lay, [x.vals[p] for x in xs], w) for p in range(x0.mesh.P)]
-    return Dist(x0.mesh, vals[0].shape, x0.layouts, vals, axes)
+    out = Dist(x0.mesh, vals[0].shape, x0.layouts, vals, axes)
+    if _is_shape_op(lay) and any(l in (ROWS, COLS) for l in x0.layouts):
+        for p, v in enumerate(out.vals):
+            if not np.array_equal(~np.isnan(v), shard_mask(out.mesh, out.shape, out.layouts, p, out.axes)):
+                raise _Unsupported(f"{lay.name} ({lay.op}): the shards do not map through it (uneven split "
+                                   f"of {x0.shape} vs {out.shape}); the cost model assumes they do")
+    return out
 
 
 def _ln_stats(x: Dist, parts: list[np.ndarray]) -> Dist:
@@ -1248,8 +1261,8 @@ def _ln_stats(x: Dist, parts: list[np.ndarray]) -> Dist:
     return Dist(x.mesh, parts[0].shape, lays, parts, (x.axes[0], None))
 
 
-def _row_sums(v: np.ndarray, *arrays) -> np.ndarray:
-    held = ~np.isnan(v).all(axis=-1)
+def _row_sums(v: np.ndarray, held_mask: np.ndarray, *arrays) -> np.ndarray:
+    held = held_mask.any(axis=-1)
     return np.stack([np.where(held, np.nansum(a, axis=-1), np.nan) for a in arrays], axis=-1)
 
 
@@ -1257,7 +1270,7 @@ def _ln_forward(ctx: _Ctx, lay: G.Layer, x: Dist, kind: str, node: int, where: s
     gamma, beta = ctx.params[lay.name]
     eps = float(lay.attr("epsilon", 1e-5))
     n = x.shape[-1]
-    st = _ln_stats(x, [_row_sums(v, v, v * v) for v in x.vals])
+    st = _ln_stats(x, [_row_sums(v, _held(x, p, ROWS), v, v * v) for p, v in enumerate(x.vals)])
     st = ctx.allreduce_stats(("ln", node, lay.name, "fwd", where), kind, f"{lay.name} statistics", node, st)
     out = []
     for p, v in enumerate(x.vals):
@@ -1271,7 +1284,7 @@ def _ln_backward(ctx: _Ctx, lay: G.Layer, x: Dist, e: Dist, kind: str, node: int
     gamma, _beta = ctx.params[lay.name]
     eps = float(lay.attr("epsilon", 1e-5))
     n = x.shape[-1]
-    stx = _ln_stats(x, [_row_sums(v, v, v * v) for v in x.vals])
+    stx = _ln_stats(x, [_row_sums(v, _held(x, p, ROWS), v, v * v) for p, v in enumerate(x.vals)])
     saved = ctx.comm.sink
     ctx.comm.sink = None
     stx = ctx.comm.allreduce_levels(stx)       # forward statistics, kept from the forward pass
@@ -1283,7 +1296,7 @@ def _ln_backward(ctx: _Ctx, lay: G.Layer, x: Dist, e: Dist, kind: str, node: int
         xhat = (v - mean) * inv
         g_ = e.vals[p] * gamma
         xh.append((xhat, inv, g_))
-        parts.append(_row_sums(v, g_, g_ * xhat))
+        parts.append(_row_sums(v, _held(x, p, ROWS), g_, g_ * xhat))
     st = _ln_stats(e, parts)
     st = ctx.allreduce_stats(("ln", node, lay.name, "bwd", where), kind, f"{lay.name} statistics", node, st)
     out = []
