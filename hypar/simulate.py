@@ -14,21 +14,31 @@ every kept node) and
    intra-layer quantity) and per level.
 
 Conventions, those of the cost model (SPEC.md §2-4): amounts are elements received, summed over
-every PE of every group; forward conversions run in the consumer's view (top level first, after
-slicing locally wherever the producer holds a replica), backward conversions bottom level first;
-partial sums are all-reduced (reduce-scatter of flat chunks + all-gather, hierarchically over
-several levels); a conversion of one producer tensor that reaches the same state for several
-consumers is executed once and charged to the first consumer; errors of several consumers in the
-same state are summed locally and converted once.
+every PE of every group; a conversion runs level by level (messages at level h only between PEs
+that differ in their level-h coordinate) in an order that realises the model's per-level amounts
+on the consumer's view (:func:`schedule`: levels above as the consumer's view, levels below
+sharded); when no order does, the conversion is flagged and the difference is reported as a
+cost-model limitation. Partial sums are all-reduced whatever the target (reduce-scatter +
+all-gather, hierarchically over several levels). One producer tensor converted by the same step
+for several consumers (same state, source layout and view size, the model's de-duplication key)
+moves once and is charged to the first consumer; errors of several consumers in the same state
+are summed locally and converted once.
 
 Shards: the index ``r`` of a split axis of size ``N`` lies in block ``r // (N / P)`` (``P`` =
 number of PEs) whose mixed-radix digits (top level first) say which subgroup holds it at each
-level, so a split at one level is independent of the splits at the others. This needs every split
-axis to divide by ``P`` and equal subgroups; other cases are reported as unsupported.
+level, so a split at one level is independent of the splits at the others. Several levels need
+every split axis to divide by ``P`` on a homogeneous array; one level takes any sizes and
+heterogeneous subgroups (contiguous parts of ``split_counts``, as the cost model rounds them).
 
-Coverage: decision-layer graphs (spaces ``hypar`` / ``accpar``) of Gemm / MatMul-with-weight
-layers with residual Adds folded into the edges. Anything else is reported by name in
-``SimResult.unsupported`` and nothing is simulated.
+Coverage: Gemm / MatMul with a weight (also over sequence positions), Conv (im2col; 2-D,
+ungrouped), embeddings (Gather of graph-input ids), attention MatMuls (batch or heads), residual
+Add and elementwise Mul/Sub/Div of two activations, elementwise ops with a constant operand (run
+with a seeded scalar), Relu/Tanh/Sigmoid/Gelu/Erf/Identity/Dropout, MaxPool/AveragePool/
+GlobalAveragePool, Flatten/Reshape/Transpose/(Un)Squeeze, Softmax (not over a split axis),
+LayerNorm and BatchNorm (training statistics all-reduced over the levels that split their axis),
+in every partition space (folded ops run locally on the consumer's side, or on the producer's
+side before a conversion when they change the shape). Anything else -- and uneven splits over
+several levels -- is reported by name in ``SimResult.unsupported`` and nothing is simulated.
 """
 
 from __future__ import annotations
@@ -92,8 +102,9 @@ class SimResult:
                 return text
         for c, h, what in self.folded_stats:
             if c == node and h == level:
-                return (f"{what}: a folded BatchNorm under a batch split needs its statistics all-reduced "
-                        "(mean, variance forward; two sums backward); the folded space does not charge them")
+                return (f"{what}: a folded normalisation whose statistics axis is split (BatchNorm under a "
+                        "batch split, LayerNorm under a feature split) needs its statistics all-reduced (mean, "
+                        "variance forward; two sums backward); the folded space does not charge them")
         for kind, what, c, levels, src, tgt in self.flags:
             if c == node and level in levels:
                 return (f"{kind} {what} {'/'.join(src)} -> {'/'.join(tgt)}: no level-by-level order moves "

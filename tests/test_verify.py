@@ -253,7 +253,7 @@ def test_property_conv_nets_one_level(seed, n_blocks, k, space):
     assert all(l.max_err <= rep.tol * max(1.0, l.scale) for l in rep.layers), report_table(rep)
     for layer in rep.layers:
         for r in layer.reasons:
-            assert "folded BatchNorm" in r, report_table(rep)
+            assert "folded normalisation" in r, report_table(rep)
     if space == "full":
         assert rep.ok, report_table(rep)
 
