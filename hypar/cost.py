@@ -139,7 +139,7 @@ class CostModel:
         self.in_edges: list[list[int]] = [[] for _ in keep]
         for e, em in enumerate(self.edges):
             self.in_edges[em.c].append(e)
-        self.use_factors = False      # fanned-out tensors as factor terms (else group terms)
+        self.use_factors = True       # fanned-out tensors as factor terms (else group terms)
         self._views: dict = {}
         self._leaf_cache: dict = {}
         self._convert_cache: dict = {}

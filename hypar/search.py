@@ -185,8 +185,8 @@ def greedy(model: CostModel, objective: str, settings: SolverSettings, log: Sear
 def refine(model: CostModel, starts: list[list[tuple]], objective: str, settings: SolverSettings,
            log: SearchLog | None = None, max_rounds: int = 10) -> list[tuple]:
     """Start from the best of ``starts``; re-solve each level with the others fixed, keeping a
-    change only when the exact evaluation improves, until a round improves nothing.
-    Never worse than any start."""
+    change only when the exact evaluation improves, until no level can improve (at most
+    ``max_rounds`` x levels solves). Never worse than any start."""
     cap = settings.memory_cap_bytes
 
     def fits(a: list[tuple]) -> bool:
@@ -197,20 +197,22 @@ def refine(model: CostModel, starts: list[list[tuple]], objective: str, settings
         raise _infeasible(model, settings)
     best = min(feasible, key=lambda a: model.evaluate(a).objective(objective))
     best_val = model.evaluate(best).objective(objective)
-    for _ in range(max_rounds):
-        improved = False
-        for h in range(model.n_levels):
-            prob = model.level_problem(best, h, objective, lower="fixed", memory_cap_bytes=cap)
-            inc = tuple(prob.choices[i].index(best[i][h]) for i in range(len(best)))
-            sol = solve_level(prob, settings, incumbent=inc)
-            if log is not None:
-                log.record("refine", h, sol)
-            cand = [a[:h] + (prob.choices[i][sol.assignment[i]],) + a[h + 1:] for i, a in enumerate(best)]
-            val = model.evaluate(cand).objective(objective)
-            if val < best_val * (1 - 1e-12) and fits(cand):
-                best, best_val, improved = cand, val, True
-        if not improved:
-            break
+    # A level needs re-solving only while another level changed since it was last solved.
+    dirty = list(range(model.n_levels))
+    solves = 0
+    while dirty and solves < max_rounds * model.n_levels:
+        h = dirty.pop(0)
+        solves += 1
+        prob = model.level_problem(best, h, objective, lower="fixed", memory_cap_bytes=cap)
+        inc = tuple(prob.choices[i].index(best[i][h]) for i in range(len(best)))
+        sol = solve_level(prob, settings, incumbent=inc)
+        if log is not None:
+            log.record("refine", h, sol)
+        cand = [a[:h] + (prob.choices[i][sol.assignment[i]],) + a[h + 1:] for i, a in enumerate(best)]
+        val = model.evaluate(cand).objective(objective)
+        if val < best_val * (1 - 1e-12) and fits(cand):
+            best, best_val = cand, val
+            dirty += [g for g in range(model.n_levels) if g != h and g not in dirty]
     return best
 
 
