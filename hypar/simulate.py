@@ -541,6 +541,19 @@ def _is_shape_op(lay: G.Layer) -> bool:
         and (lay.op != "Transpose" or lay.attr("perm") is not None)
 
 
+def _is_split(lay: G.Layer) -> bool:
+    return lay.kind == G.SPLIT and lay.op == "Split" and lay.attr("split") is not None and len(lay.inputs) == 1
+
+
+def _split_slice(lay: G.Layer, ndim: int, out: str) -> tuple:
+    """The index of output ``out`` of a Split inside its input."""
+    axis = int(lay.attr("axis", 0)) % ndim
+    sizes = list(lay.attr("split"))
+    k = list(lay.outputs).index(out)
+    start = sum(sizes[:k])
+    return tuple(slice(start, start + sizes[k]) if a == axis else slice(None) for a in range(ndim))
+
+
 def _is_layernorm(lay: G.Layer) -> bool:
     return lay.kind == G.FEATURENORM and lay.op == "LayerNormalization" and len(lay.inputs) == 1
 
@@ -623,7 +636,7 @@ def _supported(model) -> list[str]:
                 bad.append(f"{n} ({lay.op}): only 2-D, ungrouped, undilated Conv is simulated")
             elif n not in kept:
                 bad.append(f"{n} ({lay.op}): weighted layer not kept by the cost model")
-        elif not (_is_add(lay) or _is_chain_op(lay) or _is_binary(lay)):
+        elif not (_is_add(lay) or _is_chain_op(lay) or _is_binary(lay) or _is_split(lay)):
             bad.append(f"{n} ({lay.op}, kind {lay.kind})")
     for n in G.topo_layers(g):
         lay = G.layer(g, n)
@@ -647,6 +660,11 @@ def _reference(g, weights: dict, inputs: dict, out_err: dict):
     val: dict[str, np.ndarray] = dict(inputs)
     for n in order:
         lay = G.layer(g, n)
+        if _is_split(lay):
+            x = val[lay.inputs[0]]
+            for o in lay.outputs:
+                val[o] = x[_split_slice(lay, x.ndim, o)]
+            continue
         val[lay.outputs[0]] = _forward_op(lay, [val[t] for t in lay.inputs], weights.get(n))
     err: dict[str, np.ndarray] = {t: np.zeros_like(v) for t, v in val.items()}
     for t, e in out_err.items():
@@ -654,6 +672,13 @@ def _reference(g, weights: dict, inputs: dict, out_err: dict):
     dW = {}
     for n in reversed(order):
         lay = G.layer(g, n)
+        if _is_split(lay):
+            x = val[lay.inputs[0]]
+            e_in = np.zeros_like(x)
+            for o in lay.outputs:
+                e_in[_split_slice(lay, x.ndim, o)] += err[o]
+            err[lay.inputs[0]] = err[lay.inputs[0]] + e_in
+            continue
         e_out = err[lay.outputs[0]]
         xs = [val[t] for t in lay.inputs]
         if lay.kind in (G.GEMM, G.CONV, G.EMBEDDING):
@@ -821,7 +846,14 @@ def _folded_error_to_sources(model, tname: str, e: np.ndarray, ref_val: dict, we
             continue
         lay = G.layer(g, n)
         e_t = err.pop(t)
-        for u, eu in zip(lay.inputs, _backward_op(lay, [ref_val[x] for x in lay.inputs], e_t, weights.get(n))):
+        if _is_split(lay):
+            x = ref_val[lay.inputs[0]]
+            full = np.zeros_like(x)
+            full[_split_slice(lay, x.ndim, t)] = e_t
+            grads = [full]
+        else:
+            grads = _backward_op(lay, [ref_val[x] for x in lay.inputs], e_t, weights.get(n))
+        for u, eu in zip(lay.inputs, grads):
             if u not in err:
                 pending.append(u)
                 err[u] = 0
@@ -937,6 +969,8 @@ def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: 
     edge_pre: dict[int, tuple] = {}         # edge index -> (pre chain, converted tensor, base key)
     folded_pre: dict[int, set] = {}         # per kept node: folded ops run on the producers' side
     f_out: dict[int, Dist] = {}
+    f_outs: dict[int, dict] = defaultdict(dict)   # several outputs (a kept Split): tensor -> Dist
+    producer = {o: n for n in g.nodes for o in G.layer(g, n).outputs}
     input_names = {t.name for t in g.graph.get("inputs", ())}
     for i, n in enumerate(names):
         where["node"] = n
@@ -957,14 +991,15 @@ def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: 
                 e = model.edges[e_idx]
                 if e.slot != s:
                     continue
-                pre = _pre_chain(model, e.p, folded)
-                pre_nodes.update(pre)
-                x = f_out[e.p]
-                for fn_ in pre:
-                    hit = pre_memo.get((e.p, fn_))
-                    x = hit if hit is not None else _local(G.layer(g, fn_), [x], ctx, "fold", i, f"pre:{e.p}")
-                    pre_memo[(e.p, fn_)] = x
-                conv_t = G.layer(g, pre[-1]).outputs[0] if pre else e.source
+                pre = _pre_chain(model, e.p, i, s, folded, producer)
+                pre_nodes.update(fn_ for fn_, _t in pre)
+                x = f_outs[e.p].get(e.source, f_out[e.p])
+                for fn_, out_t in pre:
+                    hit = pre_memo.get((e.p, fn_, out_t))
+                    x = hit if hit is not None else _local(G.layer(g, fn_), [x], ctx, "fold", i, f"pre:{e.p}",
+                                                           out=out_t)
+                    pre_memo[(e.p, fn_, out_t)] = x
+                conv_t = pre[-1][1] if pre else e.source
                 if tuple(x.shape) != tuple(e.tensor.shape):
                     raise _Unsupported(f"{n}: the cost model converts {e.tensor.name} {e.tensor.shape} from "
                                        f"{names[e.p]}, but the folded ops between need {conv_t} {x.shape} "
@@ -981,7 +1016,8 @@ def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: 
                 xs = [vals[t] for t in fl.inputs]
                 if any(x.layouts != xs[0].layouts for x in xs):
                     raise SimulationError(f"{n}: folded {fn_} inputs in different layouts")
-                vals[fl.outputs[0]] = _local(fl, xs, ctx, "fold", i, "post")
+                for o in (fl.outputs if _is_split(fl) else fl.outputs[:1]):
+                    vals[o] = _local(fl, xs, ctx, "fold", i, "post", out=o)
             if tname not in vals:
                 raise SimulationError(f"{n}: input {tname} not reached from kept producers")
             slots.append(vals[tname])
@@ -1000,16 +1036,21 @@ def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: 
                 vals_ = [slots[0].vals[p] @ slots[1].vals[p] for p in range(mesh.P)]
                 f_out[i] = Dist(mesh, vals_[0].shape, out_l, vals_, axes_of[lay.outputs[0]])
                 f_out[i] = _mask_to_layout(f_out[i])
+            elif _is_split(lay):
+                for o in lay.outputs:
+                    f_outs[i][o] = _local(lay, slots, ctx, "intra", i, "node", out=o)
+                f_out[i] = f_outs[i][lay.outputs[0]]
             else:
                 f_out[i] = _local(lay, slots, ctx, "intra", i, "node")
 
     # -- backward (reverse order); errors of a node's output accumulate in its needed layout
     names_out = {i: lay_of(i).outputs[0] for i in range(len(names))}
-    e_out: dict[int, Dist | None] = {i: None for i in range(len(names))}
+    e_outs: dict[int, dict] = defaultdict(dict)   # node -> output tensor -> error Dist
     for t in g.graph.get("outputs", ()):
         for i, e in _folded_error_to_sources(model, t.name, out_err[t.name], ref_val, weights).items():
             lays = tuple(strat[i][h].out_err_layout for h in range(H))
-            e_out[i] = add(e_out[i], scatter(mesh, e, lays, axes_of[names_out[i]]))
+            o = names_out[i]
+            e_outs[i][o] = add(e_outs[i].get(o), scatter(mesh, e, lays, axes_of[o]))
     max_err = [0.0] * len(names)
     scale = [0.0] * len(names)
     pending: dict[int, list] = defaultdict(list)   # producer -> [(consumer, edge, error Dist)]
@@ -1022,15 +1063,19 @@ def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: 
         # the errors of this node's output from its consumers, converted to its layouts
         for c, e_idx, src in sorted(_fold_into_partials(pending.pop(i, []), edge_pre), key=lambda t: (t[0], t[1])):
             pre, conv_t, base = edge_pre[e_idx]
+            source = model.edges[e_idx].source
             what = f"{names[c]} -> {n}:{conv_t}"
             conv = _convert(comm, run_step, None, "bwd", base, what, c, src, lays, src.layouts, res.flags, keyed)
             for k in reversed(range(len(pre))):      # back through the producer-side folded ops
-                x_in = f_out[i] if k == 0 else pre_memo[(i, pre[k - 1])]
-                conv = _local_bwd(G.layer(g, pre[k]), [x_in], conv, 0, conv.layouts, ctx, "fold", c, f"pre:{i}")
-            e_out[i] = add(e_out[i], conv)
-        if e_out[i] is None:
-            e_out[i] = scatter(mesh, np.zeros_like(ref_val[out_t]), lays, axes_of[out_t])
-        eo = e_out[i]
+                x_in = f_outs[i].get(source, f_out[i]) if k == 0 else pre_memo[(i,) + pre[k - 1]]
+                conv = _local_bwd(G.layer(g, pre[k][0]), [x_in], conv, 0, conv.layouts, ctx, "fold", c,
+                                  f"pre:{i}", out=pre[k][1])
+            key_t = source if source in f_outs[i] else out_t
+            e_outs[i][key_t] = add(e_outs[i].get(key_t), conv)
+        for o in (lay.outputs if _is_split(lay) else lay.outputs[:1]):
+            if o not in e_outs[i]:
+                e_outs[i][o] = scatter(mesh, np.zeros_like(ref_val[o]), lays, axes_of[o])
+        eo = e_outs[i][out_t]
         errs = [_dist_err(f_out[i], ref_val[out_t]), _dist_err(eo, ref_err[out_t])]
         scale[i] = float(np.abs(ref_val[out_t]).max(initial=0))
         needs = [e for e in model.in_edges[i] if model.edges[e].needs_error]
@@ -1040,6 +1085,12 @@ def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: 
             errs.append(_dist_err(dw, ref_dW[n]))
             scale[i] = max(scale[i], float(np.abs(ref_dW[n]).max(initial=0)))
             e_slots = [ein]
+        elif _is_split(lay):
+            el = tuple(strat[i][h].in_err_layouts[0] for h in range(H))
+            tot = None
+            for o in lay.outputs:
+                tot = add(tot, _local_bwd(lay, f_in[i], e_outs[i][o], 0, el, ctx, "intra", i, "node", out=o))
+            e_slots = [tot]
         else:
             e_slots = [_local_bwd(lay, f_in[i], eo, s, tuple(strat[i][h].in_err_layouts[s] for h in range(H)),
                                   ctx, "intra", i, "node")
@@ -1057,10 +1108,17 @@ def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: 
             fl = G.layer(g, fn_)
             if fn_ in folded_pre[i]:
                 continue
+            xs = [fvals[t] for t in fl.inputs]
+            if _is_split(fl):
+                for o in fl.outputs:
+                    eo_f = err_t.pop(o, None)
+                    if eo_f is not None:
+                        err_t[fl.inputs[0]] = add(err_t.get(fl.inputs[0]),
+                                                  _local_bwd(fl, xs, eo_f, 0, eo_f.layouts, ctx, "fold", i, "post", out=o))
+                continue
             eo_f = err_t.pop(fl.outputs[0], None)
             if eo_f is None:
                 continue
-            xs = [fvals[t] for t in fl.inputs]
             for k, t in enumerate(fl.inputs):
                 err_t[t] = add(err_t.get(t), _local_bwd(fl, xs, eo_f, k, eo_f.layouts, ctx, "fold", i, "post"))
         for e_idx in needs:
@@ -1123,25 +1181,40 @@ class _Unsupported(Exception):
     """Raised mid-simulation for a construct the simulator cannot run (reported by name)."""
 
 
-def _pre_chain(model, p: int, folded: list[str]) -> list[str]:
-    """Folded single-input ops from producer p's output towards the consumer, up to the last one
-    that changes the shape (pooling, flatten): they run on the producer's side before the
-    conversion, so the tensor converted is the one the cost model prices (the consumer's input);
-    shape-preserving ops after that run on the consumer's side."""
+def _pre_chain(model, p: int, c: int, slot: int, folded: list[str], producer: dict) -> list[tuple[str, str]]:
+    """Folded single-input ops (with the output used) from producer p's output towards input
+    ``slot`` of consumer c, up to the last one that changes the shape (pooling, flatten, reshape,
+    split): they run on the producer's side before the conversion, so the tensor converted is the
+    one the cost model prices (the consumer's input); shape-preserving ops after that run on the
+    consumer's side."""
     g = model.g
     fset = set(folded)
-    chain: list[str] = []
-    cur = model.names[p]
-    while True:
-        nxt = [n for n in g.successors(cur) if n in fset]
-        if len(nxt) != 1 or not _is_chain_op(G.layer(g, nxt[0])):
-            if len([n for n in nxt if _is_chain_op(G.layer(g, n))]) > 1:
-                raise _Unsupported(f"{model.names[p]}: its output branches through several folded ops")
+    path: list[tuple[str, str]] | None = []
+    t = G.layer(g, model.names[c]).inputs[slot]
+    while True:                                   # the unique single-input path back to p, if any
+        n = producer.get(t)
+        if n == model.names[p]:
             break
-        chain.append(nxt[0])
-        cur = nxt[0]
-    last = max((k for k, n in enumerate(chain) if _changes_shape(G.layer(g, n))), default=-1)
-    return chain[:last + 1]
+        lay = G.layer(g, n) if n is not None else None
+        if n not in fset or not (_is_chain_op(lay) or _is_split(lay)):
+            path = None
+            break
+        path.insert(0, (n, t))
+        t = lay.inputs[0]
+    if path is None:                              # p reaches c through an Add: p's own chain to it
+        path = []
+        cur = model.names[p]
+        while True:
+            nxt = [n for n in g.successors(cur) if n in fset]
+            if len(nxt) != 1 or not _is_chain_op(G.layer(g, nxt[0])):
+                if len([n for n in nxt if _is_chain_op(G.layer(g, n))]) > 1:
+                    raise _Unsupported(f"{model.names[p]}: its output branches through several folded ops")
+                break
+            path.append((nxt[0], G.layer(g, nxt[0]).outputs[0]))
+            cur = nxt[0]
+    last = max((k for k, (n, _t) in enumerate(path)
+                if _changes_shape(G.layer(g, n)) or _is_split(G.layer(g, n))), default=-1)
+    return path[:last + 1]
 
 
 class _Ctx:
@@ -1244,11 +1317,18 @@ def _mask_to_layout(d: Dist) -> Dist:
 
 
 def _local(lay: G.Layer, xs: list[Dist], ctx: _Ctx | None = None, kind: str = "intra", node: int = -1,
-           where: str = "") -> Dist:
+           where: str = "", out: str | None = None) -> Dist:
     """An op on every PE's shards (the output keeps the inputs' layouts); BatchNorm and a
     LayerNorm over a split feature axis talk (statistics), a split softmax axis is unsupported."""
     if lay.kind == G.BATCHNORM:
         return _bn_forward(ctx, lay, xs[0], kind, node, where)
+    if _is_split(lay):
+        out_t = out or lay.outputs[0]
+        x0 = xs[0]
+        sl = _split_slice(lay, len(x0.shape), out_t)
+        vals = [v[sl].copy() for v in x0.vals]
+        axes = ctx.axes.get(out_t, x0.axes) if ctx is not None else x0.axes
+        return Dist(x0.mesh, vals[0].shape, x0.layouts, vals, axes)
     axes = ctx.axes.get(lay.outputs[0], xs[0].axes) if ctx is not None else xs[0].axes
     x0 = xs[0]
     if (_is_layernorm(lay) or _is_softmax(lay)) and x0.axes[1] == len(x0.shape) - 1 and COLS in x0.layouts:
@@ -1318,8 +1398,17 @@ def _ln_backward(ctx: _Ctx, lay: G.Layer, x: Dist, e: Dist, kind: str, node: int
 
 
 def _local_bwd(lay: G.Layer, xs: list[Dist], e: Dist, k: int, layouts: tuple, ctx: _Ctx | None = None,
-               kind: str = "intra", node: int = -1, where: str = "") -> Dist:
-    """The error of input k of a local op, on every PE."""
+               kind: str = "intra", node: int = -1, where: str = "", out: str | None = None) -> Dist:
+    """The error of input k of a local op, on every PE (for a Split: of the error of output ``out``)."""
+    if _is_split(lay):
+        x0 = xs[0]
+        sl = _split_slice(lay, len(x0.shape), out or lay.outputs[0])
+        vals = []
+        for p, v in enumerate(x0.vals):
+            u = np.where(np.isnan(v), np.nan, 0.0)
+            u[sl] = e.vals[p]
+            vals.append(u)
+        return Dist(x0.mesh, x0.shape, layouts, vals, x0.axes)
     if lay.kind == G.BATCHNORM:
         d = _bn_backward(ctx, lay, xs[0], e, kind, node, where)
         return Dist(d.mesh, d.shape, layouts, d.vals, d.axes)
