@@ -1043,6 +1043,15 @@ def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: 
             else:
                 f_out[i] = _local(lay, slots, ctx, "intra", i, "node")
 
+    fwd_memo.clear()                        # (memory: the converted states live on in f_in / vals)
+
+    def release(i: int) -> None:
+        """Node i's backward is done (its consumers came before it): drop what it kept."""
+        for d in (f_in, folded_vals, f_out, f_outs, e_outs):
+            d.pop(i, None)
+        for k in [k for k in pre_memo if k[0] == i]:
+            del pre_memo[k]
+
     # -- backward (reverse order); errors of a node's output accumulate in its needed layout
     names_out = {i: lay_of(i).outputs[0] for i in range(len(names))}
     e_outs: dict[int, dict] = defaultdict(dict)   # node -> output tensor -> error Dist
@@ -1097,6 +1106,7 @@ def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: 
                        for s in range(len(lay.inputs))]
         max_err[i] = max(errs)
         if not needs:
+            release(i)
             continue
         # push each slot's error back through the folded ops (locally), then to the producers
         fvals = folded_vals[i]
@@ -1128,6 +1138,7 @@ def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: 
             if src is None:
                 raise SimulationError(f"{n}: no error reached {conv_t}")
             pending[e.p].append((i, e_idx, src))
+        release(i)
 
     # The cost model converts a producer tensor once per (level, consumer view, layout); when
     # consumers sharing that key reach the level from different lower-level states the
