@@ -716,7 +716,8 @@ def conv_backward(x: np.ndarray, w: np.ndarray, e: np.ndarray, lay: G.Layer) -> 
     kh, kw = lay.kernel
     for i in range(kh):
         for j in range(kw):
-            dxp[:, :, i:i + st_[0] * Ho:st_[0], j:j + st_[1] * Wo:st_[1]] += np.einsum("bohw,co->bchw", e, w[:, :, i, j])
+            dxp[:, :, i:i + st_[0] * Ho:st_[0], j:j + st_[1] * Wo:st_[1]] += np.einsum("bohw,co->bchw", e,
+                                                                                       w[:, :, i, j])
     return dw, dxp[:, :, pads[0]:pshape[2] - pads[2], pads[1]:pshape[3] - pads[3]]
 
 
@@ -1123,8 +1124,8 @@ def _simulate(model, assignment: list[tuple], seed: int, res: SimResult, where: 
                 for o in fl.outputs:
                     eo_f = err_t.pop(o, None)
                     if eo_f is not None:
-                        err_t[fl.inputs[0]] = add(err_t.get(fl.inputs[0]),
-                                                  _local_bwd(fl, xs, eo_f, 0, eo_f.layouts, ctx, "fold", i, "post", out=o))
+                        back = _local_bwd(fl, xs, eo_f, 0, eo_f.layouts, ctx, "fold", i, "post", out=o)
+                        err_t[fl.inputs[0]] = add(err_t.get(fl.inputs[0]), back)
                 continue
             eo_f = err_t.pop(fl.outputs[0], None)
             if eo_f is None:

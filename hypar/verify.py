@@ -229,7 +229,8 @@ def summarize_unsupported(items: list[str], show: int = 3) -> list[str]:
     for u in items:
         m = re.match(r"^(\S+) \((\w+)(?:, kind (\w+))?\)(?:: (.*))?$", u)
         if m:
-            what = m.group(2) + (f" (kind {m.group(3)})" if m.group(3) else "") + (f": {m.group(4)}" if m.group(4) else "")
+            what = m.group(2) + (f" (kind {m.group(3)})" if m.group(3) else "")
+            what += f": {m.group(4)}" if m.group(4) else ""
             ops.setdefault(what, []).append(m.group(1))
         elif u.startswith(("tensor ", "graph tensor ")):
             tensors.append(u.split(":")[0].replace("graph tensor ", "").replace("tensor ", ""))
