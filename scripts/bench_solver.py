@@ -8,8 +8,8 @@ of PEs) it reports:
   greedy_s   CostModel + hypar.search.greedy (the papers' top-down method), graph already imported
   e2e_s      end to end, as a user sees it: import + hypar.api.partition (greedy, baselines, search,
              plan dict) + JSON written to a temporary file
-  solves     plan["solver"]["level_solves"] (the solves the plan records: greedy, refine, joint;
-             the baselines' completions and the papers' greedy runs are not counted there)
+  solves     plan["solver"]["level_solves"] (every level solve partition ran: greedy, refine, joint,
+             the baselines' completions and the papers' greedy runs)
   nvar_max   plan["solver"]["n_variables_max"] (largest ILP after the solver's reductions; 0 when
              every level was solved by reductions alone)
   status     plan["solver"]["status"]
@@ -85,7 +85,7 @@ def _run_case(case: dict, conn) -> None:
             def load():
                 return api.load_graph(path, None, arr)
         else:
-            # api.partition(graph=...) still hashes model_path, so give it a small stand-in file.
+            # a small stand-in file describing the graph, so the plan records a path and a sha256
             path = os.path.join(tmp, f"{name}.txt")
             with open(path, "w") as fh:
                 fh.write(json.dumps({"synthetic": kind, "layers": case["layers"]}))

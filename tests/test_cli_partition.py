@@ -170,7 +170,8 @@ def test_evaluate_bad_levels_is_one_error_line(levels):
 
 
 def test_evaluate_empty_levels_is_an_error_like_partition():
-    """BUG hypar/cli.py evaluate_cmd: `if array_path or pes or levels:` treats --levels "" as not
+    """Regression (bug fixed in c67bfdd).
+    hypar/cli.py evaluate_cmd: `if array_path or pes or levels:` treats --levels "" as not
     given, so `hypar evaluate MODEL --baseline data --levels ""` silently costs the default array
     (exit 0), while `hypar partition MODEL --levels ""` rightly fails with
     "Error: --levels : every fanout must be >= 2". Expected: the same one-line error (exit 1)."""
@@ -222,7 +223,8 @@ def test_unwritable_output_is_one_error_line(tmp_path):
 
 
 def test_partition_space_hypar_works(tmp_path):
-    """BUG (hypar/api.py partition -> paper_baseline): with --space hypar the AccPar baseline
+    """Regression (bug fixed in c67bfdd).
+    hypar/api.py partition -> paper_baseline: with --space hypar the AccPar baseline
     (types I/II/III, solved in its own accpar CostModel) is carried into the hypar-space model,
     whose layers only allow I and II, so CostModel.check_assignment raises
     "Error: layer 'conv1': type 'III' is not one of ('I', 'II') in space 'hypar'" and the

@@ -204,10 +204,12 @@ def test_dp_and_brute_methods_agree_with_ilp_on_a_chain_model():
 
 
 # --------------------------------------------------------------------------------------------
-# Bugs found while writing these tests (each test states what it expects and what it got).
+# Regressions: bugs found while writing these tests (each states what it expects and what it got
+# before the fix).
 
 def test_partition_in_space_hypar():
-    """BUG hypar/api.py partition (via paper_baseline): in space "hypar" the AccPar baseline is
+    """Regression (bug fixed in c67bfdd).
+    hypar/api.py partition (via paper_baseline): in space "hypar" the AccPar baseline is
     solved in its own accpar CostModel (types I/II/III) and its types are carried into the
     hypar-space model, where layers allow only I and II; CostModel.check_assignment (called by
     refine's evaluate of the starts, and by evaluate of the baselines) raises
@@ -220,7 +222,8 @@ def test_partition_in_space_hypar():
 
 
 def test_partition_of_an_in_memory_graph(tmp_path):
-    """BUG hypar/api.py partition(graph=...) -> model_info -> onnx_import.model_sha256: the
+    """Regression (bug fixed in c67bfdd).
+    hypar/api.py partition(graph=...) -> model_info -> onnx_import.model_sha256: the
     ``graph`` argument lets callers partition a graph they already have (e.g. hypar.synthetic),
     but model_info still opens ``model_path`` to hash it, so a path that is not a file raises
     FileNotFoundError. Expected: a plan (model.sha256 null, which the schema allows)."""
@@ -230,7 +233,8 @@ def test_partition_of_an_in_memory_graph(tmp_path):
 
 
 def test_time_limit_returns_the_best_plan_found_marked_feasible():
-    """BUG hypar/search.py greedy -> solve_level -> hypar/solver.py solve_ilp: issue 4 says a time
+    """Regression (bug fixed in c67bfdd).
+    hypar/search.py greedy -> solve_level -> hypar/solver.py solve_ilp: issue 4 says a time
     limit "returns the best plan found, marked feasible", but greedy's first level solve has no
     incumbent, so a short limit raises SolverError("ILP backend 'highs' found no plan within
     0.001 s; raise --time-limit") although a plan is always at hand (every baseline is feasible
@@ -247,7 +251,8 @@ def test_time_limit_returns_the_best_plan_found_marked_feasible():
 
 
 def test_plan_counts_every_level_solve(monkeypatch):
-    """BUG (reporting) hypar/api.py partition / hypar/search.py search: plan["solver"]
+    """Regression (bug fixed in c67bfdd).
+    hypar/api.py partition / hypar/search.py search: plan["solver"]
     ["level_solves"] and ["solve_wall_s"] only count the solves recorded in the SearchLog
     (greedy, refine, joint); the solves that complete the data/model/owt baselines
     (search -> baseline -> complete, no log) and the papers' greedy runs (api.paper_baseline ->

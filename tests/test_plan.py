@@ -324,7 +324,8 @@ dw (float[4,8,8,8] x) => (float[4,8,8,8] z) {
 
 
 def test_weight_slices_of_a_depthwise_conv(tmp_path):
-    """BUG (gap) hypar/plan.py weight_slices: it returns None when the node has no "i" axis, so a
+    """Regression (bug fixed in c67bfdd).
+    hypar/plan.py weight_slices: it returns None when the node has no "i" axis, so a
     depthwise / grouped conv whose weight is split by group (type II = S(group), axes b, g) gets
     no "weight_slices" in the plan (e.g. all 17 depthwise convs of mobilenetv2), although issue 4
     asks every layer to record which PE holds which slice of its weight. Expected: slices for

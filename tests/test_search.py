@@ -206,3 +206,45 @@ def test_greedy_solves_one_problem_per_level_top_first():
     asg = greedy(model, "comm", S, log)
     assert [s["level"] for s in log.solves] == [0, 1, 2]
     assert all(len(a) == 3 and None not in a for a in asg)
+
+
+# --------------------------------------------------------------------------------------------
+# wide fan-out (BERT's shared tensors): the level problem must stay buildable
+
+def _fan_out(n: int, batch: int = 8, d: int = 16):
+    """fc0 -> h0 consumed by n Gemm layers fc1..fcn (one tensor, n consumers)."""
+    from hypar import graph as G
+    from hypar.synthetic import gemm_layer
+
+    g = G.new_graph("fan", batch)
+    x = G.Tensor("x", (batch, d), 0, 1)
+    h0 = G.Tensor("h0", (batch, d), 0, 1)
+    g.graph["inputs"] = (x,)
+    G.add_layer(g, gemm_layer("fc0", batch, d, d, ("x",), "h0"))
+    g.graph["input_consumers"] = {"x": ("fc0",)}
+    outs = []
+    for i in range(1, n + 1):
+        t = G.Tensor(f"y{i}", (batch, d), 0, 1)
+        G.add_layer(g, gemm_layer(f"fc{i}", batch, d, d, ("h0",), t.name))
+        G.add_edge(g, "fc0", f"fc{i}", h0, 0)
+        outs.append(t)
+    g.graph["outputs"] = tuple(outs)
+    return g
+
+
+@pytest.mark.parametrize("n,space", [(5, "accpar"), (40, "accpar"), (63, "hypar"), (64, "full")])
+def test_wide_fan_out_level_problem_is_exact_and_buildable(n, space):
+    """BUG hypar/cost.py CostModel._build_problem (commit 8dc9f7d, fanned-out tensors as factor
+    terms): the guard ``size = len(choices[p]) * int(np.prod([len(choices[c]) for c in
+    consumers]))`` multiplies in numpy int64, which wraps: 3**41 -> -6289078614652622815 (40
+    consumers, accpar) and 2**64 -> 0 (63 consumers, hypar), so ``size <= FACTOR_MAX_ENTRIES``
+    holds and _tensor_factor calls np.zeros(shape) with 3**41 entries: "ValueError: array is too
+    big". Seen end to end: `hypar partition models/bert_base.onnx --pes 1024` fails in
+    api.paper_baseline -> greedy -> level_problem. Expected: the group-term encoding is used
+    (math.prod does not wrap) and the one-level problem's optimum is exact."""
+    model = CostModel(_fan_out(n), array_from_levels([2]), space)
+    prob = model.level_problem([(None,)] * len(model.nodes), 0, "comm")
+    sol = solve_ilp(prob)
+    chosen = [(prob.choices[i][c],) for i, c in enumerate(sol.assignment)]
+    assert same(value(model, chosen, "comm"), sol.objective)
+    assert sol.objective <= value(model, baseline(model, "data", "comm", S), "comm") * (1 + 1e-12)
