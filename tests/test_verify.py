@@ -511,6 +511,20 @@ def test_cli_verify_json(mlp, tmp_path):
     assert {t["kind"] for t in d["transfers"]} <= {"intra", "fwd", "bwd", "fold"}
 
 
+def test_cli_verify_minimal_plan(mlp, tmp_path):
+    """A minimal {"assignment": ...} plan: default array (four 2-way levels), the other layouts
+    completed as `hypar evaluate` does, no recorded costs to check."""
+    plan = tmp_path / "min.json"
+    plan.write_text(json.dumps({"assignment": {"mm0": ["I"] * 4, "mm1": ["II", "I", "I", "I"],
+                                               "mm2": ["III", "I", "I", "I"]}}))
+    res = runner().invoke(cli, ["verify", str(mlp), str(plan), "--json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.output)
+    assert d["ok"] and not d["plan_costs_checked"] and d["array"]["fanouts"] == [2, 2, 2, 2]
+    assert [l["types"] for l in d["layers"] if l["name"].startswith("mm")] == [
+        ["I"] * 4, ["II", "I", "I", "I"], ["III", "I", "I", "I"]]
+
+
 def test_corrupted_plan_types_changed_costs_left(mlp, tmp_path):
     """A hand-edited plan: types changed, recorded costs left. Rejected naming layer and level."""
     plan_path = tmp_path / "plan.json"
