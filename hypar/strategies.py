@@ -269,7 +269,8 @@ def quantity(node: NodeModel, dims: tuple[int, ...], q: str) -> int:
         return elements
     rows = elements // max(fs, 1)
     if q == Q_STATS_BN:
-        return 4 * (node.size("f") if "f" in node.axes else 1)   # mean+var forward, two sums backward
+        # mean + var forward, two sums backward, for the channels this group holds
+        return 4 * (dims[node.axes.index("f")] if "f" in node.axes else 1)
     if q == Q_ROWS3:
         return 3 * rows                                          # softmax: max, sum forward; one dot backward
     if q == Q_ROWS4:

@@ -382,13 +382,11 @@ def test_xfail_forward_replica_below():
     assert rep.ok, report_table(rep)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cost model (hypar/strategies.py, quantity, Q_STATS_BN): batch-norm statistics are priced at all "
-    "channels, 4 * node.size('f'), whatever the view. bn0 (8 channels) S(f) at level 0, S(b) at level 1 "
-    "on 2x2 PEs: each level-1 group holds 4 channels and all-reduces 2 x 4 statistics forward and "
-    "2 x 4 sums backward (16 elements; 2 subgroups x 16 = 32 per group, 64 for both groups = 128 "
-    "bytes); the model prices 4 x 8 = 32 elements per group: 256 bytes."))
-def test_xfail_batchnorm_statistics_of_all_channels():
+def test_batchnorm_statistics_of_the_channels_in_view():
+    """bn0 (8 channels) S(f) at level 0, S(b) at level 1 on 2x2 PEs: each level-1 group holds 4
+    channels and all-reduces 2 x 4 statistics forward and 2 x 4 sums backward (16 elements;
+    2 subgroups x 16 = 32 per group, 64 for both groups = 128 bytes). Was priced at all 8
+    channels (256 bytes) before the fix in strategies.quantity."""
     g = conv_net(0, 8, (4, 8), n_blocks=1)
     model = CostModel(g, array_from_levels([2, 2]), "full")
     types = {"conv0": ("III", "I"), "bn0": ("S(f)", "S(b)"), "relu0": ("S(f)", "S(b)"), "fc": ("I", "I")}
