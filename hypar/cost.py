@@ -22,6 +22,7 @@ lets non-weighted nodes choose a layout too.
 from __future__ import annotations
 
 import itertools
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -510,7 +511,7 @@ class CostModel:
                         if e.needs_error:
                             bwd[(sigs[key], cs.in_err_layouts[e.slot])].append((e.c, t))
                 consumers = sorted({e.c for e in es})
-                size = len(choices[p]) * int(np.prod([len(choices[c]) for c in consumers]))
+                size = len(choices[p]) * math.prod(len(choices[c]) for c in consumers)
                 if self.use_factors and len(consumers) > 1 and size <= FACTOR_MAX_ENTRIES:
                     factors.append(self._tensor_factor(h, p, consumers, es, choices, pstrat, objective))
                     continue
