@@ -255,7 +255,8 @@ def main(argv=None) -> int:
     for name, pes, target in TARGETS:
         r = results.get((name, pes))
         if r is None:
-            if not os.path.exists(os.path.join(MODELS_DIR, f"{name}.onnx")):
+            if name not in [p[0] for p in plan if p[1] == "model"]:
+                print(f"  {name} @ {pes} PEs: not run (add it to --models; target {target:g} s)")
                 continue
             r = run_case(dict(common, kind="model", name=name, layers=None, pes=pes), max(a.timeout, 10 * target))
             results[(name, pes)] = r

@@ -234,7 +234,8 @@ def _fan_out(n: int, batch: int = 8, d: int = 16):
 
 @pytest.mark.parametrize("n,space", [(5, "accpar"), (40, "accpar"), (63, "hypar"), (64, "full")])
 def test_wide_fan_out_level_problem_is_exact_and_buildable(n, space):
-    """BUG hypar/cost.py CostModel._build_problem (commit 8dc9f7d, fanned-out tensors as factor
+    """Regression (bug fixed in ebd52ca).
+    hypar/cost.py CostModel._build_problem (commit 8dc9f7d, fanned-out tensors as factor
     terms): the guard ``size = len(choices[p]) * int(np.prod([len(choices[c]) for c in
     consumers]))`` multiplies in numpy int64, which wraps: 3**41 -> -6289078614652622815 (40
     consumers, accpar) and 2**64 -> 0 (63 consumers, hypar), so ``size <= FACTOR_MAX_ENTRIES``
