@@ -92,6 +92,19 @@ def _array_options(f):
     return f
 
 
+def _search_options(f):
+    """--objective / --space / --search of hypar's own plan, shared by partition and sweep."""
+    f = click.option("--search", "search_how", type=click.Choice(["greedy", "refine", "joint"]), default="refine",
+                     show_default=True, help="greedy: top level first (the papers); refine: re-solve levels "
+                     "until nothing improves; joint: all levels in one ILP where small enough.")(f)
+    f = click.option("--space", type=click.Choice(["hypar", "accpar", "full"]), default="full", show_default=True,
+                     help="hypar: types I/II; accpar: I/II/III; full: also the layouts of non-weighted nodes.")(f)
+    f = click.option("--objective", type=click.Choice(["time", "comm", "energy"]), default="time",
+                     show_default=True, help="time: step seconds (AccPar); comm: bytes moved (HyPar); "
+                     "energy: joules.")(f)
+    return f
+
+
 def _solver_settings(solver: str, time_limit: float | None, gap: float | None, threads: int | None, array_path):
     from hypar.search import SolverSettings
     import yaml
@@ -118,13 +131,7 @@ def _solver_settings(solver: str, time_limit: float | None, gap: float | None, t
 @_array_options
 @click.option("--batch", type=click.IntRange(min=1), default=None, metavar="N",
               help="Training batch (overrides the array's and the model's).")
-@click.option("--objective", type=click.Choice(["time", "comm", "energy"]), default="time", show_default=True,
-              help="time: step seconds (AccPar); comm: bytes moved (HyPar); energy: joules.")
-@click.option("--space", type=click.Choice(["hypar", "accpar", "full"]), default="full", show_default=True,
-              help="hypar: types I/II; accpar: I/II/III; full: also the layouts of non-weighted nodes.")
-@click.option("--search", "search_how", type=click.Choice(["greedy", "refine", "joint"]), default="refine",
-              show_default=True, help="greedy: top level first (the papers); refine: re-solve levels until "
-              "nothing improves; joint: all levels in one ILP where small enough.")
+@_search_options
 @click.option("--solver", default=None, metavar="NAME",
               help="highs (default), cbc, or the exact alternatives dp (chains) and brute (tiny graphs).")
 @click.option("--time-limit", type=click.FloatRange(min=0.001), default=None, metavar="S",
@@ -255,12 +262,7 @@ def _int_list(ctx, param, value):
               help="Batch sizes, comma-separated (default: the array's, else the model's own).")
 @click.option("--array", "arrays", multiple=True, type=click.Path(), metavar="CFG.yaml",
               help="A PE array description; repeat for several.")
-@click.option("--objective", type=click.Choice(["time", "comm", "energy"]), default="time", show_default=True,
-              help="What hypar's own plan minimises.")
-@click.option("--space", type=click.Choice(["hypar", "accpar", "full"]), default="full", show_default=True,
-              help="Partition space of hypar's own plan.")
-@click.option("--search", "search_how", type=click.Choice(["greedy", "refine", "joint"]), default="refine",
-              show_default=True, help="Search across levels.")
+@_search_options
 @click.option("--time-limit", type=click.FloatRange(min=0.001), default=None, metavar="S",
               help="Per-solve time limit in seconds (default 60).")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
