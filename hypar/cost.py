@@ -138,8 +138,10 @@ class CostModel:
         self.needs_error = self._needs_error(order)
         self.edges: list[EdgeModel] = self._edges(order)
         self.in_edges: list[list[int]] = [[] for _ in keep]
+        self.by_source: dict[tuple[int, str], list[EdgeModel]] = defaultdict(list)
         for e, em in enumerate(self.edges):
             self.in_edges[em.c].append(e)
+            self.by_source[(em.p, em.source)].append(em)   # one tensor leaving p, all its consumers
         self.use_factors = True       # fanned-out tensors as factor terms (else group terms)
         self._views: dict = {}
         self._leaf_cache: dict = {}
@@ -364,10 +366,7 @@ class CostModel:
         """Level-h edge costs (forward conversions, backward conversions, partial-error reductions),
         de-duplicated per tensor as the module docstring says, attributed to the first consumer."""
         per_node: dict[int, Cost] = defaultdict(lambda: ZERO)
-        by_tensor: dict[tuple[int, str], list[EdgeModel]] = defaultdict(list)
-        for e in self.edges:
-            by_tensor[(e.p, e.source)].append(e)
-        for (p, _tname), es in by_tensor.items():
+        for (p, _source), es in self.by_source.items():
             ps = self.nodes[p].strategy(assignment[p][h])
             seen_fwd, seen_bwd = set(), set()
             for e in es:
@@ -491,11 +490,8 @@ class CostModel:
                 else:
                     groups.append(GroupTerm(v, tuple(members), (p, s)))
 
-        by_tensor: dict[tuple[int, str], list[EdgeModel]] = defaultdict(list)
-        for e in self.edges:
-            by_tensor[(e.p, e.source)].append(e)
         for h in levels:
-            for (p, _tname), es in by_tensor.items():
+            for (p, _source), es in self.by_source.items():
                 pstrat = [self.nodes[p].strategy(ps[h]) for ps in choices[p]]
                 fwd: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
                 bwd: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
