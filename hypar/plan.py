@@ -240,7 +240,7 @@ def assignment_from_types(model: CostModel, types: dict[str, list]) -> list[tupl
         hint = ""
         g = model.g
         if unknown[0] in g and not G.layer(g, unknown[0]).decision:
-            hint = f" (it is a non-weighted node; only space 'full' assigns those)"
+            hint = " (it is a non-weighted node; only space 'full' assigns those)"
         raise PlanError(f"plan names layer {unknown[0]!r} that the model does not have in space "
                         f"{model.space!r}{hint}; see `hypar inspect MODEL` for layer names")
     out: list[tuple | None] = []

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_solver_properties import (COST, SETTINGS, _brute_or_infeasible, close, dags, larger_dags)
+from test_solver_properties import (COST, SETTINGS, _brute_or_infeasible, check_ilp_equals_brute, close, dags,
+                                    larger_dags)
 
 from hypar import solver
 from hypar.errors import InfeasibleError, SolverError
@@ -244,33 +245,15 @@ def factor_dags(draw, memory=True, base=None):
 @settings(max_examples=150, **SETTINGS)
 @given(factor_dags())
 def test_factor_dag_ilp_equals_brute(p):
-    brute = _brute_or_infeasible(p)
-    for eliminate in (False, True):
-        if brute is None:
-            with pytest.raises(InfeasibleError):
-                solve_ilp(p, eliminate=eliminate)
-            continue
-        ilp = solve_ilp(p, eliminate=eliminate)
-        assert close(ilp.objective, brute.objective)
-        assert ilp.objective == p.objective(ilp.assignment)
-        assert p.feasible(ilp.assignment)
-        assert ilp.status == "optimal"
+    check_ilp_equals_brute(p)
 
 
 @settings(max_examples=60, **SETTINGS)
 @given(factor_dags())
 def test_factor_dag_mip_path_equals_brute(p):
-    brute = _brute_or_infeasible(p)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(solver, "_LP_FIRST", False)
-        for eliminate in (False, True):
-            if brute is None:
-                with pytest.raises(InfeasibleError):
-                    solve_ilp(p, eliminate=eliminate)
-                continue
-            ilp = solve_ilp(p, eliminate=eliminate)
-            assert close(ilp.objective, brute.objective)
-            assert ilp.objective == p.objective(ilp.assignment)
+        check_ilp_equals_brute(p, proven=False)
 
 
 @pytest.mark.skipif("cbc" not in available_backends(), reason="CBC not installed")
