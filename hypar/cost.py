@@ -551,23 +551,28 @@ class CostModel:
                 fk.append((sig, cs.in_layouts[e.slot]))
                 bk.append((sig, cs.in_err_layouts[e.slot]) if e.needs_error else None)
             fkeys[k], bkeys[k] = fk, bk
-        pos = {c: j + 1 for j, c in enumerate(consumers)}
-        shape = (len(choices[p]),) + tuple(len(choices[c]) for c in consumers)
-        table = np.zeros(shape)
-        for idx in np.ndindex(*shape):
-            ps = pstrat[idx[0]]
-            fwd, bwd = set(), set()
-            for k, e in enumerate(es):
-                t = idx[pos[e.c]]
-                fwd.add(fkeys[k][t])
+        pos = {c: j for j, c in enumerate(consumers)}
+        grid = tuple(len(choices[c]) for c in consumers)
+        n_p = len(choices[p])
+        # For every distinct (view, layout) key: where on the consumers' joint grid some edge needs it.
+        fmask: dict[tuple, np.ndarray] = {}
+        bmask: dict[tuple, np.ndarray] = {}
+        for k, e in enumerate(es):
+            for t in range(len(choices[e.c])):
+                where = [slice(None)] * len(consumers)
+                where[pos[e.c]] = t
+                fmask.setdefault(fkeys[k][t], np.zeros(grid, bool))[tuple(where)] = True
                 if bkeys[k][t] is not None:
-                    bwd.add(bkeys[k][t])
-            total = 0.0
-            for sig, dst in fwd:
-                total += self._convert_cost(h, sig, ps.out_layout, dst).value(objective)
-            for sig, src in bwd:
-                total += self._convert_cost(h, sig, src, ps.out_err_layout if src != PARTIAL else FULL).value(objective)
-            table[idx] = total
+                    bmask.setdefault(bkeys[k][t], np.zeros(grid, bool))[tuple(where)] = True
+        table = np.zeros((n_p,) + grid)
+        lift = (n_p,) + (1,) * len(consumers)
+        for (sig, dst), mask in fmask.items():
+            cost = [self._convert_cost(h, sig, pstrat[s].out_layout, dst).value(objective) for s in range(n_p)]
+            table += np.reshape(cost, lift) * mask[None]
+        for (sig, src), mask in bmask.items():
+            cost = [self._convert_cost(h, sig, src, pstrat[s].out_err_layout if src != PARTIAL else FULL).value(objective)
+                    for s in range(n_p)]
+            table += np.reshape(cost, lift) * mask[None]
         return FactorTerm((p,) + tuple(consumers), table)
 
     def _lower_edges_as_consumer(self, assignment: list[tuple], i: int, types: tuple, g: int) -> Cost:
