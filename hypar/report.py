@@ -345,7 +345,7 @@ def plot_plan(plan: dict, path: str, all_nodes: bool = False) -> str:
     ax.set_xlim(-0.5, n - 0.5)
     ax.set_ylim(n_levels - 0.5, -0.5)
     ax.set_yticks(range(n_levels))
-    ax.set_yticklabels([f"level {h + 1}" for h in range(n_levels)], fontsize=8)
+    ax.set_yticklabels([f"L{h} (top)" if h == 0 else f"L{h}" for h in range(n_levels)], fontsize=8)
     model = plan.get("model", {}).get("name", "model")
     arr = plan.get("array", {})
     ax.set_title(f"{model} on {arr.get('name', 'array')} ({arr.get('n_pes', '?')} PEs), batch {plan.get('batch')}, "
