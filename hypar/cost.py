@@ -146,6 +146,7 @@ class CostModel:
         self._views: dict = {}
         self._leaf_cache: dict = {}
         self._convert_cache: dict = {}
+        self._eval_cache: dict = {}
         self._intra_cache: dict = {}
         self._sig_cache: dict = {}
 
@@ -385,7 +386,14 @@ class CostModel:
         return per_node
 
     def evaluate(self, assignment: list[tuple]) -> "Evaluation":
-        """Exact costs of a full assignment (every level decided)."""
+        """Exact costs of a full assignment (every level decided); memoised per assignment."""
+        key = tuple(tuple(a) for a in assignment)
+        hit = self._eval_cache.get(key)
+        if hit is None:
+            hit = self._eval_cache[key] = self._evaluate(assignment)
+        return hit
+
+    def _evaluate(self, assignment: list[tuple]) -> "Evaluation":
         self.check_assignment(assignment)
         H = self.n_levels
         comm = [[ZERO] * H for _ in self.nodes]
@@ -601,7 +609,13 @@ class Evaluation:
     _totals: dict = field(default_factory=dict, repr=False)
 
     def totals(self) -> dict:
-        """The `totals` object of plans and `hypar evaluate --json` (SPEC.md "Units and totals")."""
+        """The `totals` object of plans and `hypar evaluate --json` (SPEC.md "Units and totals");
+        a fresh dict each call (computed once)."""
+        if not self._totals:
+            self._totals.update(self._sum_totals())
+        return dict(self._totals)
+
+    def _sum_totals(self) -> dict:
         comm = sum((c for row in self.comm for c in row), ZERO)
         compute = sum(self.compute, ZERO)
         return {
