@@ -98,7 +98,7 @@ def partition(model_path: str, array: PEArray, *, batch: int | None = None, obje
     found = search(model, search_how, objective, settings, log, extra_starts=starts)
     found.update(papers)
     evals = {k: judge.evaluate(found[k]) for k in BASELINES + ("hypar", "accpar")}
-    plan_ev = judge.evaluate(found["plan"])
+    plan_ev = model.evaluate(found["plan"])
     greedy_ev = judge.evaluate(found["greedy"])
     solver = {"method": settings.method, "backend": settings.backend if settings.method == "ilp" else settings.method,
               "status": log.status, "gap": settings.gap, "time_limit_s": settings.time_limit_s,
@@ -107,8 +107,7 @@ def partition(model_path: str, array: PEArray, *, batch: int | None = None, obje
               "joint_skipped": found["joint_skipped"],
               "solve_wall_s": round(sum(s["wall_s"] for s in log.solves), 6)}
     timing = {"import_wall_s": round(t_import, 6), "total_wall_s": round(time.perf_counter() - t0, 6)}
-    return build_plan(model, model.evaluate(plan_ev.assignment), model_info=model_info(model_path, g),
-                      objective=objective,
+    return build_plan(model, plan_ev, model_info=model_info(model_path, g), objective=objective,
                       search=search_how, solver=solver, baselines=evals, greedy=greedy_ev, timing=timing)
 
 
