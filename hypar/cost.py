@@ -484,6 +484,15 @@ class CostModel:
                 edge_cost.append(np.zeros((len(choices[p]), len(choices[c]))))
             edge_cost[k][s, t] += v
 
+        def add_matrix(p: int, c: int, mat: np.ndarray) -> None:
+            k = edge_index.get((p, c))
+            if k is None:
+                edge_index[(p, c)] = len(edges)
+                edges.append((p, c))
+                edge_cost.append(mat.copy())
+            else:
+                edge_cost[k] += mat
+
         def charge(p: int, members: list[tuple[int, int]], cost_of_s) -> None:
             """Charge cost_of_s(s) once per producer choice s if any member is chosen."""
             members = sorted(set(members))
@@ -501,6 +510,14 @@ class CostModel:
         for h in levels:
             for (p, _source), es in self.by_source.items():
                 pstrat = [self.nodes[p].strategy(ps[h]) for ps in choices[p]]
+                consumers = sorted({e.c for e in es})
+                if len(consumers) == 1:
+                    c = consumers[0]
+                    mat, own = self._pair_costs(h, es, choices[c], pstrat, objective)
+                    node_cost[c] += own
+                    if mat.any():
+                        add_matrix(p, c, mat)
+                    continue
                 fwd: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
                 bwd: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
                 for e in es:
@@ -514,7 +531,6 @@ class CostModel:
                         fwd[(sigs[key], cs.in_layouts[e.slot])].append((e.c, t))
                         if e.needs_error:
                             bwd[(sigs[key], cs.in_err_layouts[e.slot])].append((e.c, t))
-                consumers = sorted({e.c for e in es})
                 size = len(choices[p]) * math.prod(len(choices[c]) for c in consumers)
                 if self.use_factors and len(consumers) > 1 and size <= FACTOR_MAX_ENTRIES:
                     factors.append(self._tensor_factor(h, p, consumers, es, choices, pstrat, objective))
@@ -542,6 +558,33 @@ class CostModel:
             memory.append((coef, float(memory_cap_bytes)))
         return LevelProblem(list(self.names), [tuple(l) for l in labels], node_cost, edges, edge_cost, groups,
                             memory, factors)
+
+    def _pair_costs(self, h: int, es: list[EdgeModel], choices_c: list[tuple], pstrat: list,
+                    objective: str) -> tuple[np.ndarray, np.ndarray]:
+        """Level-h cost of a tensor with one consumer: (producer x consumer matrix, consumer-only
+        costs). Per consumer choice, each distinct (view, layout) is converted once (a tensor read
+        through two slots of the consumer is converted once); partial errors depend only on the
+        consumer."""
+        n_p = len(pstrat)
+        mat = np.zeros((n_p, len(choices_c)))
+        own = np.zeros(len(choices_c))
+        for t, ct in enumerate(choices_c):
+            fkeys, bkeys = set(), set()
+            for e in es:
+                sig = self._edge_view(e, ct, h)
+                cs = self.nodes[e.c].strategy(ct[h])
+                fkeys.add((sig, cs.in_layouts[e.slot]))
+                if e.needs_error:
+                    bkeys.add((sig, cs.in_err_layouts[e.slot]))
+            for sig, dst in fkeys:
+                mat[:, t] += [self._convert_cost(h, sig, ps.out_layout, dst).value(objective) for ps in pstrat]
+            for sig, src in bkeys:
+                if src == PARTIAL:
+                    own[t] += self._convert_cost(h, sig, PARTIAL, FULL).value(objective)
+                else:
+                    mat[:, t] += [self._convert_cost(h, sig, src, ps.out_err_layout).value(objective)
+                                  for ps in pstrat]
+        return mat, own
 
     def _tensor_factor(self, h: int, p: int, consumers: list[int], es: list[EdgeModel], choices: list[list[tuple]],
                        pstrat: list, objective: str) -> FactorTerm:
