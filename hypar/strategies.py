@@ -19,7 +19,6 @@ its element count by each mapped axis' share (see :class:`NodeModel`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import prod
 
 from hypar import graph as G
 from hypar.graph import Layer, Tensor
@@ -27,7 +26,7 @@ from hypar.graph import Layer, Tensor
 ROWS, COLS, FULL, PARTIAL = "S(b)", "S(f)", "R", "P"
 
 # Quantities a collective may move, evaluated on a node's view.
-Q_WEIGHT, Q_OUT, Q_STATS_BN, Q_ROWS2, Q_ROWS3, Q_ROWS4 = "weight", "out", "bn_stats", "rows2", "rows3", "rows4"
+Q_WEIGHT, Q_OUT, Q_STATS_BN, Q_ROWS3, Q_ROWS4 = "weight", "out", "bn_stats", "rows3", "rows4"
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,11 +275,3 @@ def quantity(node: NodeModel, dims: tuple[int, ...], q: str) -> int:
     if q == Q_ROWS4:
         return 4 * rows                                          # norm: mean, var forward; two sums backward
     raise KeyError(q)
-
-
-def axis_of_dims(node: NodeModel, dims: tuple[int, ...], axis: str) -> int:
-    return dims[node.axes.index(axis)]
-
-
-def elements_of(shape: tuple[int, ...]) -> int:
-    return prod(shape)

@@ -172,17 +172,23 @@ SLOW_SWEEP = textwrap.dedent("""
 """)
 
 
-def test_killed_sweep_loses_no_row_and_computes_none_twice(tmp_path):
-    out = tmp_path / "out"
-    args = ["sweep", LENET, CNN, "--pes", "4", "--batch", "4,8,16", "-o", str(out), "-q"]
+def _start_slow_sweep(args, out, stderr):
+    """Start the slowed-down sweep in a child process; return once its first row is written."""
     proc = subprocess.Popen([sys.executable, "-c", SLOW_SWEEP, *args], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=stderr)
     results = out / sw.RESULTS_FILE
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         if results.exists() and results.read_bytes().count(b"\n") >= 1:
             break
         time.sleep(0.01)
+    return proc
+
+
+def test_killed_sweep_loses_no_row_and_computes_none_twice(tmp_path):
+    out = tmp_path / "out"
+    args = ["sweep", LENET, CNN, "--pes", "4", "--batch", "4,8,16", "-o", str(out), "-q"]
+    proc = _start_slow_sweep(args, out, subprocess.PIPE)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = rows_of(out)
@@ -260,14 +266,7 @@ def _children(pid: int) -> list[int]:
 def test_killed_parallel_sweep_leaves_no_worker_and_no_lock(tmp_path):
     out = tmp_path / "out"
     args = ["sweep", LENET, CNN, "--pes", "4", "--batch", "4,8,16", "--jobs", "2", "-o", str(out), "-q"]
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_SWEEP, *args], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    results = out / sw.RESULTS_FILE
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if results.exists() and results.read_bytes().count(b"\n") >= 1:
-            break
-        time.sleep(0.01)
+    proc = _start_slow_sweep(args, out, subprocess.DEVNULL)
     workers = _children(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
