@@ -70,8 +70,8 @@ def inspect_cmd(model: str, batch: int | None, as_json: bool, all_nodes: bool) -
     Example:
       hypar inspect models/resnet50.onnx --batch 64
     """
-    from hypar.inspect_report import inspect_dict, inspect_table
-    from hypar.onnx_import import load_layer_graph
+    from hypar.present.inspect import inspect_dict, inspect_table
+    from hypar.onnx.importer import load_layer_graph
 
     with _hypar_errors_and_warnings():
         g = load_layer_graph(model, batch=batch)
@@ -162,7 +162,7 @@ def partition_cmd(model, array_path, pes, levels, batch, objective, space, searc
     """
     from hypar import api
     from hypar.plan import dumps
-    from hypar.summary import plan_summary
+    from hypar.present.text import plan_summary
 
     progress = None if quiet or as_json else (lambda msg: click.echo(f"... {msg}", err=True))
     with _hypar_errors_and_warnings():
@@ -179,7 +179,7 @@ def partition_cmd(model, array_path, pes, levels, batch, objective, space, searc
             except OSError as exc:
                 raise click.ClickException(f"cannot write {output}: {exc.strerror}; choose another -o path")
         if plot_path:
-            from hypar.report import plot_plan
+            from hypar.present.report import plot_plan
             try:
                 plot_plan(plan, plot_path)
             except OSError as exc:
@@ -220,7 +220,7 @@ def evaluate_cmd(model, plan_path, baseline, array_path, pes, levels, batch, spa
     """
     from hypar import api
     from hypar.plan import read_plan
-    from hypar.summary import evaluation_summary
+    from hypar.present.text import evaluation_summary
 
     with _hypar_errors_and_warnings():
         plan = read_plan(plan_path) if plan_path else None
@@ -346,7 +346,7 @@ def report_cmd(results_dir, no_plots) -> None:
     Example:
       hypar report results/zoo
     """
-    from hypar import report as rp
+    from hypar.present import report as rp
 
     with _hypar_errors_and_warnings():
         written = rp.write_report(results_dir, plots=not no_plots)

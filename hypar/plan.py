@@ -18,7 +18,7 @@ from hypar import graph as G
 from hypar.array import PEArray, array_from_dict, split_counts
 from hypar.cost import CostModel, Evaluation
 from hypar.errors import PlanError
-from hypar.strategies import NodeModel
+from hypar.cost.strategies import NodeModel
 
 SCHEMA_ID = "hypar-plan/1"
 

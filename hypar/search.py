@@ -14,13 +14,14 @@ import numpy as np
 from hypar import graph as G
 from hypar.cost import CostModel
 from hypar.errors import InfeasibleError, SolverError
-from hypar.exact import solve_brute_force, solve_chain_dp
-from hypar.solution import LevelSolution
-from hypar.solver import solve_ilp
+from hypar.ilp.exact import solve_brute_force, solve_chain_dp
+from hypar.ilp.solution import LevelSolution
+from hypar.ilp.solver import solve_ilp
+from hypar.vocab import Method, Search
 
 BASELINES = ("data", "model", "owt")
-SEARCHES = ("greedy", "refine", "joint")
-METHODS = ("ilp", "dp", "brute")
+SEARCHES = Search.values()
+METHODS = Method.values()
 
 
 @dataclass(frozen=True, slots=True)

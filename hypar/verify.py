@@ -1,7 +1,7 @@
 """Check a plan both ways: it computes the one-device training step, and it moves exactly the bytes
 the cost model (and the plan file) says.
 
-- :func:`verify_assignment` runs :func:`hypar.simulate.simulate` and compares, per layer and level,
+- :func:`verify_assignment` runs :func:`hypar.sim.step.simulate` and compares, per layer and level,
   the bytes counted on the virtual PEs with :meth:`hypar.cost.CostModel.evaluate`'s prediction
   (exactly: same integers up to float rounding), and the reassembled outputs, output errors and
   weight gradients with the reference (within ``tol x max(1, max |reference|)``).
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from hypar.cost import CostModel
 from hypar.errors import PlanError
-from hypar.simulate import DEFAULT_TOL, simulate
+from hypar.sim.step import DEFAULT_TOL, simulate
 
 REL_BYTES = 1e-9    # counted vs predicted: float rounding only (plans keep 12 significant digits)
 

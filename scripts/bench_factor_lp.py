@@ -26,8 +26,8 @@ import time
 import numpy as np
 import pulp
 
-from hypar import solver
-from hypar.problem import FactorTerm, GroupTerm, LevelProblem
+from hypar.ilp import solver
+from hypar.ilp.problem import FactorTerm, GroupTerm, LevelProblem
 
 T = 3
 

@@ -7,7 +7,7 @@ never commit it), derives a copy with the weights in an external-data file, then
 FRESH subprocess per measurement, so peaks never mix:
 
   a. ``onnx.load(inline file)``
-  b. ``hypar.onnx_import.load_layer_graph(inline file)``
+  b. ``hypar.onnx.importer.load_layer_graph(inline file)``
   c. the external-data copy: ``onnx.load(..., load_external_data=False)``, a full ``onnx.load``,
      and ``load_layer_graph`` of it (with ``load_external_data=False`` when the importer takes
      that keyword)
@@ -130,7 +130,7 @@ import json, resource, sys, time
 mode, path, trace = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 import onnx
 try:
-    import hypar.onnx_import as imp
+    import hypar.onnx.importer as imp
 except ImportError as e:
     imp = None
     imp_err = str(e)
@@ -149,7 +149,7 @@ elif mode == "onnx_load_noext":
     info["nodes"] = len(m.graph.node)
 elif mode in ("import", "import_noext"):
     if imp is None:
-        print(json.dumps({"error": "hypar.onnx_import not importable: " + imp_err}))
+        print(json.dumps({"error": "hypar.onnx.importer not importable: " + imp_err}))
         sys.exit(0)
     import inspect
     kw = {}
@@ -229,7 +229,7 @@ def make_external_copy(python: str, src: Path, dst: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Time and peak memory of onnx.load vs "
-                                 "hypar.onnx_import.load_layer_graph on a large export.")
+                                 "hypar.onnx.importer.load_layer_graph on a large export.")
     ap.add_argument("--path", type=Path, help="an existing .onnx file to measure, or where "
                     "--export-only writes (default: a temporary folder, removed at the end)")
     ap.add_argument("--export-only", action="store_true", help="export to --path and stop")

@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from hypar.array import array_from_levels  # noqa: E402
 from hypar.cost import CostModel  # noqa: E402
-from hypar.exact import solve_chain_dp  # noqa: E402
+from hypar.ilp.exact import solve_chain_dp  # noqa: E402
 from hypar.search import SolverSettings, greedy, joint, joint_size, search  # noqa: E402
 from reference_networks import NETWORKS, REFERENCE_BATCH  # noqa: E402
 

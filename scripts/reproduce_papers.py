@@ -279,7 +279,7 @@ def main(argv=None) -> int:
         print()
         print(md)
         if args.report:
-            from hypar.report import write_report
+            from hypar.present.report import write_report
             for p in write_report(os.path.join(args.out, name)):
                 print(f"  wrote {p}")
     seconds = time.perf_counter() - t0

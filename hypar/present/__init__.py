@@ -1,0 +1,1 @@
+"""What people read: text tables for the CLI, sweep reports (Markdown, CSV) and plots."""

@@ -1,0 +1,94 @@
+"""hypar's vocabulary: the named choices a user makes and the labels a plan holds.
+
+Each is a ``str`` enum, so a member equals (and serialises as) its plain string: plans, JSON and
+the CLI keep the strings, while code validates a user's string once, at the boundary, with
+:func:`parse` and passes members inward.
+
+>>> parse(Objective, "comm") is Objective.COMM
+True
+>>> parse(Space, "dense", what="space")
+Traceback (most recent call last):
+...
+ValueError: unknown space 'dense'; choose one of hypar, accpar, full
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import TypeVar
+
+
+class Vocab(str, Enum):
+    """Base of hypar's string enums: ``str(member)`` and formatting give the plain value."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+    @classmethod
+    def values(cls) -> tuple[str, ...]:
+        """Every member's string, in declaration order."""
+        return tuple(m.value for m in cls)
+
+
+class Objective(Vocab):
+    """What a plan minimises: bytes moved, step time (s) or energy (J)."""
+
+    COMM = "comm"
+    TIME = "time"
+    ENERGY = "energy"
+
+
+class Space(Vocab):
+    """Which choices the search has (README: spaces)."""
+
+    HYPAR = "hypar"     # types I/II on weighted layers, other ops folded into edges (HyPar)
+    ACCPAR = "accpar"   # types I/II/III, folded (AccPar)
+    FULL = "full"       # every ONNX node chooses a layout
+
+
+class Search(Vocab):
+    """How the levels are searched."""
+
+    GREEDY = "greedy"   # top level first, never revisited (the papers)
+    REFINE = "refine"   # re-solve one level at a time while anything improves
+    JOINT = "joint"     # all levels in one exact problem, when small enough
+
+
+class Method(Vocab):
+    """What solves one level problem."""
+
+    ILP = "ilp"         # PuLP + HiGHS or CBC
+    DP = "dp"           # dynamic programming on chains
+    BRUTE = "brute"     # enumeration (tiny problems, tests)
+
+
+class PartitionType(Vocab):
+    """A weighted layer's split at one level (SPEC.md §2)."""
+
+    I = "I"             # noqa: E741 - the papers' name: batch split (data parallelism)
+    II = "II"           # input-feature split (model parallelism)
+    III = "III"         # output-feature split
+
+
+class Layout(Vocab):
+    """A tensor's layout at one level (DTensor's vocabulary)."""
+
+    ROWS = "S(b)"       # Shard(batch)
+    COLS = "S(f)"       # Shard(feature / channel / head)
+    FULL = "R"          # Replicate
+    PARTIAL = "P"       # partial sums, to be reduced
+
+
+E = TypeVar("E", bound=Vocab)
+
+
+def parse(kind: type[E], value: str | E, what: str | None = None) -> E:
+    """``value`` as a member of ``kind``; ValueError naming ``what`` (default: the enum's name,
+    lower case) and every allowed value when it is not one."""
+    try:
+        return kind(value)
+    except ValueError:
+        name = what or kind.__name__.lower()
+        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(kind.values())}") from None
