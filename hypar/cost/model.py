@@ -175,13 +175,13 @@ class CostModel:
             for p_direct, _, data in sorted(g.in_edges(c, data=True), key=lambda e: order.index(e[0])):
                 for s in data["slots"]:
                     tensor = node.in_tensors[s] if s < len(node.in_tensors) and node.in_tensors[s] else data["tensor"]
-                    for p in self._kept_sources(p_direct):
+                    for p in self.kept_sources(p_direct):
                         outs = G.layer(g, p).outputs
                         source = outs[0] if outs else tensor.name
                         out.append(EdgeModel(self.index[p], self.index[c], s, tensor, self.needs_error[p], source))
         return out
 
-    def _kept_sources(self, start: str) -> list[str]:
+    def kept_sources(self, start: str) -> list[str]:
         """Kept nodes reached walking backwards from ``start`` through folded nodes."""
         found, seen, stack = [], set(), [start]
         while stack:

@@ -867,7 +867,7 @@ def _kept_output_sources(model, tname: str) -> list[int]:
     prod_ = [n for n in g.nodes if tname in G.layer(g, n).outputs]
     if not prod_:
         return []
-    return [model.index[n] for n in model._kept_sources(prod_[0])]
+    return [model.index[n] for n in model.kept_sources(prod_[0])]
 
 
 # ----------------------------------------------------------------------------- the step
