@@ -16,7 +16,7 @@ from hypar.cost import CostModel
 from hypar.errors import InfeasibleError, SolverError
 from hypar.ilp.exact import solve_brute_force, solve_chain_dp
 from hypar.ilp.solution import LevelSolution
-from hypar.ilp.solver import solve_ilp
+from hypar.ilp.solve import solve_ilp
 from hypar.vocab import Method, Search
 
 BASELINES = ("data", "model", "owt")

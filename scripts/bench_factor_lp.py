@@ -26,8 +26,10 @@ import time
 import numpy as np
 import pulp
 
-from hypar.ilp import solver
+from hypar.ilp import solve as solver
+from hypar.ilp.model import build_model
 from hypar.ilp.problem import FactorTerm, GroupTerm, LevelProblem
+from hypar.ilp.reduce import reduce_problem
 
 T = 3
 
@@ -72,8 +74,8 @@ def instance(blocks: int, k: int, seed: int, coupled: bool = False
 
 def lp_bound(problem: LevelProblem) -> tuple[float, bool]:
     """The LP relaxation's value (in problem units) and whether its x are integral."""
-    red = solver._reduce(problem)
-    built = solver._build(red)
+    red = reduce_problem(problem)
+    built = build_model(red)
     for v in built.lp.variables():
         v.cat = pulp.LpContinuous
     built.lp.solve(pulp.HiGHS(msg=False))

@@ -70,7 +70,7 @@ def _run_case(case: dict, conn) -> None:
     from hypar.cost import CostModel
     from hypar.plan import dumps
     from hypar.search import SearchLog, SolverSettings, greedy
-    import hypar.ilp.solver  # noqa: F401  (pulp, highspy imported before the clock starts)
+    import hypar.ilp.solve  # noqa: F401  (pulp, highspy imported before the clock starts)
 
     out: dict = {}
     conn.send({"ready": True})        # the parent's clock for --timeout starts here

@@ -1,7 +1,7 @@
 """One level's discrete optimisation problem, independent of ONNX, costs and solver backends.
 
 The cost model builds a :class:`LevelProblem` for one level of the PE hierarchy (the other
-levels fixed); :mod:`hypar.ilp.solver` (ILP), :mod:`hypar.ilp.exact` (chain DP, brute force) solve it.
+levels fixed); :mod:`hypar.ilp.solve` (ILP), :mod:`hypar.ilp.exact` (chain DP, brute force) solve it.
 
 Objective of an assignment ``a`` (``a[i]`` = index of node i's chosen choice)::
 

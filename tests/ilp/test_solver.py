@@ -5,11 +5,14 @@ import re
 import numpy as np
 import pytest
 
-from hypar.ilp import solver
+from hypar.ilp import backends, isolate
+from hypar.ilp import solve as driver
 from hypar.errors import InfeasibleError, SolverError
 from hypar.ilp.exact import solve_brute_force
 from hypar.ilp.problem import GroupTerm, LevelProblem
-from hypar.ilp.solver import available_backends, build_ilp, solve, solve_ilp
+from hypar.ilp.backends import available_backends
+from hypar.ilp.model import build_ilp
+from hypar.ilp.solve import solve, solve_ilp, status_of
 
 A = np.array
 MISMATCH = A([[0.0, 1.0], [1.0, 0.0]])      # not separable: needs pair variables
@@ -206,7 +209,7 @@ def test_unknown_backend_lists_installed_ones():
 
 
 def test_unavailable_backend(monkeypatch):
-    monkeypatch.setattr(solver, "available_backends", lambda: ["cbc"])
+    monkeypatch.setattr(backends, "available_backends", lambda: ["cbc"])
     with pytest.raises(SolverError, match="not available"):
         solve_ilp(chain3(), backend="highs")
 
@@ -258,7 +261,7 @@ class _FakeLp:
     (0, 2, "feasible"),
 ])
 def test_status_reads_both_fields(status, sol_status, expected):
-    assert solver._status_of(_FakeLp(status, sol_status)) == expected
+    assert status_of(_FakeLp(status, sol_status)) == expected
 
 
 def test_bad_options():
@@ -286,7 +289,7 @@ def test_fractional_relaxation_still_solved_exactly(backend):
 
 @pytest.mark.parametrize("lp_first", [True, False])
 def test_lp_first_switch_gives_same_plans(monkeypatch, lp_first):
-    monkeypatch.setattr(solver, "_LP_FIRST", lp_first)
+    monkeypatch.setattr(backends, "LP_FIRST", lp_first)
     for make in (chain3, diamond, shared_fanout, anchored, frustrated_triangle):
         p = make()
         assert solve_ilp(p, eliminate=False).objective == solve_brute_force(p).objective
@@ -299,7 +302,7 @@ def test_changing_thread_count_between_solves():
         assert solve_ilp(p, threads=threads, eliminate=False).objective == 1.0
 
 
-fork_only = pytest.mark.skipif(not solver._can_fork(), reason="needs os.fork")
+fork_only = pytest.mark.skipif(not isolate.can_fork(), reason="needs os.fork")
 
 
 @fork_only
@@ -330,8 +333,8 @@ def test_hard_stop_returns_the_incumbent(monkeypatch):
     def stuck(*args, **kwargs):          # a backend that ignores its time limit
         time.sleep(60)
 
-    monkeypatch.setattr(solver, "_solve_reduced", stuck)
-    monkeypatch.setattr(solver, "HARD_STOP_MARGIN_SECONDS", 0.1)
+    monkeypatch.setattr(driver, "_solve_reduced", stuck)
+    monkeypatch.setattr(isolate, "HARD_STOP_MARGIN_SECONDS", 0.1)
     p = chain3()
     sol = solve_ilp(p, time_limit_seconds=0.2, incumbent=(1, 0, 0), isolate=True,
                     eliminate=False)
@@ -345,14 +348,14 @@ def test_hard_stop_returns_the_incumbent(monkeypatch):
 
 def test_short_time_limit_on_a_large_model_isolates(monkeypatch):
     calls = []
-    monkeypatch.setattr(solver, "_run_forked", lambda fn, deadline: calls.append(1) or fn())
+    monkeypatch.setattr(driver, "run_forked", lambda fn, deadline: calls.append(1) or fn())
     p = diamond()
     solve_ilp(p, time_limit_seconds=60, eliminate=False)
     assert calls == []
     # 60 s is "short" once the estimate per variable is large enough
-    monkeypatch.setattr(solver, "_SECONDS_PER_VARIABLE", 10.0)
+    monkeypatch.setattr(isolate, "_SECONDS_PER_VARIABLE", 10.0)
     solve_ilp(p, time_limit_seconds=60, eliminate=False)
-    assert calls == ([1] if solver._can_fork() else [])
+    assert calls == ([1] if isolate.can_fork() else [])
 
 
 def test_elimination_removes_leaves_and_series_nodes_only():

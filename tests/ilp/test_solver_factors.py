@@ -9,11 +9,14 @@ from hypothesis import strategies as st
 from test_solver_properties import (COST, SETTINGS, _brute_or_infeasible, check_ilp_equals_brute, close, dags,
                                     larger_dags)
 
-from hypar.ilp import solver
+from hypar.ilp import backends
 from hypar.errors import InfeasibleError, SolverError
 from hypar.ilp.exact import check_problem, solve_brute_force, solve_chain_dp
 from hypar.ilp.problem import FactorTerm, GroupTerm, LevelProblem
-from hypar.ilp.solver import available_backends, build_ilp, solve_ilp
+from hypar.ilp.backends import available_backends
+from hypar.ilp.model import build_ilp
+from hypar.ilp.polish import polish
+from hypar.ilp.solve import solve_ilp
 
 BACKENDS = [b for b in ("highs", "cbc") if b in available_backends()]
 
@@ -190,7 +193,7 @@ def test_polish_accounts_for_factors():
     t = np.zeros((2, 2, 2))
     t[0] = 5.0
     p = _problem([2, 2, 2], [[0, 0], [0, 0], [0, 0]], [FactorTerm((0, 1, 2), t)])
-    assignment = solver._polish(p, [1, 0, 0], [0, 1, 2])
+    assignment = polish(p, [1, 0, 0], [0, 1, 2])
     assert assignment == [1, 0, 0]
     sol = solve_ilp(p, eliminate=False)
     assert sol.assignment == (1, 0, 0) and sol.objective == 0.0
@@ -252,7 +255,7 @@ def test_factor_dag_ilp_equals_brute(p):
 @given(factor_dags())
 def test_factor_dag_mip_path_equals_brute(p):
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(solver, "_LP_FIRST", False)
+        mp.setattr(backends, "LP_FIRST", False)
         check_ilp_equals_brute(p, proven=False)
 
 

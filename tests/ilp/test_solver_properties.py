@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from hypar.errors import InfeasibleError
 from hypar.ilp.exact import solve_brute_force, solve_chain_dp
 from hypar.ilp.problem import GroupTerm, LevelProblem
-from hypar.ilp.solver import available_backends, solve_ilp
+from hypar.ilp.backends import available_backends
+from hypar.ilp.solve import solve_ilp
 
 COST = st.sampled_from([0.0, 0.0, 0.0, 0.25, 0.5, 1.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 40.0])
 SCALE = st.sampled_from([1.0, 1.0, 1e-7, 3e9])
@@ -184,11 +185,11 @@ def test_incumbent_never_makes_it_worse(p):
 @given(dags())
 def test_dag_mip_path_equals_brute(p):
     # The same check with HiGHS's LP-first shortcut off: every model goes through the MIP.
-    from hypar.ilp import solver
+    from hypar.ilp import backends
 
     brute = _brute_or_infeasible(p)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(solver, "_LP_FIRST", False)
+        mp.setattr(backends, "LP_FIRST", False)
         if brute is None:
             with pytest.raises(InfeasibleError):
                 solve_ilp(p, eliminate=False)

@@ -21,7 +21,7 @@ from hypar.cost import CostModel
 from hypar.ilp.exact import solve_brute_force, solve_chain_dp
 from hypar.search import (BASELINES, SearchLog, SolverSettings, baseline, greedy, joint, refine,
                           search)
-from hypar.ilp.solver import solve_ilp
+from hypar.ilp.solve import solve_ilp
 from hypar.synthetic import gemm_chain, random_dag
 
 FIXTURES = "tests/fixtures"

@@ -1,0 +1,194 @@
+"""HiGHS in process (highspy) behind PuLP's solver interface: the model passed in bulk, the LP
+relaxation tried first, an optional warm start; and the process-wide HiGHS state (one solve at a
+time, the worker-thread pool, what a fork must do with both).
+
+HiGHS keeps a thread pool per calling OS thread whose size is fixed at its first solve ("global
+scheduler has already been initialized to use N threads"): it is tracked per thread and reset
+when another size is asked for. Solves are serialised by a lock.
+
+``highspy`` is imported where HiGHS runs, not at module level: it is optional (CBC needs none).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import pulp
+
+#: Largest distance from an integer at which an LP value counts as integral.
+INTEGRAL_TOL = 1e-9
+
+_highs_state = threading.local()
+_HIGHS_LOCK = threading.RLock()
+
+
+def use_highs_threads(threads: int) -> None:
+    """Make this OS thread's HiGHS pool ``threads`` workers (reset only when it changes)."""
+    if getattr(_highs_state, "threads", None) != threads:
+        import highspy
+
+        highspy.Highs.resetGlobalScheduler(True)
+        _highs_state.threads = threads
+
+
+def _release_workers() -> None:
+    """Join this thread's HiGHS workers (before a fork: the child would wait on them)."""
+    if getattr(_highs_state, "threads", None) not in (None, 1):
+        import highspy
+
+        highspy.Highs.resetGlobalScheduler(True)
+        _highs_state.threads = None
+
+
+@contextmanager
+def quiet_for_fork() -> Iterator[None]:
+    """Hold the HiGHS lock with no worker thread alive: fork inside this block only."""
+    with _HIGHS_LOCK:
+        _release_workers()
+        yield
+
+
+def reset_after_fork() -> None:
+    """In a forked child: a fresh HiGHS lock (the inherited one is held by the parent)."""
+    global _HIGHS_LOCK
+    _HIGHS_LOCK = threading.RLock()
+
+
+class HighsSolver(pulp.HiGHS):  # type: ignore[misc,valid-type]
+    """pulp.HiGHS with a bulk model transfer, an LP-first pass and an optional warm start.
+
+    - The model goes to highspy as whole arrays (PuLP's own glue adds one column at a time).
+    - LP first: the relaxation is solved (no presolve) and, when every integer variable comes
+      out integral, that vertex is optimal for the ILP as well — true for every chain and tree,
+      where the marginal (local) polytope is integral. Otherwise the MIP runs as usual.
+    - ``warm_start``: the values set on the variables (``setInitialValue``) seed the MIP.
+
+    Status is reported like PuLP's HiGHS: (Optimal, Optimal) when proven; (Optimal,
+    IntegerFeasible) when stopped with a plan; (NotSolved, NoSolutionFound) otherwise.
+    """
+
+    def __init__(self, *args, warm_start: bool = False, lp_first: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.warm_start = warm_start
+        self.lp_first = lp_first
+        self.lp_first_integral: bool | None = None       # for inspection and tests
+        self.error: str | None = None                    # why HiGHS gave up, if it failed
+
+    def actualSolve(self, lp, **kwargs):  # noqa: N802 - PuLP's name
+        """Solve ``lp`` (a pulp.LpProblem); returns and assigns PuLP's status."""
+        # HiGHS's thread pool is process-global: one HiGHS solve at a time per process.
+        with _HIGHS_LOCK:
+            return self._solve_locked(lp)
+
+    def _solve_locked(self, lp):
+        """The solve itself, under the lock: load, LP first when asked, then the MIP."""
+        started = time.perf_counter()
+        use_highs_threads(self.threads or 1)
+        self.createAndConfigureSolver(lp)
+        h = lp.solverModel
+        variables = lp.variables()
+        _load_model(h, lp, variables)
+        ints = np.array([v.index for v in variables if v.cat == pulp.LpInteger], np.int32)
+        if self.lp_first and len(ints):
+            status = self._solve_relaxation(h, lp, variables, ints)
+            if status is not None:
+                return status
+            h.setOptionValue("presolve", "choose")
+            if self.timeLimit is not None:
+                left = self.timeLimit - (time.perf_counter() - started)
+                h.setOptionValue("time_limit", max(left, 1e-3))
+        return self._solve_mip(h, lp, variables, ints)
+
+    def _solve_relaxation(self, h, lp, variables, ints: np.ndarray):
+        """The LP relaxation without presolve: PuLP's status when it settles the problem
+        (failed, infeasible, or integral hence optimal), else None (the MIP must run)."""
+        import highspy
+
+        model = highspy.HighsModelStatus
+        h.setOptionValue("presolve", "off")
+        if h.run() == highspy.HighsStatus.kError:
+            self.error = h.modelStatusToString(h.getModelStatus())
+            return _finish(lp, variables, None, pulp.LpStatusNotSolved,
+                           pulp.LpSolutionNoSolutionFound)
+        if h.getModelStatus() == model.kOptimal:
+            col = np.asarray(h.getSolution().col_value)
+            self.lp_first_integral = bool(
+                np.all(np.abs(col[ints] - np.round(col[ints])) <= INTEGRAL_TOL))
+            if self.lp_first_integral:
+                return _finish(lp, variables, col, pulp.LpStatusOptimal, pulp.LpSolutionOptimal)
+        elif h.getModelStatus() in (model.kInfeasible, model.kUnboundedOrInfeasible):
+            return _finish(lp, variables, None, pulp.LpStatusInfeasible,
+                           pulp.LpSolutionInfeasible)
+        return None
+
+    def _solve_mip(self, h, lp, variables, ints: np.ndarray):
+        """The MIP (integrality set, warm start when asked); returns PuLP's status."""
+        import highspy
+
+        model = highspy.HighsModelStatus
+        n = len(variables)
+        if len(ints):
+            h.changeColsIntegrality(len(ints), ints,
+                                    np.full(len(ints), highspy.HighsVarType.kInteger.value,
+                                            np.uint8))
+        if self.warm_start:
+            start = np.array([v.varValue if v.varValue is not None else 0.0
+                              for v in variables], float)
+            h.setSolution(n, np.arange(n, dtype=np.int32), start)
+        if h.run() == highspy.HighsStatus.kError:
+            self.error = h.modelStatusToString(h.getModelStatus())
+        status = h.getModelStatus()
+        has_plan = h.getInfo().primal_solution_status == 2        # kSolutionStatusFeasible
+        col = np.asarray(h.getSolution().col_value) if has_plan else None
+        if status == model.kOptimal:
+            return _finish(lp, variables, col, pulp.LpStatusOptimal, pulp.LpSolutionOptimal)
+        if status in (model.kInfeasible, model.kUnboundedOrInfeasible):
+            return _finish(lp, variables, None, pulp.LpStatusInfeasible,
+                           pulp.LpSolutionInfeasible)
+        if has_plan:
+            return _finish(lp, variables, col, pulp.LpStatusOptimal,
+                           pulp.LpSolutionIntegerFeasible)
+        return _finish(lp, variables, None, pulp.LpStatusNotSolved,
+                       pulp.LpSolutionNoSolutionFound)
+
+
+def _load_model(h, lp, variables) -> None:
+    """Pass ``lp``'s columns and rows to the highspy model ``h`` as whole arrays; number the
+    variables and constraints (``.index``) in that order."""
+    import highspy
+
+    inf = highspy.kHighsInf
+    for k, var in enumerate(variables):
+        var.index = k
+    n = len(variables)
+    cost = np.array([lp.objective.get(var, 0.0) for var in variables], dtype=float)
+    lower = np.array([-inf if v.lowBound is None else v.lowBound for v in variables], float)
+    upper = np.array([inf if v.upBound is None else v.upBound for v in variables], float)
+    h.addCols(n, cost, lower, upper, 0, np.zeros(n, np.int32), np.zeros(0, np.int32),
+              np.zeros(0, float))
+    row_lo, row_up, starts, index, value = [], [], [], [], []
+    for k, con in enumerate(lp._constraints.values()):
+        con.index = k
+        starts.append(len(index))
+        for var, coef in con.items():
+            if coef != 0:
+                index.append(var.index)
+                value.append(coef)
+        lb, ub = con.getLb(), con.getUb()
+        row_lo.append(-inf if lb is None else lb)
+        row_up.append(inf if ub is None else ub)
+    h.addRows(len(row_lo), np.array(row_lo, float), np.array(row_up, float), len(index),
+              np.array(starts, np.int32), np.array(index, np.int32), np.array(value, float))
+
+
+def _finish(lp, variables, col, status, sol_status):
+    """Set every variable's value from ``col`` (None: no values) and ``lp``'s statuses; returns
+    ``status``."""
+    for k, var in enumerate(variables):
+        var.varValue = None if col is None else float(col[k])
+    lp.assignStatus(status, sol_status)
+    return status
