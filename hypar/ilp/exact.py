@@ -44,6 +44,35 @@ def check_problem(problem: LevelProblem) -> None:
     >>> p = LevelProblem(["a"], [("I", "II")], [np.array([1.0, 2.0])])
     >>> check_problem(p)
     """
+    sizes = _check_nodes(problem)
+    index = _Indices(sizes)
+    _check_edges(problem, index)
+    _check_groups(problem, index)
+    _check_factors(problem, index)
+    _check_memory(problem, sizes)
+
+
+class _Indices:
+    """Checks node and choice indices against a problem's choice counts."""
+
+    def __init__(self, sizes: list[int]):
+        self.sizes = sizes
+
+    def node(self, i: int, what: str) -> None:
+        """Raise ValueError (naming ``what``) unless ``i`` is a node index."""
+        n = len(self.sizes)
+        if not (isinstance(i, (int, np.integer)) and 0 <= i < n):
+            raise ValueError(f"{what}: node index {i!r} is not in 0..{n - 1}")
+
+    def choice(self, i: int, c: int, what: str) -> None:
+        """Raise ValueError (naming ``what``) unless ``c`` is a choice index of node ``i``."""
+        self.node(i, what)
+        if not (isinstance(c, (int, np.integer)) and 0 <= c < self.sizes[i]):
+            raise ValueError(f"{what}: choice {c!r} of node {i} is not in 0..{self.sizes[i] - 1}")
+
+
+def _check_nodes(problem: LevelProblem) -> list[int]:
+    """Check names, choices and node costs agree; returns the choice count per node."""
     n = len(problem.choices)
     if len(problem.names) != n or len(problem.node_cost) != n:
         raise ValueError(
@@ -56,51 +85,60 @@ def check_problem(problem: LevelProblem) -> None:
         arr = np.asarray(cost, dtype=float)
         if arr.shape != (t,) or not np.all(np.isfinite(arr)):
             raise ValueError(f"node {i}: node_cost must be {t} finite floats, got {cost!r}")
+    return sizes
+
+
+def _check_edges(problem: LevelProblem, index: _Indices) -> None:
+    """Check each edge joins two distinct nodes with a finite matrix of the right shape."""
     if len(problem.edges) != len(problem.edge_cost):
         raise ValueError(f"{len(problem.edges)} edges but {len(problem.edge_cost)} edge-cost "
                          "matrices; give one matrix per edge")
-
-    def _node(i: int, what: str) -> None:
-        if not (isinstance(i, (int, np.integer)) and 0 <= i < n):
-            raise ValueError(f"{what}: node index {i!r} is not in 0..{n - 1}")
-
-    def _choice(i: int, c: int, what: str) -> None:
-        _node(i, what)
-        if not (isinstance(c, (int, np.integer)) and 0 <= c < sizes[i]):
-            raise ValueError(f"{what}: choice {c!r} of node {i} is not in 0..{sizes[i] - 1}")
-
+    sizes = index.sizes
     for e, ((u, v), m) in enumerate(zip(problem.edges, problem.edge_cost)):
-        _node(u, f"edge {e}")
-        _node(v, f"edge {e}")
+        index.node(u, f"edge {e}")
+        index.node(v, f"edge {e}")
         if u == v:
             raise ValueError(f"edge {e} joins node {u} to itself; fold it into node_cost")
         arr = np.asarray(m, dtype=float)
         if arr.shape != (sizes[u], sizes[v]) or not np.all(np.isfinite(arr)):
             raise ValueError(f"edge {e} ({u}, {v}): cost must be a finite "
                              f"{sizes[u]}x{sizes[v]} matrix, got shape {arr.shape}")
+
+
+def _check_groups(problem: LevelProblem, index: _Indices) -> None:
+    """Check group costs are finite and non-negative, members and anchors valid choices."""
     for g, term in enumerate(problem.groups):
         if not (math.isfinite(term.cost) and term.cost >= 0):
             raise ValueError(f"group {g}: cost {term.cost!r} must be finite and non-negative")
         for v, t in term.members:
-            _choice(v, t, f"group {g} member")
+            index.choice(v, t, f"group {g} member")
         if term.anchor is not None:
-            _choice(term.anchor[0], term.anchor[1], f"group {g} anchor")
+            index.choice(term.anchor[0], term.anchor[1], f"group {g} anchor")
+
+
+def _check_factors(problem: LevelProblem, index: _Indices) -> None:
+    """Check factors have distinct valid nodes and a finite, non-negative table that fits."""
     for f, term in enumerate(problem.factors):
         nodes = tuple(term.nodes)
         if not nodes:
             raise ValueError(f"factor {f}: no node; give at least one (or fold it into a "
                              "constant)")
         for v in nodes:
-            _node(v, f"factor {f}")
+            index.node(v, f"factor {f}")
         if len(set(int(v) for v in nodes)) != len(nodes):
             raise ValueError(f"factor {f}: nodes {nodes!r} repeat a node; give distinct nodes")
         arr = np.asarray(term.table, dtype=float)
-        want = tuple(sizes[v] for v in nodes)
+        want = tuple(index.sizes[v] for v in nodes)
         if arr.shape != want:
             raise ValueError(f"factor {f} over nodes {nodes!r}: table shape {arr.shape} does "
                              f"not match the nodes' choice counts {want}")
         if not (np.all(np.isfinite(arr)) and np.all(arr >= 0)):
             raise ValueError(f"factor {f}: table entries must be finite and non-negative")
+
+
+def _check_memory(problem: LevelProblem, sizes: list[int]) -> None:
+    """Check each memory row has finite coefficients per node and choice, capacity not NaN."""
+    n = len(sizes)
     for r, (coef, cap) in enumerate(problem.memory):
         if len(coef) != n:
             raise ValueError(f"memory row {r}: {len(coef)} coefficient arrays for {n} nodes")
@@ -228,8 +266,23 @@ def solve_brute_force(problem: LevelProblem, max_assignments: int = 200_000) -> 
         return LevelSolution((), 0.0, "optimal", "brute", time.perf_counter() - start)
     # All assignments in lexicographic order (node 0 most significant), one row each.
     grid = np.indices(sizes, dtype=np.int32).reshape(n, -1).T
+    obj = _grid_objectives(problem, grid)
+    feasible = _grid_feasible(problem, grid)
+    if not feasible.any():
+        raise InfeasibleError(
+            "no assignment satisfies the memory rows; raise the per-PE capacity")
+    obj = np.where(feasible, obj, np.inf)
+    best = float(obj.min())
+    k = int(np.argmax(obj <= best + TIE_RTOL * abs(best)))
+    result = tuple(int(c) for c in grid[k])
+    return LevelSolution(result, problem.objective(result), "optimal", "brute",
+                         time.perf_counter() - start)
+
+
+def _grid_objectives(problem: LevelProblem, grid: np.ndarray) -> np.ndarray:
+    """The objective of every assignment, one per row of ``grid`` (rows: choice per node)."""
     obj = np.zeros(len(grid))
-    for i in range(n):
+    for i in range(grid.shape[1]):
         obj += np.asarray(problem.node_cost[i], dtype=float)[grid[:, i]]
     for (u, v), m in zip(problem.edges, problem.edge_cost):
         obj += np.asarray(m, dtype=float)[grid[:, u], grid[:, v]]
@@ -243,18 +296,15 @@ def solve_brute_force(problem: LevelProblem, max_assignments: int = 200_000) -> 
     for f in problem.factors:
         table = np.asarray(f.table, dtype=float)
         obj += table[tuple(grid[:, v] for v in f.nodes)]
+    return obj
+
+
+def _grid_feasible(problem: LevelProblem, grid: np.ndarray) -> np.ndarray:
+    """Whether each assignment (a row of ``grid``) satisfies every memory row."""
     feasible = np.ones(len(grid), dtype=bool)
     for coef, cap in problem.memory:
         used = np.zeros(len(grid))
-        for i in range(n):
+        for i in range(grid.shape[1]):
             used += np.asarray(coef[i], dtype=float)[grid[:, i]]
         feasible &= used <= cap * (1 + 1e-12)
-    if not feasible.any():
-        raise InfeasibleError(
-            "no assignment satisfies the memory rows; raise the per-PE capacity")
-    obj = np.where(feasible, obj, np.inf)
-    best = float(obj.min())
-    k = int(np.argmax(obj <= best + TIE_RTOL * abs(best)))
-    result = tuple(int(c) for c in grid[k])
-    return LevelSolution(result, problem.objective(result), "optimal", "brute",
-                         time.perf_counter() - start)
+    return feasible

@@ -37,7 +37,7 @@ def axis_slice(t: np.ndarray, a: int) -> np.ndarray:
 
 
 def on_nodes(t: np.ndarray, nodes: tuple[int, ...], into: tuple[int, ...]) -> np.ndarray:
-    """A table over ``nodes`` (ascending, a subset of ``into``) shaped to broadcast over ``into``."""
+    """A table over ``nodes`` (ascending, within ``into``) shaped to broadcast over ``into``."""
     shape = [1] * len(into)
     pos = {v: k for k, v in enumerate(into)}
     for v, size in zip(nodes, t.shape):
