@@ -151,6 +151,7 @@ def _check_memory(problem: LevelProblem, sizes: list[int]) -> None:
 
 
 def _is_tie(value: float, best: float) -> bool:
+    """True when ``value`` is within TIE_RTOL (relative) above ``best``."""
     return value <= best + TIE_RTOL * abs(best)
 
 
