@@ -13,7 +13,7 @@ from math import prod
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from hypar.onnx.index import ModelIndex
 from hypar.onnx.protos import SMALL_ELEMENTS, is_small, known, node_attrs, norm_axis, tensor_elements
@@ -73,7 +73,7 @@ class ConstantEvaluator:
         fn = _FROM_VALUES.get(n.op_type)
         return fn(ins, a, n) if fn is not None else None
 
-    def _known_dims(self, t: str) -> list[int] | None:
+    def known_dims(self, t: str) -> list[int] | None:
         """Dims of ``t`` when fully known, else None."""
         dims = self.shapes.dims(t)
         return dims if known(dims) else None
@@ -87,25 +87,24 @@ def _constant(ev: ConstantEvaluator, n: onnx.NodeProto, a: Attrs) -> Value | Non
     for at in n.attribute:
         if at.name == "value":
             return numpy_helper.to_array(at.t) if tensor_elements(at.t) <= SMALL_ELEMENTS else None
-        if at.name in _CONSTANT_LISTS:
-            return np.array(_CONSTANT_LISTS[at.name](at), dtype=_CONSTANT_DTYPES[at.name])
+        if at.name in _CONSTANT_NUMBERS:
+            read, dtype = _CONSTANT_NUMBERS[at.name]
+            return np.array(read(at), dtype=dtype)
     return None
 
 
-_CONSTANT_LISTS: dict[str, Callable[[onnx.AttributeProto], object]] = {
-    "value_int": lambda at: at.i,
-    "value_ints": lambda at: list(at.ints),
-    "value_float": lambda at: at.f,
-    "value_floats": lambda at: list(at.floats),
-}
-_CONSTANT_DTYPES = {
-    "value_int": np.int64, "value_ints": np.int64, "value_float": np.float32, "value_floats": np.float32,
+# Constant's number attributes: how to read each, and its dtype.
+_CONSTANT_NUMBERS: dict[str, tuple[Callable[[onnx.AttributeProto], object], type]] = {
+    "value_int": (lambda at: at.i, np.int64),
+    "value_ints": (lambda at: list(at.ints), np.int64),
+    "value_float": (lambda at: at.f, np.float32),
+    "value_floats": (lambda at: list(at.floats), np.float32),
 }
 
 
 def _shape(ev: ConstantEvaluator, n: onnx.NodeProto, a: Attrs) -> Value | None:
     """Shape (with optional start / end) of an input whose shape is known."""
-    dims = ev._known_dims(n.input[0])
+    dims = ev.known_dims(n.input[0])
     if dims is None:
         return None
     r = len(dims)
@@ -116,7 +115,7 @@ def _shape(ev: ConstantEvaluator, n: onnx.NodeProto, a: Attrs) -> Value | None:
 
 def _size(ev: ConstantEvaluator, n: onnx.NodeProto, a: Attrs) -> Value | None:
     """Size: element count of an input whose shape is known."""
-    dims = ev._known_dims(n.input[0])
+    dims = ev.known_dims(n.input[0])
     return np.array(prod(dims), dtype=np.int64) if dims is not None else None
 
 

@@ -35,7 +35,9 @@ class GraphBuild:
     opaque: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
 
 
-def build_layer_graph(index: ModelIndex, shapes: Shapes, batch: int | None, name: str) -> tuple[nx.DiGraph, list[str]]:
+def build_layer_graph(
+    index: ModelIndex, shapes: Shapes, batch: int | None, name: str
+) -> tuple[nx.DiGraph, list[str]]:
     """The layer graph of a shape-inferred model and the texts of its opaque-layer warnings.
 
     ``batch`` is the bound batch (None: the first input's dim 0). Raises ShapeError when an
@@ -48,19 +50,21 @@ def build_layer_graph(index: ModelIndex, shapes: Shapes, batch: int | None, name
     names = layer_names(kept)
     axes = AxisTracker(shapes.table)
     inputs = _graph_inputs(index, shapes, axes)
-    bound = batch if batch is not None else next((t.shape[0] for t in inputs if t.shape), 1)
-    b = GraphBuild(G.new_graph(name, bound), {t.name: t for t in inputs})
+    bound_batch = batch if batch is not None else next((t.shape[0] for t in inputs if t.shape), 1)
+    build = GraphBuild(G.new_graph(name, bound_batch), {t.name: t for t in inputs})
     ctx = LayerContext(index, shapes, axes)
     for (_, n), lname in zip(kept, names):
-        _add_layer(b, ctx, n, lname)
-    _add_edges(b, names, {vi.name for vi in index.act_inputs})
-    fold_bias(b.graph, index, shapes)
-    g = b.graph
+        _add_layer(build, ctx, n, lname)
+    _add_edges(build, names, {vi.name for vi in index.act_inputs})
+    g = build.graph
+    fold_bias(g, index, shapes)
     # inputs that only feed shape computations (e.g. Shape(mask)) are not layer inputs
-    g.graph["inputs"] = tuple(t for t in inputs if t.name in b.input_consumers or t.name in b.producer_layer)
-    g.graph["outputs"] = tuple(b.tensors[o.name] for o in index.model.graph.output if o.name in b.tensors)
-    g.graph["input_consumers"] = {t: tuple(v) for t, v in b.input_consumers.items()}
-    return g, [_opaque_warning(g, label, where, shapes.guessed) for label, where in b.opaque.items()]
+    g.graph["inputs"] = tuple(
+        t for t in inputs if t.name in build.input_consumers or t.name in build.producer_layer)
+    g.graph["outputs"] = tuple(
+        build.tensors[o.name] for o in index.model.graph.output if o.name in build.tensors)
+    g.graph["input_consumers"] = {t: tuple(v) for t, v in build.input_consumers.items()}
+    return g, [_opaque_warning(g, label, where, shapes.guessed) for label, where in build.opaque.items()]
 
 
 def require_weighted_layer(g: nx.DiGraph, name: str) -> None:
@@ -86,28 +90,28 @@ def _graph_inputs(index: ModelIndex, shapes: Shapes, axes: AxisTracker) -> list[
     return inputs
 
 
-def _add_layer(b: GraphBuild, ctx: LayerContext, n: onnx.NodeProto, lname: str) -> None:
+def _add_layer(build: GraphBuild, ctx: LayerContext, n: onnx.NodeProto, lname: str) -> None:
     """Add node ``n``'s layer and record its output tensors (those of known shape)."""
     lay = build_layer(ctx, n, lname)
     if lay.kind == G.OPAQUE:
-        b.opaque[opaque_label(n)].append(lname)
-    G.add_layer(b.graph, lay)
+        build.opaque[opaque_label(n)].append(lname)
+    G.add_layer(build.graph, lay)
     for o in lay.outputs:
-        b.producer_layer[o] = lname
-        if o not in b.tensors and ctx.table.is_known(o):
+        build.producer_layer[o] = lname
+        if o not in build.tensors and ctx.table.is_known(o):
             ba, fa = ctx.axes.get(o, (None, None))
-            b.tensors[o] = G.Tensor(o, tuple(ctx.table.dims(o)), ba, fa)
+            build.tensors[o] = G.Tensor(o, tuple(ctx.table.dims(o)), ba, fa)
 
 
-def _add_edges(b: GraphBuild, names: list[str], graph_inputs: set[str]) -> None:
+def _add_edges(build: GraphBuild, names: list[str], graph_inputs: set[str]) -> None:
     """An edge per (producer layer, consumer layer, slot); graph inputs' consumers recorded."""
     for lname in names:
-        lay = G.layer(b.graph, lname)
+        lay = G.layer(build.graph, lname)
         for slot, t in enumerate(lay.inputs):
-            if t in b.producer_layer:
-                G.add_edge(b.graph, b.producer_layer[t], lname, b.tensors[t], slot)
-            elif t in graph_inputs and lname not in b.input_consumers[t]:
-                b.input_consumers[t].append(lname)
+            if t in build.producer_layer:
+                G.add_edge(build.graph, build.producer_layer[t], lname, build.tensors[t], slot)
+            elif t in graph_inputs and lname not in build.input_consumers[t]:
+                build.input_consumers[t].append(lname)
 
 
 def _opaque_warning(g: nx.DiGraph, label: str, where: list[str], guessed: set[str]) -> str:

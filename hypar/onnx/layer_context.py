@@ -50,11 +50,6 @@ class NodeView:
         """The ONNX op type."""
         return self.node.op_type
 
-    @property
-    def inputs(self) -> list[str]:
-        """All ONNX inputs ('' for an omitted optional one)."""
-        return list(self.node.input)
-
     def input(self, pos: int) -> str:
         """Input at position ``pos``, '' when absent or omitted."""
         return self.node.input[pos] if len(self.node.input) > pos else ""
