@@ -14,7 +14,7 @@ from hypar import graph as G
 from hypar.array import PEArray, array_from_levels, array_from_pes, default_array, load_array
 from hypar.cost import OBJECTIVES, SPACES, CostModel, Evaluation
 from hypar.errors import ArrayConfigError, ModelStructureError, PlanError
-from hypar.onnx.importer import load_layer_graph, model_sha256
+from hypar.onnx import load_layer_graph, model_sha256
 from hypar.plan import assignment_from_types, build_plan, plan_array, plan_types
 from hypar.search import BASELINES, SearchLog, SolverSettings, baseline, complete, greedy, search
 

@@ -71,7 +71,7 @@ def inspect_cmd(model: str, batch: int | None, as_json: bool, all_nodes: bool) -
       hypar inspect models/resnet50.onnx --batch 64
     """
     from hypar.present.inspect import inspect_dict, inspect_table
-    from hypar.onnx.importer import load_layer_graph
+    from hypar.onnx import load_layer_graph
 
     with _hypar_errors_and_warnings():
         g = load_layer_graph(model, batch=batch)

@@ -1,4 +1,4 @@
-"""hypar.onnx.importer: one small model written in place per rule, plus the onnx package's light
+"""hypar.onnx (load_layer_graph and its modules): one small model written in place per rule, plus the onnx package's light
 Model Zoo graphs."""
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import pytest
 from onnx import helper, numpy_helper, parser
 
 from hypar import graph as G
-from hypar.onnx import importer as onnx_import
+from hypar.onnx import inference, protos
+from hypar.onnx.axes import atoms_axes, default_atoms, regroup
 from hypar.errors import HyparWarning, ModelLoadError, ModelStructureError, ShapeError
-from hypar.onnx.importer import load_layer_graph, model_sha256
+from hypar.onnx import load_layer_graph, model_sha256
 
 HEADER = '<ir_version: 8, opset_import: ["" : 17]>\n'
 
@@ -285,8 +286,8 @@ def test_merged_heads_round_trip_keeps_head_axis():
     ((8, 6), (4, 12), (0, 1), (0, None)),  # batch's outer part stays; features now inner
 ])
 def test_reshape_axis_mapping(src, dst, axes, want):
-    atoms = onnx_import._regroup(onnx_import._default_atoms(src, *axes), dst)
-    assert onnx_import._atoms_axes(atoms) == want
+    atoms = regroup(default_atoms(src, *axes), dst)
+    assert atoms_axes(atoms) == want
 
 
 def test_flatten_keeps_channels_as_feature():
@@ -584,7 +585,7 @@ def test_path_based_inference_for_huge_models(tmp_path, monkeypatch):
     """Models whose proto exceeds 2 GB go through infer_shapes_path (forced here)."""
     calls = []
     real = onnx.shape_inference.infer_shapes_path
-    monkeypatch.setattr(onnx_import, "_TWO_GB", 1)
+    monkeypatch.setattr(inference, "TWO_GB", 1)
     monkeypatch.setattr(onnx.shape_inference, "infer_shapes_path",
                         lambda *a, **k: (calls.append(a), real(*a, **k))[1])
     g = load_layer_graph(_save_conv(tmp_path, external=False), batch=3)
@@ -597,7 +598,7 @@ def test_weights_are_not_decoded(monkeypatch, tmp_path):
     real = numpy_helper.to_array
     monkeypatch.setattr(numpy_helper, "to_array", lambda t, *a, **k: (seen.append(prod(t.dims)), real(t, *a, **k))[1])
     load_layer_graph(_save_conv(tmp_path, external=False))
-    assert all(n <= onnx_import._SMALL for n in seen)
+    assert all(n <= protos.SMALL_ELEMENTS for n in seen)
 
 
 def test_model_sha256(tmp_path):

@@ -17,7 +17,7 @@ import pytest
 
 from hypar import graph as G
 from hypar.errors import HyparWarning, ShapeError
-from hypar.onnx.importer import load_layer_graph
+from hypar.onnx import load_layer_graph
 
 from paths import FIXTURES
 

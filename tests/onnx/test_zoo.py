@@ -12,7 +12,7 @@ import pytest
 
 from hypar import graph as G
 from hypar.present.inspect import totals
-from hypar.onnx.importer import load_layer_graph
+from hypar.onnx import load_layer_graph
 
 from paths import ROOT
 MODELS = ROOT / "models"

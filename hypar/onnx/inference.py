@@ -1,0 +1,208 @@
+"""Shape inference for the whole model: ONNX inference on the batch-bound skeleton (path-based
+above 2 GB), shapes of weight-only paths it leaves unknown, the symbolic fallback of
+onnxruntime when activation shapes stay unknown, and a same-shape guess for unknown ops.
+
+:func:`infer_shapes` runs these passes in order and returns the resulting :class:`Shapes`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from math import prod
+
+import onnx
+from onnx import TensorProto, helper
+
+from hypar.onnx.batch import bind_batch, skeleton
+from hypar.onnx.constants import ConstantEvaluator
+from hypar.onnx.index import ModelIndex
+from hypar.onnx.ops import RESHAPING_UNARY, SAME_SHAPE, SHAPE_OPS, UNARY, WEIGHT_PASS, is_unknown_op
+from hypar.onnx.protos import known, node_attrs
+from hypar.onnx.shapes import ShapeTable
+
+# Models at least this large (bytes) go through onnx's path-based inference (protobuf limit).
+TWO_GB = 2**31 - 1
+
+
+@dataclass
+class Shapes:
+    """What shape inference found for one model.
+
+    ``table`` holds every tensor's shape, ``constants`` evaluates small tensors against it,
+    ``guessed`` names the outputs of unknown ops whose shape was assumed equal to their input."""
+
+    table: ShapeTable
+    constants: ConstantEvaluator
+    guessed: set[str] = field(default_factory=set)
+
+
+def infer_shapes(index: ModelIndex, batch: int | None) -> Shapes:
+    """Bind ``batch`` (see :func:`~hypar.onnx.batch.bind_batch`, which may raise
+    :class:`ShapeError`) and derive every shape the model allows."""
+    table = ShapeTable()
+    found = Shapes(table, ConstantEvaluator(index, table))
+    skel = skeleton(index)
+    bind_batch(skel, index, batch)
+    inferred = run_onnx_inference(skel)
+    table.collect(inferred)
+    fill_param_shapes(index, found)
+    if unknown_needed(index, table) and _try_symbolic(table, inferred):
+        fill_param_shapes(index, found)
+    _guess_shapes(index, found)
+    return found
+
+
+def run_onnx_inference(m: onnx.ModelProto) -> onnx.ModelProto:
+    """``m`` with inferred value_info (data propagation first, then without); ``m`` itself
+    when inference fails both ways. Models of :data:`TWO_GB` bytes or more are inferred
+    through temporary files."""
+    for data_prop in (True, False):
+        try:
+            return _infer_once(m, data_prop)
+        except Exception:
+            continue
+    return m
+
+
+def _infer_once(m: onnx.ModelProto, data_prop: bool) -> onnx.ModelProto:
+    """One non-strict run of onnx shape inference."""
+    if m.ByteSize() >= TWO_GB:
+        with tempfile.TemporaryDirectory(prefix="hypar-") as d:
+            src, dst = os.path.join(d, "in.onnx"), os.path.join(d, "out.onnx")
+            onnx.save(m, src)
+            onnx.shape_inference.infer_shapes_path(src, dst, strict_mode=False, data_prop=data_prop)
+            return onnx.load(dst, load_external_data=False)
+    return onnx.shape_inference.infer_shapes(m, strict_mode=False, data_prop=data_prop)
+
+
+def fill_param_shapes(index: ModelIndex, found: Shapes) -> None:
+    """Shapes of weight-path tensors that inference left unknown (ConstantOfShape etc.)."""
+    table = found.table
+    for _, n in index.nodes:
+        outs = [o for o in n.output if o]
+        if not outs or index.is_act(outs[0]) or table.is_known(outs[0]):
+            continue
+        o = outs[0]
+        dims = _param_dims(n, o, table, found.constants)
+        if dims is None:
+            v = found.constants.value(o)
+            if v is not None:
+                dims = list(v.shape)
+        if dims is not None:
+            table.set(o, table.elem_type(o) or TensorProto.FLOAT, [int(d) for d in dims])
+
+
+def _param_dims(
+    n: onnx.NodeProto, o: str, table: ShapeTable, constants: ConstantEvaluator
+) -> list[int] | None:
+    """Dims of output ``o`` of a parameter-path node from its input's shape or value, else None."""
+    op = n.op_type
+    if op == "ConstantOfShape":
+        shape = constants.ints(n.input[0]) if n.input else None
+        return list(shape) if shape is not None else None
+    if op not in WEIGHT_PASS and op not in UNARY:
+        return None
+    src = table.dims(n.input[0]) if n.input else None
+    if not known(src):
+        return None
+    a = node_attrs(n)
+    if op == "Transpose":
+        perm = a.get("perm", tuple(reversed(range(len(src)))))
+        return [src[p] for p in perm]
+    if op == "Reshape":
+        target = constants.ints(n.input[1])
+        return _reshape_dims(src, list(target)) if target is not None else None
+    if op in ("Squeeze", "Unsqueeze", "Flatten"):
+        v = constants.value(o)
+        return list(v.shape) if v is not None else None
+    if op in RESHAPING_UNARY:
+        return None
+    return list(src)
+
+
+def _reshape_dims(src: list[int], target: list[int]) -> list[int]:
+    """Reshape's output dims: 0 copies the input dim, one -1 takes what is left."""
+    shp = [src[i] if s == 0 else s for i, s in enumerate(target)]
+    if -1 in shp:
+        k = shp.index(-1)
+        rest = prod(s for s in shp if s != -1)
+        shp[k] = prod(src) // rest if rest else 0
+    return shp
+
+
+def needed(index: ModelIndex) -> list[str]:
+    """Activation tensors whose shapes the layer graph needs (outputs of kept nodes that are
+    used, first outputs, graph outputs; and the activation inputs)."""
+    out = []
+    for _, n in index.nodes:
+        if n.op_type in SHAPE_OPS:
+            continue
+        for k, o in enumerate(n.output):
+            if o and index.is_act(o) and (k == 0 or o in index.consumers or o in index.graph_outputs):
+                out.append(o)
+    out.extend(vi.name for vi in index.act_inputs)
+    return out
+
+
+def unknown_needed(index: ModelIndex, table: ShapeTable) -> list[str]:
+    """The :func:`needed` tensors whose shape is not fully known."""
+    return [t for t in needed(index) if not table.is_known(t)]
+
+
+def _try_symbolic(table: ShapeTable, m: onnx.ModelProto) -> bool:
+    """Re-infer ``m`` with onnxruntime's symbolic shape inference, keeping what was known.
+
+    False (table untouched) when onnxruntime is missing or the inference fails."""
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+    except Exception:
+        return False
+    try:
+        out = SymbolicShapeInference.infer_shapes(m, auto_merge=True, guess_output_rank=False)
+    except Exception:
+        return False
+    if out is None:
+        return False
+    before = table.entries
+    table.collect(out)
+    table.keep_known(before)
+    return True
+
+
+def _guess_shapes(index: ModelIndex, found: Shapes) -> None:
+    """Ops that shape inference does not know (custom domains, unknown ops): assume their
+    output has the shape of their first activation input, then re-infer downstream."""
+    table = found.table
+    for _ in range(len(index.nodes)):
+        new = _same_shape_guesses(index, table)
+        if not new:
+            return
+        found.guessed.update(new)
+        m = onnx.ModelProto()
+        m.CopyFrom(table.model)
+        keep = [vi for vi in m.graph.value_info if vi.name not in new]
+        del m.graph.value_info[:]
+        m.graph.value_info.extend(keep)
+        for t, (et, dims) in new.items():
+            m.graph.value_info.append(helper.make_tensor_value_info(t, et or TensorProto.FLOAT, dims))
+        table.collect(run_onnx_inference(m))
+        fill_param_shapes(index, found)
+
+
+def _same_shape_guesses(index: ModelIndex, table: ShapeTable) -> dict[str, tuple[int, list[int]]]:
+    """``{output: (elem_type, dims)}`` for each unknown-shaped activation output of an unknown
+    or same-shape op that has an activation input of known shape."""
+    new: dict[str, tuple[int, list[int]]] = {}
+    for _, n in index.nodes:
+        o = n.output[0] if n.output else ""
+        if not o or not index.is_act(o) or n.op_type in SHAPE_OPS or table.is_known(o):
+            continue
+        if not (is_unknown_op(n) or (n.op_type in SAME_SHAPE and len(n.output) == 1)):
+            continue
+        src = next((t for t in n.input if t and index.is_act(t) and table.is_known(t)), None)
+        if src is None:
+            continue
+        new[o] = (table.elem_type(o) or table.elem_type(src), list(table.dims(src)))
+    return new

@@ -1,0 +1,244 @@
+"""One ONNX node -> one :class:`hypar.graph.Layer`: the node's layer kind, then the builder of
+that kind from :data:`BUILDERS` (decision kinds in :mod:`hypar.onnx.decision_layers`, the
+non-weighted kinds here), then the element counts and axes every layer records."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import onnx
+
+from hypar import graph as G
+from hypar.onnx import decision_layers
+from hypar.onnx.index import ModelIndex
+from hypar.onnx.layer_context import Attrs, Fields, LayerContext, NodeView, pick
+from hypar.onnx.ops import BINARY, CONV, FEATURENORM, MATMUL, POOL, REDUCE, RESHAPE, SOFTMAX, SPLIT, UNARY
+from hypar.onnx.protos import hashable, norm_axis
+
+Builder = Callable[[LayerContext, NodeView], tuple[Fields, Attrs]]
+
+# Kind of every op whose kind does not depend on which inputs are activations.
+_KIND_OF_OP: dict[str, str] = {
+    "BatchNormalization": G.BATCHNORM,
+    **dict.fromkeys(FEATURENORM, G.FEATURENORM),
+    **dict.fromkeys(SOFTMAX, G.SOFTMAX),
+    **dict.fromkeys(REDUCE, G.REDUCE),
+    **dict.fromkeys(POOL, G.POOL),
+    **dict.fromkeys(RESHAPE, G.RESHAPE),
+    "Concat": G.CONCAT,
+    **dict.fromkeys(SPLIT, G.SPLIT),
+    **dict.fromkeys(UNARY, G.ELEMENTWISE),
+}
+
+_FEATURENORM_ATTRS = ("axis", "epsilon", "num_groups", "size", "alpha", "beta", "bias", "p")
+_FEATURENORM_UNWEIGHTED = ("LRN", "LpNormalization", "MeanVarianceNormalization")
+_SKIP_NORMS = ("SkipLayerNormalization", "SkipSimplifiedLayerNormalization")  # (x, skip, w, b)
+_POOL_ATTRS = ("kernel_shape", "strides", "pads", "dilations", "ceil_mode", "auto_pad", "count_include_pad")
+_UNARY_ATTRS = ("alpha", "beta", "approximate", "ratio", "mode", "to")
+
+
+def layer_kind(n: onnx.NodeProto, act_in: tuple[str, ...], index: ModelIndex) -> str:
+    """The layer kind of node ``n`` with activation inputs ``act_in`` (a ``hypar.graph`` kind).
+
+    Conv needs its data (and only it) to be an activation, else it is opaque; MatMul / Gemm
+    with one activation operand is a GEMM, with two a MATMUL_ACT; Gather on a weight is an
+    EMBEDDING; a binary op with one activation operand is ELEMENTWISE; unknown ops are OPAQUE."""
+    op = n.op_type
+    if op in CONV and act_in and n.input[0] == act_in[0] and len(act_in) == 1:
+        return G.CONV
+    if op in MATMUL and len(act_in) == 1:
+        return G.GEMM
+    if op in MATMUL and len(act_in) >= 2:
+        return G.MATMUL_ACT
+    if op == "Gather" and not index.is_act(n.input[0]) and act_in:
+        return G.EMBEDDING
+    if op in BINARY:
+        return G.BINARY if len(act_in) >= 2 else G.ELEMENTWISE
+    return _KIND_OF_OP.get(op, G.OPAQUE)
+
+
+def opaque_label(n: onnx.NodeProto) -> str:
+    """How the opaque-layer warning names node ``n``'s op."""
+    if n.op_type in CONV:
+        return f"op '{n.op_type}' with a computed (activation) weight"
+    dom = f"{n.domain}::" if n.domain not in ("", "ai.onnx") else ""
+    return f"unknown op '{dom}{n.op_type}'"
+
+
+def build_layer(ctx: LayerContext, n: onnx.NodeProto, name: str) -> G.Layer:
+    """The layer of node ``n``, named ``name``; records its outputs' axes in ``ctx.axes``.
+
+    Raises ShapeError when a shape the layer needs is unknown."""
+    v = NodeView.of(n, name, ctx.index)
+    kind = layer_kind(n, v.act_in, ctx.index)
+    fields, attrs = BUILDERS[kind](ctx, v)
+    if kind in (G.ELEMENTWISE, G.BINARY) and v.const_in:
+        attrs["const_inputs"] = len(v.const_in)
+    if kind in G.DECISION_KINDS:
+        in_elements = ctx.table.elements(v.act_in[0]) if v.act_in else 0
+    else:
+        in_elements = sum(ctx.table.elements(t) for t in v.act_in)
+    fields.setdefault("in_elements", in_elements)
+    fields.setdefault("out_elements", sum(ctx.table.elements(o) for o in v.outputs))
+    ctx.axes.propagate(v.op, kind, v.act_in, v.outputs, attrs)
+    return G.Layer(
+        name=name, op=v.op, kind=kind, inputs=v.act_in, outputs=v.outputs,
+        attrs=tuple(sorted((k, hashable(x)) for k, x in attrs.items())), **fields,
+    )
+
+
+# -- builders of the non-weighted kinds ----------------------------------------------------------
+
+
+def _batchnorm(ctx: LayerContext, v: NodeView) -> tuple[Fields, Attrs]:
+    """BatchNormalization: scale and bias counted as weight and bias."""
+    fields: Fields = {}
+    ctx.optional_weight(v, 1, fields, "weight_elements")
+    ctx.optional_weight(v, 2, fields, "bias_elements")
+    return fields, pick(v.attrs, ("epsilon", "momentum"))
+
+
+def _featurenorm(ctx: LayerContext, v: NodeView) -> tuple[Fields, Attrs]:
+    """Normalisations over features: ``axis`` normalised (last axis for LayerNorm by
+    default); scale and bias inputs counted as weight and bias."""
+    attrs = pick(v.attrs, _FEATURENORM_ATTRS)
+    x = ctx.shape(v.act_in[0], v.name)
+    if "axis" in attrs:
+        attrs["axis"] = norm_axis(int(attrs["axis"]), len(x))
+    elif v.op == "LayerNormalization":
+        attrs["axis"] = len(x) - 1
+    fields: Fields = {}
+    if v.op in _FEATURENORM_UNWEIGHTED:
+        return fields, attrs
+    params = v.node.input[2:4] if v.op in _SKIP_NORMS else v.node.input[1:]
+    p = [t for t in params if t and not ctx.is_act(t)]
+    if p:
+        fields["weight_elements"] = ctx.weight_elements(p[0], v.name)
+    if len(p) > 1:
+        fields["bias_elements"] = ctx.weight_elements(p[1], v.name)
+    return fields, attrs
+
+
+def _softmax(ctx: LayerContext, v: NodeView) -> tuple[Fields, Attrs]:
+    """Softmax family: ``axis`` normalised (default -1 from opset 13, 1 before)."""
+    r = len(ctx.shape(v.act_in[0], v.name))
+    default = -1 if ctx.opset >= 13 else 1
+    return {}, {"axis": norm_axis(int(v.attrs.get("axis", default)), r)}
+
+
+def _reduce(ctx: LayerContext, v: NodeView) -> tuple[Fields, Attrs]:
+    """Reductions and ArgMax / ArgMin: sorted normalised ``axes`` (all when none are given,
+    unless noop_with_empty_axes) and ``keepdims``."""
+    a = v.attrs
+    r = len(ctx.shape(v.node.input[0], v.name))
+    if v.op in ("ArgMax", "ArgMin"):
+        axes = (a.get("axis", 0),)
+    else:
+        axes = ctx.axes_operand(v)
+    if axes is None or (isinstance(axes, tuple) and len(axes) == 0):
+        axes = () if a.get("noop_with_empty_axes", 0) else tuple(range(r))
+    return {}, {
+        "axes": tuple(sorted(norm_axis(int(x), r) for x in axes)),
+        "keepdims": int(a.get("keepdims", 1)),
+    }
+
+
+def _reshape(ctx: LayerContext, v: NodeView) -> tuple[Fields, Attrs]:
+    """Reshape family: the output ``shape`` plus the op's own ``perm`` / ``axis`` / ``axes`` /
+    ``blocksize``."""
+    a = v.attrs
+    x = ctx.shape(v.act_in[0], v.name)
+    attrs: Attrs = {}
+    if v.op == "Transpose":
+        attrs["perm"] = tuple(a.get("perm", tuple(reversed(range(len(x))))))
+    elif v.op == "Flatten":
+        attrs["axis"] = norm_axis(int(a.get("axis", 1)), len(x))
+    elif v.op in ("Squeeze", "Unsqueeze"):
+        axes = ctx.axes_operand(v)
+        if axes is not None:
+            r = len(x) + (len(axes) if v.op == "Unsqueeze" else 0)
+            attrs["axes"] = tuple(sorted(norm_axis(int(i), r) for i in axes))
+    elif v.op in ("DepthToSpace", "SpaceToDepth"):
+        attrs["blocksize"] = a.get("blocksize")
+    attrs["shape"] = ctx.shape(v.node.output[0], v.name)
+    return {}, attrs
+
+
+def _concat(ctx: LayerContext, v: NodeView) -> tuple[Fields, Attrs]:
+    """Concat: normalised ``axis``."""
+    r = len(ctx.shape(v.node.output[0], v.name))
+    return {}, {"axis": norm_axis(int(v.attrs.get("axis", 0)), r)}
+
+
+def _split(ctx: LayerContext, v: NodeView) -> tuple[Fields, Attrs]:
+    """Split (``axis``, ``split`` sizes), Slice (``starts`` / ``ends`` / ``axes`` / ``steps``
+    where known) and the Gathers (``axis``)."""
+    r = len(ctx.shape(v.node.input[0], v.name))
+    if v.op == "Split":
+        return {}, _split_attrs(ctx, v, r)
+    if v.op == "Slice":
+        return {}, _slice_attrs(ctx, v, r)
+    return {}, {"axis": norm_axis(int(v.attrs.get("axis", 0)), r)}
+
+
+def _split_attrs(ctx: LayerContext, v: NodeView, r: int) -> Attrs:
+    """Split's axis and sizes: the attribute, else input 1, else the output shapes."""
+    axis = norm_axis(int(v.attrs.get("axis", 0)), r)
+    sizes = v.attrs.get("split")
+    if sizes is None and v.input(1):
+        sizes = ctx.ints(v.input(1))
+    if sizes is None:
+        sizes = tuple(ctx.shape(o, v.name)[axis] for o in v.node.output if o)
+    return {"axis": axis, "split": tuple(sizes)}
+
+
+def _slice_attrs(ctx: LayerContext, v: NodeView, r: int) -> Attrs:
+    """Slice's parameters from attributes (opset < 10) or constant inputs; unknown ones left
+    out (axes default to 0.., steps to 1 when the starts are known)."""
+    a = v.attrs
+    if "starts" in a:
+        starts, ends = a["starts"], a["ends"]
+        axes = a.get("axes", tuple(range(len(starts))))
+        steps = (1,) * len(starts)
+    else:
+        starts, ends, axes, steps = (ctx.ints(v.input(i)) for i in range(1, 5))
+        if axes is None:
+            axes = tuple(range(len(starts))) if starts else None
+        if steps is None:
+            steps = (1,) * len(starts) if starts else None
+    attrs: Attrs = {}
+    if axes is not None:
+        attrs["axes"] = tuple(norm_axis(int(x), r) for x in axes)
+    for key, vals in (("starts", starts), ("ends", ends), ("steps", steps)):
+        if vals is not None:
+            attrs[key] = tuple(int(x) for x in vals)
+    return attrs
+
+
+def _elementwise(ctx: LayerContext, v: NodeView) -> tuple[Fields, Attrs]:
+    """Unary ops keep their parameters (alpha, approximate, ...); binary ops none."""
+    return {}, (pick(v.attrs, _UNARY_ATTRS) if v.op in UNARY else {})
+
+
+def _opaque(ctx: LayerContext, v: NodeView) -> tuple[Fields, Attrs]:
+    """Unknown op: its plain attributes."""
+    return {}, {k: x for k, x in v.attrs.items() if isinstance(x, (int, float, str, tuple))}
+
+
+BUILDERS: dict[str, Builder] = {
+    G.CONV: decision_layers.conv,
+    G.GEMM: decision_layers.gemm,
+    G.MATMUL_ACT: decision_layers.matmul_act,
+    G.EMBEDDING: decision_layers.embedding,
+    G.BATCHNORM: _batchnorm,
+    G.FEATURENORM: _featurenorm,
+    G.SOFTMAX: _softmax,
+    G.REDUCE: _reduce,
+    G.POOL: lambda ctx, v: ({}, pick(v.attrs, _POOL_ATTRS)),
+    G.RESHAPE: _reshape,
+    G.CONCAT: _concat,
+    G.SPLIT: _split,
+    G.BINARY: _elementwise,
+    G.ELEMENTWISE: _elementwise,
+    G.OPAQUE: _opaque,
+}

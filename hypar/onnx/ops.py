@@ -1,0 +1,71 @@
+"""The op tables: which ONNX op types the importer knows and what it knows about each.
+
+Ops are matched on ``op_type`` whatever their domain. Every set is a frozenset of op types; the
+layer-kind sets (UNARY ... SPLIT) are disjoint.
+"""
+
+from __future__ import annotations
+
+import onnx
+
+UNARY = frozenset({
+    "Relu", "LeakyRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
+    "Softplus", "Softsign", "Gelu", "FastGelu", "BiasGelu", "QuickGelu", "Erf", "Exp", "Log",
+    "Sqrt", "Reciprocal", "Neg", "Abs", "Sign", "Floor", "Ceil", "Round", "Sin", "Cos", "Tan",
+    "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "Clip", "Dropout",
+    "Identity", "Cast", "CastLike", "Not", "IsNaN", "IsInf", "Mish", "Swish", "ThresholdedRelu",
+    "Shrink", "Pad", "Resize", "Upsample", "Expand", "Tile", "Trilu", "CumSum", "Bernoulli",
+    "BitwiseNot", "QuantizeLinear", "DequantizeLinear",
+})
+BINARY = frozenset({
+    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Where", "Equal", "Less",
+    "LessOrEqual", "Greater", "GreaterOrEqual", "And", "Or", "Xor", "Mod", "BitShift", "PRelu",
+    "BitwiseAnd", "BitwiseOr", "BitwiseXor",
+})
+FEATURENORM = frozenset({
+    "LayerNormalization", "GroupNormalization", "InstanceNormalization", "LRN",
+    "MeanVarianceNormalization", "LpNormalization", "SkipLayerNormalization",
+    "SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization", "RMSNormalization",
+})
+SOFTMAX = frozenset({"Softmax", "LogSoftmax", "Hardmax"})
+REDUCE = frozenset({
+    "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+    "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "ArgMax", "ArgMin",
+})
+POOL = frozenset({
+    "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool",
+})
+RESHAPE = frozenset({
+    "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "DepthToSpace", "SpaceToDepth",
+})
+SPLIT = frozenset({"Split", "Slice", "Gather", "GatherElements", "GatherND"})
+# Ops whose output describes a shape, not data: their outputs are 'meta' tensors.
+SHAPE_OPS = frozenset({"Shape", "Size"})
+CONV = frozenset({"Conv", "ConvTranspose"})
+MATMUL = frozenset({"MatMul", "Gemm"})
+# Unary ops whose output shape differs from their input's.
+RESHAPING_UNARY = frozenset({"Pad", "Resize", "Upsample", "Expand", "Tile"})
+
+# Ops a weight passes through unchanged in content (weight-only paths fold into the layer).
+WEIGHT_PASS = frozenset({
+    "Transpose", "Cast", "CastLike", "Identity", "Reshape", "Squeeze", "Unsqueeze", "Flatten",
+    "DequantizeLinear",
+})
+# Input position from which an op's inputs are parameters (tells parameter graph inputs from
+# activations); ops not listed take activations at every position.
+PARAM_SLOTS = {
+    "Conv": 1, "ConvTranspose": 1, "BatchNormalization": 1, "InstanceNormalization": 1,
+    "LayerNormalization": 1, "GroupNormalization": 1, "PRelu": 1, "Gemm": 1,
+}
+
+KNOWN_OPS = (
+    UNARY | BINARY | FEATURENORM | SOFTMAX | REDUCE | POOL | RESHAPE | SPLIT | SHAPE_OPS | CONV
+    | MATMUL | {"BatchNormalization", "Concat", "Constant", "ConstantOfShape", "Range"}
+)
+# Known ops whose output has the shape of their (first) input.
+SAME_SHAPE = (UNARY - RESHAPING_UNARY) | FEATURENORM | SOFTMAX
+
+
+def is_unknown_op(n: onnx.NodeProto) -> bool:
+    """True when the importer has no rule for ``n``'s op type (custom or unsupported op)."""
+    return n.op_type not in KNOWN_OPS
