@@ -17,6 +17,9 @@ def allreduce(elements: int, fractions: tuple[float, ...]) -> list[float]:
 
     Subgroup j owns chunk c_j: it receives the k-1 other partial chunks of its own and the
     ``elements - c_j`` reduced elements it does not own: ``(k - 1) * c_j + (elements - c_j)``.
+
+    >>> allreduce(8, (0.5, 0.5))
+    [8, 8]
     """
     k = len(fractions)
     return [(k - 1) * c + (elements - c) for c in split_counts(elements, fractions)]
@@ -29,6 +32,14 @@ def convert(src: str, dst: str, a: int, bs: int, fs: int, fr: tuple[float, ...])
     follow the throughput fractions ``fr``. Partial sums are all-reduced whatever ``dst`` is; a
     full (replicated) source or an equal layout moves nothing. Raises ValueError for a pair of
     layouts with no conversion.
+
+    An 8 x 4 tensor (32 elements) over two equal halves: gathering rows costs each half the other
+    half; rows to columns, the quarter it lacks.
+
+    >>> convert(ROWS, FULL, 32, 8, 4, (0.5, 0.5))
+    [16.0, 16.0]
+    >>> convert(ROWS, COLS, 32, 8, 4, (0.5, 0.5))
+    [8.0, 8.0]
     """
     k = len(fr)
     if src == PARTIAL:
@@ -50,7 +61,11 @@ def convert(src: str, dst: str, a: int, bs: int, fs: int, fr: tuple[float, ...])
 
 def messages(src: str, dst: str, k: int) -> int:
     """Messages a subgroup receives converting ``src`` into ``dst`` among ``k`` subgroups: a ring
-    all-reduce of partial sums takes 2(k-1), a gather or re-shard k-1, nothing to move 0."""
+    all-reduce of partial sums takes 2(k-1), a gather or re-shard k-1, nothing to move 0.
+
+    >>> messages(PARTIAL, FULL, 4), messages(ROWS, COLS, 4), messages(FULL, ROWS, 4)
+    (6, 3, 0)
+    """
     if src == PARTIAL:
         return 2 * (k - 1)
     if src == dst or src == FULL:

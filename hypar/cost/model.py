@@ -146,6 +146,7 @@ class CostModel:
         return hit
 
     def _intra_cost_uncached(self, i: int, types: tuple, h: int) -> Cost:
+        """:meth:`intra_cost` computed: one all-reduce per quantity of the level-h strategy."""
         node = self.nodes[i]
         strat = node.strategy(types[h])
         if not strat.intra:
@@ -190,6 +191,7 @@ class CostModel:
         return hit
 
     def _convert_cost_uncached(self, h: int, sig: tuple, src: str, dst: str) -> Cost:
+        """:meth:`convert_cost` computed from the closed forms, group class by group class."""
         classes = self.array.classes[h]
         traffic = []
         for ck, a, bs, fs, m in sig:
@@ -284,6 +286,7 @@ class CostModel:
         return hit
 
     def _evaluate(self, assignment: list[tuple]) -> "Evaluation":
+        """:meth:`evaluate` computed: per level intra then edge costs, then compute and memory."""
         self.check_assignment(assignment)
         comm = [[ZERO] * self.n_levels for _ in self.nodes]
         for h in range(self.n_levels):
@@ -331,6 +334,7 @@ class Evaluation:
         return dict(self._totals)
 
     def _sum_totals(self) -> dict:
+        """The totals, summed node by node and level by level (see :meth:`totals`)."""
         comm = sum((c for row in self.comm for c in row), ZERO)
         compute = sum(self.compute, ZERO)
         return {

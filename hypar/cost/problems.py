@@ -40,17 +40,23 @@ class PricedModel(Protocol):
     n_levels: int
     use_factors: bool   # fanned-out tensors as factor terms when small enough (else group terms)
 
-    def labels(self, i: int) -> tuple[str, ...]: ...
+    def labels(self, i: int) -> tuple[str, ...]:
+        """Node i's labels (CostModel.labels)."""
 
-    def intra_cost(self, i: int, types: tuple, h: int) -> Cost: ...
+    def intra_cost(self, i: int, types: tuple, h: int) -> Cost:
+        """Node i's own collectives at level h (CostModel.intra_cost)."""
 
-    def compute_cost(self, i: int, types: tuple) -> Cost: ...
+    def compute_cost(self, i: int, types: tuple) -> Cost:
+        """Node i's compute (CostModel.compute_cost)."""
 
-    def memory_bytes(self, i: int, types: tuple) -> float: ...
+    def memory_bytes(self, i: int, types: tuple) -> float:
+        """Node i's largest per-PE bytes (CostModel.memory_bytes)."""
 
-    def edge_view(self, e: EdgeModel, ctypes: tuple, h: int) -> tuple: ...
+    def edge_view(self, e: EdgeModel, ctypes: tuple, h: int) -> tuple:
+        """Edge e's tensor in its consumer's view at level h (CostModel.edge_view)."""
 
-    def convert_cost(self, h: int, sig: tuple, src: str, dst: str) -> Cost: ...
+    def convert_cost(self, h: int, sig: tuple, src: str, dst: str) -> Cost:
+        """One conversion at level h (CostModel.convert_cost)."""
 
 
 def _check_objective(objective: str) -> None:
