@@ -104,11 +104,11 @@ def _level_node_cost(model: PricedModel, assignment: list[tuple], h: int, object
         c = c + model.compute_cost(i, types)
     if fixed_below:
         for g in range(h + 1, model.n_levels):
-            c = c + model.intra_cost(i, types, g) + lower_edges_as_consumer(model, assignment, i, types, g)
+            c = c + model.intra_cost(i, types, g) + _lower_edges_as_consumer(model, assignment, i, types, g)
     return c
 
 
-def lower_edges_as_consumer(model: PricedModel, assignment: list[tuple], i: int, types: tuple, g: int) -> Cost:
+def _lower_edges_as_consumer(model: PricedModel, assignment: list[tuple], i: int, types: tuple, g: int) -> Cost:
     """Level-g conversions on node i's input edges with i's types ``types`` (producers' types from
     ``assignment``), every edge's own conversions in full: not shared across edges."""
     s = model.structure
