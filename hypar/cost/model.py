@@ -3,146 +3,60 @@
 A :class:`CostModel` binds a layer graph, a PE array and a partition space. An *assignment* maps
 every problem node to a tuple of labels, one per level, top first (``None`` for a level not decided
 yet). :meth:`CostModel.evaluate` costs a full assignment exactly; :meth:`CostModel.level_problem`
-turns one level (others fixed) into a :class:`hypar.ilp.problem.LevelProblem` for the solvers.
+turns one level (others fixed) into a :class:`hypar.ilp.problem.LevelProblem` for the solvers
+(built by :mod:`hypar.cost.problems`).
 
 Conventions (SPEC.md "Units and totals"):
 - amounts are elements received per subgroup; a level's volume sums them over every subgroup of
   every group; ``comm_bytes`` = volume x dtype bytes summed over levels;
 - the time of one collective = the slowest subgroup's per-PE bytes / bandwidth (+ latency per
   message); a layer's time = its slowest PE's compute + its collectives; step time = the sum;
-- tensors between layers are costed in the *consumer's* view (its own splits above);
-- a tensor fanned out to several consumers is converted once per distinct (view, layout); partial
-  errors from several consumers are reduced once per distinct view.
+- tensors between layers are costed in the *consumer's* view (its own splits above), converted
+  once per distinct (view, layout) as :mod:`hypar.cost.sharing` says.
 
-Spaces: ``hypar`` / ``accpar`` keep only decision layers (and opaque ops, which need the full
-tensor): the ops between are folded into edges, as in the papers. ``full`` keeps every node and
-lets non-weighted nodes choose a layout too.
+Which nodes are kept in each space, and the edges between them, is :mod:`hypar.cost.structure`.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from hypar import graph as G
-from hypar.array import GroupClass, PEArray, split_counts
+from hypar.array import PEArray, split_counts
 from hypar.errors import PlanError
-from hypar.vocab import Objective, Space
-from hypar.ilp.problem import FactorTerm, GroupTerm, LevelProblem
-from hypar.cost.strategies import (FULL, PARTIAL, ROWS, COLS, NodeModel, macs_view, node_model, quantity,
-                              tensor_view, weight_view)
+from hypar.ilp.problem import LevelProblem
+from hypar.cost import problems
+from hypar.cost.collectives import allreduce, convert, messages
+from hypar.cost.price import OBJECTIVES, ZERO, Cost, collective_cost
+from hypar.cost.sharing import share_conversions
+from hypar.cost.strategies import FULL, NodeModel, macs_view, quantity, tensor_view, weight_view
+from hypar.cost.structure import SPACES, EdgeModel, Structure
 
-SPACES = Space.values()
-FACTOR_MAX_ENTRIES = 729   # a fanned-out tensor becomes one exact factor term up to this table size
-OBJECTIVES = Objective.values()
-
-
-@dataclass(frozen=True, slots=True)
-class Cost:
-    """Bytes over links, seconds, joules. Adding costs adds all three (times are sequential)."""
-
-    bytes: float = 0.0
-    seconds: float = 0.0
-    joules: float = 0.0
-
-    def __add__(self, o: "Cost") -> "Cost":
-        return Cost(self.bytes + o.bytes, self.seconds + o.seconds, self.joules + o.joules)
-
-    def value(self, objective: str) -> float:
-        return {"comm": self.bytes, "time": self.seconds, "energy": self.joules}[objective]
+__all__ = ["OBJECTIVES", "SPACES", "Cost", "CostModel", "Evaluation"]
 
 
-ZERO = Cost()
+def _decided(types: tuple) -> tuple:
+    """The levels of ``types`` decided so far: its labels up to the first ``None``."""
+    n = 0
+    while n < len(types) and types[n] is not None:
+        n += 1
+    return tuple(types[:n])
 
-
-@dataclass(frozen=True, slots=True)
-class EdgeModel:
-    """Tensor ``tensor`` flows from problem node ``p`` into input ``slot`` of problem node ``c``.
-
-    ``source`` names the tensor as it leaves ``p`` (the same as ``tensor.name`` unless folded
-    ops lie between): conversions are de-duplicated per source, so a skip tensor reaching a
-    consumer directly and another through a folded residual Add is converted once.
-    """
-
-    p: int
-    c: int
-    slot: int
-    tensor: G.Tensor
-    needs_error: bool
-    source: str = ""
-
-
-# ----------------------------------------------------------------------------- collectives
-
-def allreduce(a: int, fr: tuple[float, ...]) -> list[float]:
-    """Per-subgroup elements received by a ring all-reduce of ``a`` elements chunked by ``fr``."""
-    k = len(fr)
-    return [(k - 1) * c + (a - c) for c in split_counts(a, fr)]
-
-
-def convert(src: str, dst: str, a: int, bs: int, fs: int, fr: tuple[float, ...]) -> list[float]:
-    """Per-subgroup elements received to turn layout ``src`` into ``dst`` (SPEC.md §3-4).
-
-    ``a``: tensor elements in view; ``bs`` / ``fs``: its batch / feature sizes in view; shards
-    follow the throughput fractions ``fr``. Partial sums are all-reduced whatever ``dst`` is.
-    """
-    k = len(fr)
-    if src == PARTIAL:
-        return allreduce(a, fr)
-    if src == dst or src == FULL or a == 0:
-        return [0.0] * k
-    pb = split_counts(bs, fr)
-    pf = split_counts(fs, fr)
-    if dst == FULL:
-        if src == ROWS:
-            return [a * (1 - pb[j] / bs) for j in range(k)]
-        return [a * (1 - pf[j] / fs) for j in range(k)]
-    if src == ROWS and dst == COLS:
-        return [a * (pf[j] / fs) * (1 - pb[j] / bs) for j in range(k)]
-    if src == COLS and dst == ROWS:
-        return [a * (pb[j] / bs) * (1 - pf[j] / fs) for j in range(k)]
-    raise ValueError(f"no conversion {src} -> {dst}")
-
-
-def messages(src: str, dst: str, k: int) -> int:
-    if src == PARTIAL:
-        return 2 * (k - 1)
-    if src == dst or src == FULL:
-        return 0
-    return k - 1
-
-
-# ----------------------------------------------------------------------------- the model
 
 class CostModel:
-    """Costs of assignments of a layer graph on a PE array in one partition space."""
+    """Costs of assignments of a layer graph on a PE array in one partition space.
+
+    ``g``: the layer graph; ``array``: the PE array; ``space``: one of :data:`SPACES` (ValueError
+    otherwise). The kept nodes and their edges are :attr:`structure` (a :class:`Structure`);
+    ``names``, ``index``, ``nodes``, ``edges``, ``in_edges`` and :meth:`kept_sources` read it.
+    Costs are memoised per model: build a new model after changing the graph or array.
+    """
 
     def __init__(self, g, array: PEArray, space: str = "accpar"):
-        if space not in SPACES:
-            raise ValueError(f"unknown space {space!r}; choose one of {SPACES}")
-        self.g = g
+        self.structure = Structure(g, space)
         self.array = array
-        self.space = space
         self.n_levels = array.n_levels
-        order = G.topo_layers(g)
-        if space == "full":
-            keep = order
-        else:
-            keep = [n for n in order if G.layer(g, n).decision or G.layer(g, n).kind == G.OPAQUE]
-        self.names: list[str] = keep
-        self.index = {n: i for i, n in enumerate(keep)}
-        self.nodes: list[NodeModel] = [node_model(g, n, space) for n in keep]
-        self.needs_error = self._needs_error(order)
-        self.edges: list[EdgeModel] = self._edges(order)
-        self.in_edges: list[list[int]] = [[] for _ in keep]
-        self.by_source: dict[tuple[int, str], list[EdgeModel]] = defaultdict(list)
-        for e, em in enumerate(self.edges):
-            self.in_edges[em.c].append(e)
-            self.by_source[(em.p, em.source)].append(em)   # one tensor leaving p, all its consumers
         self.use_factors = True       # fanned-out tensors as factor terms (else group terms)
         self._views: dict = {}
         self._leaf_cache: dict = {}
@@ -151,56 +65,54 @@ class CostModel:
         self._intra_cache: dict = {}
         self._sig_cache: dict = {}
 
-    # -- structure
-    def _needs_error(self, order: list[str]) -> dict[str, bool]:
-        """A node's output error is needed when it or any ancestor holds weights."""
-        need: dict[str, bool] = {}
-        for n in order:
-            need[n] = G.layer(self.g, n).weighted or any(need[p] for p in self.g.predecessors(n))
-        return need
+    # -- structure (read from self.structure)
+    @property
+    def g(self):
+        """The layer graph."""
+        return self.structure.g
 
-    def _edges(self, order: list[str]) -> list[EdgeModel]:
-        g = self.g
-        out: list[EdgeModel] = []
-        if self.space == "full":
-            for c in order:
-                for p in sorted(g.predecessors(c), key=self.index.__getitem__):
-                    data = g.edges[p, c]
-                    for s in data["slots"]:
-                        t = data["tensor"]
-                        out.append(EdgeModel(self.index[p], self.index[c], s, t, self.needs_error[p], t.name))
-            return out
-        for c in self.names:
-            node = self.nodes[self.index[c]]
-            for p_direct, _, data in sorted(g.in_edges(c, data=True), key=lambda e: order.index(e[0])):
-                for s in data["slots"]:
-                    tensor = node.in_tensors[s] if s < len(node.in_tensors) and node.in_tensors[s] else data["tensor"]
-                    for p in self.kept_sources(p_direct):
-                        outs = G.layer(g, p).outputs
-                        source = outs[0] if outs else tensor.name
-                        out.append(EdgeModel(self.index[p], self.index[c], s, tensor, self.needs_error[p], source))
-        return out
+    @property
+    def space(self) -> str:
+        """The partition space."""
+        return self.structure.space
+
+    @property
+    def names(self) -> list[str]:
+        """Kept layer names in topological order (problem node i is ``names[i]``)."""
+        return self.structure.names
+
+    @property
+    def index(self) -> dict[str, int]:
+        """Kept layer name -> problem node index."""
+        return self.structure.index
+
+    @property
+    def nodes(self) -> list[NodeModel]:
+        """The :class:`NodeModel` of each problem node."""
+        return self.structure.nodes
+
+    @property
+    def edges(self) -> list[EdgeModel]:
+        """Every edge between problem nodes (see :class:`Structure`)."""
+        return self.structure.edges
+
+    @property
+    def in_edges(self) -> list[list[int]]:
+        """Per problem node, the positions in :attr:`edges` of its input edges."""
+        return self.structure.in_edges
 
     def kept_sources(self, start: str) -> list[str]:
-        """Kept nodes reached walking backwards from ``start`` through folded nodes."""
-        found, seen, stack = [], set(), [start]
-        while stack:
-            n = stack.pop()
-            if n in seen:
-                continue
-            seen.add(n)
-            if n in self.index:
-                found.append(n)
-                continue
-            stack.extend(self.g.predecessors(n))
-        return sorted(found, key=self.index.__getitem__)
+        """Kept nodes reached walking backwards from layer ``start`` through folded nodes."""
+        return self.structure.kept_sources(start)
 
     def labels(self, i: int) -> tuple[str, ...]:
+        """The type labels node i may take at any level."""
         return self.nodes[i].labels()
 
     # -- views
     def views(self, i: int, prefix: tuple) -> dict[tuple, int]:
-        """Distribution of node ``i``'s view at level len(prefix): {(class key, dims): group count}."""
+        """Distribution of node ``i``'s view at level len(prefix) under the types ``prefix`` above:
+        {(group class key, node dims in view): number of groups}."""
         key = (i, prefix)
         hit = self._views.get(key)
         if hit is not None:
@@ -210,36 +122,23 @@ class CostModel:
             out = {(self.array.root_key, node.sizes): 1}
         else:
             h = len(prefix) - 1
-            parent = self.views(i, prefix[:-1])
             axis = node.strategy(prefix[-1]).split_axis
             ai = node.axes.index(axis) if axis else None
-            out: dict[tuple, int] = defaultdict(int)
-            for (ck, dims), m in parent.items():
+            split: dict[tuple, int] = defaultdict(int)
+            for (ck, dims), m in self.views(i, prefix[:-1]).items():
                 gc = self.array.classes[h][ck]
                 parts = split_counts(dims[ai], [c[1] for c in gc.children]) if ai is not None else None
                 for j, (child, _f, _n) in enumerate(gc.children):
                     nd = dims if ai is None else dims[:ai] + (parts[j],) + dims[ai + 1:]
-                    out[(child, nd)] += m
-            out = dict(out)
+                    split[(child, nd)] += m
+            out = dict(split)
         self._views[key] = out
         return out
 
-    # -- pricing one collective at one level
-    def _price(self, h: int, entries: list[tuple[GroupClass, int, list[float], int]]) -> Cost:
-        """Cost of one collective at level h: entries of (group class, count, received per subgroup, messages)."""
-        lv = self.array.levels[h]
-        dt = self.array.dtype_bytes
-        total_bytes, worst = 0.0, 0.0
-        for gc, m, recv, msgs in entries:
-            total_bytes += m * sum(recv) * dt
-            for j, r in enumerate(recv):
-                if r > 0:
-                    t = r * dt / gc.children[j][2] / (lv.bandwidth_gbps * 1e9) + msgs * lv.latency_us * 1e-6
-                    worst = max(worst, t)
-        return Cost(total_bytes, worst, total_bytes * 8 * lv.energy_pj_per_bit * 1e-12)
-
+    # -- communication
     def intra_cost(self, i: int, types: tuple, h: int) -> Cost:
-        """Collectives inside node i at level h (all-reduce of dW, of F_out, norm statistics)."""
+        """Collectives inside node i at level h (all-reduce of dW, of F_out, norm statistics)
+        under its types ``types`` (levels 0..h used)."""
         key = (i, tuple(types[:h + 1]))
         hit = self._intra_cache.get(key)
         if hit is None:
@@ -247,6 +146,7 @@ class CostModel:
         return hit
 
     def _intra_cost_uncached(self, i: int, types: tuple, h: int) -> Cost:
+        """:meth:`intra_cost` computed: one all-reduce per quantity of the level-h strategy."""
         node = self.nodes[i]
         strat = node.strategy(types[h])
         if not strat.intra:
@@ -254,17 +154,18 @@ class CostModel:
         total = ZERO
         classes = self.array.classes[h]
         for q in strat.intra:
-            entries = []
+            traffic = []
             for (ck, dims), m in self.views(i, tuple(types[:h])).items():
                 gc = classes[ck]
                 fr = tuple(c[1] for c in gc.children)
-                a = quantity(node, dims, q)
-                entries.append((gc, m, allreduce(a, fr), 2 * (len(fr) - 1)))
-            total = total + self._price(h, entries)
+                traffic.append((gc, m, allreduce(quantity(node, dims, q), fr), 2 * (len(fr) - 1)))
+            total = total + collective_cost(self.array.levels[h], self.array.dtype_bytes, traffic)
         return total
 
-    def _edge_view(self, e: EdgeModel, ctypes: tuple, h: int) -> tuple:
-        """Consumer-view signature of edge e's tensor at level h: ((class, elements, bs, fs, count), ...)."""
+    def edge_view(self, e: EdgeModel, ctypes: tuple, h: int) -> tuple:
+        """Signature of edge e's tensor in its consumer's view at level h, the consumer taking
+        types ``ctypes`` (levels above h used): ((group class key, elements, batch size, feature
+        size, number of groups), ...) sorted. Equal signatures convert equally."""
         key = (id(e), tuple(ctypes[:h]))
         hit = self._sig_cache.get(key)
         if hit is not None:
@@ -278,7 +179,9 @@ class CostModel:
         self._sig_cache[key] = out = tuple(sig)
         return out
 
-    def _convert_cost(self, h: int, sig: tuple, src: str, dst: str) -> Cost:
+    def convert_cost(self, h: int, sig: tuple, src: str, dst: str) -> Cost:
+        """Cost at level h of converting a tensor with view signature ``sig`` (:meth:`edge_view`)
+        from layout ``src`` into ``dst`` in every group at once."""
         if src == dst or src == FULL:
             return ZERO
         key = (h, sig, src, dst)
@@ -288,33 +191,43 @@ class CostModel:
         return hit
 
     def _convert_cost_uncached(self, h: int, sig: tuple, src: str, dst: str) -> Cost:
+        """:meth:`convert_cost` computed from the closed forms, group class by group class."""
         classes = self.array.classes[h]
-        entries = []
+        traffic = []
         for ck, a, bs, fs, m in sig:
             gc = classes[ck]
             fr = tuple(c[1] for c in gc.children)
-            entries.append((gc, m, convert(src, dst, a, bs, fs, fr), messages(src, dst, len(fr))))
-        return self._price(h, entries)
+            traffic.append((gc, m, convert(src, dst, a, bs, fs, fr), messages(src, dst, len(fr))))
+        return collective_cost(self.array.levels[h], self.array.dtype_bytes, traffic)
+
+    def level_edge_costs(self, assignment: list[tuple], h: int) -> dict[int, Cost]:
+        """Level-h edge costs (forward conversions, backward conversions, partial-error reductions)
+        of a full assignment, shared per tensor as :mod:`hypar.cost.sharing` says, each charged
+        to the first consumer needing it: {node index: cost} (nodes charged nothing are absent)."""
+        per_node: dict[int, Cost] = defaultdict(lambda: ZERO)
+        fixed = [[types] for types in assignment]
+        for (p, _source), edges in self.structure.tensor_edges.items():
+            producer = self.nodes[p].strategy(assignment[p][h])
+            for conv, needers in share_conversions(edges, fixed, h, self.nodes, self.edge_view).items():
+                c = needers[0][0]
+                per_node[c] = per_node[c] + self.convert_cost(h, conv.view, *conv.layouts(producer))
+        return per_node
 
     # -- compute and memory
     def _products(self, i: int) -> int:
         """Matrix products per MAC count: forward, one backward per input needing an error, gradient."""
-        node = self.nodes[i]
-        lay = node.layer
+        lay = self.nodes[i].layer
         if not lay.macs:
             return 0
         n = 1 + (1 if lay.weighted else 0)
-        ins = [e for e in self.in_edges[i] if self.edges[e].needs_error]
-        slots = {self.edges[e].slot for e in ins}
+        slots = {self.edges[e].slot for e in self.in_edges[i] if self.edges[e].needs_error}
         n += len(slots) if lay.kind != G.EMBEDDING else 0
         return n
 
     def compute_cost(self, i: int, types: tuple) -> Cost:
-        """Slowest PE's compute time and total compute energy of node i (levels set to None: ideal split)."""
-        decided = 0
-        while decided < len(types) and types[decided] is not None:
-            decided += 1
-        key = (i, tuple(types[:decided]))
+        """Slowest PE's compute time (s) and total compute energy (J) of node i under ``types``
+        (levels left None: the group's share split ideally below); bytes are 0."""
+        key = (i, _decided(types))
         hit = self._leaf_cache.get(key)
         if hit is not None:
             return hit
@@ -336,15 +249,12 @@ class CostModel:
         """Largest per-PE bytes node i keeps: weight + gradient shards and its input activations.
 
         Levels left None are assumed to divide the group's share evenly over its PEs (a lower
-        bound, exact once every level is decided)."""
+        bound, exact once every level is decided). Non-decision nodes keep nothing (0.0)."""
         node = self.nodes[i]
         if not node.layer.decision:
             return 0.0
-        decided = 0
-        while decided < len(types) and types[decided] is not None:
-            decided += 1
         worst = 0.0
-        for (ck, dims), _m in self.views(i, tuple(types[:decided])).items():
+        for (ck, dims), _m in self.views(i, _decided(types)).items():
             el = 2 * weight_view(node, dims)
             for s, t in enumerate(node.in_tensors):
                 if t is not None:
@@ -355,6 +265,8 @@ class CostModel:
 
     # -- exact evaluation
     def check_assignment(self, assignment: list[tuple]) -> None:
+        """Raise PlanError unless ``assignment`` has one tuple per node, one label per level, each
+        label None or one of the node's :meth:`labels`."""
         if len(assignment) != len(self.nodes):
             raise PlanError(f"assignment has {len(assignment)} nodes, model has {len(self.nodes)}")
         for i, types in enumerate(assignment):
@@ -364,30 +276,9 @@ class CostModel:
                 if t is not None and t not in self.labels(i):
                     raise PlanError(f"layer {self.names[i]!r}: type {t!r} is not one of {self.labels(i)} in space {self.space!r}")
 
-    def level_edge_costs(self, assignment: list[tuple], h: int) -> dict[int, Cost]:
-        """Level-h edge costs (forward conversions, backward conversions, partial-error reductions),
-        de-duplicated per tensor as the module docstring says, attributed to the first consumer."""
-        per_node: dict[int, Cost] = defaultdict(lambda: ZERO)
-        for (p, _source), es in self.by_source.items():
-            ps = self.nodes[p].strategy(assignment[p][h])
-            seen_fwd, seen_bwd = set(), set()
-            for e in es:
-                ctypes = assignment[e.c]
-                cs = self.nodes[e.c].strategy(ctypes[h])
-                sig = self._edge_view(e, ctypes, h)
-                dst = cs.in_layouts[e.slot]
-                if (sig, dst) not in seen_fwd:
-                    seen_fwd.add((sig, dst))
-                    per_node[e.c] = per_node[e.c] + self._convert_cost(h, sig, ps.out_layout, dst)
-                if e.needs_error:
-                    src = cs.in_err_layouts[e.slot]
-                    if (sig, src) not in seen_bwd:
-                        seen_bwd.add((sig, src))
-                        per_node[e.c] = per_node[e.c] + self._convert_cost(h, sig, src, ps.out_err_layout)
-        return per_node
-
     def evaluate(self, assignment: list[tuple]) -> "Evaluation":
-        """Exact costs of a full assignment (every level decided); memoised per assignment."""
+        """Exact costs of a full assignment (every level decided); memoised per assignment.
+        Raises PlanError for a malformed assignment (see :meth:`check_assignment`)."""
         key = tuple(tuple(a) for a in assignment)
         hit = self._eval_cache.get(key)
         if hit is None:
@@ -395,10 +286,10 @@ class CostModel:
         return hit
 
     def _evaluate(self, assignment: list[tuple]) -> "Evaluation":
+        """:meth:`evaluate` computed: per level intra then edge costs, then compute and memory."""
         self.check_assignment(assignment)
-        H = self.n_levels
-        comm = [[ZERO] * H for _ in self.nodes]
-        for h in range(H):
+        comm = [[ZERO] * self.n_levels for _ in self.nodes]
+        for h in range(self.n_levels):
             for i in range(len(self.nodes)):
                 comm[i][h] = self.intra_cost(i, assignment[i], h)
             for i, c in self.level_edge_costs(assignment, h).items():
@@ -411,234 +302,17 @@ class CostModel:
     def level_problem(self, assignment: list[tuple], h: int, objective: str = "comm",
                       lower: str = "ideal", allowed: list[tuple[str, ...] | None] | None = None,
                       memory_cap_bytes: float | None = None) -> LevelProblem:
-        """Level h as a LevelProblem with levels above fixed from ``assignment``.
-
-        ``lower="ideal"``: levels below are undecided (greedy; compute spread ideally below).
-        ``lower="fixed"``: levels below keep ``assignment``'s types; their costs enter the node costs
-        per consumer view (not de-duplicated across consumers there, so the caller re-evaluates).
-        ``allowed[i]``: the labels node i may take (None: all); the problem's choices are those labels.
-        ``memory_cap_bytes``: per-PE capacity, a memory row over :meth:`memory_bytes` (levels below
-        ideal or fixed as above).
-        """
-        H = self.n_levels
-
-        def with_t(i: int, t: str) -> tuple:
-            a = list(assignment[i])
-            a[h] = t
-            if lower == "ideal":
-                a[h + 1:] = [None] * (H - h - 1)
-            return tuple(a)
-
-        def node_cost(i: int, types: tuple) -> Cost:
-            c = self.intra_cost(i, types, h)
-            if objective != "comm":
-                c = c + self.compute_cost(i, types)
-            if lower == "fixed":
-                for g in range(h + 1, H):
-                    c = c + self.intra_cost(i, types, g) + self._lower_edges_as_consumer(assignment, i, types, g)
-            return c
-
-        labels = [self.labels(i) if allowed is None or allowed[i] is None else tuple(allowed[i])
-                  for i in range(len(self.nodes))]
-        choices = [[with_t(i, t) for t in labels[i]] for i in range(len(self.nodes))]
-        return self._build_problem(choices, labels, [h], objective, node_cost, memory_cap_bytes)
+        """Level h as a LevelProblem with levels above fixed from ``assignment``
+        (:func:`hypar.cost.problems.level_problem` states the arguments)."""
+        return problems.level_problem(self, assignment, h, objective, lower, allowed, memory_cap_bytes)
 
     def joint_choices(self) -> list[list[tuple]]:
         """Every node's full type tuples (one label per level), for the joint problem."""
-        return [list(itertools.product(self.labels(i), repeat=self.n_levels)) for i in range(len(self.nodes))]
+        return problems.joint_choices(self)
 
     def joint_problem(self, objective: str = "comm", memory_cap_bytes: float | None = None) -> LevelProblem:
         """All levels at once: each node chooses a whole tuple of types (exact, but 3^H choices)."""
-        H = self.n_levels
-        choices = self.joint_choices()
-
-        def node_cost(i: int, types: tuple) -> Cost:
-            c = ZERO
-            for h in range(H):
-                c = c + self.intra_cost(i, types, h)
-            if objective != "comm":
-                c = c + self.compute_cost(i, types)
-            return c
-
-        labels = [tuple("/".join(t) for t in ch) for ch in choices]
-        return self._build_problem(choices, labels, list(range(H)), objective, node_cost, memory_cap_bytes)
-
-    def _build_problem(self, choices: list[list[tuple]], labels: list[tuple[str, ...]], levels: list[int],
-                       objective: str, node_cost_fn, memory_cap_bytes: float | None = None) -> LevelProblem:
-        """A LevelProblem over per-node candidate type tuples, with the edge costs of ``levels``."""
-        if objective not in OBJECTIVES:
-            raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
-        n = len(self.nodes)
-        node_cost = [np.array([node_cost_fn(i, ct).value(objective) for ct in choices[i]], dtype=float)
-                     for i in range(n)]
-        edge_index: dict[tuple[int, int], int] = {}
-        edges: list[tuple[int, int]] = []
-        edge_cost: list[np.ndarray] = []
-        groups: list[GroupTerm] = []
-        factors: list[FactorTerm] = []
-
-        def add_pair(p: int, c: int, s: int, t: int, v: float) -> None:
-            k = edge_index.get((p, c))
-            if k is None:
-                k = edge_index[(p, c)] = len(edges)
-                edges.append((p, c))
-                edge_cost.append(np.zeros((len(choices[p]), len(choices[c]))))
-            edge_cost[k][s, t] += v
-
-        def add_matrix(p: int, c: int, mat: np.ndarray) -> None:
-            k = edge_index.get((p, c))
-            if k is None:
-                edge_index[(p, c)] = len(edges)
-                edges.append((p, c))
-                edge_cost.append(mat.copy())
-            else:
-                edge_cost[k] += mat
-
-        def charge(p: int, members: list[tuple[int, int]], cost_of_s) -> None:
-            """Charge cost_of_s(s) once per producer choice s if any member is chosen."""
-            members = sorted(set(members))
-            single = len({c for c, _ in members}) == 1
-            for s in range(len(choices[p])):
-                v = cost_of_s(s)
-                if v == 0:
-                    continue
-                if single:
-                    for c, t in members:
-                        add_pair(p, c, s, t, v)
-                else:
-                    groups.append(GroupTerm(v, tuple(members), (p, s)))
-
-        for h in levels:
-            for (p, _source), es in self.by_source.items():
-                pstrat = [self.nodes[p].strategy(ps[h]) for ps in choices[p]]
-                consumers = sorted({e.c for e in es})
-                if len(consumers) == 1:
-                    c = consumers[0]
-                    mat, own = self._pair_costs(h, es, choices[c], pstrat, objective)
-                    node_cost[c] += own
-                    if mat.any():
-                        add_matrix(p, c, mat)
-                    continue
-                fwd: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
-                bwd: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
-                for e in es:
-                    cnode = self.nodes[e.c]
-                    sigs: dict[tuple, tuple] = {}
-                    for t, ct in enumerate(choices[e.c]):
-                        key = tuple(ct[:h])
-                        if key not in sigs:
-                            sigs[key] = self._edge_view(e, ct, h)
-                        cs = cnode.strategy(ct[h])
-                        fwd[(sigs[key], cs.in_layouts[e.slot])].append((e.c, t))
-                        if e.needs_error:
-                            bwd[(sigs[key], cs.in_err_layouts[e.slot])].append((e.c, t))
-                size = len(choices[p]) * math.prod(len(choices[c]) for c in consumers)
-                if self.use_factors and len(consumers) > 1 and size <= FACTOR_MAX_ENTRIES:
-                    factors.append(self._tensor_factor(h, p, consumers, es, choices, pstrat, objective))
-                    continue
-                for (sig, dst), members in fwd.items():
-                    charge(p, members, lambda s, sig=sig, dst=dst:
-                           self._convert_cost(h, sig, pstrat[s].out_layout, dst).value(objective))
-                for (sig, src), members in bwd.items():
-                    if src == PARTIAL:
-                        v = self._convert_cost(h, sig, PARTIAL, FULL).value(objective)
-                        if v == 0:
-                            continue
-                        members = sorted(set(members))
-                        if len({c for c, _ in members}) == 1:
-                            for c, t in members:
-                                node_cost[c][t] += v
-                        else:
-                            groups.append(GroupTerm(v, tuple(members), None))
-                        continue
-                    charge(p, members, lambda s, sig=sig, src=src:
-                           self._convert_cost(h, sig, src, pstrat[s].out_err_layout).value(objective))
-        memory = []
-        if memory_cap_bytes is not None:
-            coef = [np.array([self.memory_bytes(i, ct) for ct in choices[i]], dtype=float) for i in range(n)]
-            memory.append((coef, float(memory_cap_bytes)))
-        return LevelProblem(list(self.names), [tuple(l) for l in labels], node_cost, edges, edge_cost, groups,
-                            memory, factors)
-
-    def _pair_costs(self, h: int, es: list[EdgeModel], choices_c: list[tuple], pstrat: list,
-                    objective: str) -> tuple[np.ndarray, np.ndarray]:
-        """Level-h cost of a tensor with one consumer: (producer x consumer matrix, consumer-only
-        costs). Per consumer choice, each distinct (view, layout) is converted once (a tensor read
-        through two slots of the consumer is converted once); partial errors depend only on the
-        consumer."""
-        n_p = len(pstrat)
-        mat = np.zeros((n_p, len(choices_c)))
-        own = np.zeros(len(choices_c))
-        for t, ct in enumerate(choices_c):
-            fkeys, bkeys = set(), set()
-            for e in es:
-                sig = self._edge_view(e, ct, h)
-                cs = self.nodes[e.c].strategy(ct[h])
-                fkeys.add((sig, cs.in_layouts[e.slot]))
-                if e.needs_error:
-                    bkeys.add((sig, cs.in_err_layouts[e.slot]))
-            for sig, dst in fkeys:
-                mat[:, t] += [self._convert_cost(h, sig, ps.out_layout, dst).value(objective) for ps in pstrat]
-            for sig, src in bkeys:
-                if src == PARTIAL:
-                    own[t] += self._convert_cost(h, sig, PARTIAL, FULL).value(objective)
-                else:
-                    mat[:, t] += [self._convert_cost(h, sig, src, ps.out_err_layout).value(objective)
-                                  for ps in pstrat]
-        return mat, own
-
-    def _tensor_factor(self, h: int, p: int, consumers: list[int], es: list[EdgeModel], choices: list[list[tuple]],
-                       pstrat: list, objective: str) -> FactorTerm:
-        """The level-h cost of one fanned-out tensor as a table over (producer, consumers...) choices:
-        forward conversions once per distinct (view, layout), backward ones once per distinct
-        (view, error layout), partial errors reduced once per view -- exactly as evaluate does."""
-        fkeys: dict[int, list] = {}
-        bkeys: dict[int, list] = {}
-        for k, e in enumerate(es):
-            cnode = self.nodes[e.c]
-            fk, bk = [], []
-            for ct in choices[e.c]:
-                sig = self._edge_view(e, ct, h)
-                cs = cnode.strategy(ct[h])
-                fk.append((sig, cs.in_layouts[e.slot]))
-                bk.append((sig, cs.in_err_layouts[e.slot]) if e.needs_error else None)
-            fkeys[k], bkeys[k] = fk, bk
-        pos = {c: j for j, c in enumerate(consumers)}
-        grid = tuple(len(choices[c]) for c in consumers)
-        n_p = len(choices[p])
-        # For every distinct (view, layout) key: where on the consumers' joint grid some edge needs it.
-        fmask: dict[tuple, np.ndarray] = {}
-        bmask: dict[tuple, np.ndarray] = {}
-        for k, e in enumerate(es):
-            for t in range(len(choices[e.c])):
-                where = [slice(None)] * len(consumers)
-                where[pos[e.c]] = t
-                fmask.setdefault(fkeys[k][t], np.zeros(grid, bool))[tuple(where)] = True
-                if bkeys[k][t] is not None:
-                    bmask.setdefault(bkeys[k][t], np.zeros(grid, bool))[tuple(where)] = True
-        table = np.zeros((n_p,) + grid)
-        lift = (n_p,) + (1,) * len(consumers)
-        for (sig, dst), mask in fmask.items():
-            cost = [self._convert_cost(h, sig, pstrat[s].out_layout, dst).value(objective) for s in range(n_p)]
-            table += np.reshape(cost, lift) * mask[None]
-        for (sig, src), mask in bmask.items():
-            cost = [self._convert_cost(h, sig, src, pstrat[s].out_err_layout if src != PARTIAL else FULL).value(objective)
-                    for s in range(n_p)]
-            table += np.reshape(cost, lift) * mask[None]
-        return FactorTerm((p,) + tuple(consumers), table)
-
-    def _lower_edges_as_consumer(self, assignment: list[tuple], i: int, types: tuple, g: int) -> Cost:
-        """Level-g conversions on node i's input edges with i's types ``types`` (others from assignment)."""
-        total = ZERO
-        cs = self.nodes[i].strategy(types[g])
-        for e_idx in self.in_edges[i]:
-            e = self.edges[e_idx]
-            ps = self.nodes[e.p].strategy(assignment[e.p][g])
-            sig = self._edge_view(e, types, g)
-            total = total + self._convert_cost(g, sig, ps.out_layout, cs.in_layouts[e.slot])
-            if e.needs_error:
-                total = total + self._convert_cost(g, sig, cs.in_err_layouts[e.slot], ps.out_err_layout)
-        return total
+        return problems.joint_problem(self, objective, memory_cap_bytes)
 
 
 @dataclass
@@ -660,6 +334,7 @@ class Evaluation:
         return dict(self._totals)
 
     def _sum_totals(self) -> dict:
+        """The totals, summed node by node and level by level (see :meth:`totals`)."""
         comm = sum((c for row in self.comm for c in row), ZERO)
         compute = sum(self.compute, ZERO)
         return {
@@ -672,10 +347,12 @@ class Evaluation:
         }
 
     def objective(self, objective: str) -> float:
+        """The total an objective minimises: ``comm`` bytes, ``time`` seconds, ``energy`` joules."""
         t = self.totals()
         return {"comm": t["comm_bytes"], "time": t["time_s"], "energy": t["energy_j"]}[objective]
 
     def level_comm(self, h: int) -> Cost:
+        """Communication at level h summed over nodes."""
         return sum((row[h] for row in self.comm), ZERO)
 
     def layers(self) -> list[dict]:

@@ -66,12 +66,15 @@ class NodeModel:
     strategies: tuple[Strategy, ...]
 
     def size(self, axis: str) -> int:
+        """The size of node axis ``axis`` (ValueError if the node has no such axis)."""
         return self.sizes[self.axes.index(axis)]
 
     def labels(self) -> tuple[str, ...]:
+        """The labels of the node's strategies, in order."""
         return tuple(s.label for s in self.strategies)
 
     def strategy(self, label: str) -> Strategy:
+        """The strategy labelled ``label`` (KeyError if the node has none)."""
         for s in self.strategies:
             if s.label == label:
                 return s
@@ -79,6 +82,7 @@ class NodeModel:
 
 
 def _ratio(node: NodeModel, dims: tuple[int, ...], axes: tuple[str | None, ...]) -> float:
+    """The share of the node's full sizes that view ``dims`` holds, over ``axes`` (None: unscaled)."""
     r = 1.0
     for a in axes:
         if a is not None:
@@ -101,14 +105,17 @@ def tensor_view(node: NodeModel, dims: tuple[int, ...], tensor: Tensor, amap: tu
 
 
 def weight_view(node: NodeModel, dims: tuple[int, ...]) -> int:
+    """Weight elements of ``node`` held at view ``dims`` (rounded)."""
     return round(node.layer.weight_elements * _ratio(node, dims, node.weight_axes))
 
 
 def macs_view(node: NodeModel, dims: tuple[int, ...]) -> float:
+    """Forward multiply-accumulates of ``node`` at view ``dims``."""
     return node.layer.macs * _ratio(node, dims, node.macs_axes)
 
 
 def _axis_size(t: Tensor | None, which: str) -> int | None:
+    """Size of tensor ``t``'s batch ("b") or feature ("f") axis; None if it has none."""
     if t is None:
         return None
     ax = t.batch_axis if which == "b" else t.feature_axis
@@ -116,6 +123,7 @@ def _axis_size(t: Tensor | None, which: str) -> int | None:
 
 
 def _weighted_strategies(n_in: int) -> tuple[Strategy, ...]:
+    """Types I, II, III of a weighted layer with ``n_in`` activation inputs (module docstring)."""
     return (
         Strategy("I", "b", (ROWS,) * n_in, ROWS, (ROWS,) * n_in, ROWS, (Q_WEIGHT,)),
         Strategy("II", "i", (COLS,) * n_in, FULL, (COLS,) * n_in, FULL, (Q_OUT,)),
@@ -137,16 +145,7 @@ def _layout_strategies(node_axes: dict[str, int], ins: list[Tensor | None], out:
             bm = "b" if "b" in node_axes and _axis_size(t, "b") == node_axes["b"] else None
             fm = "f" if "f" in node_axes and _axis_size(t, "f") == node_axes["f"] else None
         in_maps.append((bm, fm))
-    out_t = out
-    reduced_axes: set[str] = set()
-    if kind == G.REDUCE and ins and ins[0] is not None:
-        axes = layer.attr("axes")
-        rank = len(ins[0].shape)
-        axes = tuple(range(rank)) if axes is None else tuple(a % rank for a in axes)  # type: ignore[union-attr]
-        if ins[0].batch_axis in axes:
-            reduced_axes.add("b")
-        if ins[0].feature_axis in axes:
-            reduced_axes.add("f")
+    reduced_axes = _reduced_axes(kind, layer, ins)
     strategies = [Strategy(FULL, None, (FULL,) * len(ins), FULL, (FULL,) * len(ins), FULL)]
     if kind == G.OPAQUE:
         return tuple(strategies), tuple(in_maps)
@@ -156,32 +155,62 @@ def _layout_strategies(node_axes: dict[str, int], ins: list[Tensor | None], out:
         slot_layouts = tuple(layout if m[0 if axis == "b" else 1] else FULL for m in in_maps)
         if ins and all(sl == FULL for sl in slot_layouts):
             continue
-        intra: tuple[str, ...] = ()
-        if kind == G.BATCHNORM and axis == "b":
-            intra = (Q_STATS_BN,)
-        elif axis == "f" and out_t is not None and out_t.feature_axis is not None:
-            norm_axis = layer.attr("axis", -1)
-            rank = len(out_t.shape)
-            if kind == G.SOFTMAX and isinstance(norm_axis, int) and norm_axis % rank == out_t.feature_axis:
-                intra = (Q_ROWS3,)
-            elif kind == G.FEATURENORM:
-                if layer.op == "LayerNormalization":
-                    covered = isinstance(norm_axis, int) and out_t.feature_axis >= norm_axis % rank
-                else:
-                    covered = True
-                if covered:
-                    intra = (Q_ROWS4,)
+        if axis == "b":
+            intra: tuple[str, ...] = (Q_STATS_BN,) if kind == G.BATCHNORM else ()
+        else:
+            intra = _feature_split_intra(kind, layer, out)
         strategies.append(Strategy(layout, axis, slot_layouts, layout, slot_layouts, layout, intra))
     return tuple(strategies), tuple(in_maps)
 
 
+def _reduced_axes(kind: str, layer: Layer, ins: list[Tensor | None]) -> set[str]:
+    """Node axes ("b", "f") a Reduce node reduces over (they cannot be split); empty otherwise."""
+    reduced: set[str] = set()
+    if kind == G.REDUCE and ins and ins[0] is not None:
+        axes = layer.attr("axes")
+        rank = len(ins[0].shape)
+        axes = tuple(range(rank)) if axes is None else tuple(a % rank for a in axes)  # type: ignore[union-attr]
+        if ins[0].batch_axis in axes:
+            reduced.add("b")
+        if ins[0].feature_axis in axes:
+            reduced.add("f")
+    return reduced
+
+
+def _feature_split_intra(kind: str, layer: Layer, out: Tensor | None) -> tuple[str, ...]:
+    """Quantities all-reduced when a non-weighted node splits its feature axis: per-row
+    statistics of a Softmax or a norm whose normalised axes include the features."""
+    if out is None or out.feature_axis is None:
+        return ()
+    norm_axis = layer.attr("axis", -1)
+    rank = len(out.shape)
+    if kind == G.SOFTMAX and isinstance(norm_axis, int) and norm_axis % rank == out.feature_axis:
+        return (Q_ROWS3,)
+    if kind == G.FEATURENORM:
+        if layer.op == "LayerNormalization":
+            covered = isinstance(norm_axis, int) and out.feature_axis >= norm_axis % rank
+        else:
+            covered = True
+        if covered:
+            return (Q_ROWS4,)
+    return ()
+
+
 def node_model(g, name: str, space: str) -> NodeModel:
-    """Build the :class:`NodeModel` of layer ``name`` for partition space ``space``.
+    """Build the :class:`NodeModel` of layer ``name`` of graph ``g`` for partition space ``space``.
 
     ``space``: "hypar" (types I, II), "accpar" (I, II, III) or "full" (I, II, III and layouts
-    for non-weighted nodes).
+    for non-weighted nodes). Decision kinds are built by :data:`DECISION_BUILDERS`, every other
+    kind takes layouts (:func:`_layout_node`).
     """
     layer: Layer = g.nodes[name]["layer"]
+    build = DECISION_BUILDERS.get(layer.kind, _layout_node)
+    return build(name, layer, _input_tensors(g, name, layer), _output_tensor(g, name), space)
+
+
+def _input_tensors(g, name: str, layer: Layer) -> list[Tensor | None]:
+    """The tensor in each input slot of layer ``name``: from its in-edges or the graph inputs it
+    consumes (None for a slot fed by neither, e.g. an initializer)."""
     ins: list[Tensor | None] = [None] * len(layer.inputs)
     for p, _, data in g.in_edges(name, data=True):
         for s in data["slots"]:
@@ -192,44 +221,58 @@ def node_model(g, name: str, space: str) -> NodeModel:
             for s, tname in enumerate(layer.inputs):
                 if tname == t.name:
                     ins[s] = t
-    out = _output_tensor(g, name)
+    return ins
+
+
+def _matrix_node(name: str, layer: Layer, ins: list[Tensor | None], out: Tensor | None, space: str) -> NodeModel:
+    """Conv / Gemm: types I, II, III over (batch, in, out) ("hypar": I, II); grouped ones split
+    the groups instead (I over batch, II over groups, no reduction)."""
     n_in = len(ins)
-    kind = layer.kind
     B = max(layer.batch, 1)
-    if kind in (G.CONV, G.GEMM) and layer.groups > 1:
-        axes, sizes = ("b", "g"), (B, layer.groups)
+    if layer.groups > 1:
         strategies = (
             Strategy("I", "b", (ROWS,) * n_in, ROWS, (ROWS,) * n_in, ROWS, (Q_WEIGHT,)),
             Strategy("II", "g", (COLS,) * n_in, COLS, (COLS,) * n_in, COLS, ()),
         )
-        return NodeModel(name, layer, axes, sizes, tuple(ins), (("b", "g"),) * n_in, out, ("b", "g"),
-                         ("g",), ("b", "g"), strategies)
-    if kind in (G.CONV, G.GEMM):
-        strategies = _weighted_strategies(n_in)
-        if space == "hypar":
-            strategies = strategies[:2]
-        return NodeModel(name, layer, ("b", "i", "o"), (B, max(layer.d_in, 1), max(layer.d_out, 1)), tuple(ins),
-                         (("b", "i"),) * n_in, out, ("b", "o"), ("i", "o"), ("b", "i", "o"), strategies)
-    if kind == G.EMBEDDING:
-        strategies = (
-            Strategy("I", "b", (ROWS,) * n_in, ROWS, (FULL,) * n_in, ROWS, (Q_WEIGHT,)),
-            Strategy("II", "i", (FULL,) * n_in, FULL, (FULL,) * n_in, FULL, (Q_OUT,)),
-            Strategy("III", "o", (FULL,) * n_in, COLS, (FULL,) * n_in, COLS, ()),
-        )
-        if space == "hypar":
-            strategies = strategies[:2]
-        return NodeModel(name, layer, ("b", "i", "o"), (B, max(layer.d_in, 1), max(layer.d_out, 1)), tuple(ins),
-                         (("b", None),) * n_in, out, ("b", "o"), ("i", "o"), ("b", "i", "o"), strategies)
-    if kind == G.MATMUL_ACT:
-        heads = max(layer.heads, 1)
-        maps = tuple(("b", "h" if heads > 1 and _axis_size(t, "f") == heads else None) for t in ins)
-        strategies = [Strategy("I", "b", (ROWS,) * n_in, ROWS, (ROWS,) * n_in, ROWS)]
-        if heads > 1:
-            strategies.append(Strategy("II", "h", tuple(COLS if m[1] else FULL for m in maps), COLS,
-                                       tuple(COLS if m[1] else FULL for m in maps), COLS))
-        return NodeModel(name, layer, ("b", "h"), (B, heads), tuple(ins), maps, out,
-                         ("b", "h" if heads > 1 else None), (), ("b", "h"), tuple(strategies))
-    # Non-weighted node: axes from its output tensor.
+        return NodeModel(name, layer, ("b", "g"), (B, layer.groups), tuple(ins), (("b", "g"),) * n_in, out,
+                         ("b", "g"), ("g",), ("b", "g"), strategies)
+    strategies = _weighted_strategies(n_in)
+    if space == "hypar":
+        strategies = strategies[:2]
+    return NodeModel(name, layer, ("b", "i", "o"), (B, max(layer.d_in, 1), max(layer.d_out, 1)), tuple(ins),
+                     (("b", "i"),) * n_in, out, ("b", "o"), ("i", "o"), ("b", "i", "o"), strategies)
+
+
+def _embedding_node(name: str, layer: Layer, ins: list[Tensor | None], out: Tensor | None, space: str) -> NodeModel:
+    """Embedding lookup: types I, II, III ("hypar": I, II); the id input never takes an error."""
+    n_in = len(ins)
+    strategies = (
+        Strategy("I", "b", (ROWS,) * n_in, ROWS, (FULL,) * n_in, ROWS, (Q_WEIGHT,)),
+        Strategy("II", "i", (FULL,) * n_in, FULL, (FULL,) * n_in, FULL, (Q_OUT,)),
+        Strategy("III", "o", (FULL,) * n_in, COLS, (FULL,) * n_in, COLS, ()),
+    )
+    if space == "hypar":
+        strategies = strategies[:2]
+    return NodeModel(name, layer, ("b", "i", "o"), (max(layer.batch, 1), max(layer.d_in, 1), max(layer.d_out, 1)),
+                     tuple(ins), (("b", None),) * n_in, out, ("b", "o"), ("i", "o"), ("b", "i", "o"), strategies)
+
+
+def _matmul_act_node(name: str, layer: Layer, ins: list[Tensor | None], out: Tensor | None,
+                     space: str) -> NodeModel:
+    """Activation x activation MatMul (attention): I splits the batch, II the heads (when > 1)."""
+    n_in = len(ins)
+    heads = max(layer.heads, 1)
+    maps = tuple(("b", "h" if heads > 1 and _axis_size(t, "f") == heads else None) for t in ins)
+    strategies = [Strategy("I", "b", (ROWS,) * n_in, ROWS, (ROWS,) * n_in, ROWS)]
+    if heads > 1:
+        strategies.append(Strategy("II", "h", tuple(COLS if m[1] else FULL for m in maps), COLS,
+                                   tuple(COLS if m[1] else FULL for m in maps), COLS))
+    return NodeModel(name, layer, ("b", "h"), (max(layer.batch, 1), heads), tuple(ins), maps, out,
+                     ("b", "h" if heads > 1 else None), (), ("b", "h"), tuple(strategies))
+
+
+def _layout_node(name: str, layer: Layer, ins: list[Tensor | None], out: Tensor | None, space: str) -> NodeModel:
+    """A non-weighted node: axes from its output tensor (else its first input), one layout each."""
     node_axes: dict[str, int] = {}
     ref = out if out is not None else next((t for t in ins if t is not None), None)
     if ref is not None:
@@ -237,14 +280,25 @@ def node_model(g, name: str, space: str) -> NodeModel:
             node_axes["b"] = ref.shape[ref.batch_axis]
         if ref.feature_axis is not None:
             node_axes["f"] = ref.shape[ref.feature_axis]
-    strategies, in_maps = _layout_strategies(node_axes, ins, out, kind, layer)
+    strategies, in_maps = _layout_strategies(node_axes, ins, out, layer.kind, layer)
     axes = tuple(node_axes)
     out_map = ("b" if "b" in node_axes else None, "f" if "f" in node_axes else None)
     return NodeModel(name, layer, axes, tuple(node_axes[a] for a in axes), tuple(ins), in_maps, out,
                      out_map, (), (), strategies)
 
 
+# Layer kind -> builder of its NodeModel, for every decision kind (graph.DECISION_KINDS).
+DECISION_BUILDERS = {
+    G.CONV: _matrix_node,
+    G.GEMM: _matrix_node,
+    G.EMBEDDING: _embedding_node,
+    G.MATMUL_ACT: _matmul_act_node,
+}
+
+
 def _output_tensor(g, name: str) -> Tensor | None:
+    """The tensor layer ``name`` produces: on its first out-edge, else among the graph outputs,
+    else a flat one of ``out_elements`` (None when it has none)."""
     for _, _, data in g.out_edges(name, data=True):
         return data["tensor"]
     layer: Layer = g.nodes[name]["layer"]

@@ -327,7 +327,7 @@ def _model_total(src: tuple, tgt: tuple, view: tuple, n: int = 8) -> float:
     """The cost model's elements for one n x n conversion on 2x2 PEs: level h priced on the
     consumer's view (rows halved by each ROWS above, columns by each COLS above), summed over the
     2^h groups (hypar.cost.model.convert, as CostModel.level_edge_costs uses it)."""
-    from hypar.cost.model import convert
+    from hypar.cost.collectives import convert
 
     total = 0.0
     for h in range(len(src)):
