@@ -116,6 +116,7 @@ class PEArray:
         return len({self.kinds[k].tflops for k in self.pes}) > 1
 
     def _key(self, start: int, size: int) -> tuple[tuple[str, int], ...]:
+        """Class key of the PEs [start, start + size): runs of (kind, count) in order."""
         runs: list[tuple[str, int]] = []
         for k in self.pes[start:start + size]:
             if runs and runs[-1][0] == k:
@@ -125,6 +126,7 @@ class PEArray:
         return tuple(runs)
 
     def _tflops(self, key: tuple[tuple[str, int], ...]) -> float:
+        """Total TFLOP/s of a class key."""
         return sum(self.kinds[k].tflops * n for k, n in key)
 
     @cached_property

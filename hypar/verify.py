@@ -32,17 +32,23 @@ REL_BYTES = 1e-9    # counted vs predicted: float rounding only (plans keep 12 s
 
 @dataclass
 class LevelCheck:
+    """One layer at one level: the bytes the simulator counted and the cost model predicted."""
+
     level: int
     counted_bytes: float
     predicted_bytes: float
 
     @property
     def ok(self) -> bool:
+        """True when counted and predicted bytes agree (up to float rounding)."""
         return _same(self.counted_bytes, self.predicted_bytes)
 
 
 @dataclass
 class LayerCheck:
+    """One layer's check: its types, the largest difference from the reference (``max_err``)
+    against the reference's scale, the bytes per level, and why it fails (``reasons``)."""
+
     name: str
     op: str
     types: tuple
@@ -53,11 +59,16 @@ class LayerCheck:
 
     @property
     def status(self) -> str:
+        """"PASS" without reasons, else "FAIL"."""
         return "PASS" if not self.reasons else "FAIL"
 
 
 @dataclass
 class VerifyReport:
+    """Everything ``hypar verify`` found: the setting (model, array, space, batch, seed,
+    tolerance), one :class:`LayerCheck` per node, the ops it could not simulate, the plan's cost
+    mismatches and every counted transfer."""
+
     model: str
     array: str
     fanouts: tuple
@@ -76,6 +87,7 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
+        """True when every layer passes, nothing is unsupported and the plan's costs match."""
         return not self.unsupported and not self.plan_errors and all(l.status == "PASS" for l in self.layers)
 
     def failures(self) -> list[str]:
@@ -87,6 +99,7 @@ class VerifyReport:
         return out
 
     def to_json(self) -> dict:
+        """The report as ``hypar verify --json`` prints it."""
         return {
             "ok": self.ok,
             "model": self.model,
@@ -112,6 +125,7 @@ class VerifyReport:
 
 
 def _same(a: float, b: float) -> bool:
+    """a and b equal up to float rounding (``REL_BYTES``)."""
     return abs(a - b) <= REL_BYTES * max(1.0, abs(a), abs(b))
 
 

@@ -240,6 +240,25 @@ def test_cli_usage_errors(tmp_path, cli_run):
     assert res.exit_code == 2 and "--scheduler" in res.output
 
 
+def test_bad_settings_stop_the_sweep_before_any_case(tmp_path, count_calls):
+    with pytest.raises(sw.SweepError, match="unknown objective 'latency'; choose one of time, comm, energy"):
+        sw.sweep([LENET], str(tmp_path), pes=[4], objective="latency")
+    with pytest.raises(sw.SweepError, match="unknown search 'bogus'"):
+        sw.make_cases([LENET], [sw.array_spec(pes=4)], search_how="bogus")
+    assert not count_calls
+
+
+def test_corrupt_zoo_manifest_is_an_error(tmp_path):
+    (tmp_path / "a.onnx").write_bytes(b"")
+    assert sw.zoo_models(str(tmp_path)) == [str(tmp_path / "a.onnx")]          # no manifest: file order
+    (tmp_path / "MANIFEST.json").write_text("{not json")
+    with pytest.raises(sw.SweepError, match="MANIFEST.json cannot be read as JSON"):
+        sw.zoo_models(str(tmp_path))
+    (tmp_path / "MANIFEST.json").write_text('{"models": {"a": "a.onnx"}}')
+    with pytest.raises(sw.SweepError, match="'models' must map model names"):
+        sw.zoo_models(str(tmp_path))
+
+
 def test_zoo_listing():
     zoo = sw.zoo_models(str(ROOT / "models"))
     names = [Path(p).stem for p in zoo]
