@@ -317,7 +317,6 @@ def sweep_cmd(models, zoo, pes, batch, arrays, objective, space, search_how, tim
       hypar report results/zoo
     """
     from hypar import sweep as sw
-    from hypar.config import SolverSettings
     from hypar.present.text import sweep_summary
 
     _check_sweep_options(executor, scheduler, pes, arrays)
@@ -327,7 +326,7 @@ def sweep_cmd(models, zoo, pes, batch, arrays, objective, space, search_how, tim
         paths = list(models) + (sw.zoo_models() if zoo else [])
         if not paths:
             raise click.UsageError("give MODELS or --zoo")
-        settings = SolverSettings(time_limit_s=time_limit) if time_limit else SolverSettings()
+        settings = solver_settings(time_limit_s=time_limit)
         try:
             summary = sw.sweep(paths, out_dir, pes=pes, arrays=arrays, batches=batch or [None],
                                objective=objective, space=space, search_how=search_how, settings=settings,
