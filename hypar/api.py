@@ -1,7 +1,9 @@
 """The library's front door: import a model, pick an array, partition, evaluate.
 
 Everything the CLI and the sweeps do goes through here; no click, no printing (progress goes to
-an optional callback).
+an optional callback). The public functions take the vocabulary (objective, space, search,
+baseline) as :mod:`hypar.vocab` members or their strings, check it once here (ValueError naming
+the parameter and the choices) and pass members inward.
 """
 
 from __future__ import annotations
@@ -11,38 +13,28 @@ import time
 from typing import Callable
 
 from hypar import graph as G
-from hypar.array import PEArray, array_from_levels, array_from_pes, default_array, load_array
-from hypar.cost import OBJECTIVES, SPACES, CostModel, Evaluation
-from hypar.errors import ArrayConfigError, ModelStructureError, PlanError
+from hypar.array import PEArray, default_array
+from hypar.config import resolve_array
+from hypar.cost import CostModel, Evaluation
+from hypar.errors import ModelStructureError, PlanError
 from hypar.onnx import load_layer_graph, model_sha256
-from hypar.plan import assignment_from_types, build_plan, plan_array, plan_types
+from hypar.plan import Plan, assignment_from_types, build_plan
 from hypar.search import BASELINES, SearchLog, SolverSettings, baseline, complete, greedy, search
+from hypar.vocab import Baseline, Objective, Search, Space, parse
+
+__all__ = ["Progress", "evaluate", "load_graph", "model_info", "paper_baseline", "partition", "plan_assignment",
+           "resolve_array"]
 
 Progress = Callable[[str], None] | None
 
-
-def resolve_array(array_path: str | None = None, pes: int | None = None,
-                  levels: str | list[int] | None = None) -> PEArray:
-    """One array from exactly one of a YAML file, ``--pes N`` or ``--levels 2,2,4`` (default: default.yaml)."""
-    given = [x is not None for x in (array_path, pes, levels)]
-    if sum(given) > 1:
-        raise ArrayConfigError("give only one of --array, --pes and --levels")
-    if array_path is not None:
-        return load_array(array_path)
-    if pes is not None:
-        return array_from_pes(int(pes))
-    if levels is not None:
-        if isinstance(levels, str):
-            try:
-                levels = [int(x) for x in levels.replace(" ", "").split(",") if x]
-            except ValueError:
-                raise ArrayConfigError(f"--levels {levels!r}: give comma-separated fanouts, e.g. --levels 2,2,4") from None
-        return array_from_levels(list(levels))
-    return default_array()
+# The papers' greedy methods: the space each searches and the objective it minimises (None: the
+# caller's). Costed alongside hypar's plan as baselines.
+PAPERS = {Baseline.HYPAR: (Space.HYPAR, Objective.COMM), Baseline.ACCPAR: (Space.ACCPAR, None)}
 
 
 def load_graph(model_path: str, batch: int | None = None, array: PEArray | None = None):
-    """Import ``model_path``; the batch is ``batch``, else the array's, else the model's own."""
+    """Import ``model_path``; the batch is ``batch``, else the array's, else the model's own.
+    ModelStructureError when the model has no weighted layer to partition."""
     b = batch if batch is not None else (array.batch if array is not None else None)
     g = load_layer_graph(model_path, batch=b)
     if not G.decision_layers(g):
@@ -58,30 +50,46 @@ def model_info(model_path: str | None, g) -> dict:
             "sha256": model_sha256(model_path) if exists else None}
 
 
-def _check(objective: str, space: str) -> None:
-    if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
-    if space not in SPACES:
-        raise ValueError(f"unknown space {space!r}; choose one of {SPACES}")
-
-
-def paper_baseline(model: CostModel, which: str, objective: str, settings: SolverSettings,
+def paper_baseline(model: CostModel, which: Baseline | str, objective: Objective | str, settings: SolverSettings,
                    log: SearchLog | None = None) -> list[tuple]:
     """HyPar's (space hypar, comm objective) or AccPar's (space accpar) greedy plan, costed in
     ``model``'s space: their decision types are carried over and the remaining nodes take their
-    best layouts. ``model`` must offer the types the method uses (not space hypar for accpar)."""
-    sub = CostModel(model.g, model.array, which)
-    asg = greedy(sub, "comm" if which == "hypar" else objective, settings, log)
-    types = dict(zip(sub.names, asg))
+    best layouts. ``model`` must offer the types the method uses (not space hypar for accpar).
+    ValueError unless ``which`` is hypar or accpar and ``objective`` is an objective."""
+    if which not in PAPERS:
+        raise ValueError(f"unknown paper baseline {str(which)!r}; choose one of {', '.join(PAPERS)}")
+    return _paper_baseline(model, Baseline(which), parse(Objective, objective), settings, log)
+
+
+def _paper_baseline(model: CostModel, which: Baseline, objective: Objective, settings: SolverSettings,
+                    log: SearchLog | None = None) -> list[tuple]:
+    """:func:`paper_baseline` on checked arguments."""
+    space, own_objective = PAPERS[which]
+    sub = CostModel(model.g, model.array, space)
+    types = dict(zip(sub.names, greedy(sub, own_objective or objective, settings, log)))
     partial = [types.get(n) if model.nodes[i].layer.decision else None for i, n in enumerate(model.names)]
     return complete(model, partial, objective, settings, log)
 
 
-def partition(model_path: str, array: PEArray, *, batch: int | None = None, objective: str = "time",
-              space: str = "full", search_how: str = "refine", settings: SolverSettings = SolverSettings(),
-              progress: Progress = None, graph=None) -> dict:
-    """Partition ``model_path`` over ``array``; returns the plan dictionary (see hypar.plan)."""
-    _check(objective, space)
+def _solver_record(settings: SolverSettings, log: SearchLog, found: dict) -> dict:
+    """The plan's ``solver`` field: how it was solved, the status and the solve counts."""
+    return {"method": settings.method,
+            "backend": settings.backend if settings.method == "ilp" else settings.method,
+            "status": log.status, "gap": settings.gap, "time_limit_s": settings.time_limit_s,
+            "level_solves": len(log.solves),
+            "n_variables_max": max((s["n_variables"] for s in log.solves), default=0),
+            "joint_skipped": found["joint_skipped"],
+            "solve_wall_s": round(sum(s["wall_s"] for s in log.solves), 6)}
+
+
+def partition(model_path: str, array: PEArray, *, batch: int | None = None, objective: Objective | str = "time",
+              space: Space | str = "full", search_how: Search | str = "refine",
+              settings: SolverSettings = SolverSettings(), progress: Progress = None, graph=None) -> dict:
+    """Partition ``model_path`` (or the layer graph ``graph``, recorded under that path) over
+    ``array``; returns the plan dictionary (see :mod:`hypar.plan`). ValueError for an unknown
+    objective, space or search; the importer's, solver's and array's errors otherwise."""
+    objective, space = parse(Objective, objective), parse(Space, space)
+    search_how = parse(Search, search_how, "search")
     t0 = time.perf_counter()
     g = graph if graph is not None else load_graph(model_path, batch, array)
     t_import = time.perf_counter() - t0
@@ -91,51 +99,60 @@ def partition(model_path: str, array: PEArray, *, batch: int | None = None, obje
     model = CostModel(g, array, space)
     # Baselines are costed in one model with every type they use: space hypar has no type III,
     # so AccPar's plan is costed in the (otherwise identical, folded) accpar space.
-    judge = CostModel(g, array, "accpar") if space == "hypar" else model
+    judge = CostModel(g, array, Space.ACCPAR) if space == Space.HYPAR else model
     log = SearchLog(progress=progress)
-    papers = {which: paper_baseline(judge, which, objective, settings, log) for which in ("hypar", "accpar")}
-    starts = {k: a for k, a in papers.items() if judge is model}
+    papers = {which: _paper_baseline(judge, which, objective, settings, log) for which in PAPERS}
+    starts = papers if judge is model else {}
     found = search(model, search_how, objective, settings, log, extra_starts=starts)
     found.update(papers)
-    evals = {k: judge.evaluate(found[k]) for k in BASELINES + ("hypar", "accpar")}
-    plan_ev = model.evaluate(found["plan"])
-    greedy_ev = judge.evaluate(found["greedy"])
-    solver = {"method": settings.method, "backend": settings.backend if settings.method == "ilp" else settings.method,
-              "status": log.status, "gap": settings.gap, "time_limit_s": settings.time_limit_s,
-              "level_solves": len(log.solves),
-              "n_variables_max": max((s["n_variables"] for s in log.solves), default=0),
-              "joint_skipped": found["joint_skipped"],
-              "solve_wall_s": round(sum(s["wall_s"] for s in log.solves), 6)}
+    evals = {k: judge.evaluate(found[k]) for k in BASELINES + tuple(PAPERS)}
+    plan_ev, greedy_ev = model.evaluate(found["plan"]), judge.evaluate(found["greedy"])
+    solver = _solver_record(settings, log, found)
     timing = {"import_wall_s": round(t_import, 6), "total_wall_s": round(time.perf_counter() - t0, 6)}
     return build_plan(model, plan_ev, model_info=model_info(model_path, g), objective=objective,
                       search=search_how, solver=solver, baselines=evals, greedy=greedy_ev, timing=timing)
 
 
-def evaluate(model_path: str, *, plan: dict | None = None, baseline_name: str | None = None,
-             array: PEArray | None = None, batch: int | None = None, space: str | None = None,
-             objective: str = "time", settings: SolverSettings = SolverSettings()) -> tuple[CostModel, Evaluation]:
-    """Cost a plan (full or minimal) or a baseline exactly. A full plan brings its own array, batch
-    and space unless overridden."""
-    if (plan is None) == (baseline_name is None):
-        raise PlanError("give exactly one of --plan and --baseline")
-    if plan is not None and "layers" in plan:
-        array = array or plan_array(plan)
-        batch = batch if batch is not None else plan.get("batch")
-        space = space or plan.get("space")
-        objective = plan.get("objective", objective)
-    array = array or default_array()
-    space = space or "full"
-    _check(objective, space)
-    g = load_graph(model_path, batch, array)
+def plan_assignment(model_path: str, plan: Plan | dict, *, array: PEArray | None = None, batch: int | None = None,
+                    space: Space | str | None = None, objective: Objective | str = "time",
+                    settings: SolverSettings = SolverSettings()) -> tuple[CostModel, list[tuple]]:
+    """The cost model a plan (full or minimal) is costed in, and the plan's full assignment.
+
+    The model is ``model_path`` imported at ``batch`` (default: the full plan's), on ``array``
+    (default: the full plan's, else the default array), in ``space`` (default: the full plan's,
+    else full). Layers the plan leaves out are type I at every level; non-weighted nodes it
+    leaves open take their best layouts for the full plan's objective (else ``objective``).
+    PlanError when the plan does not fit the model; ValueError for an unknown space or objective.
+    """
+    plan = Plan.of(plan)
+    array = array or plan.array or default_array()
+    space = parse(Space, space or plan.space or Space.FULL)
+    objective = plan.objective or parse(Objective, objective)
+    g = load_graph(model_path, batch if batch is not None else plan.batch, array)
     model = CostModel(g, array, space)
-    if baseline_name is not None:
-        if baseline_name in ("hypar", "accpar"):
-            asg = paper_baseline(model, baseline_name, objective, settings)
-        elif baseline_name in BASELINES:
-            asg = baseline(model, baseline_name, objective, settings)
-        else:
-            raise PlanError(f"unknown baseline {baseline_name!r}; choose one of {BASELINES + ('hypar', 'accpar')}")
+    return model, complete(model, assignment_from_types(model, plan.types), objective, settings)
+
+
+def evaluate(model_path: str, *, plan: Plan | dict | None = None, baseline_name: Baseline | str | None = None,
+             array: PEArray | None = None, batch: int | None = None, space: Space | str | None = None,
+             objective: Objective | str = "time",
+             settings: SolverSettings = SolverSettings()) -> tuple[CostModel, Evaluation]:
+    """Cost a plan (full or minimal, see :func:`plan_assignment`) or a baseline exactly; returns the
+    cost model and the evaluation. A baseline is costed on ``array`` (default: the default array)
+    in ``space`` (default: full). PlanError unless exactly one of ``plan`` and ``baseline_name``
+    is given, or for an unknown baseline; ValueError for an unknown space or objective."""
+    if (plan is None) == (baseline_name is None):
+        raise PlanError.naming("give exactly one of {plan} and {baseline_name}")
+    if plan is not None:
+        model, asg = plan_assignment(model_path, plan, array=array, batch=batch, space=space,
+                                     objective=objective, settings=settings)
+        return model, model.evaluate(asg)
+    which = parse(Baseline, baseline_name, "baseline", error=PlanError)
+    objective = parse(Objective, objective)
+    array = array or default_array()
+    model = CostModel(load_graph(model_path, batch, array), array, parse(Space, space or Space.FULL))
+    if which in PAPERS:
+        asg = _paper_baseline(model, which, objective, settings)
     else:
-        partial = assignment_from_types(model, plan_types(plan))
-        asg = complete(model, partial, objective, settings)
+        asg = baseline(model, which, objective, settings)
     return model, model.evaluate(asg)

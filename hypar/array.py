@@ -25,6 +25,8 @@ from hypar.errors import ArrayConfigError
 
 @dataclass(frozen=True, slots=True)
 class PEKind:
+    """One kind of PE: dense throughput (TFLOP/s), memory (GB) and compute energy (pJ/FLOP)."""
+
     name: str
     tflops: float = 100.0
     memory_gb: float = 32.0
@@ -33,6 +35,10 @@ class PEKind:
 
 @dataclass(frozen=True, slots=True)
 class Level:
+    """One level of the hierarchy: each group splits into ``fanout`` subgroups linked at
+    ``bandwidth_gbps`` (GB/s per PE, each direction), ``latency_us`` per message and
+    ``energy_pj_per_bit``."""
+
     fanout: int
     bandwidth_gbps: float = 100.0
     latency_us: float = 0.0
@@ -91,21 +97,26 @@ class PEArray:
 
     @property
     def n_pes(self) -> int:
+        """Number of PEs."""
         return len(self.pes)
 
     @property
     def n_levels(self) -> int:
+        """Number of levels."""
         return len(self.levels)
 
     @property
     def fanouts(self) -> tuple[int, ...]:
+        """Every level's fanout, top first."""
         return tuple(lv.fanout for lv in self.levels)
 
     @property
     def heterogeneous(self) -> bool:
+        """True when the PEs do not all have the same throughput."""
         return len({self.kinds[k].tflops for k in self.pes}) > 1
 
     def _key(self, start: int, size: int) -> tuple[tuple[str, int], ...]:
+        """Class key of the PEs [start, start + size): runs of (kind, count) in order."""
         runs: list[tuple[str, int]] = []
         for k in self.pes[start:start + size]:
             if runs and runs[-1][0] == k:
@@ -115,6 +126,7 @@ class PEArray:
         return tuple(runs)
 
     def _tflops(self, key: tuple[tuple[str, int], ...]) -> float:
+        """Total TFLOP/s of a class key."""
         return sum(self.kinds[k].tflops * n for k, n in key)
 
     @cached_property
@@ -147,6 +159,7 @@ class PEArray:
 
     @property
     def root_key(self) -> tuple[tuple[str, int], ...]:
+        """Class key of the whole array (the level-0 group)."""
         return self._key(0, self.n_pes)
 
     def kind_of(self, key: tuple[tuple[str, int], ...]) -> PEKind:
@@ -154,6 +167,7 @@ class PEArray:
         return self.kinds[key[0][0]]
 
     def class_tflops(self, key: tuple[tuple[str, int], ...]) -> float:
+        """Total TFLOP/s of a group of class ``key``."""
         return self._tflops(key)
 
     def class_energy_pj_per_flop(self, key: tuple[tuple[str, int], ...]) -> float:
@@ -194,10 +208,12 @@ def _factor(n: int) -> list[int]:
 
 
 def array_from_levels(fanouts: list[int], base: PEArray | None = None, name: str | None = None) -> PEArray:
-    """A homogeneous array with the given fanouts (top first); link/PE figures from ``base``."""
+    """A homogeneous array with the given fanouts (top first); link/PE figures from ``base``
+    (default: :func:`default_array`). ArrayConfigError unless every fanout is >= 2."""
     fanouts = [int(f) for f in fanouts]
     if not fanouts or any(f < 2 for f in fanouts):
-        raise ArrayConfigError(f"--levels {','.join(map(str, fanouts))}: every fanout must be >= 2 (e.g. --levels 2,2,4)")
+        raise ArrayConfigError.naming(f"{{fanouts}} {','.join(map(str, fanouts))}: every fanout must be >= 2 "
+                                      "(e.g. {fanouts} 2,2,4)")
     base = base or default_array()
     blv = base.levels[0]
     kind = base.kinds[base.pes[0]]
@@ -207,76 +223,121 @@ def array_from_levels(fanouts: list[int], base: PEArray | None = None, name: str
 
 
 def array_from_pes(n_pes: int, base: PEArray | None = None) -> PEArray:
-    """``--pes N``: binary levels for a power of two, otherwise N factored into k-way levels."""
+    """``n_pes`` identical PEs: binary levels for a power of two, otherwise ``n_pes`` factored into
+    k-way levels (largest on top). ArrayConfigError below 2 PEs."""
     if n_pes < 2:
-        raise ArrayConfigError(f"--pes {n_pes}: need at least 2 PEs to partition over")
+        raise ArrayConfigError.naming(f"{{n_pes}} {n_pes}: need at least 2 PEs to partition over")
     return array_from_levels(_factor(n_pes), base, name=f"pes-{n_pes}")
 
 
+# ----------------------------------------------------------------------------- YAML mappings
+
+ARRAY_KEYS = ("name", "description", "dtype_bytes", "batch", "pe_kinds", "levels", "pes", "solver")
+KIND_KEYS = ("tflops", "memory_gb", "energy_pj_per_flop")
+LEVEL_KEYS = ("fanout", "bandwidth_gbps", "latency_us", "energy_pj_per_bit", "name")
+PES_KEYS = ("kind", "count")
+
+
+def _known_keys(d: dict, allowed: tuple[str, ...], where: str) -> None:
+    """ArrayConfigError naming the first key of ``d`` not in ``allowed`` (a typo is never ignored)."""
+    extra = sorted(set(d) - set(allowed), key=str)
+    if extra:
+        raise ArrayConfigError(f"{where}: unknown key(s) {extra}; allowed: {sorted(allowed)}")
+
+
 def _num(d: dict, key: str, default: float, where: str) -> float:
+    """``d[key]`` (or ``default``) as a float; ArrayConfigError when it is not a number."""
     v = d.get(key, default)
     if not isinstance(v, (int, float)) or isinstance(v, bool):
         raise ArrayConfigError(f"{where}: {key} must be a number, got {v!r}")
     return float(v)
 
 
-def array_from_dict(d: dict, name: str = "array") -> PEArray:
-    """Build and validate an array from its YAML mapping (see solver_configs/README.md)."""
+def _require_mapping(d: object, name: str) -> dict:
+    """``d`` when it is a mapping; otherwise the error a file without one gets."""
     if not isinstance(d, dict):
         raise ArrayConfigError(f"{name}: the file must hold a mapping with 'levels' and 'pes'")
-    known = {"name", "description", "dtype_bytes", "batch", "pe_kinds", "levels", "pes", "solver"}
-    extra = set(d) - known
-    if extra:
-        raise ArrayConfigError(f"{name}: unknown key(s) {sorted(extra)}; allowed: {sorted(known)}")
-    kinds_d = d.get("pe_kinds") or {"accelerator": {}}
+    return d
+
+
+def _kinds_from(kinds_d: dict, name: str) -> dict[str, PEKind]:
+    """The ``pe_kinds`` mapping: kind name -> PEKind (absent: one default accelerator)."""
+    kinds_d = kinds_d or {"accelerator": {}}
+    if not isinstance(kinds_d, dict):
+        raise ArrayConfigError(f"{name}: 'pe_kinds' must map kind names to their figures, e.g. "
+                               "{accelerator: {tflops: 100, memory_gb: 32}}")
     kinds = {}
     for kname, kd in kinds_d.items():
         kd = kd or {}
         where = f"{name}: pe_kinds.{kname}"
+        if not isinstance(kd, dict):
+            raise ArrayConfigError(f"{where} must map {', '.join(KIND_KEYS)} to numbers")
+        _known_keys(kd, KIND_KEYS, where)
         kinds[kname] = PEKind(kname, _num(kd, "tflops", 100.0, where), _num(kd, "memory_gb", 32.0, where),
                               _num(kd, "energy_pj_per_flop", 1.0, where))
-    levels_d = d.get("levels")
+    return kinds
+
+
+def _level_from(ld: object, where: str) -> Level:
+    """One entry of ``levels``."""
+    if not isinstance(ld, dict) or "fanout" not in ld:
+        raise ArrayConfigError(f"{where} needs a 'fanout'")
+    _known_keys(ld, LEVEL_KEYS, where)
+    fan = ld["fanout"]
+    if not isinstance(fan, int) or isinstance(fan, bool):
+        raise ArrayConfigError(f"{where}: fanout must be an integer >= 2, got {fan!r}")
+    return Level(fan, _num(ld, "bandwidth_gbps", 100.0, where), _num(ld, "latency_us", 0.0, where),
+                 _num(ld, "energy_pj_per_bit", 10.0, where), str(ld.get("name", "")))
+
+
+def _levels_from(levels_d: object, name: str) -> tuple[Level, ...]:
+    """The ``levels`` list, top first."""
     if not isinstance(levels_d, list) or not levels_d:
-        raise ArrayConfigError(f"{name}: 'levels' must be a non-empty list, top level first, e.g. [{{fanout: 2, bandwidth_gbps: 25}}]")
-    levels = []
-    for i, ld in enumerate(levels_d):
-        where = f"{name}: levels[{i}]"
-        if not isinstance(ld, dict) or "fanout" not in ld:
-            raise ArrayConfigError(f"{where} needs a 'fanout'")
-        fan = ld["fanout"]
-        if not isinstance(fan, int) or isinstance(fan, bool):
-            raise ArrayConfigError(f"{where}: fanout must be an integer >= 2, got {fan!r}")
-        levels.append(Level(fan, _num(ld, "bandwidth_gbps", 100.0, where), _num(ld, "latency_us", 0.0, where),
-                            _num(ld, "energy_pj_per_bit", 10.0, where), str(ld.get("name", ""))))
-    total = prod(lv.fanout for lv in levels)
-    pes_d = d.get("pes")
+        raise ArrayConfigError(f"{name}: 'levels' must be a non-empty list, top level first, "
+                               "e.g. [{fanout: 2, bandwidth_gbps: 25}]")
+    return tuple(_level_from(ld, f"{name}: levels[{i}]") for i, ld in enumerate(levels_d))
+
+
+def _pes_from(pes_d: object, kinds: dict[str, PEKind], n_pes: int, name: str) -> tuple[str, ...]:
+    """The ``pes`` row (one kind name per PE); absent: ``n_pes`` PEs of the only kind."""
     if pes_d is None:
         if len(kinds) != 1:
             raise ArrayConfigError(f"{name}: with several pe_kinds, list 'pes' as [{{kind: ..., count: ...}}, ...]")
-        pes = (next(iter(kinds)),) * total
-    else:
-        if not isinstance(pes_d, list):
-            raise ArrayConfigError(f"{name}: 'pes' must be a list of {{kind: ..., count: ...}}")
-        pes_l: list[str] = []
-        for i, pd in enumerate(pes_d):
-            if not isinstance(pd, dict) or "kind" not in pd:
-                raise ArrayConfigError(f"{name}: pes[{i}] needs 'kind' and 'count'")
-            cnt = pd.get("count", 1)
-            if not isinstance(cnt, int) or cnt < 1:
-                raise ArrayConfigError(f"{name}: pes[{i}].count must be a positive integer")
-            pes_l += [pd["kind"]] * cnt
-        pes = tuple(pes_l)
+        return (next(iter(kinds)),) * n_pes
+    if not isinstance(pes_d, list):
+        raise ArrayConfigError(f"{name}: 'pes' must be a list of {{kind: ..., count: ...}}")
+    pes: list[str] = []
+    for i, pd in enumerate(pes_d):
+        if not isinstance(pd, dict) or "kind" not in pd:
+            raise ArrayConfigError(f"{name}: pes[{i}] needs 'kind' and 'count'")
+        _known_keys(pd, PES_KEYS, f"{name}: pes[{i}]")
+        cnt = pd.get("count", 1)
+        if not isinstance(cnt, int) or cnt < 1:
+            raise ArrayConfigError(f"{name}: pes[{i}].count must be a positive integer")
+        pes += [pd["kind"]] * cnt
+    return tuple(pes)
+
+
+def array_from_dict(d: dict, name: str = "array") -> PEArray:
+    """Build and validate an array from its YAML mapping (keys: ``ARRAY_KEYS``; see
+    solver_configs/README.md). ArrayConfigError, prefixed with ``name``, names the bad key."""
+    _require_mapping(d, name)
+    _known_keys(d, ARRAY_KEYS, name)
+    kinds = _kinds_from(d.get("pe_kinds"), name)
+    levels = _levels_from(d.get("levels"), name)
+    pes = _pes_from(d.get("pes"), kinds, prod(lv.fanout for lv in levels), name)
     batch = d.get("batch")
     if batch is not None and (not isinstance(batch, int) or batch < 1):
         raise ArrayConfigError(f"{name}: batch must be a positive integer")
     dtype = d.get("dtype_bytes", 2)
     if not isinstance(dtype, int):
         raise ArrayConfigError(f"{name}: dtype_bytes must be an integer (2 for bfloat16)")
-    return PEArray(str(d.get("name", name)), tuple(levels), kinds, pes, dtype, batch, str(d.get("description", "")))
+    return PEArray(str(d.get("name", name)), levels, kinds, pes, dtype, batch, str(d.get("description", "")))
 
 
-def load_array(path: str | os.PathLike) -> PEArray:
-    """Read an array YAML file (errors name the file and the fix)."""
+def read_array_file(path: str | os.PathLike) -> dict:
+    """The mapping an array YAML file holds (not yet checked beyond being a mapping).
+    ArrayConfigError naming the file when it is missing, not YAML or not a mapping."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ArrayConfigError(f"no such array config {path!r}; see solver_configs/ for examples")
@@ -285,7 +346,17 @@ def load_array(path: str | os.PathLike) -> PEArray:
             d = yaml.safe_load(f)
     except yaml.YAMLError as exc:
         raise ArrayConfigError(f"{path} is not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from None
-    return array_from_dict(d, os.path.splitext(os.path.basename(path))[0])
+    return _require_mapping(d, array_file_name(path))
+
+
+def array_file_name(path: str | os.PathLike) -> str:
+    """The name an array file's errors (and its array, unless it has a ``name``) go by: its stem."""
+    return os.path.splitext(os.path.basename(os.fspath(path)))[0]
+
+
+def load_array(path: str | os.PathLike) -> PEArray:
+    """Read an array YAML file (errors name the file and the fix)."""
+    return array_from_dict(read_array_file(path), array_file_name(path))
 
 
 def default_array() -> PEArray:

@@ -1,21 +1,32 @@
 """Command-line interface (the only module that imports click).
 
+Each command parses its options, calls the library (:mod:`hypar.api`, :mod:`hypar.sweep`,
+:mod:`hypar.verify`, :mod:`hypar.present`) and prints what :mod:`hypar.present` formats.
 Library code raises :class:`hypar.errors.HyparError`; this module turns it into a one-line
-``Error: ...`` on stderr with exit code 1 (usage errors exit 2, as click does).
+``Error: ...`` on stderr with exit code 1 (usage errors exit 2, as click does), naming the
+library's parameters by this CLI's options (``FLAGS``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import replace
+import os
 import sys
 import warnings
 
 import click
 
 from hypar import __version__
+from hypar.config import SettingError, parse_counts, solver_settings
 from hypar.errors import HyparError, HyparWarning
+from hypar.vocab import Baseline, Objective, Search, Space
+
+# The library's parameter names (hypar.errors.HyparError.naming) as this CLI's options.
+FLAGS = {"array_path": "--array", "arrays": "--array", "pes": "--pes", "n_pes": "--pes", "levels": "--levels",
+         "fanouts": "--levels", "batch": "--batch", "plan": "--plan", "baseline_name": "--baseline",
+         "solver": "--solver", "memory_cap_gb": "--memory-gb", "executor": "--executor",
+         "scheduler": "--scheduler", "out_dir": "-o", "models": "MODELS"}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,16 +40,25 @@ def cli() -> None:
     """
 
 
+def _click_error(exc: HyparError) -> click.ClickException:
+    """The click error that prints ``exc`` in this CLI's terms: a SettingError is a usage error of
+    its option (exit 2); any other HyparError a one-line ``Error: ...`` (exit 1)."""
+    if isinstance(exc, SettingError):
+        return click.BadParameter(exc.message_in(FLAGS), param_hint=FLAGS.get(exc.parameter, exc.parameter))
+    return click.ClickException(exc.message_in(FLAGS))
+
+
 @contextlib.contextmanager
 def _hypar_errors_and_warnings():
-    """Turn HyparError into a one-line ``Error: ...`` (exit 1) and HyparWarning into a one-line
-    ``Warning: ...`` on stderr, also under click's CliRunner (which bypasses :func:`main`)."""
+    """Turn HyparError into a one-line ``Error: ...`` (exit 1; usage errors exit 2) and HyparWarning
+    into a one-line ``Warning: ...`` on stderr, also under click's CliRunner (which bypasses
+    :func:`main`)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", HyparWarning)
         try:
             yield
         except HyparError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise _click_error(exc) from None
         finally:
             others = []
             for w in caught:
@@ -94,36 +114,34 @@ def _array_options(f):
 
 def _search_options(f):
     """--objective / --space / --search of hypar's own plan, shared by partition and sweep."""
-    f = click.option("--search", "search_how", type=click.Choice(["greedy", "refine", "joint"]), default="refine",
+    f = click.option("--search", "search_how", type=click.Choice(Search.values()), default="refine",
                      show_default=True, help="greedy: top level first (the papers); refine: re-solve levels "
                      "until nothing improves; joint: all levels in one ILP where small enough.")(f)
-    f = click.option("--space", type=click.Choice(["hypar", "accpar", "full"]), default="full", show_default=True,
+    f = click.option("--space", type=click.Choice(Space.values()), default="full", show_default=True,
                      help="hypar: types I/II; accpar: I/II/III; full: also the layouts of non-weighted nodes.")(f)
-    f = click.option("--objective", type=click.Choice(["time", "comm", "energy"]), default="time",
+    f = click.option("--objective", type=click.Choice(Objective.values()), default="time",
                      show_default=True, help="time: step seconds (AccPar); comm: bytes moved (HyPar); "
                      "energy: joules.")(f)
     return f
 
 
-def _solver_settings(solver: str, time_limit: float | None, gap: float | None, threads: int | None, array_path):
-    from hypar.search import SolverSettings
-    import yaml
+def _write_file(path: str, text: str, flag: str) -> None:
+    """Write ``text`` to ``path``; a one-line error naming ``flag`` when it cannot be written."""
+    try:
+        with open(path, "w") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror}; choose another {flag} path") from None
 
-    cfg: dict = {}
-    if array_path:
-        try:
-            with open(array_path) as fh:
-                cfg = (yaml.safe_load(fh) or {}).get("solver", {}) or {}
-        except (OSError, yaml.YAMLError, AttributeError):
-            cfg = {}
-    name = solver or cfg.get("backend", "highs")
-    method, backend = ("ilp", name) if name in ("highs", "cbc") else (name, "highs")
-    if method not in ("ilp", "dp", "brute"):
-        raise click.BadParameter(f"unknown solver {name!r}; choose highs, cbc, dp or brute", param_hint="--solver")
-    return SolverSettings(method=method, backend=backend,
-                          time_limit_s=float(time_limit if time_limit is not None else cfg.get("time_limit_s", 60.0)),
-                          gap=float(gap if gap is not None else cfg.get("gap", 1e-6)),
-                          threads=threads if threads is not None else cfg.get("threads"))
+
+def _plot_plan(plan: dict, path: str) -> None:
+    """Draw ``plan`` into ``path``; a one-line error when it cannot be written."""
+    from hypar.present.plots import plot_plan
+
+    try:
+        plot_plan(plan, path)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror}; choose another --plot path") from None
 
 
 @cli.command("partition")
@@ -166,24 +184,15 @@ def partition_cmd(model, array_path, pes, levels, batch, objective, space, searc
 
     progress = None if quiet or as_json else (lambda msg: click.echo(f"... {msg}", err=True))
     with _hypar_errors_and_warnings():
-        settings = _solver_settings(solver, time_limit, gap, threads, array_path)
-        if memory_gb is not None:
-            settings = replace(settings, memory_cap_gb=memory_gb)
+        settings = solver_settings(solver, time_limit_s=time_limit, gap=gap, threads=threads,
+                                   memory_cap_gb=memory_gb, array_path=array_path)
         array = api.resolve_array(array_path, pes, levels)
         plan = api.partition(model, array, batch=batch, objective=objective, space=space, search_how=search_how,
                              settings=settings, progress=progress)
         if output:
-            try:
-                with open(output, "w") as fh:
-                    fh.write(dumps(plan))
-            except OSError as exc:
-                raise click.ClickException(f"cannot write {output}: {exc.strerror}; choose another -o path")
+            _write_file(output, dumps(plan), "-o")
         if plot_path:
-            from hypar.present.report import plot_plan
-            try:
-                plot_plan(plan, plot_path)
-            except OSError as exc:
-                raise click.ClickException(f"cannot write {plot_path}: {exc.strerror}; choose another --plot path")
+            _plot_plan(plan, plot_path)
     if as_json:
         click.echo(dumps(plan), nl=False)
     else:
@@ -198,13 +207,13 @@ def partition_cmd(model, array_path, pes, levels, batch, objective, space, searc
 @click.argument("model", metavar="MODEL")
 @click.option("--plan", "plan_path", type=click.Path(), default=None, metavar="PLAN.json",
               help="A plan from `hypar partition`, or a minimal {\"assignment\": {layer: [types per level]}}.")
-@click.option("--baseline", type=click.Choice(["data", "model", "owt", "hypar", "accpar"]), default=None,
+@click.option("--baseline", type=click.Choice(Baseline.values()), default=None,
               help="Cost a baseline instead of a plan.")
 @_array_options
 @click.option("--batch", type=click.IntRange(min=1), default=None, metavar="N", help="Training batch.")
-@click.option("--space", type=click.Choice(["hypar", "accpar", "full"]), default=None,
+@click.option("--space", type=click.Choice(Space.values()), default=None,
               help="Partition space (default: the plan's, else full).")
-@click.option("--objective", type=click.Choice(["time", "comm", "energy"]), default="time", show_default=True,
+@click.option("--objective", type=click.Choice(Objective.values()), default="time", show_default=True,
               help="Objective used to complete layouts the plan leaves open.")
 @click.option("--json", "as_json", is_flag=True, help="Print {totals, layers} as JSON.")
 def evaluate_cmd(model, plan_path, baseline, array_path, pes, levels, batch, space, objective, as_json) -> None:
@@ -219,11 +228,11 @@ def evaluate_cmd(model, plan_path, baseline, array_path, pes, levels, batch, spa
       hypar evaluate models/alexnet.onnx --plan alexnet_plan.json --json
     """
     from hypar import api
-    from hypar.plan import read_plan
+    from hypar.plan import load_plan
     from hypar.present.text import evaluation_summary
 
     with _hypar_errors_and_warnings():
-        plan = read_plan(plan_path) if plan_path else None
+        plan = load_plan(plan_path) if plan_path else None
         array = None
         if array_path is not None or pes is not None or levels is not None:
             array = api.resolve_array(array_path, pes, levels)
@@ -236,21 +245,37 @@ def evaluate_cmd(model, plan_path, baseline, array_path, pes, levels, batch, spa
         click.echo(evaluation_summary(rows, totals, model_.n_levels))
 
 
-def _int_list(ctx, param, value):
-    """'4,16,64' (or repeated options) -> [4, 16, 64]."""
-    out: list[int] = []
-    for v in value or ():
-        for part in str(v).replace(" ", "").split(","):
-            if not part:
-                continue
-            try:
-                n = int(part)
-            except ValueError:
-                raise click.BadParameter(f"{part!r} is not an integer; give e.g. 4,16,64") from None
-            if n < 1:
-                raise click.BadParameter(f"{n} must be at least 1")
-            out.append(n)
-    return out
+def _int_list(ctx, param, value) -> list[int]:
+    """'4,16,64' (or repeated options) -> [4, 16, 64]; a usage error for anything else."""
+    try:
+        return parse_counts(value, param.name)
+    except SettingError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _check_sweep_options(executor: str, scheduler: str | None, pes: list[int], arrays: tuple[str, ...]) -> None:
+    """Usage errors of option combinations `hypar sweep` cannot run."""
+    if executor == "dask" and not scheduler:
+        raise click.UsageError("--executor dask needs --scheduler ADDRESS")
+    if scheduler and executor != "dask":
+        raise click.UsageError("--scheduler is only for --executor dask")
+    if not pes and not arrays:
+        raise click.UsageError("give array sizes with --pes 4,16,64 and/or --array CFG.yaml")
+
+
+def _sweep_progress(quiet: bool, is_tty: bool):
+    """The sweep's progress callback (None with ``quiet``): the progress bar rewrites one line on a
+    terminal, other messages get their own lines, all on stderr."""
+    if quiet:
+        return None
+
+    def progress(msg: str) -> None:
+        if msg.startswith("["):
+            click.echo(("\r\x1b[2K" if is_tty else "") + msg, err=True, nl=not is_tty)
+        else:
+            click.echo(msg, err=True)
+
+    return progress
 
 
 @cli.command("sweep")
@@ -291,43 +316,30 @@ def sweep_cmd(models, zoo, pes, batch, arrays, objective, space, search_how, tim
       hypar sweep --zoo --pes 4,16,64 --batch 32,512 --jobs 2 -o results/zoo
       hypar report results/zoo
     """
-    import os
     from hypar import sweep as sw
-    from hypar.search import SolverSettings
+    from hypar.present.text import sweep_summary
 
-    if executor == "dask" and not scheduler:
-        raise click.UsageError("--executor dask needs --scheduler ADDRESS")
-    if scheduler and executor != "dask":
-        raise click.UsageError("--scheduler is only for --executor dask")
-    if not pes and not arrays:
-        raise click.UsageError("give array sizes with --pes 4,16,64 and/or --array CFG.yaml")
+    _check_sweep_options(executor, scheduler, pes, arrays)
     is_tty = sys.stderr.isatty()
-
-    def progress(msg: str) -> None:
-        if msg.startswith("["):
-            click.echo(("\r\x1b[2K" if is_tty else "") + msg, err=True, nl=not is_tty)
-        else:
-            click.echo(msg, err=True)
-
+    results_file = os.path.join(out_dir, sw.RESULTS_FILE)
     with _hypar_errors_and_warnings():
         paths = list(models) + (sw.zoo_models() if zoo else [])
         if not paths:
             raise click.UsageError("give MODELS or --zoo")
-        settings = SolverSettings(time_limit_s=time_limit) if time_limit else SolverSettings()
+        settings = solver_settings(time_limit_s=time_limit)
         try:
             summary = sw.sweep(paths, out_dir, pes=pes, arrays=arrays, batches=batch or [None],
                                objective=objective, space=space, search_how=search_how, settings=settings,
                                jobs=jobs, executor=executor, scheduler=scheduler,
-                               progress=None if quiet else progress, retry_errors=retry_errors)
+                               progress=_sweep_progress(quiet, is_tty), retry_errors=retry_errors)
         except KeyboardInterrupt:
-            click.echo(f"\nInterrupted: the finished cases are in {os.path.join(out_dir, sw.RESULTS_FILE)}; "
+            click.echo(f"\nInterrupted: the finished cases are in {results_file}; "
                        "rerun the same command to resume.", err=True)
             raise
     if is_tty and not quiet and summary.computed:
         click.echo("", err=True)
-    click.echo(f"{summary.total} case(s): {summary.computed} computed ({summary.errors} error(s)), "
-               f"{summary.skipped} already done, {summary.seconds:.1f} s; rows in "
-               f"{os.path.join(out_dir, sw.RESULTS_FILE)}")
+    click.echo(sweep_summary(summary.total, summary.computed, summary.errors, summary.skipped, summary.seconds,
+                             results_file))
 
 
 @cli.command("report")
@@ -377,11 +389,11 @@ def verify_cmd(model: str, plan_path: str, batch: int | None, seed: int, as_json
       hypar partition model.onnx --levels 2,2 -o plan.json
       hypar verify model.onnx plan.json --batch 8
     """
-    from hypar.plan import read_plan
+    from hypar.plan import load_plan
     from hypar.verify import report_table, verify_plan
 
     with _hypar_errors_and_warnings():
-        plan = read_plan(plan_path)
+        plan = load_plan(plan_path)
         rep = verify_plan(model, plan, batch=batch, seed=seed)
     if as_json:
         click.echo(json.dumps(rep.to_json(), indent=1))
@@ -402,6 +414,7 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except HyparError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(1)
+        error = _click_error(exc)
+        error.show()
+        sys.exit(error.exit_code)
     sys.exit(0)

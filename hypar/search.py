@@ -12,33 +12,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hypar import graph as G
+from hypar.config import SolverSettings
 from hypar.cost import CostModel
 from hypar.errors import InfeasibleError, SolverError
 from hypar.ilp.exact import solve_brute_force, solve_chain_dp
 from hypar.ilp.solution import LevelSolution
 from hypar.ilp.solve import solve_ilp
-from hypar.vocab import Method, Search
+from hypar.vocab import Baseline, Method, Objective, PartitionType, Search
 
-BASELINES = ("data", "model", "owt")
-SEARCHES = Search.values()
-METHODS = Method.values()
+__all__ = ["BASELINES", "SearchLog", "SolverSettings", "baseline", "baseline_types", "complete", "greedy",
+           "joint", "joint_size", "quick_incumbent", "refine", "search", "smallest_memory", "solve_level"]
 
-
-@dataclass(frozen=True, slots=True)
-class SolverSettings:
-    """How each level problem is solved: ``method`` ilp/dp/brute; ILP ``backend``, limits."""
-
-    method: str = "ilp"
-    backend: str = "highs"
-    time_limit_s: float = 60.0
-    gap: float = 1e-6
-    threads: int | None = None
-    joint_max_pairs: int = 400_000      # joint search refused above this many pair variables
-    memory_cap_gb: float | None = None  # per-PE capacity the plan must fit (None: unconstrained)
-
-    @property
-    def memory_cap_bytes(self) -> float | None:
-        return None if self.memory_cap_gb is None else self.memory_cap_gb * 1e9
+# The fixed baselines every search computes (the papers' greedy methods are hypar.api's).
+BASELINES = (Baseline.DATA, Baseline.MODEL, Baseline.OWT)
 
 
 @dataclass
@@ -50,6 +36,8 @@ class SearchLog:
     progress: object = None               # callable(str) or None
 
     def record(self, what: str, level: int | None, sol: LevelSolution) -> None:
+        """Keep one solve's record (``level`` None for the joint problem); a solve that is not
+        optimal makes the status "feasible"; report it to ``progress``."""
         self.solves.append({"what": what, "level": level, "status": sol.status, "backend": sol.backend,
                             "objective": sol.objective, "wall_s": sol.wall_seconds,
                             "n_variables": sol.n_variables, "n_constraints": sol.n_constraints})
@@ -67,53 +55,69 @@ def quick_incumbent(problem) -> tuple[int, ...] | None:
     return inc if problem.feasible(inc) else None
 
 
-def solve_level(problem, settings: SolverSettings, incumbent=None) -> LevelSolution:
-    """Solve one LevelProblem with the configured method (ILP: never without a fallback plan
-    when one is at hand, so a time limit returns the best plan found)."""
-    if settings.method == "dp":
-        if not problem.is_chain():
-            raise SolverError("--solver dp solves chains only and this level is not a chain; use --solver highs")
-        return solve_chain_dp(problem)
-    if settings.method == "brute":
-        return solve_brute_force(problem)
-    if settings.method != "ilp":
-        raise SolverError(f"unknown solver method {settings.method!r}; use one of {METHODS}")
+def _solve_ilp(problem, settings: SolverSettings, incumbent) -> LevelSolution:
+    """The ILP, never without a fallback plan when one is at hand."""
     if incumbent is None:
         incumbent = quick_incumbent(problem)
     return solve_ilp(problem, backend=settings.backend, time_limit_seconds=settings.time_limit_s,
                      gap=settings.gap, threads=settings.threads, incumbent=incumbent)
 
 
-def _is_fc(layer: G.Layer) -> bool:
-    return layer.kind == G.GEMM
+def _solve_dp(problem, settings: SolverSettings, incumbent) -> LevelSolution:
+    """The chain DP; SolverError when the level is not a chain."""
+    if not problem.is_chain():
+        raise SolverError.naming("{solver} dp solves chains only and this level is not a chain; use {solver} highs")
+    return solve_chain_dp(problem)
 
 
-def baseline_types(model: CostModel, name: str) -> list[tuple | None]:
-    """Decision layers' types under baseline ``name`` (SPEC.md §6); None for nodes to be completed.
+def _solve_brute(problem, settings: SolverSettings, incumbent) -> LevelSolution:
+    """Enumeration of every assignment."""
+    return solve_brute_force(problem)
+
+
+_SOLVE = {Method.ILP: _solve_ilp, Method.DP: _solve_dp, Method.BRUTE: _solve_brute}
+
+
+def solve_level(problem, settings: SolverSettings, incumbent=None) -> LevelSolution:
+    """Solve one LevelProblem with ``settings.method`` (ILP: never without a fallback plan when
+    one is at hand, so a time limit returns the best plan found). SolverError when the method
+    cannot solve it (dp on a level that is not a chain) or the backend fails."""
+    return _SOLVE[settings.method](problem, settings, incumbent)
+
+
+def _data_type(node, labels: tuple[str, ...]) -> str:
+    """``data``: type I."""
+    return PartitionType.I
+
+
+def _model_type(node, labels: tuple[str, ...]) -> str:
+    """``model``: type II where the node has it, else I."""
+    return PartitionType.II if PartitionType.II in labels else PartitionType.I
+
+
+def _owt_type(node, labels: tuple[str, ...]) -> str:
+    """``owt``: fully connected layers and embeddings II (where they have it), the rest I."""
+    fc = node.layer.kind in (G.GEMM, G.EMBEDDING)
+    return PartitionType.II if fc and PartitionType.II in labels else PartitionType.I
+
+
+_BASELINE_TYPE = {Baseline.DATA: _data_type, Baseline.MODEL: _model_type, Baseline.OWT: _owt_type}
+
+
+def baseline_types(model: CostModel, name: Baseline) -> list[tuple | None]:
+    """Decision layers' types under baseline ``name`` (one of BASELINES, SPEC.md §6); None for
+    nodes to be completed.
 
     ``data``: I everywhere; ``model``: II everywhere (I where a node has no II); ``owt``: conv I,
     fully connected II. Attention follows ``data``/``model``; embeddings follow FC in ``owt``.
     """
-    if name not in BASELINES:
-        raise ValueError(f"unknown baseline {name!r}; choose one of {BASELINES}")
+    type_of = _BASELINE_TYPE[name]
     H = model.n_levels
-    out: list[tuple | None] = []
-    for i, node in enumerate(model.nodes):
-        labels = model.labels(i)
-        if not node.layer.decision:
-            out.append(None)
-            continue
-        if name == "data":
-            t = "I"
-        elif name == "model":
-            t = "II" if "II" in labels else "I"
-        else:
-            t = "II" if (_is_fc(node.layer) or node.layer.kind == G.EMBEDDING) and "II" in labels else "I"
-        out.append((t,) * H)
-    return out
+    return [(type_of(node, model.labels(i)),) * H if node.layer.decision else None
+            for i, node in enumerate(model.nodes)]
 
 
-def complete(model: CostModel, partial: list[tuple | None], objective: str, settings: SolverSettings,
+def complete(model: CostModel, partial: list[tuple | None], objective: Objective, settings: SolverSettings,
              log: SearchLog | None = None) -> list[tuple]:
     """Fill the nodes left None (non-weighted layouts) level by level, decision layers held fixed."""
     if all(p is not None for p in partial):
@@ -130,7 +134,7 @@ def complete(model: CostModel, partial: list[tuple | None], objective: str, sett
     return asg
 
 
-def baseline(model: CostModel, name: str, objective: str, settings: SolverSettings,
+def baseline(model: CostModel, name: Baseline, objective: Objective, settings: SolverSettings,
              log: SearchLog | None = None) -> list[tuple]:
     """A full assignment for baseline ``name``; non-weighted nodes take their best layouts."""
     return complete(model, baseline_types(model, name), objective, settings, log)
@@ -149,17 +153,19 @@ def smallest_memory(model: CostModel) -> list[tuple]:
 
 
 def _memory_of(model: CostModel, asg: list[tuple]) -> float:
+    """Sum of every node's memory footprint (bytes per PE) under ``asg``."""
     return sum(model.memory_bytes(i, a) for i, a in enumerate(asg))
 
 
 def _infeasible(model: CostModel, settings: SolverSettings) -> InfeasibleError:
+    """The error of a memory cap no plan fits, naming the smallest footprint found."""
     need = _memory_of(model, smallest_memory(model)) / 1e9
-    return InfeasibleError(f"no plan fits {settings.memory_cap_gb:g} GB per PE; the smallest footprint hypar "
-                           f"found is {need:.4g} GB per PE: pass --memory-gb {need * 1.0001:.4g} or more, "
-                           "or use more PEs")
+    return InfeasibleError.naming(f"no plan fits {settings.memory_cap_gb:g} GB per PE; the smallest footprint "
+                                  f"hypar found is {need:.4g} GB per PE: pass {{memory_cap_gb}} "
+                                  f"{need * 1.0001:.4g} or more, or use more PEs")
 
 
-def greedy(model: CostModel, objective: str, settings: SolverSettings, log: SearchLog | None = None) -> list[tuple]:
+def greedy(model: CostModel, objective: Objective, settings: SolverSettings, log: SearchLog | None = None) -> list[tuple]:
     """Top level first, each level solved exactly given the levels above, never revisited."""
     H = model.n_levels
     asg = [(None,) * H for _ in model.nodes]
@@ -183,7 +189,7 @@ def greedy(model: CostModel, objective: str, settings: SolverSettings, log: Sear
     return asg
 
 
-def refine(model: CostModel, starts: list[list[tuple]], objective: str, settings: SolverSettings,
+def refine(model: CostModel, starts: list[list[tuple]], objective: Objective, settings: SolverSettings,
            log: SearchLog | None = None, max_rounds: int = 10) -> list[tuple]:
     """Start from the best of ``starts``; re-solve each level with the others fixed, keeping a
     change only when the exact evaluation improves, until no level can improve (at most
@@ -223,7 +229,7 @@ def joint_size(model: CostModel) -> int:
     return sum(sizes[e.p] * sizes[e.c] for e in model.edges) + sum(sizes)
 
 
-def joint(model: CostModel, objective: str, settings: SolverSettings, log: SearchLog | None = None,
+def joint(model: CostModel, objective: Objective, settings: SolverSettings, log: SearchLog | None = None,
           incumbent: list[tuple] | None = None) -> list[tuple] | None:
     """Exact over all levels together; None when the problem is too large (see joint_size)."""
     if joint_size(model) > settings.joint_max_pairs:
@@ -239,16 +245,19 @@ def joint(model: CostModel, objective: str, settings: SolverSettings, log: Searc
     return [choices[i][sol.assignment[i]] for i in range(len(choices))]
 
 
-def search(model: CostModel, how: str, objective: str, settings: SolverSettings,
+# How far each search goes past greedy: 1 refines the best start, 2 then tries the joint problem.
+_DEPTH = {Search.GREEDY: 0, Search.REFINE: 1, Search.JOINT: 2}
+
+
+def search(model: CostModel, how: Search, objective: Objective, settings: SolverSettings,
            log: SearchLog | None = None, extra_starts: dict[str, list[tuple]] | None = None) -> dict:
     """Run ``how`` (greedy / refine / joint) and the baselines; returns assignments by name.
 
     Keys: "plan" (the chosen assignment), "greedy", each of BASELINES, each of ``extra_starts``
-    (other plans refine starts from, e.g. the papers' methods) and "joint_skipped" (True when
-    joint was asked but too large; refine is used instead).
+    (other plans refine starts from, e.g. the papers' methods), "joint_skipped" (True when
+    joint was asked but too large; refine is used instead) and "search_seconds".
     """
-    if how not in SEARCHES:
-        raise ValueError(f"unknown search {how!r}; choose one of {SEARCHES}")
+    depth = _DEPTH[how]
     log = log or SearchLog()
     t0 = time.perf_counter()
     out: dict = {"greedy": greedy(model, objective, settings, log)}
@@ -257,10 +266,10 @@ def search(model: CostModel, how: str, objective: str, settings: SolverSettings,
     out.update(extra_starts or {})
     plan = out["greedy"]
     out["joint_skipped"] = False
-    if how in ("refine", "joint"):
+    if depth >= 1:
         starts = [out["greedy"]] + [out[b] for b in BASELINES] + list((extra_starts or {}).values())
         plan = refine(model, starts, objective, settings, log)
-    if how == "joint":
+    if depth >= 2:
         j = joint(model, objective, settings, log, incumbent=plan)
         if j is None:
             out["joint_skipped"] = True

@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field
 
+from hypar import api
+from hypar.array import default_array
 from hypar.cost import CostModel
 from hypar.errors import PlanError
+from hypar.plan import Plan
 from hypar.sim.step import DEFAULT_TOL, simulate
 
 REL_BYTES = 1e-9    # counted vs predicted: float rounding only (plans keep 12 significant digits)
@@ -28,17 +32,23 @@ REL_BYTES = 1e-9    # counted vs predicted: float rounding only (plans keep 12 s
 
 @dataclass
 class LevelCheck:
+    """One layer at one level: the bytes the simulator counted and the cost model predicted."""
+
     level: int
     counted_bytes: float
     predicted_bytes: float
 
     @property
     def ok(self) -> bool:
+        """True when counted and predicted bytes agree (up to float rounding)."""
         return _same(self.counted_bytes, self.predicted_bytes)
 
 
 @dataclass
 class LayerCheck:
+    """One layer's check: its types, the largest difference from the reference (``max_err``)
+    against the reference's scale, the bytes per level, and why it fails (``reasons``)."""
+
     name: str
     op: str
     types: tuple
@@ -49,11 +59,16 @@ class LayerCheck:
 
     @property
     def status(self) -> str:
+        """"PASS" without reasons, else "FAIL"."""
         return "PASS" if not self.reasons else "FAIL"
 
 
 @dataclass
 class VerifyReport:
+    """Everything ``hypar verify`` found: the setting (model, array, space, batch, seed,
+    tolerance), one :class:`LayerCheck` per node, the ops it could not simulate, the plan's cost
+    mismatches and every counted transfer."""
+
     model: str
     array: str
     fanouts: tuple
@@ -72,6 +87,7 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
+        """True when every layer passes, nothing is unsupported and the plan's costs match."""
         return not self.unsupported and not self.plan_errors and all(l.status == "PASS" for l in self.layers)
 
     def failures(self) -> list[str]:
@@ -83,6 +99,7 @@ class VerifyReport:
         return out
 
     def to_json(self) -> dict:
+        """The report as ``hypar verify --json`` prints it."""
         return {
             "ok": self.ok,
             "model": self.model,
@@ -108,6 +125,7 @@ class VerifyReport:
 
 
 def _same(a: float, b: float) -> bool:
+    """a and b equal up to float rounding (``REL_BYTES``)."""
     return abs(a - b) <= REL_BYTES * max(1.0, abs(a), abs(b))
 
 
@@ -145,16 +163,18 @@ def verify_assignment(model: CostModel, assignment: list[tuple], *, seed: int = 
     return rep
 
 
-def check_plan_costs(model: CostModel, assignment: list[tuple], plan: dict) -> list[str]:
+def check_plan_costs(model: CostModel, assignment: list[tuple], plan: Plan | dict) -> list[str]:
     """Errors (one per layer and level) where the plan's recorded comm_bytes differ from the cost
-    model on the plan's types; ``model`` must be built at the plan's batch, array and space."""
-    if "layers" not in plan:
+    model on the plan's types; ``model`` must be built at the plan's batch, array and space.
+    A minimal plan records no costs: no errors."""
+    plan = plan.document if isinstance(plan, Plan) else plan
+    if plan is None or "layers" not in plan:
         return []
     ev = model.evaluate(assignment)
     errors = []
     rows = {l["name"]: l for l in plan["layers"]}
     for name in sorted(set(rows) - set(model.names)):
-        errors.append(f"plan layer {name!r} is not in the model (space {model.space!r})")
+        errors.append(f"plan layer {name!r} is not in the model (space '{model.space}')")
     for i, name in enumerate(model.names):
         row = rows.get(name)
         if row is None:
@@ -178,51 +198,33 @@ def default_sim_batch(n_pes: int) -> int:
     return 2 * n_pes
 
 
-def verify_plan(model_path: str, plan: dict, *, batch: int | None = None, seed: int = 0, array=None,
-                tol: float = DEFAULT_TOL) -> VerifyReport:
-    """``hypar verify``: the plan's recorded costs at its own batch, then the simulated step at
-    ``batch`` (default :func:`default_sim_batch`) with seeded random weights."""
-    from hypar import api
-    from hypar.array import default_array
-    from hypar.plan import assignment_from_types, plan_array, plan_types
-    from hypar.search import SolverSettings, complete
-
-    full = "layers" in plan
-    array = array or (plan_array(plan) if full else None) or default_array()
-    space = plan.get("space") or "full"
-    objective = plan.get("objective", "time")
-    types = plan_types(plan)
-
-    def build(b):
-        g = api.load_graph(model_path, b, array)
-        m = CostModel(g, array, space)
-        asg = assignment_from_types(m, types)
-        if any(a is None for a in asg):
-            asg = complete(m, asg, objective, SolverSettings())
-        return m, asg
-
+def verify_plan(model_path: str, plan: Plan | dict, *, batch: int | None = None, seed: int = 0,
+                array=None, tol: float = DEFAULT_TOL) -> VerifyReport:
+    """``hypar verify``: the plan's recorded costs at its own batch (a full plan), then the
+    simulated step at ``batch`` (default :func:`default_sim_batch`) with seeded random weights,
+    on ``array`` (default: the plan's, else the default array). PlanError when the plan's types
+    complete differently at the two batches."""
+    plan = Plan.of(plan)
+    array = array or plan.array or default_array()
     plan_errors: list[str] = []
-    plan_batch = plan.get("batch") if full else None
-    if full:
-        m_plan, asg_plan = build(plan_batch)
+    if plan.full:
+        m_plan, asg_plan = api.plan_assignment(model_path, plan, array=array, batch=plan.batch)
         plan_errors = check_plan_costs(m_plan, asg_plan, plan)
     sim_batch = batch if batch is not None else default_sim_batch(array.n_pes)
-    m_sim, asg_sim = build(sim_batch)
-    if full and [tuple(a) for a in asg_sim] != [tuple(a) for a in asg_plan]:
-        raise PlanError("the plan's types complete differently at the simulated batch; pass --batch "
-                        f"{plan_batch} or give every node's types in the plan")
+    m_sim, asg_sim = api.plan_assignment(model_path, plan, array=array, batch=sim_batch)
+    if plan.full and [tuple(a) for a in asg_sim] != [tuple(a) for a in asg_plan]:
+        raise PlanError.naming("the plan's types complete differently at the simulated batch; pass {batch} "
+                               f"{plan.batch} or give every node's types in the plan")
     rep = verify_assignment(m_sim, asg_sim, seed=seed, tol=tol,
                             name=os.path.basename(os.fspath(model_path)))
     rep.plan_errors = plan_errors
-    rep.plan_batch = plan_batch
-    rep.plan_checked = full
+    rep.plan_batch = plan.batch if plan.full else None
+    rep.plan_checked = plan.full
     return rep
 
 
 def summarize_unsupported(items: list[str], show: int = 3) -> list[str]:
     """Group the unsupported list for people: one line per op type, one for odd tensor layouts."""
-    import re
-
     ops: dict[str, list[str]] = {}
     tensors: list[str] = []
     other: list[str] = []

@@ -10,6 +10,8 @@ True
 Traceback (most recent call last):
 ...
 ValueError: unknown space 'dense'; choose one of hypar, accpar, full
+>>> import json; json.dumps({Objective.TIME: [Space.FULL]})
+'{"time": ["full"]}'
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ class Vocab(str, Enum):
 
 
 class Objective(Vocab):
-    """What a plan minimises: bytes moved, step time (s) or energy (J)."""
+    """What a plan minimises: step time (s), bytes moved or energy (J). The default comes first."""
 
-    COMM = "comm"
     TIME = "time"
+    COMM = "comm"
     ENERGY = "energy"
 
 
@@ -64,6 +66,16 @@ class Method(Vocab):
     BRUTE = "brute"     # enumeration (tiny problems, tests)
 
 
+class Baseline(Vocab):
+    """A fixed or published method a plan is compared with (SPEC.md §6)."""
+
+    DATA = "data"       # type I everywhere (data parallelism)
+    MODEL = "model"     # type II everywhere (model parallelism)
+    OWT = "owt"         # "one weird trick": conv I, fully connected II
+    HYPAR = "hypar"     # HyPar (HPCA 2019): types I/II, greedy top-down, comm objective
+    ACCPAR = "accpar"   # AccPar (HPCA 2020): types I/II/III, greedy top-down
+
+
 class PartitionType(Vocab):
     """A weighted layer's split at one level (SPEC.md §2)."""
 
@@ -84,11 +96,14 @@ class Layout(Vocab):
 E = TypeVar("E", bound=Vocab)
 
 
-def parse(kind: type[E], value: str | E, what: str | None = None) -> E:
-    """``value`` as a member of ``kind``; ValueError naming ``what`` (default: the enum's name,
-    lower case) and every allowed value when it is not one."""
+def parse(kind: type[E], value: str | E, what: str | None = None, error: type[Exception] = ValueError) -> E:
+    """``value`` as a member of ``kind`` (a member is returned as is).
+
+    Raises ``error`` (default ValueError) naming ``what`` (default: the enum's name, lower case)
+    and every allowed value when ``value`` is not one of them.
+    """
     try:
         return kind(value)
     except ValueError:
         name = what or kind.__name__.lower()
-        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(kind.values())}") from None
+        raise error(f"unknown {name} {value!r}; choose one of {', '.join(kind.values())}") from None

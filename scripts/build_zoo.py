@@ -530,7 +530,7 @@ def summarize(name: str, data: bytes, meta: dict) -> dict:
     """Counts as the importer sees them (also a self-test of hypar.onnx.importer)."""
     sys.path.insert(0, str(ROOT))
     from hypar import graph as G
-    from hypar.onnx.importer import load_layer_graph
+    from hypar.onnx import load_layer_graph
 
     g = load_layer_graph(onnx.load_from_string(data), name=name)
     layers = [G.layer(g, n) for n in G.topo_layers(g)]

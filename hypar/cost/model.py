@@ -274,7 +274,7 @@ class CostModel:
                 raise PlanError(f"layer {self.names[i]!r}: {len(types)} types for {self.n_levels} levels")
             for t in types:
                 if t is not None and t not in self.labels(i):
-                    raise PlanError(f"layer {self.names[i]!r}: type {t!r} is not one of {self.labels(i)} in space {self.space!r}")
+                    raise PlanError(f"layer {self.names[i]!r}: type '{t}' is not one of {self.labels(i)} in space '{self.space}'")
 
     def evaluate(self, assignment: list[tuple]) -> "Evaluation":
         """Exact costs of a full assignment (every level decided); memoised per assignment.

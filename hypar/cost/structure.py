@@ -55,7 +55,7 @@ class Structure:
 
     def __init__(self, g, space: str):
         if space not in SPACES:
-            raise ValueError(f"unknown space {space!r}; choose one of {SPACES}")
+            raise ValueError(f"unknown space '{space}'; choose one of {', '.join(SPACES)}")
         self.g = g
         self.space = space
         order = G.topo_layers(g)

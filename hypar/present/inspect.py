@@ -26,6 +26,7 @@ def fmt_count(n: int) -> str:
 
 
 def _dims(lay: G.Layer) -> dict[str, object]:
+    """A decision layer's dims for the JSON view ({} for other nodes)."""
     if not lay.decision:
         return {}
     d: dict[str, object] = {
@@ -41,6 +42,7 @@ def _dims(lay: G.Layer) -> dict[str, object]:
 
 
 def _jsonable(v: object) -> object:
+    """An attribute value as JSON (tuples as lists, NaN as null)."""
     if isinstance(v, tuple):
         return [_jsonable(x) for x in v]
     if isinstance(v, float) and v != v:  # NaN
@@ -118,11 +120,13 @@ def inspect_dict(g: nx.DiGraph) -> dict[str, object]:
 
 
 def _tensor(t: G.Tensor) -> dict[str, object]:
+    """A graph input or output for the JSON view."""
     return {"name": t.name, "shape": list(t.shape), "elements": t.elements,
             "batch_axis": t.batch_axis, "feature_axis": t.feature_axis}
 
 
 def _dims_text(lay: G.Layer) -> str:
+    """A decision layer's dims for the table, e.g. ``B32 3->64 224x224->112x112 k7x7`` ("" otherwise)."""
     if not lay.decision:
         return ""
     sp_in = "x".join(map(str, lay.in_spatial))

@@ -1,4 +1,5 @@
-"""Plain-text summaries of plans and evaluations (what `hypar partition` / `evaluate` print)."""
+"""Plain-text summaries of plans, evaluations and sweeps (what `hypar partition` / `evaluate` /
+`sweep` print)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ def si(x: float, unit: str) -> str:
 
 
 def totals_line(t: dict) -> str:
+    """One line of totals: step time (compute, comm), bytes moved, energy, memory per PE."""
     return (f"time {si(t['time_s'], 's')} (compute {si(t['compute_s'], 's')}, comm {si(t['comm_s'], 's')}), "
             f"comm {si(t['comm_bytes'], 'B')}, energy {si(t['energy_j'], 'J')}, "
             f"memory/PE {si(t['peak_mem_bytes_per_pe'], 'B')}")
@@ -79,3 +81,9 @@ def evaluation_summary(rows: list[dict], totals: dict, n_levels: int) -> str:
     out.append("")
     out.append("total: " + totals_line(totals))
     return "\n".join(out)
+
+
+def sweep_summary(total: int, computed: int, errors: int, skipped: int, seconds: float, results_file: str) -> str:
+    """The line `hypar sweep` ends with: cases computed (errors), skipped, seconds, where the rows are."""
+    return (f"{total} case(s): {computed} computed ({errors} error(s)), {skipped} already done, {seconds:.1f} s; "
+            f"rows in {results_file}")

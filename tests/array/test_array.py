@@ -172,3 +172,17 @@ def test_other_bad_values():
     with pytest.raises(ArrayConfigError, match="count"):
         array_from_dict({"levels": [{"fanout": 2}], "pe_kinds": {"a": {}},
                          "pes": [{"kind": "a", "count": 0}]})
+
+
+@pytest.mark.parametrize("d,pattern", [
+    ({"levels": [{"fanout": 2, "bandwith_gbps": 10}]}, r"levels\[0\]: unknown key\(s\) \['bandwith_gbps'\]"),
+    ({"levels": [{"fanout": 2}], "pe_kinds": {"a": {"tflop": 5}}}, r"pe_kinds\.a: unknown key\(s\) \['tflop'\]"),
+    ({"levels": [{"fanout": 2}], "pes": [{"kind": "accelerator", "count": 2, "where": 1}]},
+     r"pes\[0\]: unknown key\(s\) \['where'\]"),
+    ({"levels": [{"fanout": 2}], "pe_kinds": ["a"]}, r"'pe_kinds' must map kind names"),
+    ({"levels": [{"fanout": 2}], "pe_kinds": {"a": 5}}, r"pe_kinds\.a must map tflops"),
+])
+def test_a_typo_in_a_nested_key_is_an_error(d, pattern):
+    """Keys inside pe_kinds, levels and pes are checked like the top-level ones (never ignored)."""
+    with pytest.raises(ArrayConfigError, match=pattern):
+        array_from_dict(d, "arr")

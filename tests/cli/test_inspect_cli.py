@@ -7,25 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from onnx import numpy_helper, parser
 import onnx
 
-from hypar.cli import cli
 
 from paths import MODELS
 HEADER = '<ir_version: 8, opset_import: ["" : 17]>\n'
-
-
-def runner() -> CliRunner:
-    try:
-        return CliRunner(mix_stderr=False)
-    except TypeError:  # click >= 8.2 always separates stderr
-        return CliRunner()
-
-
-def run(*args: str):
-    return runner().invoke(cli, list(args))
 
 
 def write(tmp_path: Path, text: str, name: str = "m.onnx", **weights) -> Path:
@@ -46,8 +33,8 @@ def one_error_line(res, pattern: str) -> None:
     assert res.stdout == ""
 
 
-def test_table_for_alexnet():
-    res = run("inspect", str(MODELS / "alexnet.onnx"))
+def test_table_for_alexnet(cli_run):
+    res = cli_run("inspect", str(MODELS / "alexnet.onnx"))
     assert res.exit_code == 0, res.stderr
     out = res.stdout
     assert out.startswith("model alexnet  batch 32  inputs input[32, 3, 224, 224]")
@@ -63,21 +50,21 @@ def test_table_for_alexnet():
     assert res.stderr == ""
 
 
-def test_all_shows_every_node():
-    short = run("inspect", str(MODELS / "lenet.onnx")).stdout
-    full = run("inspect", str(MODELS / "lenet.onnx"), "--all").stdout
+def test_all_shows_every_node(cli_run):
+    short = cli_run("inspect", str(MODELS / "lenet.onnx")).stdout
+    full = cli_run("inspect", str(MODELS / "lenet.onnx"), "--all").stdout
     assert "relu1" not in short and "relu1" in full and "pool2" in full
     assert len(full.splitlines()) > len(short.splitlines())
 
 
-def test_batch_override_in_table():
-    res = run("inspect", str(MODELS / "resnet18.onnx"), "--batch", "4")
+def test_batch_override_in_table(cli_run):
+    res = cli_run("inspect", str(MODELS / "resnet18.onnx"), "--batch", "4")
     assert res.exit_code == 0
     assert "batch 4" in res.stdout.splitlines()[0] and "B4 3->64" in res.stdout
 
 
-def test_json_structure():
-    res = run("inspect", str(MODELS / "bert_base.onnx"), "--json", "--batch", "2")
+def test_json_structure(cli_run):
+    res = cli_run("inspect", str(MODELS / "bert_base.onnx"), "--json", "--batch", "2")
     assert res.exit_code == 0, res.stderr
     doc = json.loads(res.stdout)
     assert {"model", "batch", "inputs", "outputs", "layers", "edges", "totals"} <= doc.keys()
@@ -102,58 +89,58 @@ def test_json_structure():
     assert (t["weighted_layers"], t["gemm"], t["embedding"], t["matmul_act"]) == (75, 72, 3, 24)
     assert t["params"] == 108_891_648
     # deterministic
-    assert run("inspect", str(MODELS / "bert_base.onnx"), "--json", "--batch", "2").stdout == res.stdout
+    assert cli_run("inspect", str(MODELS / "bert_base.onnx"), "--json", "--batch", "2").stdout == res.stdout
 
 
-def test_missing_file():
-    one_error_line(run("inspect", "no/such/model.onnx"), r"no such file 'no/such/model\.onnx'; check the path")
+def test_missing_file(cli_run):
+    one_error_line(cli_run("inspect", "no/such/model.onnx"), r"no such file 'no/such/model\.onnx'; check the path")
 
 
-def test_truncated_file(tmp_path):
+def test_truncated_file(tmp_path, cli_run):
     data = (MODELS / "resnet18.onnx").read_bytes()
     p = tmp_path / "cut.onnx"
     p.write_bytes(data[: len(data) // 2])
-    one_error_line(run("inspect", str(p)), r"not a valid ONNX model \(truncated or wrong format\); re-export it")
+    one_error_line(cli_run("inspect", str(p)), r"not a valid ONNX model \(truncated or wrong format\); re-export it")
 
 
-def test_non_onnx_file(tmp_path):
+def test_non_onnx_file(tmp_path, cli_run):
     p = tmp_path / "notes.onnx"
     p.write_text("this is not a model\n")
-    one_error_line(run("inspect", str(p)), r"not a valid ONNX model.*re-export it")
+    one_error_line(cli_run("inspect", str(p)), r"not a valid ONNX model.*re-export it")
 
 
-def test_model_without_weighted_layer(tmp_path):
+def test_model_without_weighted_layer(tmp_path, cli_run):
     p = write(tmp_path, "g (float[2, 8] x) => (float[2, 8] y) { y = Relu(x) }")
-    one_error_line(run("inspect", str(p)), r"has no weighted layer")
+    one_error_line(cli_run("inspect", str(p)), r"has no weighted layer")
 
 
-def test_symbolic_batch(tmp_path):
+def test_symbolic_batch(tmp_path, cli_run):
     p = write(tmp_path, "g (float[N, 8] x) => (float[N, 4] y) { y = Gemm(x, w) }", w=(8, 4))
-    one_error_line(run("inspect", str(p)), r"^Error: input 'x' has symbolic dim 'N'; pass --batch N$")
-    res = run("inspect", str(p), "--batch", "16", "--json")
+    one_error_line(cli_run("inspect", str(p)), r"^Error: input 'x' has symbolic dim 'N'; pass --batch N$")
+    res = cli_run("inspect", str(p), "--batch", "16", "--json")
     assert res.exit_code == 0 and json.loads(res.stdout)["layers"][0]["dims"]["batch"] == 16
 
 
-def test_bad_batch_is_a_usage_error():
-    res = run("inspect", str(MODELS / "lenet.onnx"), "--batch", "0")
+def test_bad_batch_is_a_usage_error(cli_run):
+    res = cli_run("inspect", str(MODELS / "lenet.onnx"), "--batch", "0")
     assert res.exit_code == 2 and "--batch" in res.stderr
 
 
-def test_unknown_op_warns_on_one_line(tmp_path):
+def test_unknown_op_warns_on_one_line(tmp_path, cli_run):
     p = write(tmp_path, """g (float[2, 8] x) => (float[2, 8] y) {
         h = Gemm(x, w)
         y = Frobnicate(h) }""", w=(8, 8))
-    res = run("inspect", str(p))
+    res = cli_run("inspect", str(p))
     assert res.exit_code == 0
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Warning: unknown op 'Frobnicate'"), res.stderr
     assert "1 weighted layers (1 gemm, 1 opaque)" in res.stdout
 
 
-def test_help_ends_with_example():
-    res = run("inspect", "--help")
+def test_help_ends_with_example(cli_run):
+    res = cli_run("inspect", "--help")
     assert res.exit_code == 0
     body = res.stdout.split("Options:")[0].rstrip()
     assert body.splitlines()[-2].strip() == "Example:"
     assert body.splitlines()[-1].strip().startswith("hypar inspect models/")
-    assert "inspect" in run("--help").stdout
+    assert "inspect" in cli_run("--help").stdout

@@ -503,7 +503,7 @@ def conv_chain_onnx():
 
 
 def test_conv_chain_table_with_spatial_sizes():
-    from hypar.onnx.importer import load_layer_graph
+    from hypar.onnx import load_layer_graph
     g = load_layer_graph(conv_chain_onnx())
     m = CostModel(g, array_from_levels([2]), "accpar")
     # conv1: A(F_in) = 2*3*8*8 = 384, A(W1) = 3*4*3*3 = 108, A(h1) = 2*4*8*8 = 512.
@@ -521,7 +521,7 @@ def test_conv_three_input_channels_over_two_subgroups():
     # SPEC §4's example: 3 input channels over 2 subgroups (type II) split 2 + 1.
     # conv1 MACs = B*Hout*Wout*Cout*Cin*Kh*Kw = 2*8*8*4*3*9 = 13824; first layer: forward +
     # gradient = 2 products -> 55296 flops; the slowest PE does 2/3 -> 36864 flops at 1 TFLOP/s.
-    from hypar.onnx.importer import load_layer_graph
+    from hypar.onnx import load_layer_graph
     g = load_layer_graph(conv_chain_onnx())
     m = CostModel(g, one_level(), "accpar")
     r = rows(m.evaluate([("II",), ("I",)]))

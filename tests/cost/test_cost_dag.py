@@ -17,7 +17,7 @@ from onnx import TensorProto, helper
 from hypar import graph as G
 from hypar.array import array_from_levels
 from hypar.cost import CostModel
-from hypar.onnx.importer import load_layer_graph
+from hypar.onnx import load_layer_graph
 from hypar.search import SolverSettings, complete
 from hypar.synthetic import gemm_layer
 

@@ -33,7 +33,7 @@ import pytest
 from hypar import graph as G
 from hypar.array import array_from_levels
 from hypar.cost import CostModel
-from hypar.onnx.importer import load_layer_graph
+from hypar.onnx import load_layer_graph
 from hypar.search import SolverSettings, complete
 from hypar.cost.strategies import COLS
 

@@ -194,6 +194,21 @@ def test_partition_rejects_unknown_objective_and_space():
         api.partition("models/lenet.onnx", arr, space="megatron")
 
 
+def test_vocabulary_is_checked_before_the_model_is_read(tmp_path):
+    """The search, objective, space and baseline are checked where they enter the library, before
+    any work (a missing model would be the error otherwise)."""
+    from hypar.errors import PlanError
+
+    arr = api.resolve_array(pes=4)
+    missing = str(tmp_path / "missing.onnx")
+    with pytest.raises(ValueError, match="unknown search 'bogus'; choose one of greedy, refine, joint"):
+        api.partition(missing, arr, search_how="bogus")
+    with pytest.raises(ValueError, match="unknown objective 'latency'; choose one of time, comm, energy"):
+        api.evaluate(missing, plan={"assignment": {}}, objective="latency")
+    with pytest.raises(PlanError, match="unknown baseline 'bogus'; choose one of data, model, owt, hypar, accpar"):
+        api.evaluate(missing, baseline_name="bogus", array=arr)
+
+
 def test_dp_and_brute_methods_agree_with_ilp_on_a_chain_model():
     """lenet in space accpar is a chain of decision layers: --solver dp works and agrees."""
     arr = api.resolve_array(levels="2,2")

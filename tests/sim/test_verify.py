@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
+from conftest import make_runner
 import hypar.cost.model
 from hypar import graph as G
 from hypar.array import array_from_levels
@@ -140,13 +140,6 @@ def conv_net(seed: int, B: int, widths: tuple[int, ...], n_blocks: int = 2, bn: 
 
 def random_assignment(model: CostModel, rng: random.Random) -> list[tuple]:
     return [tuple(rng.choice(model.labels(i)) for _ in range(model.n_levels)) for i in range(len(model.names))]
-
-
-def runner() -> CliRunner:
-    try:
-        return CliRunner(mix_stderr=False)
-    except TypeError:  # click >= 8.2 always separates stderr
-        return CliRunner()
 
 
 # ----------------------------------------------------------------------------- collectives
@@ -454,7 +447,7 @@ def mlp(tmp_path):
 
 
 def _partition(model: Path, out: Path, *args: str) -> dict:
-    res = runner().invoke(cli, ["partition", str(model), "-q", "-o", str(out), *args])
+    res = make_runner().invoke(cli, ["partition", str(model), "-q", "-o", str(out), *args])
     assert res.exit_code == 0, res.output
     return read_plan(out)
 
@@ -466,7 +459,7 @@ def test_cli_verify_partition_plan(mlp, tmp_path, args):
     model = mlp if dims_ok else mlp_onnx(tmp_path / "mlp3.onnx", batch=6, dims=(12, 24, 24, 12))
     plan_path = tmp_path / "plan.json"
     _partition(model, plan_path, *args)
-    res = runner().invoke(cli, ["verify", str(model), str(plan_path), "--batch", "6" if not dims_ok else "8"])
+    res = make_runner().invoke(cli, ["verify", str(model), str(plan_path), "--batch", "6" if not dims_ok else "8"])
     assert res.exit_code == 0, res.output
     assert "plan costs at batch" in res.output and "every layer and level matches" in res.output
     assert res.output.strip().splitlines()[-1].startswith("PASS")
@@ -480,7 +473,7 @@ def test_cli_verify_heterogeneous_array(mlp, tmp_path):
                    "pes:\n  - {kind: slow, count: 1}\n  - {kind: fast, count: 1}\n")
     plan_path = tmp_path / "plan.json"
     _partition(mlp, plan_path, "--array", str(cfg), "--batch", "8")
-    res = runner().invoke(cli, ["verify", str(mlp), str(plan_path), "--batch", "7"])
+    res = make_runner().invoke(cli, ["verify", str(mlp), str(plan_path), "--batch", "7"])
     assert res.exit_code == 0, res.output
     assert "array het" in res.output and res.output.strip().splitlines()[-1].startswith("PASS")
 
@@ -491,7 +484,7 @@ def test_cli_verify_k_way_levels(tmp_path):
     plan_path = tmp_path / "plan.json"
     plan = _partition(model, plan_path, "--pes", "6")
     assert [lv["fanout"] for lv in plan["array"]["levels"]] == [3, 2]
-    res = runner().invoke(cli, ["verify", str(model), str(plan_path), "--batch", "12"])
+    res = make_runner().invoke(cli, ["verify", str(model), str(plan_path), "--batch", "12"])
     assert res.exit_code == 0, res.output
     assert "fanouts 3x2" in res.output and res.output.strip().splitlines()[-1] == "PASS: 7/7 layers pass"
 
@@ -507,7 +500,7 @@ def test_cli_verify_real_exports_two_way(tmp_path, name):
     model = FIXTURES / f"{name}.onnx"
     plan_path = tmp_path / "plan.json"
     _partition(model, plan_path, "--levels", "2", "--batch", "4")
-    res = runner().invoke(cli, ["verify", str(model), str(plan_path), "--batch", "4"])
+    res = make_runner().invoke(cli, ["verify", str(model), str(plan_path), "--batch", "4"])
     assert res.exit_code == 0, res.output
     assert res.output.strip().splitlines()[-1].startswith("PASS")
 
@@ -528,7 +521,7 @@ def test_uneven_heads_through_a_reshape_reported(tmp_path):
 def test_cli_verify_json(mlp, tmp_path):
     plan_path = tmp_path / "plan.json"
     _partition(mlp, plan_path, "--levels", "2", "--space", "accpar")
-    res = runner().invoke(cli, ["verify", str(mlp), str(plan_path), "--json", "--seed", "3"])
+    res = make_runner().invoke(cli, ["verify", str(mlp), str(plan_path), "--json", "--seed", "3"])
     assert res.exit_code == 0, res.output
     d = json.loads(res.output)
     assert d["ok"] and d["seed"] == 3 and d["batch"] == 4
@@ -549,7 +542,7 @@ def test_cli_verify_minimal_plan(mlp, tmp_path):
     plan = tmp_path / "min.json"
     plan.write_text(json.dumps({"assignment": {"mm0": ["I"] * 4, "mm1": ["II", "I", "I", "I"],
                                                "mm2": ["III", "I", "I", "I"]}}))
-    res = runner().invoke(cli, ["verify", str(mlp), str(plan), "--json"])
+    res = make_runner().invoke(cli, ["verify", str(mlp), str(plan), "--json"])
     assert res.exit_code == 0, res.output
     d = json.loads(res.output)
     assert d["ok"] and not d["plan_costs_checked"] and d["array"]["fanouts"] == [2, 2, 2, 2]
@@ -565,7 +558,7 @@ def test_corrupted_plan_types_changed_costs_left(mlp, tmp_path):
     row["types"] = ["III"] if row["types"] != ["III"] else ["I"]
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(plan))
-    res = runner().invoke(cli, ["verify", str(mlp), str(bad)])
+    res = make_runner().invoke(cli, ["verify", str(mlp), str(bad)])
     assert res.exit_code == 1
     assert "mm1: level 0: the plan records" in res.output
     rep = verify_plan(str(mlp), json.loads(bad.read_text()))
@@ -611,7 +604,7 @@ def test_unsupported_ops_named(tmp_path):
     path = mlp_onnx(tmp_path / "m.onnx", op="Softsign")
     plan_path = tmp_path / "plan.json"
     _partition(path, plan_path, "--levels", "2")
-    res = runner().invoke(cli, ["verify", str(path), str(plan_path)])
+    res = make_runner().invoke(cli, ["verify", str(path), str(plan_path)])
     assert res.exit_code == 1
     assert "cannot simulate" in res.output and "op Softsign (kind elementwise): act0, act1, act2" in res.output
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from hypar.present import report as rp
+from hypar.present.plots import plot_plan
 from hypar import sweep as sw
-from hypar.cli import cli
 
 from paths import ROOT
 LENET = str(ROOT / "models" / "lenet.onnx")
@@ -63,9 +62,9 @@ def test_summary_csv(results):
     assert {l["method"] for l in lines} == {"data", "model", "owt", "hypar", "accpar", "plan", "error"}
 
 
-def test_cli_report(results):
+def test_cli_report(results, cli_run):
     pytest.importorskip("matplotlib")
-    res = CliRunner().invoke(cli, ["report", str(results)])
+    res = cli_run("report", results)
     assert res.exit_code == 0, res.output
     assert "report.md" in res.output and "solve_time.png" in res.output
 
@@ -81,7 +80,7 @@ def test_report_without_plots_and_newest_row_wins(tmp_path):
     assert [Path(p).name for p in written] == ["report.md", "summary.csv"]
 
 
-def test_report_of_only_errors_and_of_nothing(tmp_path):
+def test_report_of_only_errors_and_of_nothing(tmp_path, cli_run):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"")
     sw.sweep([str(bad)], str(tmp_path / "r"), pes=[4])
@@ -89,7 +88,7 @@ def test_report_of_only_errors_and_of_nothing(tmp_path):
     assert [Path(p).name for p in written] == ["report.md", "summary.csv"]
     assert "## Errors" in (tmp_path / "r" / "report.md").read_text()
     (tmp_path / "empty").mkdir()
-    res = CliRunner().invoke(cli, ["report", str(tmp_path / "empty")])
+    res = cli_run("report", tmp_path / "empty")
     assert res.exit_code == 1 and "hypar sweep" in res.output
 
 
@@ -116,13 +115,13 @@ def test_reproduce_papers_script_smoke(tmp_path, capsys):
     assert "### HyPar (HPCA 2019) setting" in text and "| lenet (Lenet-c) |" in text
 
 
-def test_partition_plot(tmp_path):
+def test_partition_plot(tmp_path, cli_run):
     pytest.importorskip("matplotlib")
     png = tmp_path / "plan.png"
-    res = CliRunner().invoke(cli, ["partition", LENET, "--pes", "4", "--plot", str(png), "-q"])
+    res = cli_run("partition", LENET, "--pes", "4", "--plot", png, "-q")
     assert res.exit_code == 0, res.output
     assert f"plot written to {png}" in res.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from hypar import api
     plan = api.partition(CNN, api.resolve_array(None, 4, None), batch=8)
-    assert Path(rp.plot_plan(plan, str(tmp_path / "all.png"), all_nodes=True)).stat().st_size > 2000
+    assert Path(plot_plan(plan, str(tmp_path / "all.png"), all_nodes=True)).stat().st_size > 2000

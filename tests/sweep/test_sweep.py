@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
+from conftest import make_runner
 from hypar import sweep as sw
 from hypar.cli import cli
+from hypar.sweep import worker
 
 from paths import ROOT
 LENET = str(ROOT / "models" / "lenet.onnx")
@@ -44,13 +45,13 @@ def corrupt(tmp_path) -> str:
 def count_calls(monkeypatch):
     """Count partition calls (jobs=1 runs the cases in this process)."""
     calls: list[str] = []
-    real = sw.partition_case
+    real = worker.partition_case
 
     def counted(case):
         calls.append(case.key)
         return real(case)
 
-    monkeypatch.setattr(sw, "partition_case", counted)
+    monkeypatch.setattr(worker, "partition_case", counted)
     return calls
 
 
@@ -137,14 +138,14 @@ def test_parallel_jobs_give_the_same_rows(tmp_path):
 @pytest.mark.skipif(multiprocessing.get_start_method() != "fork",
                     reason="the patched partition call reaches the workers only when they are forked")
 def test_a_worker_that_dies_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
-    real = sw.partition_case
+    real = worker.partition_case
 
     def dies_on_cnn(case):
         if case.model_name == "cnn_torchscript":
             os._exit(3)
         return real(case)
 
-    monkeypatch.setattr(sw, "partition_case", dies_on_cnn)
+    monkeypatch.setattr(worker, "partition_case", dies_on_cnn)
     s = sw.sweep([CNN, LENET], str(tmp_path), pes=[4], batches=[8, 16], jobs=2)
     rows = {(r["model"], r["batch_requested"]): r for r in rows_of(tmp_path)}
     assert len(rows) == 4 and s.computed == 4
@@ -161,12 +162,12 @@ def test_a_second_sweep_on_the_same_directory_is_refused(tmp_path):
 
 SLOW_SWEEP = textwrap.dedent("""
     import sys, time
-    from hypar import sweep as sw
-    real = sw.partition_case
+    from hypar.sweep import worker
+    real = worker.partition_case
     def slow(case):
         time.sleep(0.4)
         return real(case)
-    sw.partition_case = slow
+    worker.partition_case = slow
     from hypar.cli import main
     main(sys.argv[1:])
 """)
@@ -220,25 +221,42 @@ def test_dask_local_cluster_gives_the_same_rows(tmp_path):
     assert local == dask
 
 
-def test_cli_sweep_and_resume(tmp_path, corrupt):
-    runner = CliRunner()
+def test_cli_sweep_and_resume(tmp_path, corrupt, cli_run):
     args = ["sweep", LENET, corrupt, "--pes", "4", "--batch", "8", "-o", str(tmp_path)]
-    res = runner.invoke(cli, args)
+    res = cli_run(*args)
     assert res.exit_code == 0, res.output
     assert "2 case(s): 2 computed (1 error(s)), 0 already done" in res.output
-    assert "ETA" in res.output          # progress (CliRunner mixes stderr in)
-    res = runner.invoke(cli, args)
+    assert "ETA" in res.output          # progress (res.output holds stderr too)
+    res = cli_run(*args)
     assert res.exit_code == 0 and "0 computed (0 error(s)), 2 already done" in res.output
 
 
-def test_cli_usage_errors(tmp_path):
-    runner = CliRunner()
-    assert runner.invoke(cli, ["sweep", LENET, "-o", str(tmp_path)]).exit_code == 2          # no array
-    assert runner.invoke(cli, ["sweep", "--pes", "4", "-o", str(tmp_path)]).exit_code == 2   # no model
-    res = runner.invoke(cli, ["sweep", LENET, "--pes", "4,x", "-o", str(tmp_path)])
+def test_cli_usage_errors(tmp_path, cli_run):
+    assert cli_run("sweep", LENET, "-o", tmp_path).exit_code == 2          # no array
+    assert cli_run("sweep", "--pes", "4", "-o", tmp_path).exit_code == 2   # no model
+    res = cli_run("sweep", LENET, "--pes", "4,x", "-o", tmp_path)
     assert res.exit_code == 2 and "not an integer" in res.output
-    res = runner.invoke(cli, ["sweep", LENET, "--pes", "4", "--executor", "dask", "-o", str(tmp_path)])
+    res = cli_run("sweep", LENET, "--pes", "4", "--executor", "dask", "-o", tmp_path)
     assert res.exit_code == 2 and "--scheduler" in res.output
+
+
+def test_bad_settings_stop_the_sweep_before_any_case(tmp_path, count_calls):
+    with pytest.raises(sw.SweepError, match="unknown objective 'latency'; choose one of time, comm, energy"):
+        sw.sweep([LENET], str(tmp_path), pes=[4], objective="latency")
+    with pytest.raises(sw.SweepError, match="unknown search 'bogus'"):
+        sw.make_cases([LENET], [sw.array_spec(pes=4)], search_how="bogus")
+    assert not count_calls
+
+
+def test_corrupt_zoo_manifest_is_an_error(tmp_path):
+    (tmp_path / "a.onnx").write_bytes(b"")
+    assert sw.zoo_models(str(tmp_path)) == [str(tmp_path / "a.onnx")]          # no manifest: file order
+    (tmp_path / "MANIFEST.json").write_text("{not json")
+    with pytest.raises(sw.SweepError, match="MANIFEST.json cannot be read as JSON"):
+        sw.zoo_models(str(tmp_path))
+    (tmp_path / "MANIFEST.json").write_text('{"models": {"a": "a.onnx"}}')
+    with pytest.raises(sw.SweepError, match="'models' must map model names"):
+        sw.zoo_models(str(tmp_path))
 
 
 def test_zoo_listing():

@@ -1,0 +1,172 @@
+"""What users write, read into library values: which PE array (a YAML file, ``pes`` or a
+``levels`` string such as ``"2,2,4"``), lists of counts (``"4,16,64"``) and the solver settings
+(options over the ``solver:`` section of an array file over the defaults).
+
+Nothing here is ignored quietly: a value or a key that cannot be used is an error naming it and
+the fix. Errors name the library's parameters (:meth:`hypar.errors.HyparError.naming`); the CLI
+shows its option flags in their place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from hypar.array import (PEArray, array_from_levels, array_from_pes, default_array, load_array,
+                         read_array_file)
+from hypar.errors import ArrayConfigError, HyparError
+from hypar.vocab import Method, parse
+
+
+class SettingError(HyparError):
+    """A setting's value cannot be used; ``parameter`` names the setting (in the CLI: a usage
+    error of that option)."""
+
+    def __init__(self, message: str = "", parameter: str = "") -> None:
+        super().__init__(message)
+        self.parameter = parameter
+
+
+@dataclass(frozen=True, slots=True)
+class SolverSettings:
+    """How each level problem is solved: ``method`` (a :class:`hypar.vocab.Method` or its string;
+    ValueError when unknown), the ILP ``backend`` and limits (seconds, relative gap, threads),
+    the joint search's size limit (pair variables) and the per-PE memory cap (GB)."""
+
+    method: Method = Method.ILP
+    backend: str = "highs"
+    time_limit_s: float = 60.0
+    gap: float = 1e-6
+    threads: int | None = None
+    joint_max_pairs: int = 400_000      # joint search refused above this many pair variables
+    memory_cap_gb: float | None = None  # per-PE capacity the plan must fit (None: unconstrained)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "method", parse(Method, self.method))
+
+    @property
+    def memory_cap_bytes(self) -> float | None:
+        """The memory cap in bytes per PE (None: unconstrained)."""
+        return None if self.memory_cap_gb is None else self.memory_cap_gb * 1e9
+
+
+# What a user calls a solver -> (method, ILP backend). "ilp" is accepted as HiGHS.
+SOLVERS: dict[str, tuple[Method, str]] = {
+    "highs": (Method.ILP, "highs"), "cbc": (Method.ILP, "cbc"), "ilp": (Method.ILP, "highs"),
+    "dp": (Method.DP, "highs"), "brute": (Method.BRUTE, "highs"),
+}
+_SOLVER_CHOICES = "highs, cbc, dp or brute"
+
+# Keys of an array file's ``solver:`` section.
+SOLVER_KEYS = ("backend", "gap", "threads", "time_limit_s")
+
+
+def _parts(text: str) -> list[str]:
+    """The non-empty comma-separated parts of ``text``, spaces removed."""
+    return [x for x in str(text).replace(" ", "").split(",") if x]
+
+
+def parse_levels(text: str) -> list[int]:
+    """``"2,2,4"`` -> ``[2, 2, 4]`` (fanouts top first; checked by :func:`hypar.array.
+    array_from_levels`). ArrayConfigError naming ``levels`` when a part is not an integer."""
+    try:
+        return [int(x) for x in _parts(text)]
+    except ValueError:
+        raise ArrayConfigError.naming(f"{{levels}} {text!r}: give comma-separated fanouts, e.g. "
+                                      "{levels} 2,2,4") from None
+
+
+def parse_counts(texts: Iterable[str | int], parameter: str = "counts") -> list[int]:
+    """``["4,16", "64"]`` -> ``[4, 16, 64]``: every comma-separated part of every text, each a
+    positive integer. SettingError (naming ``parameter``) on the first part that is not."""
+    out: list[int] = []
+    for text in texts or ():
+        for part in _parts(text):
+            try:
+                n = int(part)
+            except ValueError:
+                raise SettingError(f"{part!r} is not an integer; give e.g. 4,16,64", parameter) from None
+            if n < 1:
+                raise SettingError(f"{n} must be at least 1", parameter)
+            out.append(n)
+    return out
+
+
+def resolve_array(array_path: str | None = None, pes: int | None = None,
+                  levels: str | list[int] | None = None) -> PEArray:
+    """One array from at most one of a YAML file (``array_path``), ``pes`` identical PEs or
+    ``levels`` fanouts (a list or a ``"2,2,4"`` string); none: the default array (default.yaml).
+    ArrayConfigError when more than one is given or the one given is invalid."""
+    if sum(x is not None for x in (array_path, pes, levels)) > 1:
+        raise ArrayConfigError.naming("give only one of {array_path}, {pes} and {levels}")
+    if array_path is not None:
+        return load_array(array_path)
+    if pes is not None:
+        return array_from_pes(int(pes))
+    if levels is not None:
+        return array_from_levels(parse_levels(levels) if isinstance(levels, str) else list(levels))
+    return default_array()
+
+
+def solver_of(name: str) -> tuple[Method, str]:
+    """A solver name (highs, cbc, dp, brute) as (method, ILP backend); SettingError naming
+    ``solver`` when unknown."""
+    if name not in SOLVERS:
+        raise SettingError(f"unknown solver {name!r}; choose {_SOLVER_CHOICES}", "solver")
+    return SOLVERS[name]
+
+
+def _number(section: dict, key: str, where: str, minimum: float, integer: bool = False) -> float | int | None:
+    """``section[key]`` checked to be a number (an integer with ``integer``) >= ``minimum``;
+    None when absent."""
+    v = section.get(key)
+    if v is None:
+        return None
+    kinds = (int,) if integer else (int, float)
+    if not isinstance(v, kinds) or isinstance(v, bool) or v < minimum:
+        what = "an integer" if integer else "a number"
+        raise ArrayConfigError(f"{where}: solver.{key} must be {what} >= {minimum:g}, got {v!r}")
+    return v
+
+
+def solver_section(array_path: str) -> dict:
+    """The checked ``solver:`` section of an array file ({} when it has none): ``backend`` a
+    solver name, ``time_limit_s`` > 0 seconds, ``gap`` >= 0, ``threads`` >= 1. ArrayConfigError
+    naming the file and the key for anything else (unknown keys included)."""
+    section = read_array_file(array_path).get("solver")
+    if section is None:
+        return {}
+    where = str(array_path)
+    if not isinstance(section, dict):
+        raise ArrayConfigError(f"{where}: 'solver' must be a mapping, e.g. solver: {{backend: highs, "
+                               f"time_limit_s: 60}}; got {section!r}")
+    extra = sorted(set(section) - set(SOLVER_KEYS), key=str)
+    if extra:
+        raise ArrayConfigError(f"{where}: solver.{extra[0]} is not a solver setting; allowed: "
+                               f"{', '.join(SOLVER_KEYS)}")
+    backend = section.get("backend")
+    if backend is not None and backend not in SOLVERS:
+        raise ArrayConfigError(f"{where}: solver.backend {backend!r} is not a solver; choose {_SOLVER_CHOICES}")
+    _number(section, "time_limit_s", where, 1e-3)
+    _number(section, "gap", where, 0.0)
+    _number(section, "threads", where, 1, integer=True)
+    return dict(section)
+
+
+def solver_settings(solver: str | None = None, *, time_limit_s: float | None = None, gap: float | None = None,
+                    threads: int | None = None, memory_cap_gb: float | None = None,
+                    array_path: str | None = None) -> SolverSettings:
+    """The settings a user asked for: each given value wins over the ``solver:`` section of the
+    array file ``array_path`` (if any), which wins over the defaults (HiGHS, 60 s, gap 1e-6).
+    SettingError for an unknown ``solver`` (checked before the file is read); ArrayConfigError
+    for a bad file or section."""
+    if solver:
+        solver_of(solver)
+    section = solver_section(array_path) if array_path else {}
+    method, backend = solver_of(solver or section.get("backend", "highs"))
+    return SolverSettings(method=method, backend=backend,
+                          time_limit_s=float(time_limit_s if time_limit_s is not None
+                                             else section.get("time_limit_s", 60.0)),
+                          gap=float(gap if gap is not None else section.get("gap", 1e-6)),
+                          threads=threads if threads is not None else section.get("threads"),
+                          memory_cap_gb=memory_cap_gb)
