@@ -125,6 +125,23 @@ def _search_options(f):
     return f
 
 
+def _check_writable(path: str | None, flag: str) -> None:
+    """Before any long work: a one-line error naming ``flag`` when ``path`` could not be written
+    (its folder is missing or not writable, or ``path`` is a folder). Writes nothing."""
+    if not path:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    why = None
+    if os.path.isdir(path):
+        why = "it is a folder"
+    elif not os.path.isdir(folder):
+        why = f"folder {os.path.dirname(path) or folder} does not exist"
+    elif not os.access(folder, os.W_OK):
+        why = f"folder {os.path.dirname(path) or folder} is not writable"
+    if why:
+        raise click.ClickException(f"cannot write {path}: {why}; choose another {flag} path")
+
+
 def _write_file(path: str, text: str, flag: str) -> None:
     """Write ``text`` to ``path``; a one-line error naming ``flag`` when it cannot be written."""
     try:
@@ -183,6 +200,8 @@ def partition_cmd(model, array_path, pes, levels, batch, objective, space, searc
     from hypar.present.text import plan_summary
 
     progress = None if quiet or as_json else (lambda msg: click.echo(f"... {msg}", err=True))
+    _check_writable(output, "-o")
+    _check_writable(plot_path, "--plot")
     with _hypar_errors_and_warnings():
         settings = solver_settings(solver, time_limit_s=time_limit, gap=gap, threads=threads,
                                    memory_cap_gb=memory_gb, array_path=array_path)

@@ -210,6 +210,22 @@ def test_unwritable_output_is_one_error_line(tmp_path, cli_run):
                    r"cannot write")
 
 
+@pytest.mark.parametrize("flag", ["-o", "--plot"])
+def test_unwritable_output_fails_before_the_model_is_read(tmp_path, cli_run, monkeypatch, flag):
+    """A missing folder or a folder given as the file is reported before any import or solve."""
+    from hypar import api
+
+    def never(*args, **kwargs):
+        raise AssertionError("partition ran although its output cannot be written")
+
+    monkeypatch.setattr(api, "partition", never)
+    missing = tmp_path / "no" / "p.out"
+    line = one_error_line(cli_run("partition", LENET, "--pes", 4, "-q", flag, missing), r"cannot write")
+    assert "does not exist" in line and flag in line
+    line = one_error_line(cli_run("partition", LENET, "--pes", 4, "-q", flag, tmp_path), r"cannot write")
+    assert "is a folder" in line
+
+
 def test_partition_space_hypar_works(tmp_path, cli_run):
     """Regression (bug fixed in c67bfdd).
     hypar/api.py partition -> paper_baseline: with --space hypar the AccPar baseline
