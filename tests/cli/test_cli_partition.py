@@ -222,8 +222,9 @@ def test_unwritable_output_fails_before_the_model_is_read(tmp_path, cli_run, mon
     missing = tmp_path / "no" / "p.out"
     line = one_error_line(cli_run("partition", LENET, "--pes", 4, "-q", flag, missing), r"cannot write")
     assert "does not exist" in line and flag in line
-    line = one_error_line(cli_run("partition", LENET, "--pes", 4, "-q", flag, tmp_path), r"cannot write")
-    assert "is a folder" in line
+    if flag == "-o":  # --plot is a click.Path(dir_okay=False): click refuses a folder itself
+        line = one_error_line(cli_run("partition", LENET, "--pes", 4, "-q", flag, tmp_path), r"cannot write")
+        assert "is a folder" in line
 
 
 def test_partition_space_hypar_works(tmp_path, cli_run):
