@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from hypar.cost import CostModel
 from hypar.errors import PlanError
-from hypar.sim.step import DEFAULT_TOL, simulate
+from hypar.sim import DEFAULT_TOL, simulate
 
 REL_BYTES = 1e-9    # counted vs predicted: float rounding only (plans keep 12 significant digits)
 
