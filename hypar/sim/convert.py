@@ -5,6 +5,7 @@ de-duplication -- and several consumers' errors folded so they are summed locall
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -16,13 +17,17 @@ from hypar.sim.mesh import Dist, slice_local
 from hypar.sim.schedule import schedule
 
 
+@dataclass(frozen=True)
 class Conversion:
     """One edge conversion: ``kind`` "fwd" / "bwd", ``base`` (producer index, tensor key),
     ``what`` its label in transfers, ``consumer`` the node charged, ``view`` the consumer's layouts
-    the model prices it on."""
+    the model prices it on (a tuple, one per level)."""
 
-    def __init__(self, kind: str, base: tuple, what: str, consumer: int, view: tuple):
-        self.kind, self.base, self.what, self.consumer, self.view = kind, base, what, consumer, tuple(view)
+    kind: str
+    base: tuple
+    what: str
+    consumer: int
+    view: tuple
 
     def key(self, h: int, before: tuple, after: tuple, src: tuple, tgt: tuple) -> ConversionKey:
         """The ledger key of the step at level h from ``before`` to ``after`` of the conversion

@@ -92,14 +92,14 @@ class Ledger:
         """The cost model converts a producer tensor once per (level, consumer view, layout); when
         consumers sharing that key reach the level from different lower-level states the simulator
         cannot share the step: note them (``res.split_dedup``)."""
-        groups: dict[tuple, list[StepRecord]] = defaultdict(list)
+        groups: dict[tuple, list[tuple[ConversionKey, StepRecord]]] = defaultdict(list)
         for key, rec in self.records.items():
             if isinstance(key, ConversionKey) and any(rec.counts):
-                groups[key.model_key].append(rec)
-        for gk, recs in groups.items():
-            if len(recs) > 1:
-                for rec in recs:
-                    res.split_dedup.append((gk[0], rec.what, min(rec.nodes), gk[3]))
+                groups[key.model_key].append((key, rec))
+        for items in groups.values():
+            if len(items) > 1:
+                for key, rec in items:
+                    res.split_dedup.append((key.kind, rec.what, min(rec.nodes), key.level))
 
     def attribute(self, res: SimResult, n_nodes: int) -> None:
         """Charge every record's counts: ``res.counted`` (per node and level), ``res.transfers``,

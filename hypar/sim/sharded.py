@@ -11,7 +11,6 @@ import numpy as np
 
 from hypar import graph as G
 from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
-from hypar.sim.comm import Comm
 from hypar.sim.errors import Unsupported
 from hypar.sim.kernels import bn_shape
 from hypar.sim.ledger import Ledger, StatsKey
@@ -36,8 +35,9 @@ class ShardContext:
     counted step (the kept node's intra-layer traffic, or ``fold`` traffic of the consumer that
     runs a folded normalisation); known differences from the cost model go to ``res.notes``."""
 
-    def __init__(self, comm: Comm, ledger: Ledger, params: dict, res: SimResult, axes: dict):
-        self.comm, self.ledger, self.params, self.res = comm, ledger, params, res
+    def __init__(self, ledger: Ledger, params: dict, res: SimResult, axes: dict):
+        """``params``: by layer name; ``axes``: (batch axis, feature axis) by tensor name."""
+        self.ledger, self.comm, self.params, self.res = ledger, ledger.comm, params, res
         self.axes = axes
 
     def allreduce_stats(self, key: StatsKey, charge: Charge, st: Dist) -> Dist:

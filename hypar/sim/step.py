@@ -95,7 +95,7 @@ class TrainingStep:
         self.ref = reference_step(self.g, self.data)
         self.strat = [[model.nodes[i].strategy(t) for t in assignment[i]] for i in range(len(self.names))]
         self.axes_of = {name: (t.batch_axis, t.feature_axis) for name, t in tensor_meta(self.g).items()}
-        self.ctx = ShardContext(self.comm, self.ledger, self.data.weights, res, self.axes_of)
+        self.ctx = ShardContext(self.ledger, self.data.weights, res, self.axes_of)
         self.producer = producers(self.g)
         self.input_names = {t.name for t in self.g.graph.get("inputs", ())}
         self.node_name: str | None = None                    # the node in progress (named in errors)

@@ -74,8 +74,7 @@ def test_counting_restores_the_sink():
 
 
 def _context(mesh: Mesh, params: dict) -> ShardContext:
-    comm = Comm(mesh)
-    return ShardContext(comm, Ledger(comm, mesh.H), params, SimResult([], mesh.H, 2), {})
+    return ShardContext(Ledger(Comm(mesh), mesh.H), params, SimResult([], mesh.H, 2), {})
 
 
 @pytest.mark.parametrize("layouts", [(ROWS, FULL), (FULL, ROWS), (ROWS, ROWS), (COLS, ROWS)])
