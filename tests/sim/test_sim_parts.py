@@ -77,34 +77,28 @@ def _context(mesh: Mesh, params: dict) -> ShardContext:
     return ShardContext(Ledger(Comm(mesh), mesh.H), params, SimResult([], mesh.H, 2), {})
 
 
-@pytest.mark.parametrize("layouts", [(ROWS, FULL), (FULL, ROWS), (ROWS, ROWS), (COLS, ROWS)])
-def test_batchnorm_on_shards_equals_one_device(layouts):
+_BN = G.Layer(name="bn", op="BatchNormalization", kind=G.BATCHNORM, inputs=("x",), outputs=("y",))
+_LN = G.Layer(name="ln", op="LayerNormalization", kind=G.FEATURENORM, inputs=("x",), outputs=("y",))
+# (shards, layer, one-device forward, one-device backward, tensor shape, channels, axes, layouts)
+_NORMS = [(BATCHNORM, _BN, batchnorm, batchnorm_bwd, (8, 4, 3, 3), 4, (0, 1), lays)
+          for lays in [(ROWS, FULL), (FULL, ROWS), (ROWS, ROWS), (COLS, ROWS)]] + \
+         [(LAYERNORM, _LN, layernorm, layernorm_bwd, (4, 8), 8, (0, 1), lays)
+          for lays in [(COLS, FULL), (ROWS, COLS), (COLS, COLS)]]
+
+
+@pytest.mark.parametrize("norm, lay, fwd, bwd, shape, channels, axes, layouts", _NORMS,
+                         ids=[f"{n[1].op}-{'/'.join(n[-1])}" for n in _NORMS])
+def test_normalisation_on_shards_equals_one_device(norm, lay, fwd, bwd, shape, channels, axes, layouts):
+    """Statistics summed per PE and all-reduced give the one-device BatchNorm / LayerNorm."""
     rng = np.random.default_rng(1)
     mesh = Mesh((2, 2))
-    lay = G.Layer(name="bn", op="BatchNormalization", kind=G.BATCHNORM, inputs=("x",), outputs=("y",))
-    w = (1.0 + 0.1 * rng.standard_normal(4), 0.1 * rng.standard_normal(4))
-    ctx = _context(mesh, {"bn": w})
-    x, e = rng.standard_normal((8, 4, 3, 3)), rng.standard_normal((8, 4, 3, 3))
-    xd, ed = scatter(mesh, x, layouts), scatter(mesh, e, layouts)
+    w = (1.0 + 0.1 * rng.standard_normal(channels), 0.1 * rng.standard_normal(channels))
+    ctx = _context(mesh, {lay.name: w})
+    x, e = rng.standard_normal(shape), rng.standard_normal(shape)
+    xd, ed = scatter(mesh, x, layouts, axes), scatter(mesh, e, layouts, axes)
     charge = Charge("intra", 0, "node")
-    np.testing.assert_allclose(gather(BATCHNORM.forward(ctx, lay, xd, charge)), batchnorm(x, w, lay), atol=1e-12)
-    np.testing.assert_allclose(gather(BATCHNORM.backward(ctx, lay, xd, ed, charge)), batchnorm_bwd(x, e, w, lay),
-                               atol=1e-12)
-
-
-@pytest.mark.parametrize("layouts", [(COLS, FULL), (ROWS, COLS), (COLS, COLS)])
-def test_layernorm_on_shards_equals_one_device(layouts):
-    rng = np.random.default_rng(2)
-    mesh = Mesh((2, 2))
-    lay = G.Layer(name="ln", op="LayerNormalization", kind=G.FEATURENORM, inputs=("x",), outputs=("y",))
-    w = (1.0 + 0.1 * rng.standard_normal(8), 0.1 * rng.standard_normal(8))
-    ctx = _context(mesh, {"ln": w})
-    x, e = rng.standard_normal((4, 8)), rng.standard_normal((4, 8))
-    xd, ed = scatter(mesh, x, layouts), scatter(mesh, e, layouts)
-    charge = Charge("intra", 0, "node")
-    np.testing.assert_allclose(gather(LAYERNORM.forward(ctx, lay, xd, charge)), layernorm(x, w, lay), atol=1e-12)
-    np.testing.assert_allclose(gather(LAYERNORM.backward(ctx, lay, xd, ed, charge)), layernorm_bwd(x, e, w, lay),
-                               atol=1e-12)
+    np.testing.assert_allclose(gather(norm.forward(ctx, lay, xd, charge)), fwd(x, w, lay), atol=1e-12)
+    np.testing.assert_allclose(gather(norm.backward(ctx, lay, xd, ed, charge)), bwd(x, e, w, lay), atol=1e-12)
 
 
 def test_schedule_lists_at_most_max_orders():
