@@ -25,7 +25,7 @@ from hypar.array import default_array
 from hypar.cost import CostModel
 from hypar.errors import PlanError
 from hypar.plan import Plan
-from hypar.sim.step import DEFAULT_TOL, simulate
+from hypar.sim import DEFAULT_TOL, simulate
 
 REL_BYTES = 1e-9    # counted vs predicted: float rounding only (plans keep 12 significant digits)
 

@@ -1,5 +1,15 @@
-"""A plan's training step executed on virtual PEs in numpy, counting every byte sent."""
+"""A plan's training step executed on virtual PEs in numpy, counting every byte sent.
 
-from hypar.sim.step import DEFAULT_TOL, SimResult, simulate
+Modules, bottom up: ``errors``, ``result`` (SimResult), ``mesh`` (PEs and distributed tensors),
+``comm`` (counted sends and collectives), ``kernels`` / ``ops`` (numpy layer ops and their
+dispatch), ``graphwalk`` (folded ops around kept nodes), ``support`` (what can run),
+``reference`` (the one-device step), ``ledger`` (counting by step), ``sharded`` / ``weighted``
+(layer ops on shards), ``schedule`` / ``convert`` (edge conversions), ``step`` (the distributed
+step and :func:`simulate`).
+"""
 
-__all__ = ["DEFAULT_TOL", "SimResult", "simulate"]
+from hypar.sim.errors import SimulationError
+from hypar.sim.result import DEFAULT_TOL, SimResult
+from hypar.sim.step import simulate
+
+__all__ = ["DEFAULT_TOL", "SimResult", "SimulationError", "simulate"]

@@ -27,7 +27,10 @@ from hypar.array import array_from_levels
 from hypar.cli import cli
 from hypar.cost import CostModel
 from hypar.plan import read_plan
-from hypar.sim.step import Comm, Dist, Mesh, schedule, shard_mask, simulate
+from hypar.sim import SimulationError, simulate
+from hypar.sim.comm import Comm
+from hypar.sim.mesh import Dist, Mesh, shard_mask
+from hypar.sim.schedule import schedule
 from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
 from hypar.synthetic import gemm_chain, gemm_layer, random_dag
 from hypar.verify import check_plan_costs, report_table, verify_assignment, verify_plan
@@ -624,8 +627,6 @@ def test_uneven_split_reported():
 
 def test_numerics_poisoned_when_a_message_is_lost(monkeypatch):
     """Drop every all-to-all message: the PE reads NaN and the simulator refuses to continue."""
-    from hypar.sim import step as S
-
     def lossy(self, d, h, new):
         layouts = d.layouts[:h] + (new,) + d.layouts[h + 1:]
         vals = []
@@ -636,7 +637,7 @@ def test_numerics_poisoned_when_a_message_is_lost(monkeypatch):
             vals.append(v)
         return Dist(d.mesh, d.shape, layouts, vals)
 
-    monkeypatch.setattr(S.Comm, "relayout", lossy)
+    monkeypatch.setattr(Comm, "relayout", lossy)
     model = CostModel(gemm_chain([8, 8, 8], 8), array_from_levels([2]), "accpar")
-    with pytest.raises(S.SimulationError):
+    with pytest.raises(SimulationError):
         simulate(model, [("I",), ("II",)])

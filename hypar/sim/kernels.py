@@ -1,0 +1,208 @@
+"""The numpy kernels of one device's training step: forward values and input errors of the layer
+ops (convolution as im2col, pooling, activations, normalisations, softmax) and the tables of
+elementwise ops. Each works on whole arrays, or on a PE's shard of them (NaN outside it)."""
+
+from __future__ import annotations
+
+from math import erf
+
+import numpy as np
+
+from hypar import graph as G
+from hypar.sim.errors import SimulationError
+
+# ----------------------------------------------------------------------------- pooling
+
+def _pool_windows(x: np.ndarray, lay: G.Layer, fill: float):
+    """(windows (B, C, Ho, Wo, kh, kw), kernel, strides, pads, padded shape) of a 2-D pooling."""
+    k = tuple(lay.attr("kernel_shape"))
+    st_ = tuple(lay.attr("strides") or (1,) * len(k))
+    pads = tuple(lay.attr("pads") or (0,) * (2 * len(k)))
+    if len(k) != 2 or lay.attr("ceil_mode", 0) or tuple(lay.attr("dilations") or (1, 1)) != (1, 1):
+        raise SimulationError(f"{lay.name}: only 2-D pooling without ceil_mode/dilations is simulated")
+    xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])), constant_values=fill)
+    win = np.lib.stride_tricks.sliding_window_view(xp, k, axis=(2, 3))[:, :, ::st_[0], ::st_[1]]
+    return win, k, st_, pads, xp.shape
+
+
+def _unpad(dx: np.ndarray, pads: tuple, pshape: tuple) -> np.ndarray:
+    """The unpadded part of a padded (B, C, H, W) gradient."""
+    return dx[:, :, pads[0]:pshape[2] - pads[2], pads[1]:pshape[3] - pads[3]]
+
+
+def maxpool(x: np.ndarray, lay: G.Layer) -> np.ndarray:
+    """2-D max pooling of x (B, C, H, W)."""
+    win, *_ = _pool_windows(x, lay, -np.inf)
+    return win.max(axis=(4, 5))
+
+
+def maxpool_bwd(x: np.ndarray, e: np.ndarray, lay: G.Layer) -> np.ndarray:
+    """The input error of maxpool for the output error e (NaN where x is NaN)."""
+    win, k, st_, pads, pshape = _pool_windows(x, lay, -np.inf)
+    B, C, Ho, Wo = e.shape
+    flat = win.reshape(B, C, Ho, Wo, -1)
+    arg = np.nan_to_num(flat, nan=-np.inf).argmax(axis=-1)
+    dx = np.zeros(pshape)
+    for a in range(k[0] * k[1]):
+        i, j = divmod(a, k[1])
+        contrib = np.where(arg == a, e, 0.0)
+        dx[:, :, i:i + st_[0] * Ho:st_[0], j:j + st_[1] * Wo:st_[1]] += contrib
+    return np.where(np.isnan(x), np.nan, _unpad(dx, pads, pshape))
+
+
+def avgpool(x: np.ndarray, lay: G.Layer) -> np.ndarray:
+    """2-D average pooling of x (B, C, H, W); padding only when counted (count_include_pad)."""
+    if lay.attr("pads") and any(lay.attr("pads")) and not lay.attr("count_include_pad", 0):
+        raise SimulationError(f"{lay.name}: padded average pooling is not simulated")
+    win, *_ = _pool_windows(x, lay, 0.0)
+    return win.mean(axis=(4, 5))
+
+
+def avgpool_bwd(x: np.ndarray, e: np.ndarray, lay: G.Layer) -> np.ndarray:
+    """The input error of avgpool for the output error e (NaN where x is NaN)."""
+    win, k, st_, pads, pshape = _pool_windows(x, lay, 0.0)
+    B, C, Ho, Wo = e.shape
+    dx = np.zeros(pshape)
+    for i in range(k[0]):
+        for j in range(k[1]):
+            dx[:, :, i:i + st_[0] * Ho:st_[0], j:j + st_[1] * Wo:st_[1]] += e / (k[0] * k[1])
+    return np.where(np.isnan(x), np.nan, _unpad(dx, pads, pshape))
+
+
+# ----------------------------------------------------------------------------- convolution
+
+def _conv_cols(x: np.ndarray, lay: G.Layer):
+    """(im2col windows (B, Ci, Ho, Wo, kh, kw), padded shape, strides, pads) of a 2-D Conv."""
+    st_ = tuple(lay.attr("strides") or (1, 1))
+    pads = tuple(lay.attr("pads") or (0, 0, 0, 0))
+    xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    cols = np.lib.stride_tricks.sliding_window_view(xp, tuple(lay.kernel), axis=(2, 3))[:, :, ::st_[0], ::st_[1]]
+    return cols, xp.shape, st_, pads
+
+
+def conv_forward(x: np.ndarray, w: np.ndarray, lay: G.Layer) -> np.ndarray:
+    """x (B, Ci, H, W), w (Ci, Co, kh, kw) -> (B, Co, Ho, Wo): the im2col matrix product."""
+    cols, *_ = _conv_cols(x, lay)
+    return np.einsum("bchwij,coij->bohw", cols, w, optimize=True)
+
+
+def conv_backward(x: np.ndarray, w: np.ndarray, e: np.ndarray, lay: G.Layer) -> tuple[np.ndarray, np.ndarray]:
+    """(dW (Ci, Co, kh, kw), dx) of conv_forward for the output error e."""
+    cols, pshape, st_, pads = _conv_cols(x, lay)
+    dw = np.einsum("bchwij,bohw->coij", cols, e, optimize=True)
+    B, Co, Ho, Wo = e.shape
+    dxp = np.zeros(pshape)
+    kh, kw = lay.kernel
+    for i in range(kh):
+        for j in range(kw):
+            dxp[:, :, i:i + st_[0] * Ho:st_[0], j:j + st_[1] * Wo:st_[1]] += np.einsum("bohw,co->bchw", e,
+                                                                                       w[:, :, i, j])
+    return dw, _unpad(dxp, pads, pshape)
+
+
+# ----------------------------------------------------------------------------- activations
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """The error function, elementwise."""
+    return np.vectorize(erf, otypes=[float])(x)
+
+
+def _gelu(x: np.ndarray, lay: G.Layer) -> np.ndarray:
+    return 0.5 * x * (1.0 + _erf(x / np.sqrt(2.0)))
+
+
+def _gelu_bwd(x: np.ndarray, e: np.ndarray, lay: G.Layer) -> np.ndarray:
+    return e * (0.5 * (1.0 + _erf(x / np.sqrt(2.0))) + x * np.exp(-0.5 * x * x) / np.sqrt(2.0 * np.pi))
+
+
+# Local ops (no communication: they act on each (batch, channel) slice), by ONNX op:
+# (forward(x, layer), input error(x, e, layer), changes the shape).
+LOCAL = {
+    "Relu": (lambda x, l: np.maximum(x, 0.0), lambda x, e, l: e * (x > 0), False),
+    "Identity": (lambda x, l: x, lambda x, e, l: e, False),
+    "Dropout": (lambda x, l: x, lambda x, e, l: e, False),          # inference semantics
+    "Tanh": (lambda x, l: np.tanh(x), lambda x, e, l: e * (1.0 - np.tanh(x) ** 2), False),
+    "Sigmoid": (lambda x, l: 1.0 / (1.0 + np.exp(-x)),
+                lambda x, e, l: e * np.exp(-x) / (1.0 + np.exp(-x)) ** 2, False),
+    "MaxPool": (maxpool, maxpool_bwd, True),
+    "AveragePool": (avgpool, avgpool_bwd, True),
+    "GlobalAveragePool": (lambda x, l: x.mean(axis=tuple(range(2, x.ndim)), keepdims=True),
+                          lambda x, e, l: np.broadcast_to(e, x.shape) / np.prod(x.shape[2:]), True),
+    "Flatten": (lambda x, l: x.reshape(x.shape[0], -1), lambda x, e, l: e.reshape(x.shape), True),
+    "Gelu": (_gelu, _gelu_bwd, False),
+    "Erf": (lambda x, l: _erf(x), lambda x, e, l: e * 2.0 / np.sqrt(np.pi) * np.exp(-x * x), False),
+}
+
+# Elementwise ops with one constant operand: run as ``x op c`` with a seeded scalar c (the
+# constant's values do not change what is sent; the reference uses the same c).
+# op: (forward(x, c), input error(x, e, c)).
+CONST_OPS = {
+    "Add": (lambda x, c: x + c, lambda x, e, c: e),
+    "Sub": (lambda x, c: x - c, lambda x, e, c: e),
+    "Mul": (lambda x, c: x * c, lambda x, e, c: e * c),
+    "Div": (lambda x, c: x / c, lambda x, e, c: e / c),
+}
+# Elementwise ops of two activations of one shape: op: (forward(a, b), [error of a, error of b]).
+BINARY_OPS = {
+    "Mul": (lambda a, b: a * b, lambda a, b, e: [e * b, e * a]),
+    "Sub": (lambda a, b: a - b, lambda a, b, e: [e, -e]),
+    "Div": (lambda a, b: a / b, lambda a, b, e: [e / b, -e * a / (b * b)]),
+}
+SHAPE_OPS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze")
+
+
+# ----------------------------------------------------------------------------- normalisations
+
+def _eps(lay: G.Layer) -> float:
+    return float(lay.attr("epsilon", 1e-5))
+
+
+def bn_shape(x: np.ndarray) -> tuple:
+    """The shape broadcasting a per-channel vector over x (channels on axis 1)."""
+    return (1, -1) + (1,) * (x.ndim - 2)
+
+
+def layernorm(x: np.ndarray, w: tuple, lay: G.Layer) -> np.ndarray:
+    """LayerNorm over the last axis with (gamma, beta) = w."""
+    gamma, beta = w
+    xhat = (x - x.mean(axis=-1, keepdims=True)) / np.sqrt(x.var(axis=-1, keepdims=True) + _eps(lay))
+    return gamma * xhat + beta
+
+
+def layernorm_bwd(x: np.ndarray, e: np.ndarray, w: tuple, lay: G.Layer) -> np.ndarray:
+    """The input error of layernorm for the output error e."""
+    gamma, _beta = w
+    inv = 1.0 / np.sqrt(x.var(axis=-1, keepdims=True) + _eps(lay))
+    xhat = (x - x.mean(axis=-1, keepdims=True)) * inv
+    g_ = e * gamma
+    return inv * (g_ - g_.mean(axis=-1, keepdims=True) - xhat * (g_ * xhat).mean(axis=-1, keepdims=True))
+
+
+def batchnorm(x: np.ndarray, w: tuple, lay: G.Layer) -> np.ndarray:
+    """Training-mode BatchNorm over every axis but the channels (axis 1) with (gamma, beta) = w."""
+    gamma, beta = w
+    axes = tuple(a for a in range(x.ndim) if a != 1)
+    xhat = (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(x.var(axis=axes, keepdims=True) + _eps(lay))
+    return gamma.reshape(bn_shape(x)) * xhat + beta.reshape(bn_shape(x))
+
+
+def batchnorm_bwd(x: np.ndarray, e: np.ndarray, w: tuple, lay: G.Layer) -> np.ndarray:
+    """The input error of batchnorm for the output error e."""
+    gamma, _beta = w
+    axes = tuple(a for a in range(x.ndim) if a != 1)
+    inv = 1.0 / np.sqrt(x.var(axis=axes, keepdims=True) + _eps(lay))
+    xhat = (x - x.mean(axis=axes, keepdims=True)) * inv
+    return gamma.reshape(bn_shape(x)) * inv * (e - e.mean(axis=axes, keepdims=True)
+                                               - xhat * (e * xhat).mean(axis=axes, keepdims=True))
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis (NaN entries ignored for the maximum)."""
+    z = np.exp(x - np.max(np.where(np.isnan(x), -np.inf, x), axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+def softmax_bwd(x: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """The input error of softmax for the output error e."""
+    y = softmax(x)
+    return y * (e - (e * y).sum(axis=-1, keepdims=True))

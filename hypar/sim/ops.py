@@ -1,0 +1,184 @@
+"""Which kernel a layer runs: the layer classes the simulator knows (predicates on
+``hypar.graph.Layer``), and dispatch tables from class to forward value, input errors and weight
+gradient on whole arrays (or on a PE's shard of them)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from hypar import graph as G
+from hypar.sim.kernels import (BINARY_OPS, CONST_OPS, LOCAL, SHAPE_OPS, batchnorm, batchnorm_bwd, conv_backward,
+                               conv_forward, layernorm, layernorm_bwd, softmax, softmax_bwd)
+
+WEIGHTED_KINDS = (G.GEMM, G.CONV, G.EMBEDDING)
+
+
+def is_const_op(lay: G.Layer) -> bool:
+    """An elementwise op of one activation and one constant (run with a seeded scalar)."""
+    return lay.kind == G.ELEMENTWISE and lay.op in CONST_OPS and lay.attr("const_inputs") == 1 \
+        and len(lay.inputs) == 1
+
+
+def is_binary(lay: G.Layer) -> bool:
+    """Mul / Sub / Div of two activations."""
+    return lay.kind == G.BINARY and lay.op in BINARY_OPS and len(lay.inputs) == 2 and not lay.attr("const_inputs")
+
+
+def is_shape_op(lay: G.Layer) -> bool:
+    """Reshape / Transpose / (Un)Squeeze with a recorded output shape (and perm)."""
+    return lay.kind == G.RESHAPE and lay.op in SHAPE_OPS and lay.attr("shape") is not None and len(lay.inputs) == 1 \
+        and (lay.op != "Transpose" or lay.attr("perm") is not None)
+
+
+def is_split(lay: G.Layer) -> bool:
+    """A Split with recorded sizes."""
+    return lay.kind == G.SPLIT and lay.op == "Split" and lay.attr("split") is not None and len(lay.inputs) == 1
+
+
+def is_layernorm(lay: G.Layer) -> bool:
+    """LayerNormalization of one activation."""
+    return lay.kind == G.FEATURENORM and lay.op == "LayerNormalization" and len(lay.inputs) == 1
+
+
+def is_softmax(lay: G.Layer) -> bool:
+    """Softmax of one activation."""
+    return lay.kind == G.SOFTMAX and lay.op == "Softmax" and len(lay.inputs) == 1
+
+
+def is_add(lay: G.Layer) -> bool:
+    """Add / Sum of activations (a residual join)."""
+    return lay.kind == G.BINARY and lay.op in ("Add", "Sum") and not lay.attr("const_inputs")
+
+
+def is_unary(lay: G.Layer) -> bool:
+    """One of the ``kernels.LOCAL`` ops on one activation."""
+    if lay.op not in LOCAL or lay.attr("const_inputs") or len(lay.inputs) != 1:
+        return False
+    return lay.op != "Flatten" or lay.attr("axis", 1) == 1
+
+
+def is_bn(lay: G.Layer) -> bool:
+    """BatchNormalization."""
+    return lay.kind == G.BATCHNORM and lay.op == "BatchNormalization"
+
+
+def is_chain_op(lay: G.Layer) -> bool:
+    """A single-input op that may run folded on either side of a conversion."""
+    return is_unary(lay) or is_bn(lay) or is_const_op(lay) or is_shape_op(lay) or is_layernorm(lay) \
+        or is_softmax(lay)
+
+
+def changes_shape(lay: G.Layer) -> bool:
+    """Does the op's output have another shape than its input (pooling, flatten, reshape)."""
+    if lay.op in LOCAL:
+        return LOCAL[lay.op][2]
+    return is_shape_op(lay)
+
+
+def split_slice(lay: G.Layer, ndim: int, out: str) -> tuple:
+    """The index of output ``out`` of a Split inside its input."""
+    axis = int(lay.attr("axis", 0)) % ndim
+    sizes = list(lay.attr("split"))
+    k = list(lay.outputs).index(out)
+    start = sum(sizes[:k])
+    return tuple(slice(start, start + sizes[k]) if a == axis else slice(None) for a in range(ndim))
+
+
+# The layer classes, tried in this order (the first that matches wins); "local" otherwise.
+CLASSES: tuple[tuple[str, Callable[[G.Layer], bool]], ...] = (
+    ("gemm", lambda l: l.kind == G.GEMM),
+    ("conv", lambda l: l.kind == G.CONV),
+    ("add", is_add),
+    ("embedding", lambda l: l.kind == G.EMBEDDING),
+    ("matmul_act", lambda l: l.kind == G.MATMUL_ACT),
+    ("const", is_const_op),
+    ("binary", is_binary),
+    ("shape", is_shape_op),
+    ("layernorm", is_layernorm),
+    ("softmax", is_softmax),
+    ("batchnorm", lambda l: l.kind == G.BATCHNORM),
+)
+
+
+def op_class(lay: G.Layer) -> str:
+    """The name of the first class in ``CLASSES`` the layer belongs to, else "local"."""
+    for name, test in CLASSES:
+        if test(lay):
+            return name
+    return "local"
+
+
+def _reshape(lay: G.Layer, xs: list, w) -> np.ndarray:
+    if lay.op == "Transpose":
+        return np.transpose(xs[0], lay.attr("perm"))
+    return xs[0].reshape(lay.attr("shape"))
+
+
+def _reshape_bwd(lay: G.Layer, xs: list, e: np.ndarray, w) -> list:
+    if lay.op == "Transpose":
+        return [np.transpose(e, np.argsort(lay.attr("perm")))]
+    return [e.reshape(xs[0].shape)]
+
+
+def _sum(lay: G.Layer, xs: list, w) -> np.ndarray:
+    out = xs[0]
+    for x in xs[1:]:
+        out = out + x
+    return out
+
+
+# class -> forward(layer, input arrays, parameters) -> output array
+FORWARD: dict[str, Callable] = {
+    "gemm": lambda lay, xs, w: xs[0] @ w,
+    "conv": lambda lay, xs, w: conv_forward(xs[0], w, lay),
+    "add": _sum,
+    "embedding": lambda lay, xs, w: w[xs[0].astype(int)],
+    "matmul_act": lambda lay, xs, w: xs[0] @ xs[1],
+    "const": lambda lay, xs, w: CONST_OPS[lay.op][0](xs[0], w),
+    "binary": lambda lay, xs, w: BINARY_OPS[lay.op][0](xs[0], xs[1]),
+    "shape": _reshape,
+    "layernorm": lambda lay, xs, w: layernorm(xs[0], w, lay),
+    "softmax": lambda lay, xs, w: softmax(xs[0]),
+    "batchnorm": lambda lay, xs, w: batchnorm(xs[0], w, lay),
+    "local": lambda lay, xs, w: LOCAL[lay.op][0](xs[0], lay),
+}
+
+# class -> backward(layer, input arrays, output error, parameters) -> [error of each input]
+BACKWARD: dict[str, Callable] = {
+    "gemm": lambda lay, xs, e, w: [e @ w.T],
+    "conv": lambda lay, xs, e, w: [conv_backward(xs[0], w, e, lay)[1]],
+    "add": lambda lay, xs, e, w: [e for _ in xs],
+    "embedding": lambda lay, xs, e, w: [np.zeros_like(xs[0])],          # token ids take no error
+    "matmul_act": lambda lay, xs, e, w: [e @ np.swapaxes(xs[1], -1, -2), np.swapaxes(xs[0], -1, -2) @ e],
+    "const": lambda lay, xs, e, w: [CONST_OPS[lay.op][1](xs[0], e, w)],
+    "binary": lambda lay, xs, e, w: BINARY_OPS[lay.op][1](xs[0], xs[1], e),
+    "shape": _reshape_bwd,
+    "layernorm": lambda lay, xs, e, w: [layernorm_bwd(xs[0], e, w, lay)],
+    "softmax": lambda lay, xs, e, w: [softmax_bwd(xs[0], e)],
+    "batchnorm": lambda lay, xs, e, w: [batchnorm_bwd(xs[0], e, w, lay)],
+    "local": lambda lay, xs, e, w: [LOCAL[lay.op][1](xs[0], e, lay)],
+}
+
+
+def forward_op(lay: G.Layer, xs: list, w) -> np.ndarray:
+    """The layer's output for input arrays ``xs`` and parameters ``w`` (not for a Split)."""
+    return FORWARD[op_class(lay)](lay, xs, w)
+
+
+def backward_op(lay: G.Layer, xs: list, e_out: np.ndarray, w) -> list:
+    """Errors of the inputs (a local operation: works on shards and on partial sums alike)."""
+    return BACKWARD[op_class(lay)](lay, xs, e_out, w)
+
+
+def weight_grad(lay: G.Layer, x: np.ndarray, e: np.ndarray, vocab: int = 0) -> np.ndarray:
+    """dW of a weighted layer (GEMM, Conv, embedding with ``vocab`` rows) for input x and output
+    error e."""
+    if lay.kind == G.CONV:
+        return conv_backward(x, np.zeros((x.shape[1], e.shape[1]) + tuple(lay.kernel)), e, lay)[0]
+    if lay.kind == G.EMBEDDING:
+        dw = np.zeros((vocab, e.shape[-1]))
+        np.add.at(dw, x.astype(int).ravel(), e.reshape(-1, e.shape[-1]))
+        return dw
+    return np.tensordot(x, e, axes=(tuple(range(x.ndim - 1)), tuple(range(e.ndim - 1))))
