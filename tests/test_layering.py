@@ -87,3 +87,14 @@ def test_imports_flow_down(path):
         elif top in OWNER and OWNER[top] != here:
             wrong.append(f"line {line}: {mod} is imported only in hypar/{OWNER[top]}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_files_and_functions_are_short():
+    """Issue 9's limits: no file in hypar/ over 500 lines, no function over 80
+    (scripts/code_shape.py lists what is over)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("code_shape", ROOT / "scripts" / "code_shape.py")
+    shape = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shape)
+    assert shape.over_limits(SOURCES) == []
