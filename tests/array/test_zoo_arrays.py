@@ -21,6 +21,7 @@ def test_shipped_configs_and_zoo_are_present():
     assert len(MODELS) >= 15
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", CONFIGS, ids=os.path.basename)
 def test_every_zoo_model_evaluates_on_config(config):
     arr = load_array(config)

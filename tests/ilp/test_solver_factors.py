@@ -245,6 +245,7 @@ def factor_dags(draw, memory=True, base=None):
     return p
 
 
+@pytest.mark.slow
 @settings(max_examples=150, **SETTINGS)
 @given(factor_dags())
 def test_factor_dag_ilp_equals_brute(p):
@@ -259,6 +260,7 @@ def test_factor_dag_mip_path_equals_brute(p):
         check_ilp_equals_brute(p, proven=False)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif("cbc" not in available_backends(), reason="CBC not installed")
 @settings(max_examples=40, **SETTINGS)
 @given(factor_dags())

@@ -138,6 +138,7 @@ def test_chain_ilp_equals_dp_equals_brute(p):
     assert dp.objective == p.objective(dp.assignment)
 
 
+@pytest.mark.slow
 @settings(max_examples=150, **SETTINGS)
 @given(dags())
 def test_dag_ilp_equals_brute(p):

@@ -20,7 +20,8 @@ def _same_text(expected: str, actual: str, what: str) -> None:
         pytest.fail(f"{what} differs from the golden file:\n{diff[:4000]}")
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.startswith("gpt2") else n
+                                  for n in sorted(CASES)])
 def test_plan_matches_golden(name):
     _same_text(golden_path(name).read_text(), golden_text(name), f"plan {name}")
 

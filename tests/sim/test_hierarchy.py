@@ -34,6 +34,9 @@ import pytest
 from hypar.sim.hierarchy import (COLS, FULL, NESTINGS, PARTIAL, ROWS, SHARDS, SOURCES, TARGETS, Mesh,
                                  axis_block, closed_form, execute, information_bound)
 
+# Every layout pair on five meshes: thousands of small cases, ~50 s in all.
+pytestmark = pytest.mark.slow
+
 FANOUTS = [(2, 2), (3, 2), (2, 3), (4, 2), (2, 2, 2)]
 CODE = {"b": ROWS, "f": COLS, "r": FULL, "p": PARTIAL}
 LETTER = {v: k for k, v in CODE.items()}

@@ -39,6 +39,7 @@ def test_markdown_tables(results):
     assert "| broken | pes-8 | 8 | ModelLoadError" in md or "| broken | pes-8 |" in md
 
 
+@pytest.mark.slow
 def test_report_writes_markdown_and_pngs(results):
     pytest.importorskip("matplotlib")
     written = rp.write_report(str(results))

@@ -186,6 +186,7 @@ def _start_slow_sweep(args, out, stderr):
     return proc
 
 
+@pytest.mark.slow
 def test_killed_sweep_loses_no_row_and_computes_none_twice(tmp_path):
     out = tmp_path / "out"
     args = ["sweep", LENET, CNN, "--pes", "4", "--batch", "4,8,16", "-o", str(out), "-q"]
@@ -281,6 +282,7 @@ def _children(pid: int) -> list[int]:
 
 @pytest.mark.skipif(not os.path.isdir("/proc") or multiprocessing.get_start_method() != "fork",
                     reason="needs /proc and forked workers")
+@pytest.mark.slow
 def test_killed_parallel_sweep_leaves_no_worker_and_no_lock(tmp_path):
     out = tmp_path / "out"
     args = ["sweep", LENET, CNN, "--pes", "4", "--batch", "4,8,16", "--jobs", "2", "-o", str(out), "-q"]
