@@ -66,9 +66,19 @@ class HighsSolver(pulp.HiGHS):  # type: ignore[misc,valid-type]
       out integral, that vertex is optimal for the ILP as well — true for every chain and tree,
       where the marginal (local) polytope is integral. Otherwise the MIP runs as usual.
     - ``warm_start``: the values set on the variables (``setInitialValue``) seed the MIP.
+      Nothing else does: the relaxation's solution is cleared before the MIP runs.
+    - A MIP start is checked after the run (:func:`_plan_within_gap`): when the plan HiGHS
+      returns costs more than its dual bound allows, the MIP runs again without the start.
 
     Status is reported like PuLP's HiGHS: (Optimal, Optimal) when proven; (Optimal,
     IntegerFeasible) when stopped with a plan; (NotSolved, NoSolutionFound) otherwise.
+
+    Why the start is guarded (HiGHS 1.16): a MIP start is mapped into the presolved model,
+    where presolve's dual reductions (valid for *an* optimum, not for every feasible point) may
+    give it a lower objective than it has. HiGHS then takes that lower value as its primal bound
+    but keeps the unreduced start as the plan it returns; when the dual bound meets the lower
+    value it stops with "Optimal" and hands back the start, which is not optimal. Seen on a
+    7-node level with a memory row used exactly to its cap (tests/ilp/test_mip_start.py).
     """
 
     def __init__(self, *args, warm_start: bool = False, lp_first: bool = True, **kwargs):
@@ -77,6 +87,7 @@ class HighsSolver(pulp.HiGHS):  # type: ignore[misc,valid-type]
         self.lp_first = lp_first
         self.lp_first_integral: bool | None = None       # for inspection and tests
         self.error: str | None = None                    # why HiGHS gave up, if it failed
+        self.restarted_without_start = False             # the MIP start was dropped
 
     def actualSolve(self, lp, **kwargs):  # noqa: N802 - PuLP's name
         """Solve ``lp`` (a pulp.LpProblem); returns and assigns PuLP's status."""
@@ -97,6 +108,10 @@ class HighsSolver(pulp.HiGHS):  # type: ignore[misc,valid-type]
             status = self._solve_relaxation(h, lp, variables, ints)
             if status is not None:
                 return status
+            # HiGHS keeps the relaxation's (fractional) solution and would take it as a MIP
+            # start: completed by a sub-MIP, then subject to the start defect described in the
+            # class docstring. Only ``warm_start`` may seed the MIP.
+            h.clearSolver()
             h.setOptionValue("presolve", "choose")
             if self.timeLimit is not None:
                 left = self.timeLimit - (time.perf_counter() - started)
@@ -139,11 +154,31 @@ class HighsSolver(pulp.HiGHS):  # type: ignore[misc,valid-type]
             start = np.array([v.varValue if v.varValue is not None else 0.0
                               for v in variables], float)
             h.setSolution(n, np.arange(n, dtype=np.int32), start)
+        started = time.perf_counter()
         if h.run() == highspy.HighsStatus.kError:
             self.error = h.modelStatusToString(h.getModelStatus())
         status = h.getModelStatus()
         has_plan = h.getInfo().primal_solution_status == 2        # kSolutionStatusFeasible
         col = np.asarray(h.getSolution().col_value) if has_plan else None
+        proven = status == model.kOptimal and has_plan and len(ints) > 0
+        if self.warm_start and proven and not _plan_within_gap(h, col):
+            # The start was mishandled (class docstring): "Optimal" with a plan that costs
+            # more than the dual bound. Solve again from scratch; the caller still holds the
+            # start as its fallback plan.
+            self.restarted_without_start = True
+            left = _option(h, "time_limit") - (time.perf_counter() - started)
+            h.clearSolver()
+            h.setOptionValue("time_limit", max(left, 1e-3))
+            if h.run() == highspy.HighsStatus.kError:
+                self.error = h.modelStatusToString(h.getModelStatus())
+            status = h.getModelStatus()
+            has_plan = h.getInfo().primal_solution_status == 2
+            col = np.asarray(h.getSolution().col_value) if has_plan else None
+            proven = status == model.kOptimal and has_plan
+        if proven and not _plan_within_gap(h, col):
+            # Never report a plan as optimal that HiGHS's own dual bound does not prove.
+            return _finish(lp, variables, col, pulp.LpStatusOptimal,
+                           pulp.LpSolutionIntegerFeasible)
         if status == model.kOptimal:
             return _finish(lp, variables, col, pulp.LpStatusOptimal, pulp.LpSolutionOptimal)
         if status in (model.kInfeasible, model.kUnboundedOrInfeasible):
@@ -154,6 +189,31 @@ class HighsSolver(pulp.HiGHS):  # type: ignore[misc,valid-type]
                            pulp.LpSolutionIntegerFeasible)
         return _finish(lp, variables, None, pulp.LpStatusNotSolved,
                        pulp.LpSolutionNoSolutionFound)
+
+
+#: Slack of :func:`_plan_within_gap` beyond the MIP gaps, relative to the objective (float
+#: noise of a plan's continuous columns).
+PLAN_BOUND_RTOL = 1e-9
+
+
+def _option(h, name: str) -> float:
+    """A numeric HiGHS option's value (highspy returns (status, value))."""
+    value = h.getOptionValue(name)
+    return float(value[1] if isinstance(value, tuple) else value)
+
+
+def _plan_within_gap(h, col: np.ndarray) -> bool:
+    """True when the plan ``col``, costed on the model itself, is within HiGHS's MIP gaps of
+    its dual bound, as a plan reported "Optimal" must be.
+
+    Costed here, not read from HiGHS's objective value: after a mishandled MIP start that value
+    belongs to another point than ``col`` (see :class:`HighsSolver`).
+    """
+    model = h.getLp()
+    objective = float(np.dot(np.asarray(model.col_cost_), col)) + float(model.offset_)
+    bound = float(h.getInfo().mip_dual_bound)
+    allowed = max(_option(h, "mip_abs_gap"), _option(h, "mip_rel_gap") * abs(objective))
+    return objective - bound <= allowed + PLAN_BOUND_RTOL * max(1.0, abs(objective))
 
 
 def _load_model(h, lp, variables) -> None:
