@@ -101,10 +101,12 @@ class Layer:
 
     @property
     def weighted(self) -> bool:
+        """True for a layer with a trainable weight (conv, gemm, embedding)."""
         return self.kind in WEIGHTED_KINDS
 
     @property
     def decision(self) -> bool:
+        """True for a layer whose partition type the search decides (weighted or attention MatMul)."""
         return self.kind in DECISION_KINDS
 
     @property
@@ -113,6 +115,7 @@ class Layer:
         return self.weight_elements + self.bias_elements
 
     def attr(self, key: str, default: object = None) -> object:
+        """The ONNX attribute ``key`` of the layer's node, ``default`` when absent."""
         for k, v in self.attrs:
             if k == key:
                 return v
@@ -148,6 +151,7 @@ def topo_layers(g: nx.DiGraph) -> list[str]:
 
 
 def layer(g: nx.DiGraph, name: str) -> Layer:
+    """The :class:`Layer` of node ``name`` (KeyError when ``g`` has no such node)."""
     return g.nodes[name]["layer"]
 
 
@@ -157,4 +161,5 @@ def decision_layers(g: nx.DiGraph) -> list[str]:
 
 
 def weighted_layers(g: nx.DiGraph) -> list[str]:
+    """Weighted-layer names in deterministic topological order."""
     return [n for n in topo_layers(g) if layer(g, n).weighted]

@@ -385,6 +385,7 @@ class Execution:
 
     @property
     def total(self) -> tuple[int, ...]:
+        """Elements per level (top first) of the order plus the fix-up to the target layout."""
         return tuple(a + b for a, b in zip(self.order, self.fixup))
 
 
