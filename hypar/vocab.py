@@ -58,6 +58,13 @@ class Search(Vocab):
     JOINT = "joint"     # all levels in one exact problem, when small enough
 
 
+class Convention(Vocab):
+    """How traffic on arrays with several levels is priced (SPEC.md §3 "Several levels")."""
+
+    HIERARCHICAL = "hierarchical"   # what an execution with hierarchical collectives sends (default)
+    REFERENCE = "reference"         # the papers' code: each level in the consuming layer's view
+
+
 class Method(Vocab):
     """What solves one level problem."""
 

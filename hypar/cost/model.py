@@ -32,6 +32,7 @@ from hypar.cost.price import OBJECTIVES, ZERO, Cost, collective_cost
 from hypar.cost.sharing import share_conversions
 from hypar.cost.strategies import FULL, NodeModel, macs_view, quantity, tensor_view, weight_view
 from hypar.cost.structure import SPACES, EdgeModel, Structure
+from hypar.vocab import Convention, parse
 
 __all__ = ["OBJECTIVES", "SPACES", "Cost", "CostModel", "Evaluation"]
 
@@ -48,12 +49,14 @@ class CostModel:
     """Costs of assignments of a layer graph on a PE array in one partition space.
 
     ``g``: the layer graph; ``array``: the PE array; ``space``: one of :data:`SPACES` (ValueError
-    otherwise). The kept nodes and their edges are :attr:`structure` (a :class:`Structure`);
+    otherwise); ``convention``: how several levels are priced, a :class:`hypar.vocab.Convention`
+    value (ValueError otherwise). The kept nodes and their edges are :attr:`structure` (a :class:`Structure`);
     ``names``, ``index``, ``nodes``, ``edges``, ``in_edges`` and :meth:`kept_sources` read it.
     Costs are memoised per model: build a new model after changing the graph or array.
     """
 
-    def __init__(self, g, array: PEArray, space: str = "accpar"):
+    def __init__(self, g, array: PEArray, space: str = "accpar", convention: str = "reference"):
+        self.convention = parse(Convention, convention)
         self.structure = Structure(g, space)
         self.array = array
         self.n_levels = array.n_levels
