@@ -46,7 +46,8 @@ def plan_summary(plan: dict) -> str:
     s = plan["solver"]
     lines = [
         f"model {plan['model']['name']}  batch {plan['batch']}  array {arr['name']} ({arr['n_pes']} PEs, levels {fan})",
-        f"objective {plan['objective']}  space {plan['space']}  search {plan['search']}  "
+        f"objective {plan['objective']}  space {plan['space']}  convention {plan.get('convention', 'reference')}  "
+        f"search {plan['search']}  "
         f"solver {s['backend']} ({s['status']}, {s['level_solves']} level solves)",
         "",
         layer_map(plan["layers"]),
