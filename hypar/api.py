@@ -73,18 +73,20 @@ def _paper_baseline(model: CostModel, which: Baseline, objective: Objective, set
 
 
 def _solver_record(settings: SolverSettings, log: SearchLog, found: dict) -> dict:
-    """The plan's ``solver`` field: how it was solved, the status and the solve counts."""
+    """The plan's ``solver`` field: how it was solved, the status, what the search reached (a
+    :class:`hypar.vocab.Reached`), whether and why the joint problem was skipped, and the solve
+    counts."""
     return {"method": settings.method,
             "backend": settings.backend if settings.method == "ilp" else settings.method,
-            "status": log.status, "gap": settings.gap, "time_limit_s": settings.time_limit_s,
-            "level_solves": len(log.solves),
+            "status": log.status, "reached": found["reached"], "gap": settings.gap,
+            "time_limit_s": settings.time_limit_s, "level_solves": len(log.solves),
             "n_variables_max": max((s["n_variables"] for s in log.solves), default=0),
-            "joint_skipped": found["joint_skipped"],
+            "joint_skipped": found["joint_skipped"], "joint_skipped_why": found["joint_skipped_why"],
             "solve_wall_s": round(sum(s["wall_s"] for s in log.solves), 6)}
 
 
 def partition(model_path: str, array: PEArray, *, batch: int | None = None, objective: Objective | str = "time",
-              space: Space | str = "full", search_how: Search | str = "refine",
+              space: Space | str = "full", search_how: Search | str = Search.AUTO,
               convention: Convention | str = Convention.HIERARCHICAL, settings: SolverSettings = SolverSettings(),
               progress: Progress = None, graph=None) -> dict:
     """Partition ``model_path`` (or the layer graph ``graph``, recorded under that path) over

@@ -130,9 +130,11 @@ def _search_options(f):
     """--objective / --space / --search / --convention of hypar's own plan, shared by partition and
     sweep."""
     f = _convention_option(read_back=False)(f)
-    f = click.option("--search", "search_how", type=click.Choice(Search.values()), default="refine",
-                     show_default=True, help="greedy: top level first (the papers); refine: re-solve levels "
-                     "until nothing improves; joint: all levels in one ILP where small enough.")(f)
+    f = click.option("--search", "search_how", type=click.Choice(Search.values()), default=Search.AUTO.value,
+                     show_default=True, help="auto: refine, then joint where the joint problem fits "
+                     "(the plan says which it reached); greedy: top level first (the papers); refine: re-solve "
+                     "one level at a time until nothing improves; joint: refine, then all levels in one ILP "
+                     "where small enough.")(f)
     f = click.option("--space", type=click.Choice(Space.values()), default="full", show_default=True,
                      help="hypar: types I/II; accpar: I/II/III; full: also the layouts of non-weighted nodes.")(f)
     f = click.option("--objective", type=click.Choice(Objective.values()), default="time",

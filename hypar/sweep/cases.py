@@ -138,8 +138,8 @@ def zoo_models(directory: str | None = None) -> list[str]:
 
 
 def make_cases(models: Iterable[str], arrays: Iterable[ArraySpec], batches: Iterable[int | None] = (None,), *,
-               objective: Objective | str = "time", space: Space | str = "full", search_how: Search | str = "refine",
-               convention: Convention | str = Convention.HIERARCHICAL,
+               objective: Objective | str = "time", space: Space | str = "full",
+               search_how: Search | str = Search.AUTO, convention: Convention | str = Convention.HIERARCHICAL,
                settings: SolverSettings | None = None) -> list[Case]:
     """Every (model, array, batch) case in a fixed order: models as given, then arrays, then
     batches; a repeated case once. SweepError for an unknown objective, space, search or

@@ -76,7 +76,7 @@ def run_sweep(cases: list[Case], out_dir: str, *, jobs: int = 1, executor: str =
 
 def sweep(models: Iterable[str], out_dir: str, *, pes: Iterable[int] = (), arrays: Iterable[str] = (),
           batches: Iterable[int | None] = (None,), objective: Objective | str = "time",
-          space: Space | str = "full", search_how: Search | str = "refine",
+          space: Space | str = "full", search_how: Search | str = Search.AUTO,
           convention: Convention | str = Convention.HIERARCHICAL, settings: SolverSettings | None = None,
           jobs: int = 1, executor: str = "local", scheduler=None, progress: Progress = None,
           retry_errors: bool = False) -> SweepSummary:
