@@ -260,10 +260,35 @@ def _solve_joint(model: CostModel, objective: Objective, settings: SolverSetting
     inc = None
     if incumbent is not None:
         inc = tuple(choices[i].index(tuple(incumbent[i])) for i in range(len(incumbent)))
-    sol = solve_level(prob, settings, incumbent=inc)
+    return _joint_result(choices, solve_level(prob, settings, incumbent=inc), log)
+
+
+def _joint_result(choices: list[list[tuple]], sol: LevelSolution, log: SearchLog | None) -> tuple[list[tuple], str]:
+    """A joint solve's plan (each node's chosen full tuple) and status, recorded in ``log``."""
     if log is not None:
         log.record("joint", None, sol)
     return [choices[i][sol.assignment[i]] for i in range(len(choices))], sol.status
+
+
+def _is_chain(model: CostModel) -> bool:
+    """True when the model's edges are exactly (0, 1), (1, 2), ... (a chain, no fan-out)."""
+    pairs = sorted((e.p, e.c) for e in model.edges)
+    return pairs == [(i, i + 1) for i in range(len(model.nodes) - 1)]
+
+
+def _solve_joint_chain(model: CostModel, objective: Objective, settings: SolverSettings,
+                       log: SearchLog | None) -> tuple[list[tuple], str] | None:
+    """The joint problem of a chain solved exactly by the chain DP, whose work grows with the pair
+    count far slower than the ILP's: None unless ``model`` is a chain with no memory cap and
+    :func:`joint_size` at most ``settings.joint_dp_max_pairs``."""
+    if settings.memory_cap_bytes is not None or not _is_chain(model):
+        return None
+    if joint_size(model) > settings.joint_dp_max_pairs:
+        return None
+    prob = model.joint_problem(objective)
+    if not prob.is_chain():
+        return None
+    return _joint_result(model.joint_choices(), solve_chain_dp(prob), log)
 
 
 def joint(model: CostModel, objective: Objective, settings: SolverSettings, log: SearchLog | None = None,
@@ -277,14 +302,19 @@ def joint(model: CostModel, objective: Objective, settings: SolverSettings, log:
 def _after_refine(model: CostModel, how: Search, objective: Objective, settings: SolverSettings, log: SearchLog,
                   plan: list[tuple], reached: Reached) -> tuple[list[tuple], Reached, str | None]:
     """The joint step of ``joint`` and ``auto`` after refine's ``plan``: the joint problem where it
-    fits, kept when its exact evaluation is not worse; returns (plan, what it reached, why joint
-    was skipped or None). Under ``auto`` a failing joint solve keeps refine's plan (the reason
-    says why); under ``joint`` it raises."""
+    fits (``auto`` also solves a chain's by DP beyond the ILP's limit), kept when its exact
+    evaluation is not worse; returns (plan, what it reached, why joint was skipped or None).
+    Under ``auto`` a failing joint solve keeps refine's plan (the reason says why); under
+    ``joint`` it raises."""
     why = joint_skip_reason(model, settings)
-    if why is not None:
-        return plan, reached, why
     try:
-        found, status = _solve_joint(model, objective, settings, log, incumbent=plan)
+        if why is None:
+            found, status = _solve_joint(model, objective, settings, log, incumbent=plan)
+        else:
+            by_dp = _solve_joint_chain(model, objective, settings, log) if how == Search.AUTO else None
+            if by_dp is None:
+                return plan, reached, why
+            found, status = by_dp
     except SolverError as exc:
         if how != Search.AUTO:
             raise
@@ -307,8 +337,9 @@ def search(model: CostModel, how: Search, objective: Objective, settings: Solver
     what the plan is known to be), "joint_skipped" (True when joint was wanted but not solved;
     refine's plan is used), "joint_skipped_why" (the reason, else None) and "search_seconds".
     ``joint`` and ``auto`` both refine first and then solve the joint problem where
-    :func:`joint_size` fits ``settings.joint_max_pairs``; ``auto`` also survives a failing joint
-    solve (SolverError) by keeping refine's plan.
+    :func:`joint_size` fits ``settings.joint_max_pairs``; ``auto`` also solves a chain's joint
+    problem by DP up to ``settings.joint_dp_max_pairs`` and survives a failing joint solve
+    (SolverError) by keeping refine's plan.
     """
     depth = _DEPTH[how]
     log = log or SearchLog()

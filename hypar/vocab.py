@@ -53,7 +53,7 @@ class Space(Vocab):
 class Search(Vocab):
     """How the levels are searched. The default comes first."""
 
-    AUTO = "auto"       # refine, then joint where it fits (the better plan); a failing joint keeps refine's
+    AUTO = "auto"       # refine, then joint where computable (chains: by DP past the ILP's limit); the better
     GREEDY = "greedy"   # top level first, never revisited (the papers)
     REFINE = "refine"   # re-solve one level at a time while anything improves
     JOINT = "joint"     # all levels in one exact problem, when small enough

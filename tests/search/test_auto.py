@@ -17,7 +17,7 @@ from hypar.array import array_from_levels
 from hypar.cost import CostModel
 from hypar.errors import SolverError
 from hypar.search import SolverSettings, joint_size, search
-from hypar.synthetic import gemm_chain
+from hypar.synthetic import gemm_chain, random_dag
 from hypar.vocab import Convention, Reached, Search
 
 SET = SolverSettings()
@@ -69,9 +69,29 @@ def test_auto_equals_the_brute_force_optimum_on_small_chains(dims, batch, object
     assert math.isclose(value(model, found["plan"], objective), optimum(model, objective), rel_tol=1e-9)
 
 
+def test_auto_solves_a_chains_joint_problem_by_dp_past_the_ilps_limit():
+    model = chain_model()
+    no_ilp = SolverSettings(joint_max_pairs=10)
+    auto = search(model, Search.AUTO, "comm", no_ilp)
+    assert auto["reached"] is Reached.JOINT_OPTIMAL and auto["joint_skipped"] is False
+    assert math.isclose(value(model, auto["plan"]), optimum(model), rel_tol=1e-12)
+    # joint keeps its meaning: the ILP where small enough, else refine's plan
+    joint = search(model, Search.JOINT, "comm", no_ilp)
+    assert joint["joint_skipped"] is True and joint["reached"] is Reached.REFINE_FIXPOINT
+
+
+def test_no_dp_for_a_dag_or_under_a_memory_cap():
+    dag = CostModel(random_dag(4, seed=5, batch=32, width_choices=(64,), skip_prob=1.0), array_from_levels([2, 2]),
+                    "accpar")
+    assert [(e.p, e.c) for e in dag.edges] != [(i, i + 1) for i in range(len(dag.nodes) - 1)]
+    assert search(dag, Search.AUTO, "comm", SolverSettings(joint_max_pairs=10))["joint_skipped"] is True
+    capped = SolverSettings(joint_max_pairs=10, memory_cap_gb=1e3)
+    assert search(chain_model(), Search.AUTO, "comm", capped)["joint_skipped"] is True
+
+
 def test_too_large_joint_keeps_refines_plan_and_says_why():
     model = chain_model()
-    tiny = SolverSettings(joint_max_pairs=10)
+    tiny = SolverSettings(joint_max_pairs=10, joint_dp_max_pairs=10)
     auto = search(model, Search.AUTO, "comm", tiny)
     refined = search(model, Search.REFINE, "comm", tiny)
     assert auto["plan"] == refined["plan"] and auto["reached"] is Reached.REFINE_FIXPOINT
@@ -112,6 +132,6 @@ def test_partition_records_what_the_default_search_reached():
     assert solver["reached"] == "joint-optimal" and solver["joint_skipped"] is False
     assert solver["joint_skipped_why"] is None
     small = api.partition("models/lenet.onnx", api.resolve_array(levels="2,2"), objective="comm",
-                          settings=SolverSettings(joint_max_pairs=1))
+                          settings=SolverSettings(joint_max_pairs=1, joint_dp_max_pairs=1))
     assert small["solver"]["reached"] in ("refine-fixpoint", "refine-stopped")
     assert small["solver"]["joint_skipped_why"].startswith("the joint problem needs ")
