@@ -131,10 +131,10 @@ def _search_options(f):
     sweep."""
     f = _convention_option(read_back=False)(f)
     f = click.option("--search", "search_how", type=click.Choice(Search.values()), default=Search.AUTO.value,
-                     show_default=True, help="auto: refine, then joint where the joint problem fits "
-                     "(the plan says which it reached); greedy: top level first (the papers); refine: re-solve "
-                     "one level at a time until nothing improves; joint: refine, then all levels in one ILP "
-                     "where small enough.")(f)
+                     show_default=True, help="auto: refine, then the joint problem where it is computable "
+                     "(the ILP where small enough, chains also by DP; the plan says what it reached); greedy: "
+                     "top level first (the papers); refine: re-solve one level at a time until nothing improves; "
+                     "joint: refine, then all levels in one ILP where small enough.")(f)
     f = click.option("--space", type=click.Choice(Space.values()), default="full", show_default=True,
                      help="hypar: types I/II; accpar: I/II/III; full: also the layouts of non-weighted nodes.")(f)
     f = click.option("--objective", type=click.Choice(Objective.values()), default="time",
@@ -287,7 +287,7 @@ def evaluate_cmd(model, plan_path, baseline, array_path, pes, levels, batch, spa
     if as_json:
         click.echo(json.dumps({"totals": totals, "layers": rows}, indent=1))
     else:
-        click.echo(evaluation_summary(rows, totals, model_.n_levels))
+        click.echo(evaluation_summary(rows, totals, model_.n_levels, model_.convention))
 
 
 def _int_list(ctx, param, value) -> list[int]:

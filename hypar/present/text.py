@@ -75,8 +75,8 @@ def plan_summary(plan: dict) -> str:
     return "\n".join(lines)
 
 
-def evaluation_summary(rows: list[dict], totals: dict, n_levels: int) -> str:
-    """Per-layer, per-level communication and the totals."""
+def evaluation_summary(rows: list[dict], totals: dict, n_levels: int, convention: str | None = None) -> str:
+    """Per-layer, per-level communication and the totals (and, when given, the pricing convention)."""
     w = max([len(r["name"]) for r in rows] + [5])
     head = (f"{'layer':<{w}}  {'types':<{4 * n_levels + 2}}" + "".join(f"{'L' + str(h) + ' bytes':>12}" for h in range(n_levels))
             + f"{'compute':>11}{'time':>11}{'mem/PE':>11}")
@@ -87,7 +87,7 @@ def evaluation_summary(rows: list[dict], totals: dict, n_levels: int) -> str:
                    f"{si(r['compute_s'], 's'):>11}{si(r['time_s'], 's'):>11}{si(r['mem_bytes_per_pe'], 'B'):>11}")
     out.append("")
     out.append("total: " + totals_line(totals))
-    return "\n".join(out)
+    return "\n".join(([f"priced under convention {convention}"] if convention else []) + out)
 
 
 def sweep_summary(total: int, computed: int, errors: int, skipped: int, seconds: float, results_file: str) -> str:

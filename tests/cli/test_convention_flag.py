@@ -44,6 +44,9 @@ def test_partition_records_it_and_evaluate_reads_it_back(cli_run, tmp_path, conv
     res = cli_run("evaluate", LENET, "--plan", out, "--json")
     assert res.exit_code == 0, res.stderr
     assert json.loads(res.stdout)["totals"]["comm_bytes"] == pytest.approx(plan["totals"]["comm_bytes"], rel=1e-11)
+    assert cli_run("evaluate", LENET, "--plan", out).stdout.splitlines()[0] == f"priced under convention {convention}"
+    res = cli_run("evaluate", LENET, "--baseline", "data", "--levels", "2,2", "--convention", "reference")
+    assert res.stdout.splitlines()[0] == "priced under convention reference"
 
 
 def test_partition_defaults_to_hierarchical(cli_run):
