@@ -2,8 +2,9 @@
 
 Everything the CLI and the sweeps do goes through here; no click, no printing (progress goes to
 an optional callback). The public functions take the vocabulary (objective, space, search,
-baseline) as :mod:`hypar.vocab` members or their strings, check it once here (ValueError naming
-the parameter and the choices) and pass members inward.
+convention, baseline) as :mod:`hypar.vocab` members or their strings, check it once here
+(ValueError naming the parameter and the choices) and pass members inward. Every cost model built
+here prices under the caller's convention (default hierarchical; a plan brings its own).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from hypar.errors import ModelStructureError, PlanError
 from hypar.onnx import load_layer_graph, model_sha256
 from hypar.plan import Plan, assignment_from_types, build_plan
 from hypar.search import BASELINES, SearchLog, SolverSettings, baseline, complete, greedy, search
-from hypar.vocab import Baseline, Objective, Search, Space, parse
+from hypar.vocab import Baseline, Convention, Objective, Search, Space, parse
 
 __all__ = ["Progress", "evaluate", "load_graph", "model_info", "paper_baseline", "partition", "plan_assignment",
            "resolve_array"]
@@ -65,41 +66,46 @@ def _paper_baseline(model: CostModel, which: Baseline, objective: Objective, set
                     log: SearchLog | None = None) -> list[tuple]:
     """:func:`paper_baseline` on checked arguments."""
     space, own_objective = PAPERS[which]
-    sub = CostModel(model.g, model.array, space)
+    sub = CostModel(model.g, model.array, space, convention=model.convention)
     types = dict(zip(sub.names, greedy(sub, own_objective or objective, settings, log)))
     partial = [types.get(n) if model.nodes[i].layer.decision else None for i, n in enumerate(model.names)]
     return complete(model, partial, objective, settings, log)
 
 
 def _solver_record(settings: SolverSettings, log: SearchLog, found: dict) -> dict:
-    """The plan's ``solver`` field: how it was solved, the status and the solve counts."""
+    """The plan's ``solver`` field: how it was solved, the status, what the search reached (a
+    :class:`hypar.vocab.Reached`), whether and why the joint problem was skipped, and the solve
+    counts."""
     return {"method": settings.method,
             "backend": settings.backend if settings.method == "ilp" else settings.method,
-            "status": log.status, "gap": settings.gap, "time_limit_s": settings.time_limit_s,
-            "level_solves": len(log.solves),
+            "status": log.status, "reached": found["reached"], "gap": settings.gap,
+            "time_limit_s": settings.time_limit_s, "level_solves": len(log.solves),
             "n_variables_max": max((s["n_variables"] for s in log.solves), default=0),
-            "joint_skipped": found["joint_skipped"],
+            "joint_skipped": found["joint_skipped"], "joint_skipped_why": found["joint_skipped_why"],
             "solve_wall_s": round(sum(s["wall_s"] for s in log.solves), 6)}
 
 
 def partition(model_path: str, array: PEArray, *, batch: int | None = None, objective: Objective | str = "time",
-              space: Space | str = "full", search_how: Search | str = "refine",
-              settings: SolverSettings = SolverSettings(), progress: Progress = None, graph=None) -> dict:
+              space: Space | str = "full", search_how: Search | str = Search.AUTO,
+              convention: Convention | str = Convention.HIERARCHICAL, settings: SolverSettings = SolverSettings(),
+              progress: Progress = None, graph=None) -> dict:
     """Partition ``model_path`` (or the layer graph ``graph``, recorded under that path) over
-    ``array``; returns the plan dictionary (see :mod:`hypar.plan`). ValueError for an unknown
-    objective, space or search; the importer's, solver's and array's errors otherwise."""
+    ``array``, every cost priced under ``convention``; returns the plan dictionary (see
+    :mod:`hypar.plan`). ValueError for an unknown objective, space, search or convention; the
+    importer's, solver's and array's errors otherwise."""
     objective, space = parse(Objective, objective), parse(Space, space)
     search_how = parse(Search, search_how, "search")
+    convention = parse(Convention, convention)
     t0 = time.perf_counter()
     g = graph if graph is not None else load_graph(model_path, batch, array)
     t_import = time.perf_counter() - t0
     if progress:
         progress(f"imported {g.graph.get('name')}: {len(G.decision_layers(g))} decision layers "
                  f"({t_import:.2f} s)")
-    model = CostModel(g, array, space)
+    model = CostModel(g, array, space, convention=convention)
     # Baselines are costed in one model with every type they use: space hypar has no type III,
     # so AccPar's plan is costed in the (otherwise identical, folded) accpar space.
-    judge = CostModel(g, array, Space.ACCPAR) if space == Space.HYPAR else model
+    judge = CostModel(g, array, Space.ACCPAR, convention=convention) if space == Space.HYPAR else model
     log = SearchLog(progress=progress)
     papers = {which: _paper_baseline(judge, which, objective, settings, log) for which in PAPERS}
     starts = papers if judge is model else {}
@@ -113,44 +119,58 @@ def partition(model_path: str, array: PEArray, *, batch: int | None = None, obje
                       search=search_how, solver=solver, baselines=evals, greedy=greedy_ev, timing=timing)
 
 
+def _plan_convention(plan: Plan, convention: Convention | str | None) -> Convention:
+    """``convention`` when given (checked), else the plan's own, else the default (hierarchical)."""
+    if convention is not None:
+        return parse(Convention, convention)
+    return plan.convention or Convention.HIERARCHICAL
+
+
 def plan_assignment(model_path: str, plan: Plan | dict, *, array: PEArray | None = None, batch: int | None = None,
                     space: Space | str | None = None, objective: Objective | str = "time",
+                    convention: Convention | str | None = None,
                     settings: SolverSettings = SolverSettings()) -> tuple[CostModel, list[tuple]]:
     """The cost model a plan (full or minimal) is costed in, and the plan's full assignment.
 
     The model is ``model_path`` imported at ``batch`` (default: the full plan's), on ``array``
     (default: the full plan's, else the default array), in ``space`` (default: the full plan's,
-    else full). Layers the plan leaves out are type I at every level; non-weighted nodes it
-    leaves open take their best layouts for the full plan's objective (else ``objective``).
-    PlanError when the plan does not fit the model; ValueError for an unknown space or objective.
+    else full), priced under ``convention`` (default: the plan's, else hierarchical). Layers the
+    plan leaves out are type I at every level; non-weighted nodes it leaves open take their best
+    layouts for the full plan's objective (else ``objective``). PlanError when the plan does not
+    fit the model; ValueError for an unknown space, objective or convention.
     """
     plan = Plan.of(plan)
     array = array or plan.array or default_array()
     space = parse(Space, space or plan.space or Space.FULL)
     objective = plan.objective or parse(Objective, objective)
+    convention = _plan_convention(plan, convention)
     g = load_graph(model_path, batch if batch is not None else plan.batch, array)
-    model = CostModel(g, array, space)
+    model = CostModel(g, array, space, convention=convention)
     return model, complete(model, assignment_from_types(model, plan.types), objective, settings)
 
 
 def evaluate(model_path: str, *, plan: Plan | dict | None = None, baseline_name: Baseline | str | None = None,
              array: PEArray | None = None, batch: int | None = None, space: Space | str | None = None,
-             objective: Objective | str = "time",
+             objective: Objective | str = "time", convention: Convention | str | None = None,
              settings: SolverSettings = SolverSettings()) -> tuple[CostModel, Evaluation]:
     """Cost a plan (full or minimal, see :func:`plan_assignment`) or a baseline exactly; returns the
     cost model and the evaluation. A baseline is costed on ``array`` (default: the default array)
-    in ``space`` (default: full). PlanError unless exactly one of ``plan`` and ``baseline_name``
-    is given, or for an unknown baseline; ValueError for an unknown space or objective."""
+    in ``space`` (default: full) under ``convention`` (default: hierarchical); a plan under
+    ``convention``, else its own. PlanError unless exactly one of ``plan`` and ``baseline_name``
+    is given, or for an unknown baseline; ValueError for an unknown space, objective or
+    convention."""
     if (plan is None) == (baseline_name is None):
         raise PlanError.naming("give exactly one of {plan} and {baseline_name}")
     if plan is not None:
         model, asg = plan_assignment(model_path, plan, array=array, batch=batch, space=space,
-                                     objective=objective, settings=settings)
+                                     objective=objective, convention=convention, settings=settings)
         return model, model.evaluate(asg)
     which = parse(Baseline, baseline_name, "baseline", error=PlanError)
     objective = parse(Objective, objective)
+    convention = parse(Convention, convention or Convention.HIERARCHICAL)
     array = array or default_array()
-    model = CostModel(load_graph(model_path, batch, array), array, parse(Space, space or Space.FULL))
+    model = CostModel(load_graph(model_path, batch, array), array, parse(Space, space or Space.FULL),
+                      convention=convention)
     if which in PAPERS:
         asg = _paper_baseline(model, which, objective, settings)
     else:

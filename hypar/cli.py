@@ -20,7 +20,7 @@ import click
 from hypar import __version__
 from hypar.config import SettingError, parse_counts, solver_settings
 from hypar.errors import HyparError, HyparWarning
-from hypar.vocab import Baseline, Objective, Search, Space
+from hypar.vocab import Baseline, Convention, Objective, Search, Space
 
 # The library's parameter names (hypar.errors.HyparError.naming) as this CLI's options.
 FLAGS = {"array_path": "--array", "arrays": "--array", "pes": "--pes", "n_pes": "--pes", "levels": "--levels",
@@ -112,11 +112,29 @@ def _array_options(f):
     return f
 
 
+_CONVENTION_HELP = ("How traffic on arrays with several levels is priced: hierarchical = what an execution "
+                    "with hierarchical collectives sends; reference = the papers' code (AccPar).")
+
+
+def _convention_option(read_back: bool):
+    """--convention: for a new plan default hierarchical; for a plan read back (``read_back``:
+    evaluate, verify) default the plan's own, else hierarchical."""
+    if read_back:
+        return click.option("--convention", type=click.Choice(Convention.values()), default=None,
+                            help=_CONVENTION_HELP + " Default: the plan's, else hierarchical.")
+    return click.option("--convention", type=click.Choice(Convention.values()), default=Convention.HIERARCHICAL.value,
+                        show_default=True, help=_CONVENTION_HELP)
+
+
 def _search_options(f):
-    """--objective / --space / --search of hypar's own plan, shared by partition and sweep."""
-    f = click.option("--search", "search_how", type=click.Choice(Search.values()), default="refine",
-                     show_default=True, help="greedy: top level first (the papers); refine: re-solve levels "
-                     "until nothing improves; joint: all levels in one ILP where small enough.")(f)
+    """--objective / --space / --search / --convention of hypar's own plan, shared by partition and
+    sweep."""
+    f = _convention_option(read_back=False)(f)
+    f = click.option("--search", "search_how", type=click.Choice(Search.values()), default=Search.AUTO.value,
+                     show_default=True, help="auto: refine, then the joint problem where it is computable "
+                     "(the ILP where small enough, chains also by DP; the plan says what it reached); greedy: "
+                     "top level first (the papers); refine: re-solve one level at a time until nothing improves; "
+                     "joint: refine, then all levels in one ILP where small enough.")(f)
     f = click.option("--space", type=click.Choice(Space.values()), default="full", show_default=True,
                      help="hypar: types I/II; accpar: I/II/III; full: also the layouts of non-weighted nodes.")(f)
     f = click.option("--objective", type=click.Choice(Objective.values()), default="time",
@@ -181,19 +199,23 @@ def _plot_plan(plan: dict, path: str) -> None:
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.png",
               help="Draw the plan's layer x level map of types with the costs per layer (needs matplotlib).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
-def partition_cmd(model, array_path, pes, levels, batch, objective, space, search_how, solver, time_limit, gap,
-                  threads, memory_gb, output, as_json, plot_path, quiet) -> None:
+def partition_cmd(model, array_path, pes, levels, batch, objective, space, search_how, convention, solver,
+                  time_limit, gap, threads, memory_gb, output, as_json, plot_path, quiet) -> None:
     """Choose, for every layer and every level of the PE array, how the layer is split.
 
     Types per level: I = data parallel (split the batch), II = model parallel (split input
     features), III = split output features. Prints the layer x level map, the totals and the gain
     over the data / model / owt / HyPar / AccPar baselines, and writes the JSON plan with -o.
+    Costs on arrays with several levels are priced under --convention (hierarchical: what an
+    execution with hierarchical collectives sends; reference: the papers' code), recorded in
+    the plan.
 
     \b
     Example:
       hypar partition models/alexnet.onnx --pes 16 -o alexnet_plan.json
       hypar partition models/bert_base.onnx --array solver_configs/gpu_cluster.yaml --objective time
       hypar partition models/vgg16.onnx --pes 16 --plot vgg16_plan.png
+      hypar partition models/vgg11.onnx --pes 16 --objective comm --convention reference
     """
     from hypar import api
     from hypar.plan import dumps
@@ -207,7 +229,7 @@ def partition_cmd(model, array_path, pes, levels, batch, objective, space, searc
                                    memory_cap_gb=memory_gb, array_path=array_path)
         array = api.resolve_array(array_path, pes, levels)
         plan = api.partition(model, array, batch=batch, objective=objective, space=space, search_how=search_how,
-                             settings=settings, progress=progress)
+                             convention=convention, settings=settings, progress=progress)
         if output:
             _write_file(output, dumps(plan), "-o")
         if plot_path:
@@ -234,17 +256,21 @@ def partition_cmd(model, array_path, pes, levels, batch, objective, space, searc
               help="Partition space (default: the plan's, else full).")
 @click.option("--objective", type=click.Choice(Objective.values()), default="time", show_default=True,
               help="Objective used to complete layouts the plan leaves open.")
+@_convention_option(read_back=True)
 @click.option("--json", "as_json", is_flag=True, help="Print {totals, layers} as JSON.")
-def evaluate_cmd(model, plan_path, baseline, array_path, pes, levels, batch, space, objective, as_json) -> None:
+def evaluate_cmd(model, plan_path, baseline, array_path, pes, levels, batch, space, objective, convention,
+                 as_json) -> None:
     """Cost a plan or a baseline: per layer and level bytes, time, energy and memory.
 
     Layers a minimal plan leaves out are type I at every level; non-weighted nodes take their
-    best layouts. A full plan brings its own array, batch and space unless you override them.
+    best layouts. A full plan brings its own array, batch, space and --convention unless you
+    override them (a minimal plan and a baseline: hierarchical unless told).
 
     \b
     Example:
       hypar evaluate models/vgg16.onnx --baseline data --pes 16
       hypar evaluate models/alexnet.onnx --plan alexnet_plan.json --json
+      hypar evaluate models/alexnet.onnx --plan alexnet_plan.json --convention reference
     """
     from hypar import api
     from hypar.plan import load_plan
@@ -256,12 +282,12 @@ def evaluate_cmd(model, plan_path, baseline, array_path, pes, levels, batch, spa
         if array_path is not None or pes is not None or levels is not None:
             array = api.resolve_array(array_path, pes, levels)
         model_, ev = api.evaluate(model, plan=plan, baseline_name=baseline, array=array, batch=batch,
-                                  space=space, objective=objective)
+                                  space=space, objective=objective, convention=convention)
     rows, totals = ev.layers(), ev.totals()
     if as_json:
         click.echo(json.dumps({"totals": totals, "layers": rows}, indent=1))
     else:
-        click.echo(evaluation_summary(rows, totals, model_.n_levels))
+        click.echo(evaluation_summary(rows, totals, model_.n_levels, model_.convention))
 
 
 def _int_list(ctx, param, value) -> list[int]:
@@ -319,8 +345,8 @@ def _sweep_progress(quiet: bool, is_tty: bool):
               help="Directory of results.jsonl (appended; rerun to resume).")
 @click.option("--retry-errors", is_flag=True, help="Also recompute cases recorded as errors.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
-def sweep_cmd(models, zoo, pes, batch, arrays, objective, space, search_how, time_limit, jobs, executor,
-              scheduler, out_dir, retry_errors, quiet) -> None:
+def sweep_cmd(models, zoo, pes, batch, arrays, objective, space, search_how, convention, time_limit, jobs,
+              executor, scheduler, out_dir, retry_errors, quiet) -> None:
     """Partition every (model, array, batch) case and append one JSONL row per case.
 
     Each row of RESULTS_DIR/results.jsonl holds hypar's plan totals, every baseline's totals
@@ -329,10 +355,12 @@ def sweep_cmd(models, zoo, pes, batch, arrays, objective, space, search_how, tim
     written as cases finish; rerunning the same command skips finished cases, so an interrupted
     sweep resumes where it stopped. --executor dask --scheduler ADDRESS runs the cases on a Dask
     cluster (pip install 'hypar[dask]'; workers must see the model files at the same paths).
+    Each row records the --convention its costs were priced under (part of the case's key).
 
     \b
     Example:
       hypar sweep --zoo --pes 4,16,64 --batch 32,512 --jobs 2 -o results/zoo
+      hypar sweep --zoo --pes 16 --convention reference -o results/zoo
       hypar report results/zoo
     """
     from hypar import sweep as sw
@@ -348,8 +376,8 @@ def sweep_cmd(models, zoo, pes, batch, arrays, objective, space, search_how, tim
         settings = solver_settings(time_limit_s=time_limit)
         try:
             summary = sw.sweep(paths, out_dir, pes=pes, arrays=arrays, batches=batch or [None],
-                               objective=objective, space=space, search_how=search_how, settings=settings,
-                               jobs=jobs, executor=executor, scheduler=scheduler,
+                               objective=objective, space=space, search_how=search_how, convention=convention,
+                               settings=settings, jobs=jobs, executor=executor, scheduler=scheduler,
                                progress=_sweep_progress(quiet, is_tty), retry_errors=retry_errors)
         except KeyboardInterrupt:
             click.echo(f"\nInterrupted: the finished cases are in {results_file}; "
@@ -392,28 +420,31 @@ def report_cmd(results_dir, no_plots) -> None:
               help="Batch of the simulated step (default: 2 x the number of PEs). The plan's recorded "
                    "costs are checked at the plan's own batch.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights, inputs and output errors.")
+@_convention_option(read_back=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify_cmd(model: str, plan_path: str, batch: int | None, seed: int, as_json: bool) -> None:
+def verify_cmd(model: str, plan_path: str, batch: int | None, seed: int, convention: str | None, as_json: bool) -> None:
     """Execute PLAN.json on virtual PEs and prove it right: same step, same bytes.
 
     Runs one training step (forward, backward error, weight gradients) of MODEL on one virtual
     device and again split over the plan's virtual PEs, every exchange an explicit message at a
     named level. Prints per layer PASS/FAIL with the largest difference from the reference and
     the bytes counted vs the cost model's prediction at every level; checks that the costs a
-    full plan records match its types. Ops the simulator cannot run are listed by name. Exit 0
-    only when everything matches.
+    full plan records match its types (under the plan's own convention). The cost model's
+    prediction is priced under --convention (default: the plan's, else hierarchical). Ops the
+    simulator cannot run are listed by name. Exit 0 only when everything matches.
 
     \b
     Example:
       hypar partition model.onnx --levels 2,2 -o plan.json
       hypar verify model.onnx plan.json --batch 8
+      hypar verify model.onnx plan.json --batch 8 --convention reference
     """
     from hypar.plan import load_plan
     from hypar.verify import report_table, verify_plan
 
     with _hypar_errors_and_warnings():
         plan = load_plan(plan_path)
-        rep = verify_plan(model, plan, batch=batch, seed=seed)
+        rep = verify_plan(model, plan, batch=batch, seed=seed, convention=convention)
     if as_json:
         click.echo(json.dumps(rep.to_json(), indent=1))
     else:

@@ -31,14 +31,16 @@ class SettingError(HyparError):
 class SolverSettings:
     """How each level problem is solved: ``method`` (a :class:`hypar.vocab.Method` or its string;
     ValueError when unknown), the ILP ``backend`` and limits (seconds, relative gap, threads),
-    the joint search's size limit (pair variables) and the per-PE memory cap (GB)."""
+    the joint search's size limits (pair variables: for the ILP, and for the chain DP that search
+    ``auto`` uses on chains beyond the ILP's limit) and the per-PE memory cap (GB)."""
 
     method: Method = Method.ILP
     backend: str = "highs"
     time_limit_s: float = 60.0
     gap: float = 1e-6
     threads: int | None = None
-    joint_max_pairs: int = 400_000      # joint search refused above this many pair variables
+    joint_max_pairs: int = 400_000      # joint search refused above this many pair variables (ILP)
+    joint_dp_max_pairs: int = 10_000_000  # search auto: a chain's joint problem by DP up to this many pairs
     memory_cap_gb: float | None = None  # per-PE capacity the plan must fit (None: unconstrained)
 
     def __post_init__(self) -> None:

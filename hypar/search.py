@@ -1,4 +1,4 @@
-"""Search across levels: baselines, greedy (the papers' method), refine and joint (SPEC.md §4-6).
+"""Search across levels: baselines, greedy (the papers' method), refine, joint and auto (SPEC.md §4-6).
 
 Every function takes a :class:`hypar.cost.CostModel` and returns assignments (per node, one label
 per level, top first) that :meth:`CostModel.evaluate` costs exactly.
@@ -18,10 +18,11 @@ from hypar.errors import InfeasibleError, SolverError
 from hypar.ilp.exact import solve_brute_force, solve_chain_dp
 from hypar.ilp.solution import LevelSolution
 from hypar.ilp.solve import solve_ilp
-from hypar.vocab import Baseline, Method, Objective, PartitionType, Search
+from hypar.vocab import Baseline, Method, Objective, PartitionType, Reached, Search
 
 __all__ = ["BASELINES", "SearchLog", "SolverSettings", "baseline", "baseline_types", "complete", "greedy",
-           "joint", "joint_size", "quick_incumbent", "refine", "search", "smallest_memory", "solve_level"]
+           "joint", "joint_size", "joint_skip_reason", "quick_incumbent", "refine", "search", "smallest_memory",
+           "solve_level"]
 
 # The fixed baselines every search computes (the papers' greedy methods are hypar.api's).
 BASELINES = (Baseline.DATA, Baseline.MODEL, Baseline.OWT)
@@ -189,23 +190,25 @@ def greedy(model: CostModel, objective: Objective, settings: SolverSettings, log
     return asg
 
 
-def refine(model: CostModel, starts: list[list[tuple]], objective: Objective, settings: SolverSettings,
-           log: SearchLog | None = None, max_rounds: int = 10) -> list[tuple]:
-    """Start from the best of ``starts``; re-solve each level with the others fixed, keeping a
-    change only when the exact evaluation improves, until no level can improve (at most
-    ``max_rounds`` x levels solves). Never worse than any start."""
+def _fits_cap(model: CostModel, asg: list[tuple], cap_bytes: float | None) -> bool:
+    """True when ``asg``'s peak memory per PE (bytes) is within ``cap_bytes`` (None: no cap)."""
+    return cap_bytes is None or model.evaluate(asg).totals()["peak_mem_bytes_per_pe"] <= cap_bytes * (1 + 1e-12)
+
+
+def _refine(model: CostModel, starts: list[list[tuple]], objective: Objective, settings: SolverSettings,
+            log: SearchLog | None, max_rounds: int) -> tuple[list[tuple], Reached]:
+    """:func:`refine`, and whether it ended at its fixpoint: REFINE_FIXPOINT when every level was
+    last re-solved optimally, with the final plan's other levels, without improving it;
+    REFINE_STOPPED when the round limit or a time-limited solve ended it first."""
     cap = settings.memory_cap_bytes
-
-    def fits(a: list[tuple]) -> bool:
-        return cap is None or model.evaluate(a).totals()["peak_mem_bytes_per_pe"] <= cap * (1 + 1e-12)
-
-    feasible = [a for a in starts if fits(a)]
+    feasible = [a for a in starts if _fits_cap(model, a, cap)]
     if not feasible:
         raise _infeasible(model, settings)
     best = min(feasible, key=lambda a: model.evaluate(a).objective(objective))
     best_val = model.evaluate(best).objective(objective)
-    # A level needs re-solving only while another level changed since it was last solved.
-    dirty = list(range(model.n_levels))
+    # A level needs re-solving only while another level changed since it was last solved;
+    # settled[h]: level h's last solve (with the current other levels) was optimal.
+    dirty, settled = list(range(model.n_levels)), {}
     solves = 0
     while dirty and solves < max_rounds * model.n_levels:
         h = dirty.pop(0)
@@ -217,10 +220,21 @@ def refine(model: CostModel, starts: list[list[tuple]], objective: Objective, se
             log.record("refine", h, sol)
         cand = [a[:h] + (prob.choices[i][sol.assignment[i]],) + a[h + 1:] for i, a in enumerate(best)]
         val = model.evaluate(cand).objective(objective)
-        if val < best_val * (1 - 1e-12) and fits(cand):
-            best, best_val = cand, val
+        if val < best_val * (1 - 1e-12) and _fits_cap(model, cand, cap):
+            best, best_val, settled = cand, val, {}
             dirty += [g for g in range(model.n_levels) if g != h and g not in dirty]
-    return best
+        settled[h] = sol.status == "optimal"
+    done = not dirty and all(settled.get(h, False) for h in range(model.n_levels))
+    return best, Reached.REFINE_FIXPOINT if done else Reached.REFINE_STOPPED
+
+
+def refine(model: CostModel, starts: list[list[tuple]], objective: Objective, settings: SolverSettings,
+           log: SearchLog | None = None, max_rounds: int = 10) -> list[tuple]:
+    """Start from the best of ``starts``; re-solve each level with the others fixed, keeping a
+    change only when the exact evaluation improves, until no level can improve (at most
+    ``max_rounds`` x levels solves). Never worse than any start. InfeasibleError when no start
+    fits the memory cap."""
+    return _refine(model, starts, objective, settings, log, max_rounds)[0]
 
 
 def joint_size(model: CostModel) -> int:
@@ -229,33 +243,103 @@ def joint_size(model: CostModel) -> int:
     return sum(sizes[e.p] * sizes[e.c] for e in model.edges) + sum(sizes)
 
 
-def joint(model: CostModel, objective: Objective, settings: SolverSettings, log: SearchLog | None = None,
-          incumbent: list[tuple] | None = None) -> list[tuple] | None:
-    """Exact over all levels together; None when the problem is too large (see joint_size)."""
-    if joint_size(model) > settings.joint_max_pairs:
+def joint_skip_reason(model: CostModel, settings: SolverSettings) -> str | None:
+    """Why the joint problem is not solved for ``model``: None when it fits (:func:`joint_size` at
+    most ``settings.joint_max_pairs``), else a sentence naming both numbers."""
+    n = joint_size(model)
+    if n <= settings.joint_max_pairs:
         return None
+    return f"the joint problem needs {n:,} pair variables, above joint_max_pairs {settings.joint_max_pairs:,}"
+
+
+def _solve_joint(model: CostModel, objective: Objective, settings: SolverSettings, log: SearchLog | None,
+                 incumbent: list[tuple] | None) -> tuple[list[tuple], str]:
+    """The joint problem solved whatever its size: its plan and the solve's status."""
     prob = model.joint_problem(objective, settings.memory_cap_bytes)
     choices = model.joint_choices()
     inc = None
     if incumbent is not None:
         inc = tuple(choices[i].index(tuple(incumbent[i])) for i in range(len(incumbent)))
-    sol = solve_level(prob, settings, incumbent=inc)
+    return _joint_result(choices, solve_level(prob, settings, incumbent=inc), log)
+
+
+def _joint_result(choices: list[list[tuple]], sol: LevelSolution, log: SearchLog | None) -> tuple[list[tuple], str]:
+    """A joint solve's plan (each node's chosen full tuple) and status, recorded in ``log``."""
     if log is not None:
         log.record("joint", None, sol)
-    return [choices[i][sol.assignment[i]] for i in range(len(choices))]
+    return [choices[i][sol.assignment[i]] for i in range(len(choices))], sol.status
+
+
+def _is_chain(model: CostModel) -> bool:
+    """True when the model's edges are exactly (0, 1), (1, 2), ... (a chain, no fan-out)."""
+    pairs = sorted((e.p, e.c) for e in model.edges)
+    return pairs == [(i, i + 1) for i in range(len(model.nodes) - 1)]
+
+
+def _solve_joint_chain(model: CostModel, objective: Objective, settings: SolverSettings,
+                       log: SearchLog | None) -> tuple[list[tuple], str] | None:
+    """The joint problem of a chain solved exactly by the chain DP, whose work grows with the pair
+    count far slower than the ILP's: None unless ``model`` is a chain with no memory cap and
+    :func:`joint_size` at most ``settings.joint_dp_max_pairs``."""
+    if settings.memory_cap_bytes is not None or not _is_chain(model):
+        return None
+    if joint_size(model) > settings.joint_dp_max_pairs:
+        return None
+    prob = model.joint_problem(objective)
+    if not prob.is_chain():
+        return None
+    return _joint_result(model.joint_choices(), solve_chain_dp(prob), log)
+
+
+def joint(model: CostModel, objective: Objective, settings: SolverSettings, log: SearchLog | None = None,
+          incumbent: list[tuple] | None = None) -> list[tuple] | None:
+    """Exact over all levels together; None when the problem is too large (see joint_size)."""
+    if joint_skip_reason(model, settings) is not None:
+        return None
+    return _solve_joint(model, objective, settings, log, incumbent)[0]
+
+
+def _after_refine(model: CostModel, how: Search, objective: Objective, settings: SolverSettings, log: SearchLog,
+                  plan: list[tuple], reached: Reached) -> tuple[list[tuple], Reached, str | None]:
+    """The joint step of ``joint`` and ``auto`` after refine's ``plan``: the joint problem where it
+    fits (``auto`` also solves a chain's by DP beyond the ILP's limit), kept when its exact
+    evaluation is not worse; returns (plan, what it reached, why joint was skipped or None).
+    Under ``auto`` a failing joint solve keeps refine's plan (the reason says why); under
+    ``joint`` it raises."""
+    why = joint_skip_reason(model, settings)
+    try:
+        if why is None:
+            found, status = _solve_joint(model, objective, settings, log, incumbent=plan)
+        else:
+            by_dp = _solve_joint_chain(model, objective, settings, log) if how == Search.AUTO else None
+            if by_dp is None:
+                return plan, reached, why
+            found, status = by_dp
+    except SolverError as exc:
+        if how != Search.AUTO:
+            raise
+        return plan, reached, f"the joint solve failed: {exc}"
+    if model.evaluate(found).objective(objective) <= model.evaluate(plan).objective(objective):
+        return found, Reached.JOINT_OPTIMAL if status == "optimal" else Reached.JOINT_FEASIBLE, None
+    return plan, reached, None
 
 
 # How far each search goes past greedy: 1 refines the best start, 2 then tries the joint problem.
-_DEPTH = {Search.GREEDY: 0, Search.REFINE: 1, Search.JOINT: 2}
+_DEPTH = {Search.GREEDY: 0, Search.REFINE: 1, Search.JOINT: 2, Search.AUTO: 2}
 
 
 def search(model: CostModel, how: Search, objective: Objective, settings: SolverSettings,
            log: SearchLog | None = None, extra_starts: dict[str, list[tuple]] | None = None) -> dict:
-    """Run ``how`` (greedy / refine / joint) and the baselines; returns assignments by name.
+    """Run ``how`` (greedy / refine / joint / auto) and the baselines; returns assignments by name.
 
     Keys: "plan" (the chosen assignment), "greedy", each of BASELINES, each of ``extra_starts``
-    (other plans refine starts from, e.g. the papers' methods), "joint_skipped" (True when
-    joint was asked but too large; refine is used instead) and "search_seconds".
+    (other plans refine starts from, e.g. the papers' methods), "reached" (a :class:`Reached`:
+    what the plan is known to be), "joint_skipped" (True when joint was wanted but not solved;
+    refine's plan is used), "joint_skipped_why" (the reason, else None) and "search_seconds".
+    ``joint`` and ``auto`` both refine first and then solve the joint problem where
+    :func:`joint_size` fits ``settings.joint_max_pairs``; ``auto`` also solves a chain's joint
+    problem by DP up to ``settings.joint_dp_max_pairs`` and survives a failing joint solve
+    (SolverError) by keeping refine's plan.
     """
     depth = _DEPTH[how]
     log = log or SearchLog()
@@ -264,17 +348,12 @@ def search(model: CostModel, how: Search, objective: Objective, settings: Solver
     for b in BASELINES:
         out[b] = baseline(model, b, objective, settings, log)
     out.update(extra_starts or {})
-    plan = out["greedy"]
-    out["joint_skipped"] = False
+    plan, reached, why = out["greedy"], Reached.GREEDY, None
     if depth >= 1:
         starts = [out["greedy"]] + [out[b] for b in BASELINES] + list((extra_starts or {}).values())
-        plan = refine(model, starts, objective, settings, log)
+        plan, reached = _refine(model, starts, objective, settings, log, max_rounds=10)
     if depth >= 2:
-        j = joint(model, objective, settings, log, incumbent=plan)
-        if j is None:
-            out["joint_skipped"] = True
-        elif model.evaluate(j).objective(objective) <= model.evaluate(plan).objective(objective):
-            plan = j
-    out["plan"] = plan
-    out["search_seconds"] = time.perf_counter() - t0
+        plan, reached, why = _after_refine(model, how, objective, settings, log, plan, reached)
+    out.update(plan=plan, reached=reached, joint_skipped=why is not None, joint_skipped_why=why,
+               search_seconds=time.perf_counter() - t0)
     return out

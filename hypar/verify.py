@@ -8,7 +8,8 @@ the cost model (and the plan file) says.
 - :func:`check_plan_costs` compares what a full plan file records for every layer and level
   (``layers[i].costs.levels[h].comm_bytes``) with the cost model on the plan's own types, batch
   and array, so a hand-edited plan whose costs no longer match its types is rejected by name.
-- :func:`verify_plan` does both for a model file and a plan (what ``hypar verify`` runs).
+- :func:`verify_plan` does both for a model file and a plan (what ``hypar verify`` runs), priced
+  under the plan's convention unless the caller names one (``convention``).
 
 Nothing here prints; :func:`report_table` / :meth:`VerifyReport.to_json` format the result.
 """
@@ -26,6 +27,7 @@ from hypar.cost import CostModel
 from hypar.errors import PlanError
 from hypar.plan import Plan
 from hypar.sim import DEFAULT_TOL, simulate
+from hypar.vocab import Convention
 
 REL_BYTES = 1e-9    # counted vs predicted: float rounding only (plans keep 12 significant digits)
 
@@ -66,8 +68,8 @@ class LayerCheck:
 @dataclass
 class VerifyReport:
     """Everything ``hypar verify`` found: the setting (model, array, space, batch, seed,
-    tolerance), one :class:`LayerCheck` per node, the ops it could not simulate, the plan's cost
-    mismatches and every counted transfer."""
+    tolerance, the cost model's pricing convention), one :class:`LayerCheck` per node, the ops it
+    could not simulate, the plan's cost mismatches and every counted transfer."""
 
     model: str
     array: str
@@ -77,6 +79,7 @@ class VerifyReport:
     seed: int
     tol: float
     dtype_bytes: int
+    convention: str = ""
     layers: list[LayerCheck] = field(default_factory=list)
     unsupported: list[str] = field(default_factory=list)
     plan_errors: list[str] = field(default_factory=list)
@@ -105,6 +108,7 @@ class VerifyReport:
             "model": self.model,
             "array": {"name": self.array, "fanouts": list(self.fanouts), "dtype_bytes": self.dtype_bytes},
             "space": self.space,
+            "convention": self.convention,
             "batch": self.batch,
             "plan_batch": self.plan_batch,
             "seed": self.seed,
@@ -134,7 +138,7 @@ def verify_assignment(model: CostModel, assignment: list[tuple], *, seed: int = 
     """Simulate ``assignment`` on ``model`` and compare numerics and bytes per layer and level."""
     arr = model.array
     rep = VerifyReport(name or str(model.g.graph.get("name", "model")), arr.name, arr.fanouts, model.space,
-                       model.g.graph.get("batch"), seed, tol, arr.dtype_bytes)
+                       model.g.graph.get("batch"), seed, tol, arr.dtype_bytes, str(model.convention))
     res = simulate(model, assignment, seed=seed, tol=tol)
     if res.unsupported:
         rep.unsupported = list(res.unsupported)
@@ -199,11 +203,12 @@ def default_sim_batch(n_pes: int) -> int:
 
 
 def verify_plan(model_path: str, plan: Plan | dict, *, batch: int | None = None, seed: int = 0,
-                array=None, tol: float = DEFAULT_TOL) -> VerifyReport:
-    """``hypar verify``: the plan's recorded costs at its own batch (a full plan), then the
-    simulated step at ``batch`` (default :func:`default_sim_batch`) with seeded random weights,
-    on ``array`` (default: the plan's, else the default array). PlanError when the plan's types
-    complete differently at the two batches."""
+                array=None, tol: float = DEFAULT_TOL, convention: Convention | str | None = None) -> VerifyReport:
+    """``hypar verify``: the plan's recorded costs at its own batch and convention (a full plan),
+    then the simulated step at ``batch`` (default :func:`default_sim_batch`) with seeded random
+    weights, on ``array`` (default: the plan's, else the default array), its counts compared with
+    the cost model under ``convention`` (default: the plan's, else hierarchical). PlanError when the plan's types
+    complete differently at the two batches; ValueError for an unknown convention."""
     plan = Plan.of(plan)
     array = array or plan.array or default_array()
     plan_errors: list[str] = []
@@ -211,7 +216,7 @@ def verify_plan(model_path: str, plan: Plan | dict, *, batch: int | None = None,
         m_plan, asg_plan = api.plan_assignment(model_path, plan, array=array, batch=plan.batch)
         plan_errors = check_plan_costs(m_plan, asg_plan, plan)
     sim_batch = batch if batch is not None else default_sim_batch(array.n_pes)
-    m_sim, asg_sim = api.plan_assignment(model_path, plan, array=array, batch=sim_batch)
+    m_sim, asg_sim = api.plan_assignment(model_path, plan, array=array, batch=sim_batch, convention=convention)
     if plan.full and [tuple(a) for a in asg_sim] != [tuple(a) for a in asg_plan]:
         raise PlanError.naming("the plan's types complete differently at the simulated batch; pass {batch} "
                                f"{plan.batch} or give every node's types in the plan")
@@ -251,7 +256,7 @@ def summarize_unsupported(items: list[str], show: int = 3) -> list[str]:
 def report_table(rep: VerifyReport) -> str:
     """The human-readable report: one row per layer with max error and bytes per level."""
     lines = [f"verify {rep.model}: array {rep.array} (fanouts {'x'.join(map(str, rep.fanouts))}, top first), "
-             f"space {rep.space}, batch {rep.batch}, seed {rep.seed}",
+             f"space {rep.space}, convention {rep.convention}, batch {rep.batch}, seed {rep.seed}",
              f"tolerance: max |distributed - reference| <= {rep.tol:g} x max(1, max |reference|) "
              "(float64, seeded random weights)"]
     if rep.plan_checked:

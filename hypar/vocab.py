@@ -51,11 +51,22 @@ class Space(Vocab):
 
 
 class Search(Vocab):
-    """How the levels are searched."""
+    """How the levels are searched. The default comes first."""
 
+    AUTO = "auto"       # refine, then joint where computable (chains: by DP past the ILP's limit); the better
     GREEDY = "greedy"   # top level first, never revisited (the papers)
     REFINE = "refine"   # re-solve one level at a time while anything improves
     JOINT = "joint"     # all levels in one exact problem, when small enough
+
+
+class Reached(Vocab):
+    """What a search's plan is known to be (a plan's ``solver.reached``)."""
+
+    JOINT_OPTIMAL = "joint-optimal"       # optimal over all levels together (joint problem solved to optimality)
+    JOINT_FEASIBLE = "joint-feasible"     # the joint problem's best plan within the time limit
+    REFINE_FIXPOINT = "refine-fixpoint"   # no level's re-solve (others fixed, solved optimally) improves it
+    REFINE_STOPPED = "refine-stopped"     # refine stopped before its fixpoint (round limit or time-limited solve)
+    GREEDY = "greedy"                     # top level first, never revisited
 
 
 class Convention(Vocab):

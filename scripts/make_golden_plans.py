@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))            # this checkout's hypar, not an installed one
 sys.path.insert(0, str(ROOT / "tests"))
 
 from golden_cases import CASES, VERIFY_CASES, golden_path, golden_text, verify_path, verify_text  # noqa: E402

@@ -107,7 +107,8 @@ def derived_array(base: str, name: str, change, out_dir: str) -> str:
     return path
 
 
-def run_setting(name: str, out: str, jobs: int, models_dir: str, progress) -> list[dict]:
+def run_setting(name: str, out: str, jobs: int, models_dir: str, progress,
+                convention: str = "reference") -> list[dict]:
     s = SETTINGS[name]
     paths = [os.path.join(models_dir, f"{m}.onnx") for m in s["models"]]
     missing = [p for p in paths if not os.path.exists(p)]
@@ -118,12 +119,13 @@ def run_setting(name: str, out: str, jobs: int, models_dir: str, progress) -> li
     if "derive" in s:
         array = derived_array(array, name, s["derive"][1], os.path.join(out, name))
     summary = sw.sweep(paths, os.path.join(out, name), arrays=[array],
-                       objective=s["objective"], jobs=jobs, progress=progress)
+                       objective=s["objective"], convention=convention, jobs=jobs, progress=progress)
     print(f"  {summary.total} case(s): {summary.computed} computed, {summary.skipped} reused, "
           f"{summary.errors} error(s), {summary.seconds:.1f} s")
     rows = {r["key"]: r for r in sw.read_rows(os.path.join(out, name))}
     order = {m: i for i, m in enumerate(s["models"])}
-    keep = [r for r in rows.values() if r["model"] in order and r.get("objective") == s["objective"]]
+    keep = [r for r in rows.values() if r["model"] in order and r.get("objective") == s["objective"]
+            and r.get("convention", "reference") == convention]
     keep.sort(key=lambda r: order[r["model"]])
     return keep
 
@@ -147,7 +149,8 @@ def tables(name: str, rows: list[dict], even: dict | None = None) -> tuple[str, 
         arr = s["array"] + (f" ({name})" if "derive" in s else "")
         lines.append(f"Array `{arr}` ({r0['n_pes']} PEs, {r0['n_levels']} levels), batch {r0['batch']}, "
                      f"hypar's own plan minimises `{s['objective']}` (space `{r0['space']}`, search "
-                     f"`{r0['search']}`). Gains are over data parallelism in hypar's cost model.")
+                     f"`{r0['search']}`, convention `{r0.get('convention', 'reference')}`). Gains are over data "
+                     "parallelism in hypar's cost model.")
         lines.append("")
     lines.append("| network | " + " | ".join(f"{LABEL[m]} speedup" for m in methods) + " | "
                  + " | ".join(f"{LABEL[m]} energy" for m in methods) + " | HyPar comm / data comm |"
@@ -255,6 +258,8 @@ def main(argv=None) -> int:
     ap.add_argument("--write-docs", nargs="?", const=os.path.join(ROOT, "docs", "reproduction.md"), default=None,
                     metavar="FILE", help="Write the numbers into docs/reproduction.md (generated block only).")
     ap.add_argument("--report", action="store_true", help="Also run `hypar report` on each setting's results.")
+    ap.add_argument("--convention", choices=["reference", "hierarchical"], default="reference",
+                    help="How several levels are priced (default reference: the papers' code).")
     ap.add_argument("-q", "--quiet", action="store_true", help="No per-case progress.")
     args = ap.parse_args(argv)
 
@@ -266,7 +271,7 @@ def main(argv=None) -> int:
         s = SETTINGS[name]
         print(f"\n== {s['title']}: {s['array']}{' (' + name + ')' if 'derive' in s else ''}, "
               f"objective {s['objective']} ==")
-        rows = run_setting(name, args.out, args.jobs, args.models_dir, progress)
+        rows = run_setting(name, args.out, args.jobs, args.models_dir, progress, args.convention)
         rows_of[name] = rows
         if name == "accpar2020-even":
             print("  (reference only: its data-parallel step time is the even-split baseline of the AccPar setting)")

@@ -1,5 +1,6 @@
-"""The golden-plan cases: one plan per (model, array, objective, space, search) chosen to cover
-every objective, space and search once, 2-way, 2x2, 4x2 and a heterogeneous array.
+"""The golden-plan cases: one plan per (model, array, objective, space, search, convention) chosen
+to cover every objective, space and search once, 2-way, 2x2, 4x2 and a heterogeneous array. The
+cases written before conventions existed name ``reference`` (the pricing they were made with).
 
 ``golden_text(name)`` is what ``hypar partition`` computes for the case, as JSON text with the
 run-dependent fields removed; tests/golden/<name>.json holds the expected text.
@@ -16,16 +17,17 @@ from hypar import api
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN_DIR = ROOT / "tests" / "golden"
 
-# name -> (model path, array spec, objective, space, search); the array spec is a ``--levels``
-# string or a YAML path. Paths are relative to the repository root (as a user types them).
-CASES: dict[str, tuple[str, str, str, str, str]] = {
-    "lenet_2": ("models/lenet.onnx", "2", "time", "full", "refine"),
-    "alexnet_2x2": ("models/alexnet.onnx", "2,2", "comm", "hypar", "greedy"),
-    "resnet18_4x2": ("models/resnet18.onnx", "4,2", "time", "accpar", "refine"),
-    "mobilenetv2_hetero": ("models/mobilenetv2.onnx", "tests/golden/hetero_2x2.yaml", "energy", "full", "refine"),
-    "transformer_2x2": ("tests/fixtures/transformer_dynamo.onnx", "2,2", "comm", "full", "joint"),
-    "gpt2_small_4x2": ("models/gpt2_small.onnx", "4,2", "time", "full", "refine"),
-    "lenet_hetero": ("models/lenet.onnx", "tests/golden/hetero_2x2.yaml", "time", "accpar", "joint"),
+# name -> (model path, array spec, objective, space, search, convention); the array spec is a
+# ``--levels`` string or a YAML path. Paths are relative to the repository root (as a user types them).
+REF = "reference"
+CASES: dict[str, tuple[str, str, str, str, str, str]] = {
+    "lenet_2": ("models/lenet.onnx", "2", "time", "full", "refine", REF),
+    "alexnet_2x2": ("models/alexnet.onnx", "2,2", "comm", "hypar", "greedy", REF),
+    "resnet18_4x2": ("models/resnet18.onnx", "4,2", "time", "accpar", "refine", REF),
+    "mobilenetv2_hetero": ("models/mobilenetv2.onnx", "tests/golden/hetero_2x2.yaml", "energy", "full", "refine", REF),
+    "transformer_2x2": ("tests/fixtures/transformer_dynamo.onnx", "2,2", "comm", "full", "joint", REF),
+    "gpt2_small_4x2": ("models/gpt2_small.onnx", "4,2", "time", "full", "refine", REF),
+    "lenet_hetero": ("models/lenet.onnx", "tests/golden/hetero_2x2.yaml", "time", "accpar", "joint", REF),
 }
 
 # Fields that hold wall-clock measurements: they differ between runs of the same code.
@@ -45,7 +47,7 @@ def strip_volatile(plan: dict) -> dict:
 
 def golden_plan(name: str) -> dict:
     """The case's plan, computed now by the library (``api.partition``), volatile fields removed."""
-    model, spec, objective, space, search = CASES[name]
+    model, spec, objective, space, search, convention = CASES[name]
     if spec.endswith(".yaml"):
         array = api.resolve_array(array_path=str(ROOT / spec))
     else:
@@ -53,7 +55,8 @@ def golden_plan(name: str) -> dict:
     cwd = os.getcwd()
     os.chdir(ROOT)  # the plan records the model path as given: keep it relative to the root
     try:
-        plan = api.partition(model, array, objective=objective, space=space, search_how=search)
+        plan = api.partition(model, array, objective=objective, space=space, search_how=search,
+                             convention=convention)
     finally:
         os.chdir(cwd)
     return strip_volatile(plan)

@@ -1,7 +1,8 @@
 """A plan built from an evaluation: the dictionary ``hypar partition`` writes (schema
 ``hypar-plan/1``).
 
-It records the model, the array, the settings, for every node its type per level (top first)
+It records the model, the array, the settings (objective, space, the pricing convention, search,
+solver), for every node its type per level (top first)
 with the placements of input / weight / output in S(dim)/R/P notation, its costs and (for a
 weighted layer) which PEs hold which slice of its weight, the totals, and the baselines' totals
 with the improvement over each. Fields ending in ``wall_s`` are timings; everything else is
@@ -100,6 +101,7 @@ def build_plan(model: CostModel, ev: Evaluation, *, model_info: dict, objective:
         "batch": model.g.graph.get("batch"),
         "objective": objective,
         "space": model.space,
+        "convention": model.convention,
         "search": search,
         "solver": solver,
         "type_names": TYPE_NAMES,

@@ -2,10 +2,14 @@
 and the typed :class:`Plan` the library costs.
 
 Two forms are read. A full plan is what ``hypar partition`` writes (schema ``hypar-plan/1``,
-``hypar/plan_schema.json``): it brings its array, batch, space and objective, and records the
-costs of every layer. A minimal plan is ``{"assignment": {"<layer>": ["I", "II", ...]}}`` (one
-type per level, top first): layers left out are type I everywhere, non-weighted nodes left out
-take their best layouts.
+``hypar/plan_schema.json``): it brings its array, batch, space, objective and pricing convention,
+and records the costs of every layer. A minimal plan is ``{"assignment": {"<layer>": ["I", "II",
+...]}}`` (one type per level, top first), optionally with a ``"convention"``: layers left out are
+type I everywhere, non-weighted nodes left out take their best layouts.
+
+A full plan without ``"convention"`` was written before conventions existed, when every plan was
+priced as ``reference`` prices today: it is read as ``reference``, so its recorded costs still
+check. A minimal plan without one has no convention (the caller's default applies).
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from hypar import graph as G
 from hypar.array import PEArray, array_from_dict
 from hypar.cost import CostModel
 from hypar.errors import PlanError
-from hypar.vocab import Objective, Space, parse
+from hypar.vocab import Convention, Objective, Space, parse
 
 SCHEMA_ID = "hypar-plan/1"
+# How a full plan without "convention" (written before conventions existed) was priced.
+LEGACY_CONVENTION = Convention.REFERENCE
 
 _NEITHER = ("is neither a hypar plan (no 'layers') nor a minimal plan "
             "({\"assignment\": {\"<layer>\": [\"I\", ...]}})")
@@ -92,7 +98,9 @@ class Plan:
 
     ``types``: layer name -> types per level as written; ``array`` / ``batch`` / ``space`` /
     ``objective``: the full plan's (None for a minimal plan, or where a full plan leaves one
-    out); ``document``: the full plan as read (its recorded costs), None for a minimal plan.
+    out); ``convention``: how the plan was priced (a full plan without one: reference, see the
+    module docstring; a minimal plan: its own, else None); ``document``: the full plan as read
+    (its recorded costs), None for a minimal plan.
     """
 
     types: dict[str, list]
@@ -101,6 +109,7 @@ class Plan:
     space: Space | None = None
     objective: Objective | None = None
     document: dict | None = None
+    convention: Convention | None = None
 
     @property
     def full(self) -> bool:
@@ -110,18 +119,24 @@ class Plan:
     @classmethod
     def of(cls, plan: Plan | dict) -> Plan:
         """``plan`` itself, or the Plan of a plan dictionary (as :func:`read_plan` returns it).
-        PlanError when the dictionary is neither form; ValueError for an unknown space or
-        objective."""
+        PlanError when the dictionary is neither form or names an unknown convention; ValueError
+        for an unknown space or objective."""
         if isinstance(plan, Plan):
             return plan
         if not isinstance(plan, dict) or not ("layers" in plan or "assignment" in plan):
             raise PlanError(f"the plan {_NEITHER}")
         if "layers" not in plan:
-            return cls(plan_types(plan))
+            return cls(plan_types(plan), convention=_convention(plan.get("convention")))
         space, objective = plan.get("space"), plan.get("objective")
         return cls(plan_types(plan), plan_array(plan), plan.get("batch"),
                    None if space is None else parse(Space, space),
-                   None if objective is None else parse(Objective, objective), plan)
+                   None if objective is None else parse(Objective, objective), plan,
+                   _convention(plan.get("convention", LEGACY_CONVENTION)))
+
+
+def _convention(value) -> Convention | None:
+    """A plan's ``"convention"`` as a member (None stays None); PlanError when unknown."""
+    return None if value is None else parse(Convention, value, "convention in the plan", error=PlanError)
 
 
 def load_plan(path: str | os.PathLike) -> Plan:

@@ -7,6 +7,8 @@ Of a sweep (rows as :func:`hypar.present.results.latest_rows` gives them):
   batch) (``speedup.png`` / ``energy_gain.png``);
 - :func:`plot_comm_vs_pes`: bytes moved per training step vs array size, per model (hypar's plan
   solid, data parallelism dashed), one panel per batch;
+- where the rows mix pricing conventions, panels (gains) and lines (communication) are per
+  convention too;
 - :func:`plot_solve_time`: seconds per case vs model size (nodes in the plan), per array size.
 
 Of one plan: :func:`plot_plan`, the layer x level map of types with each layer's costs.
@@ -17,8 +19,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from hypar.present.results import (METHOD_LABEL, METHOD_ORDER, ReportError, batch_of, fmt_bytes, group_key,
-                                   solved)
+from hypar.present.results import (METHOD_LABEL, METHOD_ORDER, ReportError, batch_of, convention_of, fmt_bytes,
+                                   group_key, mixed_conventions, solved)
 
 
 def _plt():
@@ -50,14 +52,16 @@ def _grid(n: int, n_models: int = 1) -> tuple[int, int]:
 def plot_gains(rows: list[dict], path: str, field: str = "speedup_over_data",
                ylabel: str = "speedup over data parallelism") -> str:
     """Bars of each solved case's gain ``field`` per model and method (log scale, 1x dashed), one
-    panel per (array, batch); the PNG is written to ``path`` (returned)."""
+    panel per (array, batch[, convention when the rows mix them]); the PNG is written to ``path``
+    (returned)."""
     plt = _plt()
     from matplotlib.ticker import FuncFormatter
     ok = solved(rows)
+    by_conv = mixed_conventions(ok)
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in ok:
-        groups[group_key(r)].append(r)
-    keys = sorted(groups, key=lambda k: (k[0], k[1], k[2]))
+        groups[group_key(r, by_conv)].append(r)
+    keys = sorted(groups)
     models = list(dict.fromkeys(r["model"] for r in ok))
     nr, nc = _grid(len(keys), len(models))
     width = max(6.0, 0.55 * len(models) + 2)
@@ -82,7 +86,7 @@ def plot_gains(rows: list[dict], path: str, field: str = "speedup_over_data",
         ax.tick_params(axis="y", which="both", labelsize=7)
         ax.set_xticks(range(len(models)))
         ax.set_xticklabels(models, rotation=45, ha="right", fontsize=8)
-        ax.set_title(f"{k[1]} ({k[0]} PEs), batch {k[2]}", fontsize=10)
+        ax.set_title(f"{k[1]} ({k[0]} PEs), batch {k[2]}" + (f", {k[3]}" if by_conv else ""), fontsize=10)
         ax.set_ylabel(ylabel, fontsize=8)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
@@ -92,21 +96,25 @@ def plot_gains(rows: list[dict], path: str, field: str = "speedup_over_data",
 
 
 def plot_comm_vs_pes(rows: list[dict], path: str) -> str:
-    """Bytes moved per step vs array size per model (hypar's plan solid, data parallelism dashed),
-    one panel per batch; the PNG is written to ``path`` (returned)."""
+    """Bytes moved per step vs array size per model (and convention, when the rows mix them; hypar's
+    plan solid, data parallelism dashed), one panel per batch; the PNG is written to ``path``
+    (returned)."""
     plt = _plt()
     ok = solved(rows)
+    by_conv = mixed_conventions(ok)
     batches = sorted({str(batch_of(r)) for r in ok}, key=lambda b: (not b.isdigit(), int(b) if b.isdigit() else 0, b))
     fig, axes = plt.subplots(1, len(batches), figsize=(6.5 * len(batches), 4.5), squeeze=False)
     colors = plt.get_cmap("tab20")
-    models = list(dict.fromkeys(r["model"] for r in ok))
+    series = list(dict.fromkeys((r["model"], convention_of(r) if by_conv else "") for r in ok))
     for ax, b in zip(axes.flat, batches):
-        for i, name in enumerate(models):
-            rs = sorted((r for r in ok if r["model"] == name and str(batch_of(r)) == b), key=lambda r: r["n_pes"])
+        for i, (name, conv) in enumerate(series):
+            rs = sorted((r for r in ok if r["model"] == name and str(batch_of(r)) == b
+                         and (not by_conv or convention_of(r) == conv)), key=lambda r: r["n_pes"])
             if not rs:
                 continue
             xs = [r["n_pes"] for r in rs]
-            ax.plot(xs, [r["totals"]["comm_bytes"] for r in rs], "o-", color=colors(i % 20), label=name, lw=1.2, ms=3)
+            label = f"{name} ({conv})" if conv else name
+            ax.plot(xs, [r["totals"]["comm_bytes"] for r in rs], "o-", color=colors(i % 20), label=label, lw=1.2, ms=3)
             ax.plot(xs, [r["baselines"]["data"]["comm_bytes"] for r in rs], "--", color=colors(i % 20), lw=0.8)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -159,7 +167,8 @@ def _draw_type_map(plt, ax, layers: list[dict], plan: dict, all_nodes: bool, wid
     model = plan.get("model", {}).get("name", "model")
     arr = plan.get("array", {})
     ax.set_title(f"{model} on {arr.get('name', 'array')} ({arr.get('n_pes', '?')} PEs), batch {plan.get('batch')}, "
-                 f"objective {plan.get('objective')}, space {plan.get('space')}", fontsize=10)
+                 f"objective {plan.get('objective')}, space {plan.get('space')}, convention {plan.get('convention')}",
+                 fontsize=10)
     handles = [Patch(color=c, label=f"{t}: {plan.get('type_names', {}).get(t, t)}") for t, c in TYPE_COLORS.items()]
     if all_nodes:
         handles.append(Patch(color="#cccccc", label="layout of a non-weighted node"))

@@ -1,5 +1,6 @@
 """A sweep's results as the reports read them: the newest row per case in case order, the methods
-compared (in their report order, with labels) and the small formats the tables and plots share."""
+compared (in their report order, with labels), the pricing convention of each row (tables and
+plots split by it when a sweep mixes conventions) and the small formats they share."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from hypar.errors import HyparError
 from hypar.sweep import METHODS, read_rows, results_path
 
 METHOD_ORDER = METHODS + ("plan",)
+LEGACY_CONVENTION = "reference"    # how rows without a "convention" were priced
 METHOD_LABEL = {"data": "data", "model": "model", "owt": "owt", "hypar": "HyPar", "accpar": "AccPar",
                 "plan": "hypar (own)"}
 
@@ -47,9 +49,22 @@ def batch_of(r: dict):
     return r.get("batch") or r.get("batch_requested") or "default"
 
 
-def group_key(r: dict) -> tuple:
-    """(PEs, array, batch as text): the cases one table row or plot panel groups."""
-    return (r.get("n_pes", 0), r["array"], str(batch_of(r)))
+def convention_of(r: dict) -> str:
+    """The row's pricing convention; a row written before conventions existed was priced as
+    ``reference`` prices today."""
+    return r.get("convention") or LEGACY_CONVENTION
+
+
+def mixed_conventions(rows: list[dict]) -> bool:
+    """True when ``rows`` were priced under more than one convention (reports then split by it)."""
+    return len({convention_of(r) for r in rows}) > 1
+
+
+def group_key(r: dict, by_convention: bool = False) -> tuple:
+    """(PEs, array, batch as text), then the convention with ``by_convention``: the cases one table
+    row or plot panel groups."""
+    key = (r.get("n_pes", 0), r["array"], str(batch_of(r)))
+    return key + (convention_of(r),) if by_convention else key
 
 
 def fmt_bytes(b) -> str:

@@ -39,6 +39,11 @@ def layer_map(layers: list[dict], only_weighted: bool = True) -> str:
     return "\n".join(out)
 
 
+def _reached(solver: dict) -> str:
+    """`` (reached joint-optimal)`` from a plan's solver record ("" for plans that do not say)."""
+    return f" (reached {solver['reached']})" if solver.get("reached") else ""
+
+
 def plan_summary(plan: dict) -> str:
     """The readable summary of a plan: the layer x level map, totals, gains over baselines."""
     arr = plan["array"]
@@ -46,7 +51,8 @@ def plan_summary(plan: dict) -> str:
     s = plan["solver"]
     lines = [
         f"model {plan['model']['name']}  batch {plan['batch']}  array {arr['name']} ({arr['n_pes']} PEs, levels {fan})",
-        f"objective {plan['objective']}  space {plan['space']}  search {plan['search']}  "
+        f"objective {plan['objective']}  space {plan['space']}  convention {plan.get('convention', 'reference')}  "
+        f"search {plan['search']}{_reached(s)}  "
         f"solver {s['backend']} ({s['status']}, {s['level_solves']} level solves)",
         "",
         layer_map(plan["layers"]),
@@ -60,7 +66,8 @@ def plan_summary(plan: dict) -> str:
         lines.append(f"{name:<9} " + totals_line(t) +
                      f"   -> plan {sp:.2f}x faster" * (sp is not None) + f", {cr:.2f}x less comm" * (cr is not None))
     if s.get("joint_skipped"):
-        lines.append("joint search skipped: too many levels x layers for one exact ILP; refine was used")
+        why = s.get("joint_skipped_why") or "too many levels x layers for one exact ILP"
+        lines.append(f"joint search skipped: {why}; refine's plan was kept")
     if "gain_over_greedy" in plan:
         g = plan["gain_over_greedy"]
         lines.append(f"gain over greedy: {g['speedup']:.4f}x time, {g['comm_reduction']:.4f}x comm"
@@ -68,8 +75,8 @@ def plan_summary(plan: dict) -> str:
     return "\n".join(lines)
 
 
-def evaluation_summary(rows: list[dict], totals: dict, n_levels: int) -> str:
-    """Per-layer, per-level communication and the totals."""
+def evaluation_summary(rows: list[dict], totals: dict, n_levels: int, convention: str | None = None) -> str:
+    """Per-layer, per-level communication and the totals (and, when given, the pricing convention)."""
     w = max([len(r["name"]) for r in rows] + [5])
     head = (f"{'layer':<{w}}  {'types':<{4 * n_levels + 2}}" + "".join(f"{'L' + str(h) + ' bytes':>12}" for h in range(n_levels))
             + f"{'compute':>11}{'time':>11}{'mem/PE':>11}")
@@ -80,7 +87,7 @@ def evaluation_summary(rows: list[dict], totals: dict, n_levels: int) -> str:
                    f"{si(r['compute_s'], 's'):>11}{si(r['time_s'], 's'):>11}{si(r['mem_bytes_per_pe'], 'B'):>11}")
     out.append("")
     out.append("total: " + totals_line(totals))
-    return "\n".join(out)
+    return "\n".join(([f"priced under convention {convention}"] if convention else []) + out)
 
 
 def sweep_summary(total: int, computed: int, errors: int, skipped: int, seconds: float, results_file: str) -> str:

@@ -1,7 +1,7 @@
 """What a sweep computes: its arrays (:class:`ArraySpec`), its (model, array, batch) cases
 (:class:`Case`, each with a stable ``key``) and the model zoo's file list.
 
-The objective, space and search are checked here, once, where a sweep's settings enter the
+The objective, space, search and pricing convention are checked here, once, where a sweep's settings enter the
 library (:func:`make_cases`); a bad one stops the sweep before any case runs.
 """
 
@@ -16,7 +16,7 @@ from typing import Iterable
 from hypar.array import PEArray
 from hypar.config import SolverSettings, resolve_array
 from hypar.errors import HyparError
-from hypar.vocab import Objective, Search, Space, parse
+from hypar.vocab import Convention, Objective, Search, Space, parse
 
 
 class SweepError(HyparError):
@@ -59,8 +59,9 @@ class ArraySpec:
 
 @dataclass(frozen=True)
 class Case:
-    """One (model, array, batch) case with the settings of hypar's plan; ``index`` is its place in
-    the sweep's order, ``key`` identifies it across runs (resume)."""
+    """One (model, array, batch) case with the settings of hypar's plan (objective, space, search,
+    pricing convention, solver); ``index`` is its place in the sweep's order, ``key`` identifies
+    it across runs (resume)."""
 
     index: int
     model_path: str
@@ -72,13 +73,14 @@ class Case:
     space: Space
     search_how: Search
     settings: SolverSettings | None = None
+    convention: Convention = Convention.HIERARCHICAL
 
     @property
     def key(self) -> str:
-        """``model@digest|array@digest|b<batch>|objective|space|search``."""
+        """``model@digest|array@digest|b<batch>|objective|space|search|convention``."""
         b = "default" if self.batch is None else f"b{self.batch}"
         return (f"{self.model_name}@{self.model_digest}|{self.array.label}@{self.array.digest}|{b}|"
-                f"{self.objective}|{self.space}|{self.search_how}")
+                f"{self.objective}|{self.space}|{self.search_how}|{self.convention}")
 
 
 def array_spec(pes: int | None = None, array_path: str | None = None) -> ArraySpec:
@@ -136,14 +138,16 @@ def zoo_models(directory: str | None = None) -> list[str]:
 
 
 def make_cases(models: Iterable[str], arrays: Iterable[ArraySpec], batches: Iterable[int | None] = (None,), *,
-               objective: Objective | str = "time", space: Space | str = "full", search_how: Search | str = "refine",
+               objective: Objective | str = "time", space: Space | str = "full",
+               search_how: Search | str = Search.AUTO, convention: Convention | str = Convention.HIERARCHICAL,
                settings: SolverSettings | None = None) -> list[Case]:
     """Every (model, array, batch) case in a fixed order: models as given, then arrays, then
-    batches; a repeated case once. SweepError for an unknown objective, space or search, or when
-    there is no model or no array."""
+    batches; a repeated case once. SweepError for an unknown objective, space, search or
+    convention, or when there is no model or no array."""
     objective = parse(Objective, objective, error=SweepError)
     space = parse(Space, space, error=SweepError)
     search_how = parse(Search, search_how, "search", error=SweepError)
+    convention = parse(Convention, convention, error=SweepError)
     settings = settings if settings is not None else SolverSettings()
     models, arrays, batches = list(models), list(arrays), list(batches) or [None]
     if not models:
@@ -158,7 +162,7 @@ def make_cases(models: Iterable[str], arrays: Iterable[ArraySpec], batches: Iter
         for a in arrays:
             for b in batches:
                 c = Case(len(cases), path, name, digest, a, None if b is None else int(b),
-                         objective, space, search_how, settings)
+                         objective, space, search_how, settings, convention)
                 if c.key not in seen:
                     seen.add(c.key)
                     cases.append(c)

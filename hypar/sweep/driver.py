@@ -14,7 +14,7 @@ from hypar.sweep.cases import Case, SweepError, array_spec, make_cases
 from hypar.sweep.executors import run_dask, run_local
 from hypar.sweep.progress import Progress, ProgressBar
 from hypar.sweep.results import ResultsWriter, read_rows
-from hypar.vocab import Objective, Search, Space
+from hypar.vocab import Convention, Objective, Search, Space
 
 EXECUTORS = ("local", "dask")
 
@@ -76,14 +76,15 @@ def run_sweep(cases: list[Case], out_dir: str, *, jobs: int = 1, executor: str =
 
 def sweep(models: Iterable[str], out_dir: str, *, pes: Iterable[int] = (), arrays: Iterable[str] = (),
           batches: Iterable[int | None] = (None,), objective: Objective | str = "time",
-          space: Space | str = "full", search_how: Search | str = "refine", settings: SolverSettings | None = None,
+          space: Space | str = "full", search_how: Search | str = Search.AUTO,
+          convention: Convention | str = Convention.HIERARCHICAL, settings: SolverSettings | None = None,
           jobs: int = 1, executor: str = "local", scheduler=None, progress: Progress = None,
           retry_errors: bool = False) -> SweepSummary:
     """Library entry point: every model on every array (``pes`` sizes, then ``arrays`` files) at
-    every batch, run by :func:`run_sweep`. SweepError for bad settings (checked before any case
-    runs); ArrayConfigError for a bad array."""
+    every batch, hypar's plan searched and priced under ``convention``, run by :func:`run_sweep`.
+    SweepError for bad settings (checked before any case runs); ArrayConfigError for a bad array."""
     specs = [array_spec(pes=p) for p in pes] + [array_spec(array_path=a) for a in arrays]
     cases = make_cases(models, specs, list(batches) or [None], objective=objective, space=space,
-                       search_how=search_how, settings=settings)
+                       search_how=search_how, convention=convention, settings=settings)
     return run_sweep(cases, out_dir, jobs=jobs, executor=executor, scheduler=scheduler, progress=progress,
                      retry_errors=retry_errors)

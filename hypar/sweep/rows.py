@@ -21,7 +21,7 @@ def _base_row(case: Case) -> dict:
             "array": case.array.label, "array_source": case.array.value if case.array.kind == "file"
             else f"--pes {case.array.value}", "n_pes": case.array.n_pes,
             "batch_requested": case.batch, "objective": str(case.objective), "space": str(case.space),
-            "search": str(case.search_how)}
+            "search": str(case.search_how), "convention": str(case.convention)}
 
 
 def _ratio(a, b):
@@ -57,7 +57,8 @@ def row_from_plan(case: Case, plan: dict, seconds: float) -> dict:
         "energy_gain_over_data": _gains_over(data, methods, "energy_j"),
         "comm_reduction_over_data": _gains_over(data, methods, "comm_bytes"),
         "gain_over_greedy": plan.get("gain_over_greedy"),
-        "solve": {"status": solver.get("status"), "solve_wall_s": solver.get("solve_wall_s"),
+        "solve": {"status": solver.get("status"), "reached": solver.get("reached"),
+                  "solve_wall_s": solver.get("solve_wall_s"),
                   "level_solves": solver.get("level_solves"),
                   "n_variables_max": solver.get("n_variables_max"),
                   "import_wall_s": plan.get("timing", {}).get("import_wall_s"),

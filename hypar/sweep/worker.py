@@ -18,7 +18,7 @@ def partition_case(case: Case) -> dict:
     """The plan dictionary of one case (:func:`hypar.api.partition`)."""
     array = case.array.resolve()
     return api.partition(case.model_path, array, batch=case.batch, objective=case.objective, space=case.space,
-                         search_how=case.search_how, settings=case.settings)
+                         search_how=case.search_how, convention=case.convention, settings=case.settings)
 
 
 def run_case(case: Case) -> dict:

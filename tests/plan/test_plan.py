@@ -54,7 +54,7 @@ def test_plan_contents(model_path):
     assert H == 4 and plan["array"]["n_pes"] == 16
     assert plan["model"]["sha256"] and len(plan["model"]["sha256"]) == 64
     assert plan["model"]["path"] == model_path
-    assert plan["objective"] == "time" and plan["space"] == "full" and plan["search"] == "refine"
+    assert plan["objective"] == "time" and plan["space"] == "full" and plan["search"] == "auto"
     assert plan["solver"]["status"] in ("optimal", "feasible")
     assert plan["solver"]["level_solves"] >= H
     g = api.load_graph(model_path)

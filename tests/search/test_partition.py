@@ -201,7 +201,7 @@ def test_vocabulary_is_checked_before_the_model_is_read(tmp_path):
 
     arr = api.resolve_array(pes=4)
     missing = str(tmp_path / "missing.onnx")
-    with pytest.raises(ValueError, match="unknown search 'bogus'; choose one of greedy, refine, joint"):
+    with pytest.raises(ValueError, match="unknown search 'bogus'; choose one of auto, greedy, refine, joint"):
         api.partition(missing, arr, search_how="bogus")
     with pytest.raises(ValueError, match="unknown objective 'latency'; choose one of time, comm, energy"):
         api.evaluate(missing, plan={"assignment": {}}, objective="latency")

@@ -126,3 +126,23 @@ def test_partition_plot(tmp_path, cli_run):
     from hypar import api
     plan = api.partition(CNN, api.resolve_array(None, 4, None), batch=8)
     assert Path(plot_plan(plan, str(tmp_path / "all.png"), all_nodes=True)).stat().st_size > 2000
+
+
+def test_report_splits_by_convention_when_rows_mix_them(results, tmp_path):
+    """One convention: no convention column. Mixed: a column in every table, one geometric-mean
+    group per convention, and the CSV names each line's convention (a row without one, written
+    before conventions existed, was priced as reference)."""
+    import csv
+    rows = rp.latest_rows(str(results))
+    assert "convention |" not in rp.markdown(rows) and "convention hierarchical" in rp.markdown(rows)
+    legacy = [{k: v for k, v in r.items() if k != "convention"} | {"key": r["key"] + "-old"} for r in rows]
+    mixed = rows + legacy
+    md = rp.markdown(mixed)
+    assert "convention hierarchical, reference (the tables split by convention)" in md
+    geo = md.split("## Geometric means over models")[1].split("##")[0]
+    assert geo.count("| pes-4 | 4 | 8 | hierarchical | 2 |") == 1
+    assert geo.count("| pes-4 | 4 | 8 | reference | 2 |") == 1
+    assert md.count("| lenet | pes-4 | 4 | 8 | reference |") == 2
+    rp.write_csv(mixed, str(tmp_path / "s.csv"))
+    with open(tmp_path / "s.csv") as fh:
+        assert {l["convention"] for l in csv.DictReader(fh)} == {"hierarchical", "reference"}
