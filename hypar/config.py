@@ -32,7 +32,9 @@ class SolverSettings:
     """How each level problem is solved: ``method`` (a :class:`hypar.vocab.Method` or its string;
     ValueError when unknown), the ILP ``backend`` and limits (seconds, relative gap, threads),
     the joint search's size limits (pair variables: for the ILP, and for the chain DP that search
-    ``auto`` uses on chains beyond the ILP's limit) and the per-PE memory cap (GB)."""
+    ``auto`` uses on chains beyond the ILP's limit), the time budget (s) search ``auto`` gives the
+    joint ILP (at most ``time_limit_s``; a cut solve keeps the better of its best plan and
+    refine's, reported as joint-feasible) and the per-PE memory cap (GB)."""
 
     method: Method = Method.ILP
     backend: str = "highs"
@@ -41,6 +43,7 @@ class SolverSettings:
     threads: int | None = None
     joint_max_pairs: int = 400_000      # joint search refused above this many pair variables (ILP)
     joint_dp_max_pairs: int = 10_000_000  # search auto: a chain's joint problem by DP up to this many pairs
+    auto_joint_time_limit_s: float = 5.0  # search auto: the joint ILP's budget (s); refine's plan is its start
     memory_cap_gb: float | None = None  # per-PE capacity the plan must fit (None: unconstrained)
 
     def __post_init__(self) -> None:

@@ -7,7 +7,7 @@ per level, top first) that :meth:`CostModel.evaluate` costs exactly.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -307,6 +307,9 @@ def _after_refine(model: CostModel, how: Search, objective: Objective, settings:
     Under ``auto`` a failing joint solve keeps refine's plan (the reason says why); under
     ``joint`` it raises."""
     why = joint_skip_reason(model, settings)
+    if how == Search.AUTO:
+        budget = min(settings.time_limit_s, settings.auto_joint_time_limit_s)
+        settings = replace(settings, time_limit_s=budget)
     try:
         if why is None:
             found, status = _solve_joint(model, objective, settings, log, incumbent=plan)
