@@ -248,12 +248,26 @@ class CostModel:
         node = self.nodes[producer]
         if self.convention == Convention.HIERARCHICAL:
             strategies = tuple(None if label is None else node.strategy(label) for label in ptypes[:h + 1])
-            src, dst = conv.full_layouts(strategies)
+            src, dst = (x[:h + 1] for x in conv.full_layouts(strategies))
             if PARTIAL in src:
-                check_pair(src, dst[:h + 1])
+                check_pair(src, dst)
             return self.hierarchical.level_cost(h, conv.view, src, dst)
         strategy = None if conv.consumer_only else node.strategy(ptypes[h])
         return self.convert_cost(h, conv.view, *conv.layouts(strategy))
+
+    def pricing_passes(self, levels: list[int]) -> list[tuple[int, ...]]:
+        """``levels`` grouped into passes whose conversions share one key set (:meth:`share`):
+        ``reference`` one level per pass (views differ per level), ``hierarchical`` one pass."""
+        if self.convention == Convention.HIERARCHICAL:
+            return [tuple(levels)]
+        return [(g,) for g in levels]
+
+    def producer_levels(self, levels: tuple[int, ...]) -> set[int]:
+        """The producer's levels :meth:`conversion_cost` reads pricing a pass over ``levels``:
+        ``reference`` the levels themselves, ``hierarchical`` every level down to the lowest."""
+        if self.convention == Convention.HIERARCHICAL:
+            return set(range(max(levels) + 1))
+        return set(levels)
 
     def level_edge_costs(self, assignment: list[tuple], h: int) -> dict[int, Cost]:
         """Level-h edge costs (forward conversions, backward conversions, partial-error reductions)
