@@ -256,10 +256,14 @@ class CostModel:
         return self.convert_cost(h, conv.view, *conv.layouts(strategy))
 
     def pricing_passes(self, levels: list[int]) -> list[tuple[int, ...]]:
-        """``levels`` grouped into passes whose conversions share one key set (:meth:`share`):
-        ``reference`` one level per pass (views differ per level), ``hierarchical`` one pass."""
+        """The levels whose conversions a problem over ``levels`` must hold, grouped into passes
+        sharing one key set (:meth:`share`). ``reference``: ``levels``, one per pass (views
+        differ per level; a level above is priced the same whatever is chosen below).
+        ``hierarchical``: one pass over every level down to the lowest of ``levels``, the levels
+        above included: conversions are shared per full tuple, so consumers that agree down to
+        a level above but split at a level of the problem are charged separately above too."""
         if self.convention == Convention.HIERARCHICAL:
-            return [tuple(levels)]
+            return [tuple(range(max(levels) + 1))]
         return [(g,) for g in levels]
 
     def producer_levels(self, levels: tuple[int, ...]) -> set[int]:

@@ -80,17 +80,22 @@ def level_problem(model: PricedModel, assignment: list[tuple], h: int, objective
                   memory_cap_bytes: float | None = None) -> LevelProblem:
     """Level h as a LevelProblem with levels above fixed from ``assignment``.
 
-    ``lower="fixed"``: levels below keep ``assignment``'s types; the problem holds every cost of
-    levels h..H-1 (own collectives, compute, every tensor's conversions shared as the model's
-    convention says), so its objective plus the levels above (constant) is exactly
-    :meth:`CostModel.evaluate` of the completed assignment. A conversion's lower-level cost that
-    depends on the producer's and a consumer's level-h choices is a pair cost; one that depends
-    on several consumers' choices (sharing) a factor or group term.
-    ``lower="ideal"``: levels below are undecided (greedy): the problem holds a lower bound of
-    levels h..H-1 -- level h's own collectives, the compute with the group's share split ideally
-    below, and level h's conversions with consumers that agree down to level h sharing one
-    (a completion can only split them; conversions below level h and lower levels' collectives
-    count 0).
+    The constant the problem leaves out: the levels above h's own collectives, and under
+    ``reference`` their conversions too (under ``hierarchical`` a level above is charged once
+    per distinct full tuple, which level h's choices change: the problem holds it,
+    :meth:`CostModel.pricing_passes`).
+
+    ``lower="fixed"``: levels below keep ``assignment``'s types; the problem holds every other
+    cost of levels h..H-1 (own collectives, compute, every tensor's conversions shared as the
+    model's convention says), so its objective plus the constant is exactly
+    :meth:`CostModel.evaluate` of the completed assignment. A conversion's cost that depends on
+    the producer's and a consumer's level-h choices is a pair cost; one that depends on several
+    consumers' choices (sharing) a factor or group term.
+    ``lower="ideal"``: levels below are undecided (greedy): objective plus constant is a lower
+    bound of ``evaluate`` over every completion -- level h's own collectives, the compute with
+    each group's share split ideally below, and the conversions through level h with consumers
+    that agree down to level h sharing one (a completion can only split them further); the
+    conversions below level h and the lower levels' collectives count 0.
     ``allowed[i]``: the labels node i may take (None: all); the problem's choices are those labels.
     ``memory_cap_bytes``: per-PE capacity, a memory row over ``memory_bytes`` (levels below
     ideal or fixed as above). Raises ValueError for an unknown objective.

@@ -44,9 +44,12 @@ def close(a: float, b: float) -> bool:
 
 
 def levels_above(model: CostModel, assignment, h: int, objective: str) -> float:
-    """The communication of the levels above h (the problem's constant)."""
-    ev = model.evaluate(assignment)
-    return sum(ev.comm[i][g].value(objective) for i in range(len(model.nodes)) for g in range(h))
+    """The problem's constant (CostModel.level_problem): the levels above h's own collectives,
+    and under ``reference`` all their communication."""
+    if model.convention == "reference":
+        ev = model.evaluate(assignment)
+        return sum(ev.comm[i][g].value(objective) for i in range(len(model.nodes)) for g in range(h))
+    return sum(model.intra_cost(i, types, g).value(objective) for i, types in enumerate(assignment) for g in range(h))
 
 
 def free_assignments(prob, rng: random.Random):
