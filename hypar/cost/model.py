@@ -31,10 +31,11 @@ from hypar.errors import PlanError
 from hypar.ilp.problem import LevelProblem
 from hypar.cost import problems
 from hypar.cost.collectives import allreduce, convert, messages
-from hypar.cost.hierarchical import HierarchicalPricer, check_pair
+from hypar.cost.conventions import HierarchicalEdges, ReferenceEdges
+from hypar.cost.hierarchical import HierarchicalPricer
 from hypar.cost.price import OBJECTIVES, ZERO, Cost, collective_cost
-from hypar.cost.sharing import Conversion, share_conversions, share_full
-from hypar.cost.strategies import FULL, PARTIAL, NodeModel, macs_view, quantity, tensor_view, weight_view
+from hypar.cost.sharing import Conversion
+from hypar.cost.strategies import FULL, NodeModel, macs_view, quantity, tensor_view, weight_view
 from hypar.cost.structure import SPACES, EdgeModel, Structure
 from hypar.vocab import Convention, parse
 
@@ -63,7 +64,8 @@ class CostModel:
         self.convention = parse(Convention, convention)
         self.structure = Structure(g, space)
         self.array = array
-        self.hierarchical = HierarchicalPricer(array)
+        self.edge_pricing = (HierarchicalEdges(self.structure.nodes, HierarchicalPricer(array))
+                             if self.convention == Convention.HIERARCHICAL else ReferenceEdges(self))
         self.n_levels = array.n_levels
         self.use_factors = True       # fanned-out tensors as factor terms (else group terms)
         self._views: dict = {}
@@ -222,56 +224,31 @@ class CostModel:
             traffic.append((gc, m, convert(src, dst, a, bs, fs, fr), messages(src, dst, len(fr))))
         return collective_cost(self.array.levels[h], self.array.dtype_bytes, traffic)
 
-    def tensor_signature(self, e: EdgeModel) -> tuple[int, int, int]:
-        """Edge e's tensor at the root as its consumer reads it: (elements, batch size, feature
-        size), the grid :mod:`hypar.cost.hierarchical` splits (1 for an unmapped axis)."""
-        key = (id(e), None)
-        hit = self._sig_cache.get(key)
-        if hit is None:
-            node = self.nodes[e.c]
-            amap = node.in_maps[e.slot] if e.slot < len(node.in_maps) else (None, None)
-            hit = self._sig_cache[key] = tensor_view(node, node.sizes, e.tensor, amap)
-        return hit
-
     def share(self, edges: list[EdgeModel], choices, h: int) -> dict[Conversion, list[tuple[int, int]]]:
         """The conversions of the tensor carried by ``edges`` at level h under the model's
         convention, each with who needs it (:mod:`hypar.cost.sharing`); ``choices[c]``: the type
         tuples consumer c may take. Under ``hierarchical`` the answer is the same at every level."""
-        if self.convention == Convention.HIERARCHICAL:
-            return share_full(edges, choices, self.nodes, self.tensor_signature)
-        return share_conversions(edges, choices, h, self.nodes, self.edge_view)
+        return self.edge_pricing.share(edges, choices, h)
 
     def conversion_cost(self, h: int, conv: Conversion, producer: int, ptypes: tuple) -> Cost:
         """Level-h cost of ``conv`` (from :meth:`share`) when producer node ``producer`` takes
         types ``ptypes`` (levels after h may be None). Raises ValueError for a hierarchical pair
         this model does not price (:func:`hypar.cost.hierarchical.check_pair`)."""
-        node = self.nodes[producer]
-        if self.convention == Convention.HIERARCHICAL:
-            strategies = tuple(None if label is None else node.strategy(label) for label in ptypes[:h + 1])
-            src, dst = (x[:h + 1] for x in conv.full_layouts(strategies))
-            if PARTIAL in src:
-                check_pair(src, dst)
-            return self.hierarchical.level_cost(h, conv.view, src, dst)
-        strategy = None if conv.consumer_only else node.strategy(ptypes[h])
-        return self.convert_cost(h, conv.view, *conv.layouts(strategy))
+        return self.edge_pricing.cost((h,), conv, producer, ptypes)
+
+    def conversion_costs(self, levels: tuple[int, ...], conv: Conversion, producer: int, ptypes: tuple) -> Cost:
+        """:meth:`conversion_cost` summed over ``levels`` (a pass of :meth:`pricing_passes`)."""
+        return self.edge_pricing.cost(levels, conv, producer, ptypes)
 
     def pricing_passes(self, levels: list[int]) -> list[tuple[int, ...]]:
         """The levels whose conversions a problem over ``levels`` must hold, grouped into passes
-        sharing one key set (:meth:`share`). ``reference``: ``levels``, one per pass (views
-        differ per level; a level above is priced the same whatever is chosen below).
-        ``hierarchical``: one pass over every level down to the lowest of ``levels``, the levels
-        above included: conversions are shared per full tuple, so consumers that agree down to
-        a level above but split at a level of the problem are charged separately above too."""
-        if self.convention == Convention.HIERARCHICAL:
-            return [tuple(range(max(levels) + 1))]
-        return [(g,) for g in levels]
+        sharing one key set (:meth:`share`); see the conventions' ``passes``
+        (:mod:`hypar.cost.conventions`)."""
+        return self.edge_pricing.passes(levels)
 
     def producer_levels(self, levels: tuple[int, ...]) -> set[int]:
-        """The producer's levels :meth:`conversion_cost` reads pricing a pass over ``levels``:
-        ``reference`` the levels themselves, ``hierarchical`` every level down to the lowest."""
-        if self.convention == Convention.HIERARCHICAL:
-            return set(range(max(levels) + 1))
-        return set(levels)
+        """The producer's levels :meth:`conversion_costs` reads pricing a pass over ``levels``."""
+        return self.edge_pricing.producer_levels(levels)
 
     def level_edge_costs(self, assignment: list[tuple], h: int) -> dict[int, Cost]:
         """Level-h edge costs (forward conversions, backward conversions, partial-error reductions)

@@ -59,8 +59,8 @@ class PricedModel(Protocol):
     def share(self, edges: list[EdgeModel], choices, h: int) -> Shared:
         """One tensor's conversions at level h with who needs them (CostModel.share)."""
 
-    def conversion_cost(self, h: int, conv: Conversion, producer: int, ptypes: tuple) -> Cost:
-        """One conversion at level h (CostModel.conversion_cost)."""
+    def conversion_costs(self, levels: tuple[int, ...], conv: Conversion, producer: int, ptypes: tuple) -> Cost:
+        """One conversion summed over ``levels`` (CostModel.conversion_costs)."""
 
     def pricing_passes(self, levels: list[int]) -> list[tuple[int, ...]]:
         """Levels whose conversions share one key set (CostModel.pricing_passes)."""
@@ -182,8 +182,12 @@ class _Charge:
     producer choice (summed over the pass's levels)."""
 
     needers: list[tuple[int, int]]   # (consumer, choice index), first needed first
-    values: np.ndarray               # per producer choice
+    values: np.ndarray | float       # per producer choice; one float when ``independent``
     independent: bool                # the value does not depend on the producer's choice
+
+    def per_producer(self, n_choices: int) -> np.ndarray:
+        """The values as one per producer choice."""
+        return np.full(n_choices, self.values) if self.independent else self.values
 
 
 class _Terms:
@@ -223,34 +227,33 @@ class _Terms:
         fixed_producer = not (self.model.producer_levels(levels) & self.free)
         out = []
         for conv, needers in sorted(shared.items(), key=lambda item: item[0].backward):
-            independent = conv.consumer_only or fixed_producer
-            ptypes = self.choices[p][:1] if independent else self.choices[p]
-            values = np.array([self._value(levels, conv, p, pt) for pt in ptypes])
-            if independent:
-                values = np.full(len(self.choices[p]), values[0])
-            out.append(_Charge(needers, values, independent))
+            if conv.consumer_only or fixed_producer:
+                out.append(_Charge(needers, self._value(levels, conv, p, self.choices[p][0]), True))
+            else:
+                values = np.array([self._value(levels, conv, p, pt) for pt in self.choices[p]])
+                out.append(_Charge(needers, values, False))
         return out
 
     def _value(self, levels: tuple[int, ...], conv: Conversion, p: int, ptypes: tuple) -> float:
         """The objective's value of ``conv`` over ``levels`` with the producer taking ``ptypes``."""
-        total = 0.0
-        for g in levels:
-            total += self.model.conversion_cost(g, conv, p, ptypes).value(self.objective)
-        return total
+        return self.model.conversion_costs(levels, conv, p, ptypes).value(self.objective)
 
     def _add_pair_costs(self, p: int, c: int, charges: list[_Charge]) -> None:
         """A tensor with one consumer: a (producer x consumer) matrix; what does not depend on
         the producer (partial errors under ``reference``, fixed lower levels) on the consumer."""
-        mat = np.zeros((len(self.choices[p]), len(self.choices[c])))
-        own = np.zeros(len(self.choices[c]))
+        mat = None
+        own = [0.0] * len(self.choices[c])
         for ch in charges:
-            ts = [t for _c, t in ch.needers]
             if ch.independent:
-                own[ts] += ch.values[0]
-            else:
-                mat[:, ts] += ch.values[:, None]
-        self.node_cost[c] += own
-        if mat.any():
+                for _c, t in ch.needers:
+                    own[t] += ch.values
+                continue
+            if mat is None:
+                mat = np.zeros((len(self.choices[p]), len(self.choices[c])))
+            mat[:, [t for _c, t in ch.needers]] += ch.values[:, None]
+        if any(own):
+            self.node_cost[c] += own
+        if mat is not None and mat.any():
             self._add_matrix(p, c, mat)
 
     def _add_factor(self, p: int, consumers: list[int], charges: list[_Charge]) -> None:
@@ -267,7 +270,7 @@ class _Terms:
                 where = [slice(None)] * len(consumers)
                 where[pos[c]] = t
                 mask[tuple(where)] = True
-            table += np.reshape(ch.values, lift) * mask[None]
+            table += np.reshape(ch.per_producer(n_p), lift) * mask[None]
         self.factors.append(FactorTerm((p,) + tuple(consumers), table))
 
     def _add_groups(self, p: int, charges: list[_Charge]) -> None:
@@ -276,10 +279,11 @@ class _Terms:
         for ch in charges:
             members = sorted(set(ch.needers))
             if ch.independent:
-                self._charge(p, members, None, float(ch.values[0]))
+                self._charge(p, members, None, float(ch.values))
                 continue
             for s, value in enumerate(ch.values):
                 self._charge(p, members, s, float(value))
+
     def _charge(self, p: int, members: list[tuple[int, int]], s: int | None, value: float) -> None:
         """Charge ``value`` once if any (consumer, choice) of ``members`` is chosen (and, when
         ``s`` is not None, producer p takes choice s): straight into the node or pair costs when

@@ -9,7 +9,7 @@ Over all edges carrying one tensor -- every consumer, every input slot:
   backward, the errors the consumers send are converted once per distinct (view, error layout),
   into the layout the producer needs its output's error in; partial errors (layout ``P``) are
   all-reduced once per distinct view, whatever the producer does;
-- ``hierarchical`` (:func:`share_full`, the same at every level): forward, the producer's output
+- ``hierarchical`` (:func:`share_by` over :func:`full_conversions`, the same at every level): forward, the producer's output
   is converted once per distinct *full* target tuple (one layout per level) among the edges;
   backward, errors with an equal full source tuple are summed locally and converted once into
   the producer's needed error tuple. A conversion whose tuples are equal moves nothing.
@@ -30,9 +30,6 @@ from hypar.cost.structure import EdgeModel
 # (edge, consumer's type tuple, level) -> the consumer's view signature of the edge's tensor
 # at that level (hypar.cost.model.CostModel.edge_view).
 ViewOf = Callable[[EdgeModel, tuple, int], tuple]
-
-# edge -> the signature of the edge's tensor at the root (CostModel.tensor_signature).
-SignatureOf = Callable[[EdgeModel], tuple]
 
 # (edge, consumer's type tuple) -> the conversions that edge needs under that choice.
 KeysOf = Callable[[EdgeModel, tuple], tuple["Conversion", ...]]
@@ -67,13 +64,6 @@ class Conversion:
         if self.layout == PARTIAL:
             return PARTIAL, FULL
         return self.layout, producer.out_err_layout
-
-    def full_layouts(self, producer: tuple[Strategy | None, ...]) -> tuple[tuple, tuple]:
-        """(source tuple, target tuple) of a ``hierarchical`` conversion when the producer takes
-        the strategies ``producer`` (one per level, None where undecided: None in the tuple)."""
-        if not self.backward:
-            return tuple(ps and ps.out_layout for ps in producer), self.layout
-        return self.layout, tuple(ps and ps.out_err_layout for ps in producer)
 
 
 def edge_conversions(e: EdgeModel, consumer: Strategy, view: tuple) -> tuple[Conversion, ...]:
@@ -123,13 +113,4 @@ def share_conversions(edges: list[EdgeModel], choices: Sequence[Sequence[tuple]]
     ``nodes``: the kept nodes; ``view_of``: see :data:`ViewOf`."""
     def keys_of(e: EdgeModel, types: tuple) -> tuple[Conversion, ...]:
         return edge_conversions(e, nodes[e.c].strategy(types[level]), view_of(e, types, level))
-    return share_by(edges, choices, keys_of)
-
-
-def share_full(edges: list[EdgeModel], choices: Sequence[Sequence[tuple]], nodes: list[NodeModel],
-               sig_of: SignatureOf) -> dict[Conversion, list[tuple[int, int]]]:
-    """The ``hierarchical`` rule (module docstring; the same at every level), as :func:`share_by`
-    returns it; ``nodes``: the kept nodes; ``sig_of``: see :data:`SignatureOf`."""
-    def keys_of(e: EdgeModel, types: tuple) -> tuple[Conversion, ...]:
-        return full_conversions(e, nodes[e.c], types, sig_of(e))
     return share_by(edges, choices, keys_of)
