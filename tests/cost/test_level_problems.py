@@ -132,3 +132,23 @@ def test_refine_resnet18_16_pes_reaches_the_single_move():
         sol = solve_level(prob, settings_)
         moved = with_level(plan, prob, h, sol.assignment)
         assert model.evaluate(moved).objective("time") >= best * (1 - 1e-9)
+
+
+@settings(max_examples=12, **HYP)
+@given(n=st.integers(3, 6), seed=st.integers(0, 10 ** 6), array=st.sampled_from(ARRAYS),
+       batch=st.sampled_from([4, 8, 12]), space=st.sampled_from(["accpar", "full"]),
+       convention=st.sampled_from(["hierarchical", "reference"]), objective=st.sampled_from(["comm", "time"]))
+def test_after_refine_no_single_level_resolve_improves(n, seed, array, batch, space, convention, objective):
+    """ISSUE10: with exact fixed-lower problems, refine ends where no level re-solved alone (the
+    others fixed) improves the evaluated cost."""
+    from hypar.search import SolverSettings, greedy, refine, solve_level
+
+    g = random_dag(n, seed, batch=batch, width_choices=(4, 6, 8), skip_prob=0.6)
+    model = CostModel(g, make_array(array), space, convention)
+    solver = SolverSettings()
+    plan = refine(model, [greedy(model, objective, solver)], objective, solver)
+    best = model.evaluate(plan).objective(objective)
+    for h in range(model.n_levels):
+        prob = model.level_problem(plan, h, objective, lower="fixed")
+        moved = with_level(plan, prob, h, solve_level(prob, solver).assignment)
+        assert model.evaluate(moved).objective(objective) >= best * (1 - 1e-9)
