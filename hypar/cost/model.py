@@ -15,7 +15,8 @@ Conventions (SPEC.md "Units and totals"):
   at each level (its own splits above), converted once per distinct (view, layout); under
   ``hierarchical``: each conversion from the producer's full layout tuple to the consumer's, at
   every level, priced by :mod:`hypar.cost.hierarchical` (the SPEC's order), once per distinct
-  full tuple. :mod:`hypar.cost.sharing` states both rules.
+  full tuple (a level's conversion is then one collective per step of the order, each timed
+  on its own slowest subgroup). :mod:`hypar.cost.sharing` states both rules.
 
 Which nodes are kept in each space, and the edges between them, is :mod:`hypar.cost.structure`.
 """
