@@ -152,3 +152,19 @@ def test_after_refine_no_single_level_resolve_improves(n, seed, array, batch, sp
         prob = model.level_problem(plan, h, objective, lower="fixed")
         moved = with_level(plan, prob, h, solve_level(prob, solver).assignment)
         assert model.evaluate(moved).objective(objective) >= best * (1 - 1e-9)
+
+
+@settings(max_examples=15, **HYP)
+@given(n=st.integers(2, 3), seed=st.integers(0, 10 ** 6), array=st.sampled_from(["2,2", "3,2", "hetero"]),
+       batch=st.sampled_from([4, 6, 8]), convention=st.sampled_from(["hierarchical", "reference"]),
+       objective=st.sampled_from(["comm", "time"]), factors=st.booleans())
+def test_joint_problem_equals_evaluate(n, seed, array, batch, convention, objective, factors):
+    """The joint problem (every node chooses a whole tuple) is evaluate itself."""
+    g = random_dag(n, seed, batch=batch, width_choices=(4, 6, 8), skip_prob=0.6)
+    model = CostModel(g, make_array(array), "accpar", convention)
+    model.use_factors = factors
+    prob = model.joint_problem(objective)
+    choices = model.joint_choices()
+    for a in free_assignments(prob, random.Random(seed)):
+        full = [choices[i][c] for i, c in enumerate(a)]
+        assert close(prob.objective(a), model.evaluate(full).objective(objective)), a
