@@ -209,6 +209,9 @@ class _Terms:
 
     def add_tensor(self, levels: tuple[int, ...], p: int, edges: list[EdgeModel]) -> None:
         """Charge the conversions at ``levels`` of the tensor producer ``p`` sends along ``edges``."""
+        if len(edges) == 1 and not (self.model.producer_levels(levels) & self.free):
+            self._add_consumer_costs(levels, p, edges[0])
+            return
         consumers = sorted({e.c for e in edges})
         charges = self._charges(levels, p, edges)
         if len(consumers) == 1:
@@ -233,6 +236,19 @@ class _Terms:
                 values = np.array([self._value(levels, conv, p, pt) for pt in self.choices[p]])
                 out.append(_Charge(needers, values, False))
         return out
+
+    def _add_consumer_costs(self, levels: tuple[int, ...], p: int, e: EdgeModel) -> None:
+        """A tensor on one edge priced without reading the producer's free levels: each
+        consumer choice's conversions on its own node cost (the same sums as the general path)."""
+        ptypes = self.choices[p][0]
+        own = []
+        for types in self.choices[e.c]:
+            total = 0.0
+            for conv in self.model.share([e], {e.c: [types]}, levels[0]):
+                total += self._value(levels, conv, p, ptypes)
+            own.append(total)
+        if any(own):
+            self.node_cost[e.c] += own
 
     def _value(self, levels: tuple[int, ...], conv: Conversion, p: int, ptypes: tuple) -> float:
         """The objective's value of ``conv`` over ``levels`` with the producer taking ``ptypes``."""
