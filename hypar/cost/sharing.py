@@ -21,7 +21,7 @@ factor tables, group terms) use these rules.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from hypar.cost.strategies import FULL, PARTIAL, NodeModel, Strategy
@@ -86,14 +86,14 @@ def full_conversions(e: EdgeModel, node: NodeModel, types: tuple, sig: tuple) ->
     return forward, Conversion(True, sig, tuple(st and st.in_err_layouts[e.slot] for st in strategies))
 
 
-def share_by(edges: list[EdgeModel], choices: Sequence[Sequence[tuple]],
+def share_by(edges: list[EdgeModel], choices: Sequence[Sequence[tuple]] | Mapping[int, Sequence[tuple]],
              keys_of: KeysOf) -> dict[Conversion, list[tuple[int, int]]]:
     """The conversions one tensor needs, each once, with who needs it: edges needing an equal
     :class:`Conversion` (``keys_of``, see :data:`KeysOf`) share it.
 
-    ``edges``: the edges carrying the tensor (:attr:`Structure.tensor_edges`); ``choices[c]``:
-    the type tuples (one label per level) consumer c may take -- one tuple for a fixed
-    assignment.
+    ``edges``: the edges carrying the tensor (:attr:`Structure.tensor_edges`); ``choices[c]``
+    (a sequence or a mapping by consumer index): the type tuples (one label per level) consumer c
+    may take -- one tuple for a fixed assignment.
 
     Returns {conversion: [(consumer index, choice index), ...]}: conversions in the order first
     needed (edge by edge, choice by choice, forward before backward), each one's needers in that

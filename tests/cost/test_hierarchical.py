@@ -159,3 +159,39 @@ def test_steps_and_rejected_pairs():
         check_pair((PARTIAL, FULL), (ROWS, FULL))
     with pytest.raises(ValueError, match="partial sums"):
         check_pair((ROWS,), (PARTIAL,))
+
+
+def fan_out_graph():
+    """fc0 (8 -> 8, batch 8) feeding fc1 and fc2 (8 -> 8 each): one 8 x 8 tensor, two consumers."""
+    from hypar import graph as G
+    from hypar.synthetic import gemm_layer
+
+    g = G.new_graph("fan", 8)
+    g.graph["inputs"] = (G.Tensor("x", (8, 8), 0, 1),)
+    g.graph["input_consumers"] = {"x": ("fc0",)}
+    h0 = G.Tensor("h0", (8, 8), 0, 1)
+    G.add_layer(g, gemm_layer("fc0", 8, 8, 8, ("x",), "h0"))
+    outs = []
+    for i in (1, 2):
+        G.add_layer(g, gemm_layer(f"fc{i}", 8, 8, 8, ("h0",), f"y{i}"))
+        G.add_edge(g, "fc0", f"fc{i}", h0, 0)
+        outs.append(G.Tensor(f"y{i}", (8, 8), 0, 1))
+    g.graph["outputs"] = tuple(outs)
+    return g
+
+
+def test_fan_out_shares_per_full_tuple():
+    """HIER_SEMANTICS §3 on 2 x 2, fc0 (I, I) -> fc1 (III, I) and fc2 (III, II), elements:
+    - forward into fc1, (S(b), S(b)) -> (R, S(b)): level 0 all-gather 64, level 1 nothing;
+    - forward into fc2, (S(b), S(b)) -> (R, S(f)): level 0 64 again (a distinct full tuple
+      converts separately, though both read R at level 0), level 1 all-to-all 32;
+    - backward from fc1, (P, S(b)) -> (S(b), S(b)): level 0 reduce-scatter 64 + gather half 64;
+    - backward from fc2, (P, S(f)) -> (S(b), S(b)): level 0 128, level 1 all-to-all 32.
+    With fc2 (III, I) as well both conversions are shared and charged to fc1 alone."""
+    model = CostModel(fan_out_graph(), array_from_levels([2, 2]), "accpar", "hierarchical")
+
+    def per_level(asg):
+        return [{i: c.bytes / 2 for i, c in model.level_edge_costs(asg, h).items() if c.bytes} for h in (0, 1)]
+
+    assert per_level([("I", "I"), ("III", "I"), ("III", "II")]) == [{1: 192, 2: 192}, {2: 64}]
+    assert per_level([("I", "I"), ("III", "I"), ("III", "I")]) == [{1: 192}, {}]
