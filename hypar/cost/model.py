@@ -11,8 +11,12 @@ Conventions (SPEC.md "Units and totals"):
   every group; ``comm_bytes`` = volume x dtype bytes summed over levels;
 - the time of one collective = the slowest subgroup's per-PE bytes / bandwidth (+ latency per
   message); a layer's time = its slowest PE's compute + its collectives; step time = the sum;
-- tensors between layers are costed in the *consumer's* view (its own splits above), converted
-  once per distinct (view, layout) as :mod:`hypar.cost.sharing` says.
+- tensors between layers, under the ``reference`` convention: costed in the *consumer's* view
+  at each level (its own splits above), converted once per distinct (view, layout); under
+  ``hierarchical``: each conversion from the producer's full layout tuple to the consumer's, at
+  every level, priced by :mod:`hypar.cost.hierarchical` (the SPEC's order), once per distinct
+  full tuple (a level's conversion is then one collective per step of the order, each timed
+  on its own slowest subgroup). :mod:`hypar.cost.sharing` states both rules.
 
 Which nodes are kept in each space, and the edges between them, is :mod:`hypar.cost.structure`.
 """
@@ -28,8 +32,10 @@ from hypar.errors import PlanError
 from hypar.ilp.problem import LevelProblem
 from hypar.cost import problems
 from hypar.cost.collectives import allreduce, convert, messages
+from hypar.cost.conventions import HierarchicalEdges, ReferenceEdges
+from hypar.cost.hierarchical import HierarchicalPricer
 from hypar.cost.price import OBJECTIVES, ZERO, Cost, collective_cost
-from hypar.cost.sharing import share_conversions
+from hypar.cost.sharing import Conversion
 from hypar.cost.strategies import FULL, NodeModel, macs_view, quantity, tensor_view, weight_view
 from hypar.cost.structure import SPACES, EdgeModel, Structure
 from hypar.vocab import Convention, parse
@@ -59,6 +65,8 @@ class CostModel:
         self.convention = parse(Convention, convention)
         self.structure = Structure(g, space)
         self.array = array
+        self.edge_pricing = (HierarchicalEdges(self.structure.nodes, HierarchicalPricer(array))
+                             if self.convention == Convention.HIERARCHICAL else ReferenceEdges(self))
         self.n_levels = array.n_levels
         self.use_factors = True       # fanned-out tensors as factor terms (else group terms)
         self._views: dict = {}
@@ -141,7 +149,21 @@ class CostModel:
     # -- communication
     def intra_cost(self, i: int, types: tuple, h: int) -> Cost:
         """Collectives inside node i at level h (all-reduce of dW, of F_out, norm statistics)
-        under its types ``types`` (levels 0..h used)."""
+        under its types ``types`` (levels 0..h used). The same under both conventions.
+
+        Why ``hierarchical`` needs no other price (HIER_SEMANTICS.md §4): the dW all-reduce of a
+        type-I level h is the conversion of dW from P -> R at h, where dW is P at every type-I
+        level above (a partial sum over each batch split) and sharded at every type-II/III level
+        (the weight is split there), in both source and target. In the SPEC's closed form both
+        the reduce-scatter (K) and the all-gather (T) factors are then the product k_I of the
+        fanouts of the type-I levels above, so the elements crossing level-h links are
+        ``W (k_h - 1) (K + T) = 2 (k_h - 1) k_I W`` (W = dW's elements). Today's price: every
+        level-h group all-reduces its view of dW, ``W / k_sharded`` elements (k_sharded: the
+        fanouts of the II/III levels above), each of its k_h subgroups receiving
+        ``2 (k_h - 1) / k_h`` of it; over the ``k_I k_sharded`` groups and their k_h subgroups
+        that is the same ``2 (k_h - 1) k_I W``, with the same per-PE share (so the same time).
+        The F_out all-reduce of a type-II level is the same derivation with F_out for dW (P at
+        the type-II levels above, sharded by the I/III levels)."""
         key = (i, tuple(types[:h + 1]))
         hit = self._intra_cache.get(key)
         if hit is None:
@@ -203,17 +225,42 @@ class CostModel:
             traffic.append((gc, m, convert(src, dst, a, bs, fs, fr), messages(src, dst, len(fr))))
         return collective_cost(self.array.levels[h], self.array.dtype_bytes, traffic)
 
+    def share(self, edges: list[EdgeModel], choices, h: int) -> dict[Conversion, list[tuple[int, int]]]:
+        """The conversions of the tensor carried by ``edges`` at level h under the model's
+        convention, each with who needs it (:mod:`hypar.cost.sharing`); ``choices[c]``: the type
+        tuples consumer c may take. Under ``hierarchical`` the answer is the same at every level."""
+        return self.edge_pricing.share(edges, choices, h)
+
+    def conversion_cost(self, h: int, conv: Conversion, producer: int, ptypes: tuple) -> Cost:
+        """Level-h cost of ``conv`` (from :meth:`share`) when producer node ``producer`` takes
+        types ``ptypes`` (levels after h may be None). Raises ValueError for a hierarchical pair
+        this model does not price (:func:`hypar.cost.hierarchical.check_pair`)."""
+        return self.edge_pricing.cost((h,), conv, producer, ptypes)
+
+    def conversion_costs(self, levels: tuple[int, ...], conv: Conversion, producer: int, ptypes: tuple) -> Cost:
+        """:meth:`conversion_cost` summed over ``levels`` (a pass of :meth:`pricing_passes`)."""
+        return self.edge_pricing.cost(levels, conv, producer, ptypes)
+
+    def pricing_passes(self, levels: list[int]) -> list[tuple[int, ...]]:
+        """The levels whose conversions a problem over ``levels`` must hold, grouped into passes
+        sharing one key set (:meth:`share`); see the conventions' ``passes``
+        (:mod:`hypar.cost.conventions`)."""
+        return self.edge_pricing.passes(levels)
+
+    def producer_levels(self, levels: tuple[int, ...]) -> set[int]:
+        """The producer's levels :meth:`conversion_costs` reads pricing a pass over ``levels``."""
+        return self.edge_pricing.producer_levels(levels)
+
     def level_edge_costs(self, assignment: list[tuple], h: int) -> dict[int, Cost]:
         """Level-h edge costs (forward conversions, backward conversions, partial-error reductions)
-        of a full assignment, shared per tensor as :mod:`hypar.cost.sharing` says, each charged
-        to the first consumer needing it: {node index: cost} (nodes charged nothing are absent)."""
+        of a full assignment, shared per tensor as :meth:`share` says, each charged to the first
+        consumer needing it: {node index: cost} (nodes charged nothing are absent)."""
         per_node: dict[int, Cost] = defaultdict(lambda: ZERO)
         fixed = [[types] for types in assignment]
         for (p, _source), edges in self.structure.tensor_edges.items():
-            producer = self.nodes[p].strategy(assignment[p][h])
-            for conv, needers in share_conversions(edges, fixed, h, self.nodes, self.edge_view).items():
+            for conv, needers in self.share(edges, fixed, h).items():
                 c = needers[0][0]
-                per_node[c] = per_node[c] + self.convert_cost(h, conv.view, *conv.layouts(producer))
+                per_node[c] = per_node[c] + self.conversion_cost(h, conv, p, assignment[p])
         return per_node
 
     # -- compute and memory

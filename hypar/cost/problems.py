@@ -2,10 +2,14 @@
 
 Every node chooses among candidate type tuples (one label per level). The problem's terms:
 
-- node costs: the node's own collectives, its compute (objectives other than ``comm``), the
-  partial-error reductions only its choice decides, and with ``lower="fixed"`` the levels below;
-- per tensor leaving a producer, its conversions at each level of the problem, shared as
-  :mod:`hypar.cost.sharing` says, laid out forward ones first, then backward ones:
+- node costs: the node's own collectives (with ``lower="fixed"`` those of the levels below too),
+  its compute (objectives other than ``comm``), and the conversions only its choice decides
+  (partial errors under ``reference``; conversions whose price reads no free level of the producer);
+- per tensor leaving a producer, its conversions at each level of the problem (with
+  ``lower="fixed"``: the level and every level below), shared as :mod:`hypar.cost.sharing` says
+  for the model's convention, laid out forward ones first, then backward ones; a pass of levels
+  sharing one key set (:meth:`CostModel.pricing_passes`) adds each conversion once with its
+  values summed over the pass:
 
   - one consumer: a producer x consumer cost matrix (pair term);
   - a few consumers (a table of at most :data:`FACTOR_MAX_ENTRIES`): one exact factor term;
@@ -18,13 +22,13 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from hypar.cost.price import OBJECTIVES, ZERO, Cost
-from hypar.cost.sharing import Conversion, edge_conversions, share_conversions
-from hypar.cost.strategies import Strategy
+from hypar.cost.sharing import Conversion
 from hypar.cost.structure import EdgeModel, Structure
 from hypar.ilp.problem import FactorTerm, GroupTerm, LevelProblem
 
@@ -52,11 +56,17 @@ class PricedModel(Protocol):
     def memory_bytes(self, i: int, types: tuple) -> float:
         """Node i's largest per-PE bytes (CostModel.memory_bytes)."""
 
-    def edge_view(self, e: EdgeModel, ctypes: tuple, h: int) -> tuple:
-        """Edge e's tensor in its consumer's view at level h (CostModel.edge_view)."""
+    def share(self, edges: list[EdgeModel], choices, h: int) -> Shared:
+        """One tensor's conversions at level h with who needs them (CostModel.share)."""
 
-    def convert_cost(self, h: int, sig: tuple, src: str, dst: str) -> Cost:
-        """One conversion at level h (CostModel.convert_cost)."""
+    def conversion_costs(self, levels: tuple[int, ...], conv: Conversion, producer: int, ptypes: tuple) -> Cost:
+        """One conversion summed over ``levels`` (CostModel.conversion_costs)."""
+
+    def pricing_passes(self, levels: list[int]) -> list[tuple[int, ...]]:
+        """Levels whose conversions share one key set (CostModel.pricing_passes)."""
+
+    def producer_levels(self, levels: tuple[int, ...]) -> set[int]:
+        """Producer levels a pass's prices read (CostModel.producer_levels)."""
 
 
 def _check_objective(objective: str) -> None:
@@ -70,9 +80,22 @@ def level_problem(model: PricedModel, assignment: list[tuple], h: int, objective
                   memory_cap_bytes: float | None = None) -> LevelProblem:
     """Level h as a LevelProblem with levels above fixed from ``assignment``.
 
-    ``lower="ideal"``: levels below are undecided (greedy; compute spread ideally below).
-    ``lower="fixed"``: levels below keep ``assignment``'s types; their costs enter the node costs
-    per consumer view (not shared across consumers there, so the caller re-evaluates).
+    The constant the problem leaves out: the levels above h's own collectives, and under
+    ``reference`` their conversions too (under ``hierarchical`` a level above is charged once
+    per distinct full tuple, which level h's choices change: the problem holds it,
+    :meth:`CostModel.pricing_passes`).
+
+    ``lower="fixed"``: levels below keep ``assignment``'s types; the problem holds every other
+    cost of levels h..H-1 (own collectives, compute, every tensor's conversions shared as the
+    model's convention says), so its objective plus the constant is exactly
+    :meth:`CostModel.evaluate` of the completed assignment. A conversion's cost that depends on
+    the producer's and a consumer's level-h choices is a pair cost; one that depends on several
+    consumers' choices (sharing) a factor or group term.
+    ``lower="ideal"``: levels below are undecided (greedy): objective plus constant is a lower
+    bound of ``evaluate`` over every completion -- level h's own collectives, the compute with
+    each group's share split ideally below, and the conversions through level h with consumers
+    that agree down to level h sharing one (a completion can only split them further); the
+    conversions below level h and the lower levels' collectives count 0.
     ``allowed[i]``: the labels node i may take (None: all); the problem's choices are those labels.
     ``memory_cap_bytes``: per-PE capacity, a memory row over ``memory_bytes`` (levels below
     ideal or fixed as above). Raises ValueError for an unknown objective.
@@ -80,11 +103,12 @@ def level_problem(model: PricedModel, assignment: list[tuple], h: int, objective
     _check_objective(objective)
     n = len(model.structure.nodes)
     labels = [model.labels(i) if allowed is None or allowed[i] is None else tuple(allowed[i]) for i in range(n)]
-    undecided_below = lower == "ideal"
-    choices = [[_with_label(assignment[i], h, t, undecided_below, model.n_levels) for t in labels[i]] for i in range(n)]
-    node_cost = [np.array([_level_node_cost(model, assignment, h, objective, lower == "fixed", i, ct).value(objective)
+    fixed_below = lower == "fixed"
+    choices = [[_with_label(assignment[i], h, t, not fixed_below, model.n_levels) for t in labels[i]] for i in range(n)]
+    node_cost = [np.array([_level_node_cost(model, h, objective, fixed_below, i, ct).value(objective)
                            for ct in choices[i]], dtype=float) for i in range(n)]
-    return _build_problem(model, choices, labels, [h], objective, node_cost, memory_cap_bytes)
+    levels = list(range(h, model.n_levels)) if fixed_below else [h]
+    return _build_problem(model, choices, labels, levels, {h}, objective, node_cost, memory_cap_bytes)
 
 
 def _with_label(types: tuple, h: int, label: str, undecided_below: bool, n_levels: int) -> tuple:
@@ -96,31 +120,16 @@ def _with_label(types: tuple, h: int, label: str, undecided_below: bool, n_level
     return tuple(out)
 
 
-def _level_node_cost(model: PricedModel, assignment: list[tuple], h: int, objective: str, fixed_below: bool,
-                     i: int, types: tuple) -> Cost:
-    """Node i's own level-h cost under ``types`` (see :func:`level_problem`)."""
+def _level_node_cost(model: PricedModel, h: int, objective: str, fixed_below: bool, i: int, types: tuple) -> Cost:
+    """Node i's own cost at level h (and the levels below when ``fixed_below``) under ``types``:
+    its collectives, and its compute for objectives other than ``comm``."""
     c = model.intra_cost(i, types, h)
     if objective != "comm":
         c = c + model.compute_cost(i, types)
     if fixed_below:
         for g in range(h + 1, model.n_levels):
-            c = c + model.intra_cost(i, types, g) + _lower_edges_as_consumer(model, assignment, i, types, g)
+            c = c + model.intra_cost(i, types, g)
     return c
-
-
-def _lower_edges_as_consumer(model: PricedModel, assignment: list[tuple], i: int, types: tuple, g: int) -> Cost:
-    """Level-g conversions on node i's input edges with i's types ``types`` (producers' types from
-    ``assignment``), every edge's own conversions in full: not shared across edges."""
-    s = model.structure
-    total = ZERO
-    consumer = s.nodes[i].strategy(types[g])
-    for e_idx in s.in_edges[i]:
-        e = s.edges[e_idx]
-        producer = s.nodes[e.p].strategy(assignment[e.p][g])
-        view = model.edge_view(e, types, g)
-        for conv in edge_conversions(e, consumer, view):
-            total = total + model.convert_cost(g, view, *conv.layouts(producer))
-    return total
 
 
 def joint_choices(model: PricedModel) -> list[list[tuple]]:
@@ -137,7 +146,7 @@ def joint_problem(model: PricedModel, objective: str = "comm", memory_cap_bytes:
     node_cost = [np.array([_joint_node_cost(model, objective, i, ct).value(objective) for ct in ch], dtype=float)
                  for i, ch in enumerate(choices)]
     labels = [tuple("/".join(t) for t in ch) for ch in choices]
-    return _build_problem(model, choices, labels, levels, objective, node_cost, memory_cap_bytes)
+    return _build_problem(model, choices, labels, levels, set(levels), objective, node_cost, memory_cap_bytes)
 
 
 def _joint_node_cost(model: PricedModel, objective: str, i: int, types: tuple) -> Cost:
@@ -151,12 +160,14 @@ def _joint_node_cost(model: PricedModel, objective: str, i: int, types: tuple) -
 
 
 def _build_problem(model: PricedModel, choices: list[list[tuple]], labels: list[tuple[str, ...]], levels: list[int],
-                   objective: str, node_cost: list[np.ndarray], memory_cap_bytes: float | None) -> LevelProblem:
-    """A LevelProblem over per-node candidate type tuples, with the tensors' costs at ``levels``."""
-    terms = _Terms(model, choices, objective, node_cost)
-    for h in levels:
+                   free: set[int], objective: str, node_cost: list[np.ndarray],
+                   memory_cap_bytes: float | None) -> LevelProblem:
+    """A LevelProblem over per-node candidate type tuples, with the tensors' costs at ``levels``;
+    ``free``: the levels where the choices differ (the others are fixed)."""
+    terms = _Terms(model, choices, objective, node_cost, free)
+    for levels_of_pass in model.pricing_passes(levels):
         for (p, _source), edges in model.structure.tensor_edges.items():
-            terms.add_tensor(h, p, edges)
+            terms.add_tensor(levels_of_pass, p, edges)
     memory = []
     if memory_cap_bytes is not None:
         coef = [np.array([model.memory_bytes(i, ct) for ct in ch], dtype=float) for i, ch in enumerate(choices)]
@@ -165,86 +176,129 @@ def _build_problem(model: PricedModel, choices: list[list[tuple]], labels: list[
                         terms.edge_cost, terms.groups, memory, terms.factors)
 
 
-def _forward_first(shared: Shared) -> list[tuple[Conversion, list[tuple[int, int]]]]:
-    """``shared``'s items, forward conversions before backward ones, each in first-needed order."""
-    return sorted(shared.items(), key=lambda item: item[0].backward)
+@dataclass(frozen=True, slots=True)
+class _Charge:
+    """One shared conversion of a tensor in a problem: who needs it, and its objective value per
+    producer choice (summed over the pass's levels)."""
+
+    needers: list[tuple[int, int]]   # (consumer, choice index), first needed first
+    values: np.ndarray | float       # per producer choice; one float when ``independent``
+    independent: bool                # the value does not depend on the producer's choice
+
+    def per_producer(self, n_choices: int) -> np.ndarray:
+        """The values as one per producer choice."""
+        return np.full(n_choices, self.values) if self.independent else self.values
 
 
 class _Terms:
     """The terms of a problem under construction: node costs (added to in place), pair matrices
     per (producer, consumer) in first-charged order, group terms and factor terms."""
 
-    def __init__(self, model: PricedModel, choices: list[list[tuple]], objective: str, node_cost: list[np.ndarray]):
+    def __init__(self, model: PricedModel, choices: list[list[tuple]], objective: str, node_cost: list[np.ndarray],
+                 free: set[int]):
         self.model = model
         self.choices = choices
         self.objective = objective
         self.node_cost = node_cost
+        self.free = free
         self.edge_index: dict[tuple[int, int], int] = {}
         self.edges: list[tuple[int, int]] = []
         self.edge_cost: list[np.ndarray] = []
         self.groups: list[GroupTerm] = []
         self.factors: list[FactorTerm] = []
 
-    def add_tensor(self, h: int, p: int, edges: list[EdgeModel]) -> None:
-        """Charge the level-h conversions of the tensor producer ``p`` sends along ``edges``."""
-        producer = [self.model.structure.nodes[p].strategy(types[h]) for types in self.choices[p]]
+    def add_tensor(self, levels: tuple[int, ...], p: int, edges: list[EdgeModel]) -> None:
+        """Charge the conversions at ``levels`` of the tensor producer ``p`` sends along ``edges``."""
+        if len(edges) == 1 and not (self.model.producer_levels(levels) & self.free):
+            self._add_consumer_costs(levels, p, edges[0])
+            return
         consumers = sorted({e.c for e in edges})
-        shared = share_conversions(edges, self.choices, h, self.model.structure.nodes, self.model.edge_view)
+        charges = self._charges(levels, p, edges)
         if len(consumers) == 1:
-            self._add_pair_costs(h, p, consumers[0], shared, producer)
+            self._add_pair_costs(p, consumers[0], charges)
             return
         size = len(self.choices[p]) * math.prod(len(self.choices[c]) for c in consumers)
         if self.model.use_factors and size <= FACTOR_MAX_ENTRIES:
-            self._add_factor(h, p, consumers, shared, producer)
+            self._add_factor(p, consumers, charges)
         else:
-            self._add_groups(h, p, shared, producer)
+            self._add_groups(p, charges)
 
-    def _value(self, h: int, conv: Conversion, producer: Strategy | None) -> float:
-        """The objective's value of ``conv`` at level h with the producer taking ``producer``."""
-        return self.model.convert_cost(h, conv.view, *conv.layouts(producer)).value(self.objective)
-
-    def _add_pair_costs(self, h: int, p: int, c: int, shared: Shared, producer: list[Strategy]) -> None:
-        """A tensor with one consumer: a (producer x consumer) matrix, partial errors on the consumer."""
-        mat = np.zeros((len(producer), len(self.choices[c])))
-        own = np.zeros(len(self.choices[c]))
-        for conv, needers in _forward_first(shared):
-            ts = [t for _c, t in needers]
-            if conv.consumer_only:
-                own[ts] += self._value(h, conv, None)
+    def _charges(self, levels: tuple[int, ...], p: int, edges: list[EdgeModel]) -> list[_Charge]:
+        """The tensor's shared conversions (forward ones first, each in first-needed order) with
+        their values per producer choice, summed over ``levels``."""
+        shared = self.model.share(edges, self.choices, levels[0])
+        fixed_producer = not (self.model.producer_levels(levels) & self.free)
+        out = []
+        for conv, needers in sorted(shared.items(), key=lambda item: item[0].backward):
+            if conv.consumer_only or fixed_producer:
+                out.append(_Charge(needers, self._value(levels, conv, p, self.choices[p][0]), True))
             else:
-                mat[:, ts] += np.array([self._value(h, conv, ps) for ps in producer])[:, None]
-        self.node_cost[c] += own
-        if mat.any():
+                values = np.array([self._value(levels, conv, p, pt) for pt in self.choices[p]])
+                out.append(_Charge(needers, values, False))
+        return out
+
+    def _add_consumer_costs(self, levels: tuple[int, ...], p: int, e: EdgeModel) -> None:
+        """A tensor on one edge priced without reading the producer's free levels: each
+        consumer choice's conversions on its own node cost (the same sums as the general path)."""
+        ptypes = self.choices[p][0]
+        own = []
+        for types in self.choices[e.c]:
+            total = 0.0
+            for conv in self.model.share([e], {e.c: [types]}, levels[0]):
+                total += self._value(levels, conv, p, ptypes)
+            own.append(total)
+        if any(own):
+            self.node_cost[e.c] += own
+
+    def _value(self, levels: tuple[int, ...], conv: Conversion, p: int, ptypes: tuple) -> float:
+        """The objective's value of ``conv`` over ``levels`` with the producer taking ``ptypes``."""
+        return self.model.conversion_costs(levels, conv, p, ptypes).value(self.objective)
+
+    def _add_pair_costs(self, p: int, c: int, charges: list[_Charge]) -> None:
+        """A tensor with one consumer: a (producer x consumer) matrix; what does not depend on
+        the producer (partial errors under ``reference``, fixed lower levels) on the consumer."""
+        mat = None
+        own = [0.0] * len(self.choices[c])
+        for ch in charges:
+            if ch.independent:
+                for _c, t in ch.needers:
+                    own[t] += ch.values
+                continue
+            if mat is None:
+                mat = np.zeros((len(self.choices[p]), len(self.choices[c])))
+            mat[:, [t for _c, t in ch.needers]] += ch.values[:, None]
+        if any(own):
+            self.node_cost[c] += own
+        if mat is not None and mat.any():
             self._add_matrix(p, c, mat)
 
-    def _add_factor(self, h: int, p: int, consumers: list[int], shared: Shared, producer: list[Strategy]) -> None:
+    def _add_factor(self, p: int, consumers: list[int], charges: list[_Charge]) -> None:
         """A fanned-out tensor as one table over (producer, consumers...) choices: each conversion's
         cost wherever on the consumers' joint grid some needer is chosen, exactly as evaluate does."""
         pos = {c: j for j, c in enumerate(consumers)}
         grid = tuple(len(self.choices[c]) for c in consumers)
-        n_p = len(producer)
+        n_p = len(self.choices[p])
         table = np.zeros((n_p,) + grid)
         lift = (n_p,) + (1,) * len(consumers)
-        for conv, needers in _forward_first(shared):
+        for ch in charges:
             mask = np.zeros(grid, bool)
-            for c, t in needers:
+            for c, t in ch.needers:
                 where = [slice(None)] * len(consumers)
                 where[pos[c]] = t
                 mask[tuple(where)] = True
-            cost = [self._value(h, conv, ps) for ps in producer]
-            table += np.reshape(cost, lift) * mask[None]
+            table += np.reshape(ch.per_producer(n_p), lift) * mask[None]
         self.factors.append(FactorTerm((p,) + tuple(consumers), table))
 
-    def _add_groups(self, h: int, p: int, shared: Shared, producer: list[Strategy]) -> None:
+    def _add_groups(self, p: int, charges: list[_Charge]) -> None:
         """A widely fanned-out tensor: each conversion charged once per producer choice (once
-        outright for a partial error) when any of its needers is chosen."""
-        for conv, needers in _forward_first(shared):
-            members = sorted(set(needers))
-            if conv.consumer_only:
-                self._charge(p, members, None, self._value(h, conv, None))
+        outright when independent of the producer) when any of its needers is chosen."""
+        for ch in charges:
+            members = sorted(set(ch.needers))
+            if ch.independent:
+                self._charge(p, members, None, float(ch.values))
                 continue
-            for s, ps in enumerate(producer):
-                self._charge(p, members, s, self._value(h, conv, ps))
+            for s, value in enumerate(ch.values):
+                self._charge(p, members, s, float(value))
 
     def _charge(self, p: int, members: list[tuple[int, int]], s: int | None, value: float) -> None:
         """Charge ``value`` once if any (consumer, choice) of ``members`` is chosen (and, when

@@ -1,23 +1,27 @@
-"""Conversion sharing: the one rule for how often a tensor between layers is converted at a level.
+"""Conversion sharing: the one rule, per convention, for how often a tensor between layers is
+converted (SPEC.md §3-4, HIER_SEMANTICS.md §3).
 
-A tensor leaving a producer is costed in each consumer's *view* at the level (the consumer's own
-splits above it, SPEC.md §3-4). Over all edges carrying that tensor -- every consumer, every
-input slot -- and at one level:
+Over all edges carrying one tensor -- every consumer, every input slot:
 
-- forward, the tensor is converted once per distinct (view, layout a consumer reads), from the
-  layout the producer makes it in;
-- backward, the errors the consumers send are converted once per distinct (view, error layout),
+- ``reference`` (:func:`share_conversions`, one level at a time): the tensor is costed in each
+  consumer's *view* at the level (the consumer's own splits above it); forward, it is converted
+  once per distinct (view, layout a consumer reads), from the layout the producer makes it in;
+  backward, the errors the consumers send are converted once per distinct (view, error layout),
   into the layout the producer needs its output's error in; partial errors (layout ``P``) are
-  all-reduced once per distinct view, whatever the producer does.
+  all-reduced once per distinct view, whatever the producer does;
+- ``hierarchical`` (:func:`share_by` over :func:`full_conversions`, the same at every level): forward, the producer's output
+  is converted once per distinct *full* target tuple (one layout per level) among the edges;
+  backward, errors with an equal full source tuple are summed locally and converted once into
+  the producer's needed error tuple. A conversion whose tuples are equal moves nothing.
 
-Edges with an equal (view, layout) share one conversion, whether they belong to different
-consumers or to two slots of one consumer. :func:`share_conversions` applies the rule; the exact
-evaluation and every problem encoding (pair matrices, factor tables, group terms) use it.
+Edges with an equal key share one conversion, whether they belong to different consumers or to
+two slots of one consumer. The exact evaluation and every problem encoding (pair matrices,
+factor tables, group terms) use these rules.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from hypar.cost.strategies import FULL, PARTIAL, NodeModel, Strategy
@@ -27,19 +31,29 @@ from hypar.cost.structure import EdgeModel
 # at that level (hypar.cost.model.CostModel.edge_view).
 ViewOf = Callable[[EdgeModel, tuple, int], tuple]
 
+# (edge, consumer's type tuple) -> the conversions that edge needs under that choice.
+KeysOf = Callable[[EdgeModel, tuple], tuple["Conversion", ...]]
+
 
 @dataclass(frozen=True, slots=True)
 class Conversion:
-    """One conversion of a tensor at a level, named by what decides its amount besides the
-    producer's strategy: direction, the consumer's view signature and the consumer's layout."""
+    """One conversion of a tensor, named by what decides its amount besides the producer's
+    strategies: direction, a signature of the tensor and the consumer's layout(s).
 
-    backward: bool   # False: the activation, into ``layout``; True: an error, out of ``layout``
-    view: tuple      # the consumer's view signature of the tensor at the level
-    layout: str      # forward: the layout the consumer reads; backward: the error layout it sends
+    ``reference``: ``view`` is the consumer's view signature at one level and ``layout`` one
+    layout string. ``hierarchical``: ``view`` is the tensor's signature at the root
+    (elements, batch size, feature size) and ``layout`` a tuple with one layout per level (None
+    for a level not decided yet).
+    """
+
+    backward: bool          # False: the activation, into ``layout``; True: an error, out of ``layout``
+    view: tuple             # the tensor's signature (see above)
+    layout: str | tuple     # forward: what the consumer reads; backward: the error it sends
 
     @property
     def consumer_only(self) -> bool:
-        """True for a partial error: all-reduced whatever the producer's strategy."""
+        """True for a partial error under ``reference``: all-reduced whatever the producer's
+        strategy (never under ``hierarchical``, where P is converted into the producer's layouts)."""
         return self.backward and self.layout == PARTIAL
 
     def layouts(self, producer: Strategy | None) -> tuple[str, str]:
@@ -61,13 +75,25 @@ def edge_conversions(e: EdgeModel, consumer: Strategy, view: tuple) -> tuple[Con
     return forward, Conversion(True, view, consumer.in_err_layouts[e.slot])
 
 
-def share_conversions(edges: list[EdgeModel], choices: Sequence[Sequence[tuple]], level: int,
-                      nodes: list[NodeModel], view_of: ViewOf) -> dict[Conversion, list[tuple[int, int]]]:
-    """The conversions one tensor needs at ``level``, each once (the module's rule), with who needs it.
+def full_conversions(e: EdgeModel, node: NodeModel, types: tuple, sig: tuple) -> tuple[Conversion, ...]:
+    """What edge ``e`` alone needs under ``hierarchical`` when its consumer ``node`` takes
+    ``types`` (None where undecided) and the tensor's root signature is ``sig``: the forward
+    conversion into its full input tuple, then the backward one out of its full error tuple."""
+    strategies = [None if label is None else node.strategy(label) for label in types]
+    forward = Conversion(False, sig, tuple(st and st.in_layouts[e.slot] for st in strategies))
+    if not e.needs_error:
+        return (forward,)
+    return forward, Conversion(True, sig, tuple(st and st.in_err_layouts[e.slot] for st in strategies))
 
-    ``edges``: the edges carrying the tensor (:attr:`Structure.tensor_edges`); ``choices[c]``:
-    the type tuples (one label per level) consumer c may take -- one tuple for a fixed
-    assignment; ``nodes``: the kept nodes; ``view_of``: see :data:`ViewOf`.
+
+def share_by(edges: list[EdgeModel], choices: Sequence[Sequence[tuple]] | Mapping[int, Sequence[tuple]],
+             keys_of: KeysOf) -> dict[Conversion, list[tuple[int, int]]]:
+    """The conversions one tensor needs, each once, with who needs it: edges needing an equal
+    :class:`Conversion` (``keys_of``, see :data:`KeysOf`) share it.
+
+    ``edges``: the edges carrying the tensor (:attr:`Structure.tensor_edges`); ``choices[c]``
+    (a sequence or a mapping by consumer index): the type tuples (one label per level) consumer c
+    may take -- one tuple for a fixed assignment.
 
     Returns {conversion: [(consumer index, choice index), ...]}: conversions in the order first
     needed (edge by edge, choice by choice, forward before backward), each one's needers in that
@@ -75,8 +101,16 @@ def share_conversions(edges: list[EdgeModel], choices: Sequence[Sequence[tuple]]
     """
     shared: dict[Conversion, dict[tuple[int, int], None]] = {}
     for e in edges:
-        node = nodes[e.c]
         for t, types in enumerate(choices[e.c]):
-            for conv in edge_conversions(e, node.strategy(types[level]), view_of(e, types, level)):
+            for conv in keys_of(e, types):
                 shared.setdefault(conv, {})[(e.c, t)] = None
     return {conv: list(needers) for conv, needers in shared.items()}
+
+
+def share_conversions(edges: list[EdgeModel], choices: Sequence[Sequence[tuple]], level: int,
+                      nodes: list[NodeModel], view_of: ViewOf) -> dict[Conversion, list[tuple[int, int]]]:
+    """The ``reference`` rule at ``level`` (module docstring), as :func:`share_by` returns it;
+    ``nodes``: the kept nodes; ``view_of``: see :data:`ViewOf`."""
+    def keys_of(e: EdgeModel, types: tuple) -> tuple[Conversion, ...]:
+        return edge_conversions(e, nodes[e.c].strategy(types[level]), view_of(e, types, level))
+    return share_by(edges, choices, keys_of)

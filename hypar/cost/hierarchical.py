@@ -1,0 +1,263 @@
+"""The ``hierarchical`` convention: what converting one tensor from per-level layouts ``s`` to
+``t`` sends at each level of a PE array (SPEC.md §3 "Several levels", HIER_SEMANTICS.md).
+
+A tensor is a grid of ``bs x fs`` cells (batch rows x feature columns; a cell holds
+``a / (bs fs)`` elements, ``a`` the tensor's elements). ``s`` and ``t`` hold one layout per level,
+top first: ``S(b)`` shards rows, ``S(f)`` columns, ``R`` replicates, ``P`` holds partial sums
+(sources only). The conversion runs the SPEC's order:
+
+1. slice every level that goes R -> shard (free);
+2. bottom level first, reduce-scatter the P levels (along t's axis there; rows when t is R);
+3. bottom level first: R -> R levels slice virtually (free), shard -> other shard levels run an
+   all-to-all, P -> shard levels the gather half of their all-reduce;
+4. top level first: all-gather where t is R (after a shard or a reduce-scatter); where s and t
+   are both R, relay what crossed the levels above and the member lacks.
+
+So each step at level h runs while every level below h is sharded, and the layout of the levels
+above is fixed by when it runs (:data:`PHASES`): its traffic depends on levels ``0..h`` of both
+tuples only. :func:`even_elements` is the SPEC's closed form of the totals for even splits (its
+K, Q, T, B factors). :class:`HierarchicalPricer` prices each step on the tensor *as laid out when
+it runs*, group class by group class: a region's size along an axis is ``bs`` (or ``fs``) split
+by :func:`hypar.array.split_counts` with the group class's fractions at every level sharding that
+axis, top first; a member's part at level h splits the group's region the same way. For even
+splits this equals :func:`even_elements` exactly; uneven and heterogeneous splits follow the same
+rule (named limitation: element-exact sizes there depend on which indices each split keeps; this
+prices by the sizes the rule gives, and the relay's virtual row slice by ``split_counts`` too).
+
+Pairs where ``s`` has a P level and some level is R in both ``s`` and ``t`` ("P + RR") never arise
+on plan edges (a source with P comes from type III errors, which have no R level) and are
+rejected (ValueError).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from fractions import Fraction
+from math import prod
+
+from hypar.array import GroupClass, PEArray, split_counts
+from hypar.cost.price import ZERO, Cost, Traffic, collective_cost
+from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
+
+SHARDS = (ROWS, COLS)
+AXIS = {ROWS: 0, COLS: 1}          # which grid axis a shard layout splits (0 rows, 1 columns)
+
+REDUCE_SCATTER, GATHER_HALF, ALL_TO_ALL, ALL_GATHER, RELAY = (
+    "reduce-scatter", "gather half", "all-to-all", "all-gather", "relay")
+
+# When in the order a step runs (SPEC steps 2, 3, 4), which fixes the levels above it.
+REDUCING, RESHARDING, GATHERING = "step 2", "step 3", "step 4"
+PHASES = (REDUCING, RESHARDING, GATHERING)
+
+# Cells one region holds: levels sharding its rows, levels sharding its columns (top first).
+RegionSpec = tuple[frozenset, frozenset]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One collective of a conversion at one level: ``op`` along grid ``axis`` (0 rows, 1 cols;
+    the axis the members' parts split before an all-to-all), run in ``phase``."""
+
+    op: str
+    phase: str
+    axis: int
+
+
+def check_pair(s: tuple, t: tuple) -> None:
+    """Raise ValueError unless ``s -> t`` is a conversion this module prices: equal lengths, t
+    without P, every entry a layout or None (undecided), and not "P + RR" (module docstring)."""
+    if len(s) != len(t):
+        raise ValueError(f"layouts {s} -> {t}: one placement per level on both sides")
+    if PARTIAL in t:
+        raise ValueError(f"target {t} holds partial sums; a conversion ends in S(b), S(f) or R")
+    if PARTIAL in s and any(x == y == FULL for x, y in zip(s, t)):
+        raise ValueError(f"{s} -> {t}: partial sums with a level replicated in both (P + RR) "
+                         "never arise on plan edges and are not priced")
+
+
+def level_steps(x: str, y: str) -> tuple[Step, ...]:
+    """The collectives level h runs converting its layout ``x`` into ``y`` (SPEC order; the free
+    slices R -> shard and the virtual R -> R slice are not collectives)."""
+    if x == PARTIAL:
+        scatter = AXIS.get(y, 0)
+        last = Step(GATHER_HALF, RESHARDING, scatter) if y in SHARDS else Step(ALL_GATHER, GATHERING, 0)
+        return Step(REDUCE_SCATTER, REDUCING, scatter), last
+    if x in SHARDS and y in SHARDS and x != y:
+        return (Step(ALL_TO_ALL, RESHARDING, AXIS[x]),)
+    if x in SHARDS and y == FULL:
+        return (Step(ALL_GATHER, GATHERING, AXIS[x]),)
+    if x == y == FULL:
+        return (Step(RELAY, GATHERING, 0),)
+    return ()
+
+
+def _axis_above(x: str, y: str, phase: str) -> int | None:
+    """The grid axis a level above sharded by ``x -> y`` splits when a step of ``phase`` runs
+    below it (None: not split)."""
+    if phase == GATHERING or x == FULL:
+        return AXIS.get(y)                     # final layout; R -> shard was sliced in step 1
+    if x == PARTIAL:
+        return None if phase == REDUCING else AXIS.get(y, 0)
+    return AXIS[x]
+
+
+def region_above(s: tuple, t: tuple, h: int, phase: str) -> RegionSpec:
+    """The level-h group's region while a step of ``phase`` runs at level h: the levels above h
+    sharding rows and those sharding columns."""
+    axes = [_axis_above(s[g], t[g], phase) for g in range(h)]
+    return (frozenset(g for g, a in enumerate(axes) if a == 0),
+            frozenset(g for g, a in enumerate(axes) if a == 1))
+
+
+def overlap_above(s: tuple, t: tuple, h: int) -> RegionSpec:
+    """The part of the level-h group's final region (layouts ``t`` above h) that it held at the
+    start (``s``): split at every level above where either layout shards that axis."""
+    return (frozenset(g for g in range(h) if ROWS in (s[g], t[g])),
+            frozenset(g for g in range(h) if COLS in (s[g], t[g])))
+
+
+def member_cells(step: Step, rows: int, cols: int, fractions: tuple[float, ...]) -> list[int]:
+    """Cells each member of a level group receives in ``step`` (not a relay) when the group's
+    region is ``rows x cols`` cells and its members take ``fractions`` of a split axis."""
+    k = len(fractions)
+    size = (rows, cols)
+    x, y = size[step.axis], size[1 - step.axis]
+    px = split_counts(x, fractions)
+    if step.op == REDUCE_SCATTER:
+        return [(k - 1) * p * y for p in px]
+    if step.op in (GATHER_HALF, ALL_GATHER):
+        return [(x - p) * y for p in px]
+    if step.op == ALL_TO_ALL:
+        return [q * (x - p) for p, q in zip(px, split_counts(y, fractions))]
+    raise ValueError(f"no cell count for {step.op}")
+
+
+def relay_cells(final: tuple[int, int], held: tuple[int, int], fractions: tuple[float, ...]) -> list[int]:
+    """Cells each member of an R -> R level group receives in the relay: the group's final
+    region ``final`` (rows, cols) less the part it held from the start ``held``, less what
+    arrived from above inside the member's virtual row slice."""
+    (rf, cf), (rh, ch) = final, held
+    new = rf * cf - rh * ch
+    return [new - (pf * cf - ph * ch)
+            for pf, ph in zip(split_counts(rf, fractions), split_counts(rh, fractions))]
+
+
+def even_elements(fanouts: tuple[int, ...], s: tuple, t: tuple, a) -> tuple[Fraction, ...]:
+    """SPEC.md §3's closed form for even splits: elements crossing each level's links, summed
+    over all PEs, converting a tensor of ``a`` elements ``s -> t`` (top first, exact fractions).
+
+    The error of fc2 (I, I) into fc1 (II, II), an 8 x 8 tensor on 2 x 2: gathered at level 0,
+    then every level-0 half gathers the whole tensor at level 1.
+
+    >>> even_elements((2, 2), ("S(b)", "S(b)"), ("R", "R"), 64)
+    (Fraction(64, 1), Fraction(128, 1))
+    """
+    out = []
+    for h, k in enumerate(fanouts):
+        above = range(h)
+        K = prod(fanouts[g] for g in above if s[g] == PARTIAL)
+        Q = prod(fanouts[g] for g in above if s[g] == t[g] == FULL)
+        T = prod(fanouts[g] for g in above if t[g] == FULL)
+        B = prod((Fraction(fanouts[g]) if s[g] == t[g] == FULL else
+                  Fraction(1, fanouts[g]) if s[g] in SHARDS and t[g] in SHARDS and s[g] != t[g]
+                  else Fraction(1)) for g in above)
+        x, y = s[h], t[h]
+        term = Fraction(0)
+        term += (k - 1) * K if x == PARTIAL else 0
+        term += (k - 1) * Q if x == PARTIAL and y in SHARDS else 0
+        term += Fraction(k - 1, k) * Q if x in SHARDS and y in SHARDS and x != y else 0
+        term += (k - 1) * T if y == FULL and x != FULL else 0
+        term += (k - 1) * (T - B) if x == y == FULL else 0
+        out.append(a * term)
+    return tuple(out)
+
+
+class HierarchicalPricer:
+    """Prices conversions on one PE array under the hierarchical convention, memoised per
+    (level, tensor signature, source prefix, target prefix).
+
+    A tensor signature is ``(elements, batch size, feature size)``: the tensor's ``a`` elements
+    on a ``bs x fs`` grid of cells (module docstring).
+    """
+
+    def __init__(self, array: PEArray):
+        self.array = array
+        self._regions: dict = {}
+        self._costs: dict = {}
+
+    def regions(self, h: int, bs: int, fs: int, specs: tuple[RegionSpec, ...]) -> dict[tuple, int]:
+        """The level-h groups' regions: {(group class key, (rows, cols) per spec flattened): number
+        of groups}, each spec's sizes split top first as the module docstring says."""
+        key = (h, bs, fs, specs)
+        hit = self._regions.get(key)
+        if hit is None:
+            hit = self._regions[key] = self._split_regions(h, bs, fs, specs)
+        return hit
+
+    def _split_regions(self, h: int, bs: int, fs: int, specs: tuple[RegionSpec, ...]) -> dict[tuple, int]:
+        """:meth:`regions` computed, level by level from the whole array."""
+        current = {(self.array.root_key, (bs, fs) * len(specs)): 1}
+        for g in range(h):
+            nxt: dict[tuple, int] = defaultdict(int)
+            for (ck, sizes), m in current.items():
+                gc = self.array.classes[g][ck]
+                fr = tuple(c[1] for c in gc.children)
+                parts = [split_counts(n, fr) if (g in specs[i // 2][i % 2]) else None
+                         for i, n in enumerate(sizes)]
+                for j, (child, _f, _n) in enumerate(gc.children):
+                    new = tuple(n if p is None else p[j] for n, p in zip(sizes, parts))
+                    nxt[(child, new)] += m
+            current = dict(nxt)
+        return current
+
+    def level_cost(self, h: int, sig: tuple[int, int, int], s: tuple, t: tuple) -> Cost:
+        """Cost at level h of converting a tensor of signature ``sig`` from ``s`` into ``t`` (full
+        tuples or prefixes through level h; levels below h are not read). Zero when the prefixes
+        through h are equal. The caller checks the full pair (:func:`check_pair`)."""
+        s, t = tuple(s[:h + 1]), tuple(t[:h + 1])
+        if s == t or not sig[0]:
+            return ZERO
+        key = (h, sig, s, t)
+        hit = self._costs.get(key)
+        if hit is None:
+            hit = self._costs[key] = self._price(h, sig, s, t)
+        return hit
+
+    def level_elements(self, h: int, sig: tuple[int, int, int], s: tuple, t: tuple) -> float:
+        """Elements crossing level-h links (summed over all PEs) for :meth:`level_cost`."""
+        return sum(m * sum(received) for step in self.traffic(h, sig, s, t) for _gc, m, received, _n in step)
+
+    def _price(self, h: int, sig: tuple[int, int, int], s: tuple, t: tuple) -> Cost:
+        """:meth:`level_cost` computed: one collective per step, their costs added."""
+        total = ZERO
+        for traffic in self.traffic(h, sig, s, t):
+            total = total + collective_cost(self.array.levels[h], self.array.dtype_bytes, traffic)
+        return total
+
+    def traffic(self, h: int, sig: tuple[int, int, int], s: tuple, t: tuple) -> list[list[Traffic]]:
+        """Per step at level h (SPEC order), each group class's :data:`Traffic`: elements each
+        member receives, in ``k - 1`` messages."""
+        a, bs, fs = sig
+        cell = a / (bs * fs) if bs * fs else 0.0
+        out = []
+        for step in level_steps(s[h], t[h]):
+            if step.op == RELAY:
+                specs = (region_above(s, t, h, GATHERING), overlap_above(s, t, h))
+            else:
+                specs = (region_above(s, t, h, step.phase),)
+            traffic = []
+            for (ck, sizes), m in sorted(self.regions(h, bs, fs, specs).items()):
+                gc = self.array.classes[h][ck]
+                cells = self._member_cells(step, sizes, gc)
+                traffic.append((gc, m, [cell * c for c in cells], len(gc.children) - 1))
+            out.append(traffic)
+        return out
+
+    @staticmethod
+    def _member_cells(step: Step, sizes: tuple[int, ...], gc: GroupClass) -> list[int]:
+        """Cells each member of a group of class ``gc`` receives in ``step`` (regions ``sizes``)."""
+        fr = tuple(c[1] for c in gc.children)
+        if step.op == RELAY:
+            return relay_cells(sizes[0:2], sizes[2:4], fr)
+        return member_cells(step, sizes[0], sizes[1], fr)
