@@ -4,8 +4,9 @@ cost. Random DAGs (hypar.synthetic.random_dag: Gemm layers, residual Adds, fan-o
 - Re-solving each level once more with refine's own level problem (the others fixed) from the
   final plan never improves it: refine stops only at that fixpoint.
 - No assignment of any one level (the others fixed), enumerated and evaluated exactly, improves
-  it either. This needs the level tables to be exact with the lower levels fixed, which they are
-  not yet (the cost helper's issue-10 work): a strict xfail with the counterexample found.
+  it either. This needs the level tables to be exact with the lower levels fixed
+  (hypar.cost.problems, lower="fixed"); the two explicit examples are the counterexamples found
+  before that (refine ended 0.22 % and 0.36 % above a single-level re-assignment).
 """
 
 from __future__ import annotations
@@ -71,15 +72,8 @@ def test_refine_ends_where_no_level_resolve_improves(n_layers, seed, fanouts, sp
 
 
 # Counterexamples found by this test and by a scan of random DAGs after refine.
-REASON = ("refine's level tables are not exact with the lower levels fixed (issue 10, the cost helper's "
-          "work). Space accpar, objective comm, batch 32, widths 8/64/256, convention reference "
-          "(hierarchical prices the same until its pricing lands): random_dag(5, seed 781) on 2x2x2: refine "
-          "ends at 115,712 B, level 0 alone re-assigned (fc0, fc1, fc3 III -> I) evaluates to 115,456 B "
-          "(-0.22 %); random_dag(7, seed 18) on 2x2x2: refine ends at 286,208 B, level 1 alone "
-          "(fc0 II -> III) evaluates to 285,184 B (-0.36 %)")
 
 
-@pytest.mark.xfail(strict=True, reason=REASON)
 @settings(max_examples=20, **HYP)
 @example(n_layers=5, seed=781, fanouts=(2, 2, 2), objective="comm", convention="reference")
 @example(n_layers=7, seed=18, fanouts=(2, 2, 2), objective="comm", convention="reference")
