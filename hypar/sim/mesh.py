@@ -34,6 +34,7 @@ class Mesh:
         self.P = prod(fanouts)
         self.coords = [self._digits(p) for p in range(self.P)]
         self._digit_cache: dict[int, np.ndarray] = {}
+        self._groups: dict[int, list[list[int]]] = {}
 
     def _digits(self, q: int) -> tuple[int, ...]:
         """The mixed-radix digits of q (one per level, top first)."""
@@ -50,11 +51,15 @@ class Mesh:
         return hit
 
     def sibling_groups(self, h: int) -> list[list[int]]:
-        """Groups of PEs that differ only in their level-h coordinate, ordered by it."""
-        groups: dict[tuple, list[int]] = defaultdict(list)
-        for p, c in enumerate(self.coords):
-            groups[c[:h] + c[h + 1:]].append(p)
-        return [sorted(g, key=lambda p: self.coords[p][h]) for g in groups.values()]
+        """Groups of PEs that differ only in their level-h coordinate, ordered by it (cached; do
+        not modify the lists)."""
+        hit = self._groups.get(h)
+        if hit is None:
+            groups: dict[tuple, list[int]] = defaultdict(list)
+            for p, c in enumerate(self.coords):
+                groups[c[:h] + c[h + 1:]].append(p)
+            hit = self._groups[h] = [sorted(g, key=lambda p: self.coords[p][h]) for g in groups.values()]
+        return hit
 
     def siblings(self, p: int, h: int) -> list[int]:
         """The PEs that differ from p only in their level-h coordinate, by that coordinate."""

@@ -13,16 +13,21 @@ every kept node) and
    (:mod:`hypar.sim.comm`), and every element received is counted per layer, per edge (or
    intra-layer quantity) and per level (:mod:`hypar.sim.ledger`).
 
-Conventions, those of the cost model (SPEC.md §2-4): amounts are elements received, summed over
-every PE of every group; a conversion runs level by level (messages at level h only between PEs
-that differ in their level-h coordinate) in an order that realises the model's per-level amounts
-on the consumer's view (:func:`hypar.sim.schedule.schedule`: levels above as the consumer's view,
-levels below sharded); when no order does, the conversion is flagged and the difference is
-reported as a cost-model limitation. Partial sums are all-reduced whatever the target
-(reduce-scatter + all-gather, hierarchically over several levels). One producer tensor converted
-by the same step for several consumers (same state, source layout and view size, the model's
-de-duplication key) moves once and is charged to the first consumer; errors of several consumers
-in the same state are summed locally and converted once (:mod:`hypar.sim.convert`).
+Amounts are elements received, summed over every PE of every group (SPEC.md §3 "Units"). Edge
+conversions follow the cost model's ``convention`` (:mod:`hypar.sim.edges`):
+
+- ``hierarchical``: the SPEC's fixed order, executed step by step with point-to-point sends
+  (:mod:`hypar.sim.hierorder`); a producer's tensor converted once per distinct target layouts,
+  consumers' errors with equal layouts summed locally and converted once (HIER_SEMANTICS.md §3);
+- ``reference``: level by level (messages at level h only between PEs that differ in their level-h
+  coordinate) in an order that realises the model's per-level amounts on the consumer's view
+  (:func:`hypar.sim.schedule.schedule`); when no order does, the conversion is flagged and the
+  difference reported as a cost-model limitation. One producer tensor converted by the same step
+  for several consumers (the model's de-duplication key) moves once; errors of several consumers
+  in the same state are summed locally and converted once (:mod:`hypar.sim.convert`).
+
+Either way a conversion is charged to its first consumer, and partial sums inside a layer (dW,
+F_out, normalisation statistics) are all-reduced hierarchically (:meth:`Comm.allreduce_levels`).
 
 What runs and what is reported instead: :mod:`hypar.sim.support`.
 """
@@ -37,7 +42,8 @@ import numpy as np
 
 from hypar import graph as G
 from hypar.sim.comm import Comm
-from hypar.sim.convert import Conversion, ErrorItem, convert, fold_into_partials
+from hypar.sim.convert import Conversion, ErrorItem
+from hypar.sim.edges import edges_for
 from hypar.sim.errors import SimulationError, UnevenSplit, Unsupported
 from hypar.sim.graphwalk import folded_between, folded_error_to_sources, pre_chain, producers, tensor_meta
 from hypar.sim.ledger import Ledger
@@ -100,7 +106,7 @@ class TrainingStep:
         self.input_names = {t.name for t in self.g.graph.get("inputs", ())}
         self.node_name: str | None = None                    # the node in progress (named in errors)
         # forward state
-        self.fwd_memo: dict[tuple, Dist] = {}                 # conversion step key -> state reached
+        self.edges = edges_for(model.convention, self.ledger, res.flags)   # edge conversions
         self.pre_memo: dict[tuple, Dist] = {}                 # (producer, folded node, output) -> value
         self.kept: dict[int, KeptInputs] = {}
         self.edge_pre: dict[int, EdgePre] = {}                # edge index -> how it was converted
@@ -140,7 +146,7 @@ class TrainingStep:
         for i, n in enumerate(self.names):
             self.node_name = n
             self._forward_node(i)
-        self.fwd_memo.clear()                # (memory: the converted states live on in self.kept)
+        self.edges.end_forward()             # (memory: the converted states live on in self.kept)
 
     def _forward_node(self, i: int) -> None:
         """Node i's inputs (kept in ``self.kept[i]``) and output (``self.out[i]``)."""
@@ -186,7 +192,7 @@ class TrainingStep:
         base = (e.p, e.source if conv_t == e.source else f"{e.source}|{conv_t}")
         self.edge_pre[e_idx] = EdgePre(pre, conv_t, base)
         conv = Conversion("fwd", base, f"{self.names[e.p]}:{conv_t} -> {self.names[i]}", i, dst)
-        kept.vals[conv_t] = convert(self.ledger, conv, x, dst, self.fwd_memo, self.res.flags)
+        kept.vals[conv_t] = self.edges.forward(conv, x, dst)
 
     def _run_pre_chain(self, i: int, p: int, source: str, pre: list[tuple[str, str]]) -> Dist:
         """Producer p's ``source`` through the folded ops ``pre`` (each run once per producer)."""
@@ -269,15 +275,18 @@ class TrainingStep:
     def _receive_errors(self, i: int, lays: tuple) -> None:
         """The errors of node i's output from its consumers, converted to ``lays`` (and back through
         the producer-side folded ops), summed per output tensor."""
-        n, out_t = self.names[i], self.layer(i).outputs[0]
-        base_of = {e: ep.base for e, ep in self.edge_pre.items()}
-        for c, e_idx, src in sorted(fold_into_partials(self.pending.pop(i, []), base_of), key=lambda t: (t[0], t[1])):
+        out_t = self.layer(i).outputs[0]
+        for c, e_idx, d in self.edges.backward(self.pending.pop(i, []), lays, self._describe_error):
             ep = self.edge_pre[e_idx]
             source = self.model.edges[e_idx].source
-            conv = Conversion("bwd", ep.base, f"{self.names[c]} -> {n}:{ep.conv_t}", c, src.layouts)
-            d = self._back_through_pre(i, c, ep, source, convert(self.ledger, conv, src, lays, None, self.res.flags))
+            d = self._back_through_pre(i, c, ep, source, d)
             key_t = source if source in self.split_outs[i] else out_t
             self.e_outs[i][key_t] = add(self.e_outs[i].get(key_t), d)
+
+    def _describe_error(self, c: int, e_idx: int) -> tuple[tuple, str]:
+        """(conversion base, label) of consumer c's error along edge ``e_idx``."""
+        ep = self.edge_pre[e_idx]
+        return ep.base, f"{self.names[c]} -> {self.names[self.model.edges[e_idx].p]}:{ep.conv_t}"
 
     def _back_through_pre(self, i: int, c: int, ep: EdgePre, source: str, d: Dist) -> Dist:
         """An error converted for producer i, back through the folded ops i ran for consumer c."""
