@@ -111,7 +111,7 @@ class Comm:
                     if q != p:
                         self.send(h, q, p, len(idx))
                         tot = tot + d.vals[q].ravel()[idx]
-                v = np.full(d.shape, np.nan)
+                v = np.full(d.vals[p].shape, np.nan)
                 v.ravel()[idx] = tot
                 vals[p] = v
                 saved[p] = region

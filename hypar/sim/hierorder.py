@@ -33,7 +33,8 @@ import numpy as np
 
 from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
 from hypar.sim.comm import Comm
-from hypar.sim.errors import SimulationError, Unsupported
+from hypar.sim.digits import balanced
+from hypar.sim.errors import SimulationError, UnevenSplit, Unsupported
 from hypar.sim.mesh import Dist, digits_for
 
 SHARDS = (ROWS, COLS)
@@ -50,13 +51,15 @@ class _Order:
     sums while P levels are unreduced) and its logical region, an index set along each present
     axis (``sel[a][p]``, a = 0 batch, 1 feature; ``None`` for an axis the tensor lacks)."""
 
-    def __init__(self, comm: Comm, d: Dist, tgt: tuple):
+    def __init__(self, comm: Comm, d: Dist, tgt: tuple, virtual_first: bool = False):
         self.comm, self.mesh = comm, d.mesh
+        self.virtual_first = virtual_first
         self.src, self.tgt = tuple(d.layouts), tuple(tgt)
         self.shape, self.axes = d.shape, d.axes
         self.vals = [v.copy() for v in d.vals]
         self.present = [a for a in (0, 1) if d.axes[a] is not None]
         self.digits = {a: digits_for(self.mesh, d.shape[d.axes[a]]) for a in self.present}
+        self.free = self._free_axes()
         self.sel = {a: [self._initial(a, p) for p in range(self.mesh.P)] for a in self.present}
 
     # -- regions
@@ -79,11 +82,39 @@ class _Order:
             raise SimulationError(f"layout {layout} on a tensor without that axis")
         return a
 
-    def _free_axis(self) -> int:
-        """The axis a level without a shard target splits temporarily: batch, else feature."""
-        if not self.present:
-            raise Unsupported("a tensor with neither a batch nor a feature axis converted over several levels")
-        return self.present[0]
+    def _free_axes(self) -> dict[int, int]:
+        """Level -> the axis its temporary split uses (R -> R virtual slice, reduce-scatter of a P
+        level going to R): the batch axis, else the feature axis, whichever keeps every level that
+        splits the axis during the conversion splitting it evenly (the sizes the closed form
+        assumes). Raises UnevenSplit when an axis is split unevenly (several levels only)."""
+        s, t = self.src, self.tgt
+        used = {a: {h for h in range(self.mesh.H) if (ROWS, COLS)[a] in (s[h], t[h])} for a in self.present}
+        for a, levels in used.items():
+            self._check_even(a, levels)
+        free = {}
+        for h in range(self.mesh.H):
+            if not (s[h] == t[h] == FULL or (s[h] == PARTIAL and t[h] == FULL)):
+                continue
+            if not self.present:
+                raise Unsupported("a tensor with neither a batch nor a feature axis converted over several levels")
+            ok = [a for a in self.present if self._even(a, used[a] | {h})]
+            if not ok:
+                self._check_even(self.present[0], used[self.present[0]] | {h})
+            free[h] = ok[0]
+            used[ok[0]].add(h)
+        return free
+
+    def _even(self, a: int, levels) -> bool:
+        """Do ``levels`` together split axis ``a`` evenly (always, when it divides over all PEs)."""
+        return self.mesh.H == 1 or balanced(self.digits[a], self.mesh.fanouts, levels)
+
+    def _check_even(self, a: int, levels) -> None:
+        """UnevenSplit unless ``levels`` split axis ``a`` evenly."""
+        if a in self.present and not self._even(a, levels):
+            n = self.shape[self.axes[a]]
+            raise UnevenSplit(f"conversion {'/'.join(self.src)} -> {'/'.join(self.tgt)}: an axis of size {n} split "
+                              f"at levels {sorted(levels)} of {'x'.join(map(str, self.mesh.fanouts))} does not "
+                              "split evenly there")
 
     def _part(self, a: int, p: int, h: int) -> np.ndarray:
         """PE p's level-h part of its current indices along axis ``a``."""
@@ -185,9 +216,13 @@ class _Order:
         for h in range(H):                                              # 1
             if s[h] == FULL and t[h] in SHARDS:
                 self._slice(h, self._axis_of(t[h]))
+        if self.virtual_first:                                          # 3's virtual slices, early
+            for h in reversed(range(H)):
+                if s[h] == t[h] == FULL:
+                    self._slice(h, self.free[h])
         for h in reversed(range(H)):                                    # 2
             if s[h] == PARTIAL:
-                self._reduce_scatter(h, self._axis_of(t[h]) if t[h] in SHARDS else self._free_axis())
+                self._reduce_scatter(h, self._axis_of(t[h]) if t[h] in SHARDS else self.free[h])
         for h in reversed(range(H)):                                    # 3
             self._step3(h)
         for h in range(H):                                              # 4
@@ -199,7 +234,8 @@ class _Order:
         """Step 3 at level h: virtual slice, all-to-all or gather half (or nothing)."""
         x, y = self.src[h], self.tgt[h]
         if x == y == FULL:
-            self._slice(h, self._free_axis())
+            if not self.virtual_first:
+                self._slice(h, self.free[h])
         elif x in SHARDS and y in SHARDS and x != y:
             self._all_to_all(h, self._axis_of(x), self._axis_of(y))
         elif x == PARTIAL and y in SHARDS:
@@ -224,12 +260,16 @@ class _Order:
         return Dist(self.mesh, self.shape, self.tgt, out, self.axes)
 
 
-def run_order(comm: Comm, d: Dist, tgt: tuple) -> Dist:
+def run_order(comm: Comm, d: Dist, tgt: tuple, virtual_first: bool = False) -> Dist:
     """Convert ``d`` into the layouts ``tgt`` (one per level, top first; no P) by the SPEC's order,
     counting every element received into ``comm``'s sink at the level it crosses. Returns the
     converted tensor (NaN outside each PE's region). ``d.layouts == tgt`` moves nothing.
 
-    Raises Unsupported for a "P+RR" pair (:func:`is_p_and_rr`), UnevenSplit when an axis the
+    ``virtual_first``: slice the levels R in both virtually before the reduce-scatters of step 2
+    (SPEC §3 on norm statistics with a replicated level below a partial one: each replica reduces
+    only its slice, the relay of step 4 then gathers the slices), which makes "P+RR" pairs run.
+
+    Raises Unsupported for a "P+RR" pair without ``virtual_first``, UnevenSplit when an axis the
     order splits does not divide over the PEs as :func:`hypar.sim.mesh.digits_for` needs, and
     SimulationError when a PE lacks data a step needs or the order ends elsewhere."""
     tgt = tuple(tgt)
@@ -237,7 +277,7 @@ def run_order(comm: Comm, d: Dist, tgt: tuple) -> Dist:
         raise ValueError(f"target layouts {tgt} with a partial level")
     if d.layouts == tgt:
         return d
-    if is_p_and_rr(d.layouts, tgt):
+    if is_p_and_rr(d.layouts, tgt) and not virtual_first:
         raise Unsupported(f"conversion {'/'.join(d.layouts)} -> {'/'.join(tgt)}: a partial-sum level with a "
                           "level replicated in both (P+RR) has no exact hierarchical order")
-    return _Order(comm, d, tgt).run()
+    return _Order(comm, d, tgt, virtual_first).run()

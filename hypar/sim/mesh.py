@@ -2,11 +2,15 @@
 distributed tensor (per-PE values, NaN outside the PE's shard), which elements each PE holds in a
 layout, and the message-free moves (load a whole tensor, slice, reassemble, add).
 
-Shards: the index ``r`` of a split axis of size ``N`` lies in block ``r // (N / P)`` (``P`` =
-number of PEs) whose mixed-radix digits (top level first) say which subgroup holds it at each
-level, so a split at one level is independent of the splits at the others. Several levels need
-every split axis to divide by ``P`` on a homogeneous array; one level takes any sizes and
-heterogeneous subgroups (contiguous parts of ``split_counts``, as the cost model rounds them).
+Shards (digit nesting, :mod:`hypar.sim.digits`): every index of a split axis has one digit per
+level; a layout sharding the axis at levels L gives a PE the indices whose digits at L are its
+coordinates there, so a split at one level is independent of the splits at the others. When the
+axis divides over all P PEs the digits are those of the index's block ``r // (N / P)`` (mixed
+radix, top level first). Otherwise one level takes any sizes and heterogeneous subgroups
+(contiguous parts of ``split_counts``, as the cost model rounds them); several levels raise
+:class:`UnevenSplit` -- unless the mesh is ``balanced`` (the hierarchical convention), whose
+digits split evenly every set of levels whose fanouts divide the axis, and which refuses (same
+error) only a set of levels that does not split the axis evenly.
 """
 
 from __future__ import annotations
@@ -18,18 +22,23 @@ import numpy as np
 
 from hypar.array import split_counts
 from hypar.cost.strategies import COLS, FULL, ROWS
+from hypar.sim.digits import balanced, balanced_digits, even_digits
 from hypar.sim.errors import SimulationError, UnevenSplit
 
 
 class Mesh:
     """P virtual PEs; PE p has one coordinate per level (its subgroup index there, top first)."""
 
-    def __init__(self, fanouts: tuple[int, ...], fractions: tuple[float, ...] | None = None):
+    def __init__(self, fanouts: tuple[int, ...], fractions: tuple[float, ...] | None = None,
+                 balanced: bool = False):
         """``fanouts``: subgroups per level, top first. ``fractions``: for a single level, the
         subgroups' throughput shares (heterogeneous arrays split an axis in proportion, rounded as
-        the cost model does); None for equal shares."""
+        the cost model does); None for equal shares. ``balanced``: axes that do not divide over
+        all PEs get balanced digits (:func:`hypar.sim.digits.balanced_digits`) instead of raising
+        UnevenSplit."""
         self.fanouts = tuple(fanouts)
         self.fractions = tuple(fractions) if fractions is not None else None
+        self.balanced = balanced
         self.H = len(fanouts)
         self.P = prod(fanouts)
         self.coords = [self._digits(p) for p in range(self.P)]
@@ -44,10 +53,7 @@ class Mesh:
         """(H, n) digits of every index of an axis of size n (n must divide by P)."""
         hit = self._digit_cache.get(n)
         if hit is None:
-            blk = n // self.P
-            q = np.arange(n) // blk
-            hit = np.array([(q // prod(self.fanouts[h + 1:])) % self.fanouts[h] for h in range(self.H)])
-            self._digit_cache[n] = hit
+            hit = self._digit_cache[n] = even_digits(n, self.fanouts)
         return hit
 
     def sibling_groups(self, h: int) -> list[list[int]]:
@@ -108,7 +114,20 @@ def digits_for(mesh: Mesh, n: int) -> np.ndarray:
         k = mesh.fanouts[0]
         parts = split_counts(n, mesh.fractions or [1.0 / k] * k)
         return np.repeat(np.arange(k), parts)[None, :]
+    if mesh.balanced and even:
+        return balanced_digits(n, mesh.fanouts)
     raise UnevenSplit(f"an axis of size {n} does not divide over {mesh.P} PEs")
+
+
+def level_digits(mesh: Mesh, n: int, levels) -> np.ndarray:
+    """:func:`digits_for`, checking that ``levels`` (the levels splitting the axis together) split
+    it evenly on several levels; raises UnevenSplit naming the axis size and levels otherwise."""
+    d = digits_for(mesh, n)
+    if mesh.H > 1 and n % mesh.P and not balanced(d, mesh.fanouts, levels):
+        fan = "x".join(map(str, mesh.fanouts))
+        raise UnevenSplit(f"an axis of size {n} split at levels {sorted(set(levels))} of {fan} does not split "
+                          "evenly there")
+    return d
 
 
 def shard_mask(mesh: Mesh, shape: tuple[int, ...], layouts: tuple[str, ...], p: int,
@@ -122,7 +141,7 @@ def shard_mask(mesh: Mesh, shape: tuple[int, ...], layouts: tuple[str, ...], p: 
             continue
         if ax is None:
             raise SimulationError(f"layout {lay} on a tensor without that axis")
-        d = digits_for(mesh, shape[ax])
+        d = level_digits(mesh, shape[ax], [h for h, l in enumerate(layouts) if l == lay])
         r = np.ones(shape[ax], bool)
         for h, l in enumerate(layouts):
             if l == lay:
@@ -136,7 +155,7 @@ def axis_mask(mesh: Mesh, n: int, levels: list[int], p: int) -> np.ndarray:
     m = np.ones(n, bool)
     if not levels:
         return m
-    d = digits_for(mesh, n)
+    d = level_digits(mesh, n, levels)
     for h in levels:
         m &= d[h] == mesh.coords[p][h]
     return m
@@ -209,8 +228,14 @@ def gather(d: Dist) -> np.ndarray:
 
 
 def max_abs_error(d: Dist, ref: np.ndarray) -> float:
-    """max |gather(d) - ref| (inf when an element is held by no PE)."""
-    got = gather(d)
-    if np.isnan(got).any():
-        return float("inf")
-    return float(np.abs(got - ref).max(initial=0.0))
+    """max |value - ref| over every element every PE holds (replicas each compared with the
+    reference); inf when an element is held by no PE."""
+    covered = np.zeros(d.shape, bool)
+    err = 0.0
+    for v in d.vals:
+        held_now = ~np.isnan(v)
+        covered |= held_now
+        diff = np.abs(v - ref)
+        if held_now.any():
+            err = max(err, float(np.nanmax(diff)))
+    return err if covered.all() else float("inf")

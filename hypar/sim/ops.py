@@ -9,8 +9,8 @@ from collections.abc import Callable
 import numpy as np
 
 from hypar import graph as G
-from hypar.sim.kernels import (BINARY_OPS, CONST_OPS, LOCAL, SHAPE_OPS, batchnorm, batchnorm_bwd, conv_backward,
-                               conv_forward, layernorm, layernorm_bwd, softmax, softmax_bwd)
+from hypar.sim.kernels import (BINARY_OPS, CONST_OPS, LOCAL, SHAPE_OPS, batchnorm, batchnorm_bwd, conv_forward,
+                               conv_input_grad, conv_weight_grad, layernorm, layernorm_bwd, softmax, softmax_bwd)
 
 WEIGHTED_KINDS = (G.GEMM, G.CONV, G.EMBEDDING)
 
@@ -148,7 +148,7 @@ FORWARD: dict[str, Callable] = {
 # class -> backward(layer, input arrays, output error, parameters) -> [error of each input]
 BACKWARD: dict[str, Callable] = {
     "gemm": lambda lay, xs, e, w: [e @ w.T],
-    "conv": lambda lay, xs, e, w: [conv_backward(xs[0], w, e, lay)[1]],
+    "conv": lambda lay, xs, e, w: [conv_input_grad(xs[0], w, e, lay)],
     "add": lambda lay, xs, e, w: [e for _ in xs],
     "embedding": lambda lay, xs, e, w: [np.zeros_like(xs[0])],          # token ids take no error
     "matmul_act": lambda lay, xs, e, w: [e @ np.swapaxes(xs[1], -1, -2), np.swapaxes(xs[0], -1, -2) @ e],
@@ -176,7 +176,7 @@ def weight_grad(lay: G.Layer, x: np.ndarray, e: np.ndarray, vocab: int = 0) -> n
     """dW of a weighted layer (GEMM, Conv, embedding with ``vocab`` rows) for input x and output
     error e."""
     if lay.kind == G.CONV:
-        return conv_backward(x, np.zeros((x.shape[1], e.shape[1]) + tuple(lay.kernel)), e, lay)[0]
+        return conv_weight_grad(x, e, lay)
     if lay.kind == G.EMBEDDING:
         dw = np.zeros((vocab, e.shape[-1]))
         np.add.at(dw, x.astype(int).ravel(), e.reshape(-1, e.shape[-1]))

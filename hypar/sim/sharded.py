@@ -12,6 +12,7 @@ import numpy as np
 from hypar import graph as G
 from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
 from hypar.sim.errors import Unsupported
+from hypar.sim.hierorder import run_order
 from hypar.sim.kernels import bn_shape
 from hypar.sim.ledger import Ledger, StatsKey
 from hypar.sim.mesh import Dist, held, mask_to_layout, shard_mask
@@ -35,15 +36,31 @@ class ShardContext:
     counted step (the kept node's intra-layer traffic, or ``fold`` traffic of the consumer that
     runs a folded normalisation); known differences from the cost model go to ``res.notes``."""
 
-    def __init__(self, ledger: Ledger, params: dict, res: SimResult, axes: dict):
-        """``params``: by layer name; ``axes``: (batch axis, feature axis) by tensor name."""
+    def __init__(self, ledger: Ledger, params: dict, res: SimResult, axes: dict, hierarchical: bool = False):
+        """``params``: by layer name; ``axes``: (batch axis, feature axis) by tensor name;
+        ``hierarchical``: the statistics all-reduce follows the hierarchical convention."""
         self.ledger, self.comm, self.params, self.res = ledger, ledger.comm, params, res
         self.axes = axes
+        self.hierarchical = hierarchical
 
     def allreduce_stats(self, key: StatsKey, charge: Charge, st: Dist) -> Dist:
-        """All-reduce the PARTIAL levels of statistics ``st`` as the counted step ``key``."""
+        """All-reduce the PARTIAL levels of statistics ``st`` as the counted step ``key``.
+
+        ``reference``: :meth:`Comm.allreduce_levels` (every replica of a level below a partial
+        one reduces its own copy: noted). ``hierarchical`` (SPEC §3): the order with the levels
+        replicated in both sliced virtually first, so each replica reduces only its slice and the
+        relay gathers the slices -- it sends the closed form of the pair with those levels read as
+        shards (tests/sim/test_hier_sim.py)."""
         what = f"{key.layer} statistics"
-        lays = st.layouts
+        if self.hierarchical:
+            tgt = tuple(FULL if l == PARTIAL else l for l in st.layouts)
+            return self.ledger.run(key, charge.kind, what, charge.node,
+                                   lambda: run_order(self.comm, st, tgt, virtual_first=True))
+        self._note_differences(charge, what, st.layouts)
+        return self.ledger.run(key, charge.kind, what, charge.node, lambda: self.comm.allreduce_levels(st))
+
+    def _note_differences(self, charge: Charge, what: str, lays: tuple) -> None:
+        """The reference convention's known differences from the cost model, in ``res.notes``."""
         for h, l in enumerate(lays):
             if l != PARTIAL:
                 continue
@@ -55,7 +72,6 @@ class ShardContext:
                 self.res.notes.append((charge.node, h, f"{what}: the channels are split above level {h}, but the cost "
                                        "model all-reduces statistics of all channels (hypar/strategies.py quantity, "
                                        "Q_STATS_BN uses node.size('f'), not the view's channels)"))
-        return self.ledger.run(key, charge.kind, what, charge.node, lambda: self.comm.allreduce_levels(st))
 
     def recomputed_stats(self, st: Dist) -> Dist:
         """All-reduce statistics the forward pass already has (uncounted: they are kept)."""

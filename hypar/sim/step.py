@@ -54,6 +54,7 @@ from hypar.sim.result import DEFAULT_TOL, SimResult
 from hypar.sim.sharded import Charge, ShardContext, local_backward, local_forward
 from hypar.sim.support import unsupported
 from hypar.sim.weighted import weighted_backward, weighted_forward
+from hypar.vocab import Convention
 
 __all__ = ["DEFAULT_TOL", "SimResult", "SimulationError", "TrainingStep", "simulate"]
 
@@ -94,14 +95,15 @@ class TrainingStep:
         self.H = model.n_levels
         arr = model.array
         fractions = tuple(c[1] for c in arr.classes[0][arr.root_key].children) if arr.n_levels == 1 else None
-        self.mesh = Mesh(arr.fanouts, fractions)
+        self.mesh = Mesh(arr.fanouts, fractions, balanced=model.convention == Convention.HIERARCHICAL)
         self.comm = Comm(self.mesh)
         self.ledger = Ledger(self.comm, self.H)
         self.data = seeded_data(self.g, np.random.default_rng(seed))
         self.ref = reference_step(self.g, self.data)
         self.strat = [[model.nodes[i].strategy(t) for t in assignment[i]] for i in range(len(self.names))]
         self.axes_of = {name: (t.batch_axis, t.feature_axis) for name, t in tensor_meta(self.g).items()}
-        self.ctx = ShardContext(self.ledger, self.data.weights, res, self.axes_of)
+        self.ctx = ShardContext(self.ledger, self.data.weights, res, self.axes_of,
+                                model.convention == Convention.HIERARCHICAL)
         self.producer = producers(self.g)
         self.input_names = {t.name for t in self.g.graph.get("inputs", ())}
         self.node_name: str | None = None                    # the node in progress (named in errors)
@@ -305,7 +307,7 @@ class TrainingStep:
         charge = Charge("intra", i, "node")
         if lay.kind in WEIGHTED_KINDS:
             dw, ein = weighted_backward(self.ledger, i, lay, self.data.weights[n], kept.slots[0], eo, self.strat[i])
-            errs.append(max_abs_error(dw, self.ref.dW[n]))
+            errs.append(dw.max_abs_error(self.ref.dW[n]))
             self.scale[i] = max(self.scale[i], float(np.abs(self.ref.dW[n]).max(initial=0)))
             return [ein]
         if is_split(lay):
@@ -391,8 +393,9 @@ def simulate(model, assignment: list[tuple], seed: int = 0, tol: float = DEFAULT
     try:
         return step.run()
     except UnevenSplit as exc:
-        res.unsupported = [f"{step.node_name}: {exc} (uneven split over several levels; choose a batch / "
-                           f"widths divisible by {model.array.n_pes})"]
+        hint = (f"widths divisible by {model.array.n_pes}" if not step.mesh.balanced else
+                "widths divisible by the fanouts of the levels splitting them")
+        res.unsupported = [f"{step.node_name}: {exc} (uneven split over several levels; choose a batch / {hint})"]
     except Unsupported as exc:
         res.unsupported = [str(exc)]
     res.clear_counts()

@@ -9,15 +9,14 @@ from __future__ import annotations
 import numpy as np
 
 from hypar import graph as G
-from hypar.cost.strategies import COLS, PARTIAL, ROWS
+from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
 from hypar.sim.errors import SimulationError
 from hypar.sim.ledger import IntraKey, Ledger
 from hypar.sim.mesh import Dist, axis_mask
 from hypar.sim.ops import backward_op, forward_op, weight_grad
 
-# the split axis of each level's strategy -> the layout of the local output / weight gradient there
+# the split axis of each level's strategy -> the layout of the local output there
 _OUT_LAYOUT = {"b": ROWS, "i": PARTIAL, "o": COLS}
-_DW_LAYOUT = {"b": PARTIAL, "i": ROWS, "o": COLS}
 
 
 def _take(a: np.ndarray, masks: dict) -> np.ndarray:
@@ -83,31 +82,55 @@ def weighted_forward(ledger: Ledger, i: int, lay: G.Layer, w: np.ndarray, x: Dis
     return d
 
 
+class WeightGrad:
+    """A weight gradient as the PEs hold it: per PE the (input, output) index sets of its block of
+    W and the block's values (full sums after the all-reduce)."""
+
+    def __init__(self, index: list[tuple[np.ndarray, np.ndarray]], blocks: list[np.ndarray]):
+        self.index, self.blocks = index, blocks
+
+    def max_abs_error(self, ref: np.ndarray) -> float:
+        """max |block - reference block| over every PE (inf for a missing value)."""
+        err = 0.0
+        for (im, om), blk in zip(self.index, self.blocks):
+            diff = np.abs(blk - ref[np.ix_(im, om)])
+            if diff.size:
+                err = max(err, float(diff.max()))
+            if np.isnan(diff).any():
+                return float("inf")
+        return err
+
+
 def weighted_backward(ledger: Ledger, i: int, lay: G.Layer, w: np.ndarray, x: Dist, eo: Dist,
-                      strat: list) -> tuple[Dist, Dist | None]:
-    """(dW, E_in) of node i for output error ``eo``: dW on every PE's shard, all-reduced over
+                      strat: list) -> tuple[WeightGrad, Dist | None]:
+    """(dW, E_in) of node i for output error ``eo``: dW on every PE's block, all-reduced over
     type I levels (counted as ``IntraKey(i, "dW")``); E_in left partial over type III levels
-    (None for an embedding: token ids take no error)."""
+    (None for an embedding: token ids take no error).
+
+    The all-reduce runs on the blocks themselves (a tensor of the block's shape, partial at the
+    type-I levels): the PEs of one type-I group hold the same block, so it sends exactly what the
+    same all-reduce on W-shaped arrays NaN outside the block sends, without P copies of W."""
     mesh = x.mesh
     (bax, fax), (obax, ofax) = x.axes, eo.axes
     blocks = _Blocks(x, w, strat)
-    dw_vals, ei_vals = [], []
+    index, dw_vals, ei_vals = [], [], []
     for p in range(mesh.P):
         rm, im, om = blocks.masks(p)
         eb = _input_block(lay, eo, p, {obax: rm, ofax: om}, "output-error shard")
-        v = np.full(w.shape, np.nan)
+        index.append((np.flatnonzero(im), np.flatnonzero(om)))
         if lay.kind == G.EMBEDDING:
             ids = _take(x.vals[p], {bax: rm})
-            v[np.ix_(im, om)] = weight_grad(lay, ids, eb, w.shape[0])[im]
+            dw_vals.append(weight_grad(lay, ids, eb, w.shape[0])[im])
         else:
             xb = _take(x.vals[p], {bax: rm, fax: im})
-            v[np.ix_(im, om)] = weight_grad(lay, xb, eb)
+            dw_vals.append(weight_grad(lay, xb, eb))
             u = np.full(x.shape, np.nan)
             u[_ix(x.shape, {bax: rm, fax: im})] = backward_op(lay, [xb], eb, w[np.ix_(im, om)])[0]
             ei_vals.append(u)
-        dw_vals.append(v)
-    dw = Dist(mesh, w.shape, tuple(_DW_LAYOUT[s.split_axis] for s in strat), dw_vals)
+    lays = tuple(PARTIAL if s.split_axis == "b" else FULL for s in strat)
+    dw = Dist(mesh, dw_vals[0].shape, lays, dw_vals)
     dw = ledger.run(IntraKey(i, "dW"), "intra", "dW", i, lambda: ledger.comm.allreduce_levels(dw))
+    grad = WeightGrad(index, dw.vals)
     if lay.kind == G.EMBEDDING:
-        return dw, None
-    return dw, Dist(mesh, x.shape, tuple(s.in_err_layouts[0] for s in strat), ei_vals, x.axes)
+        return grad, None
+    return grad, Dist(mesh, x.shape, tuple(s.in_err_layouts[0] for s in strat), ei_vals, x.axes)

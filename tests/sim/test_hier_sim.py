@@ -40,6 +40,10 @@ LETTER = {ROWS: "b", COLS: "f", FULL: "r", PARTIAL: "p"}
 # the consumer's error (I S(b), II S(f), III P; non-weighted R) into the producer's needed error
 # (I S(b), II R, III S(f)). A source never mixes P with R (weighted errors have no R, non-weighted
 # ones no P).
+# a weighted layer's split axis at a level (b batch: I, i input: II, o output: III) -> the layout of
+# its weight gradient / its output before the intra-layer all-reduce
+DW_LAYOUT = {"b": PARTIAL, "i": ROWS, "o": COLS}
+OUT_LAYOUT = {"b": ROWS, "i": PARTIAL, "o": COLS}
 FWD = ((ROWS, COLS, FULL), (ROWS, COLS, FULL))
 BWD = ((ROWS, COLS, PARTIAL), (ROWS, COLS, FULL))
 
@@ -156,10 +160,8 @@ def check_step(model: CostModel, step: TrainingStep) -> int:
 def _intra_closed_form(model: CostModel, step: TrainingStep, key: IntraKey) -> tuple:
     """The closed form of an intra all-reduce: dW partial at type-I levels (else split by rows at
     II, cols at III), F_out partial at type-II levels (rows at I, cols at III), each P -> R."""
-    from hypar.sim.weighted import _DW_LAYOUT, _OUT_LAYOUT
-
     strat = step.strat[key.node]
-    table = _DW_LAYOUT if key.what == "dW" else _OUT_LAYOUT
+    table = DW_LAYOUT if key.what == "dW" else OUT_LAYOUT
     s = tuple(table[x.split_axis] for x in strat)
     if PARTIAL not in s:
         return (0,) * len(s)
