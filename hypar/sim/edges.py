@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+import numpy as np
+
 from hypar.sim.convert import Conversion, ErrorItem, convert, fold_into_partials
 from hypar.sim.ledger import Ledger
 from hypar.sim.mesh import Dist, add
@@ -88,7 +90,7 @@ class HierarchicalEdges:
     def forward(self, conv: Conversion, x: Dist, dst: tuple) -> Dist:
         """Producer tensor ``x`` converted to ``dst`` once per distinct ``dst``; a later consumer
         with the same target reuses the result (and is recorded, the first one being charged)."""
-        key = HierKey("fwd", conv.base[0], conv.base[1], tuple(x.layouts), tuple(dst), x.vals[0].size)
+        key = HierKey("fwd", conv.base[0], conv.base[1], tuple(x.layouts), tuple(dst), int(np.prod(x.shape)))
         hit = self.memo.get(key)
         if hit is not None:
             self.ledger.run(key, "fwd", conv.what, conv.consumer, lambda: None)
@@ -117,7 +119,7 @@ class HierarchicalEdges:
             what = describe(first.consumer, first.edge)[1]
             if len(group) > 1:
                 what += f" (+{len(group) - 1} summed)"
-            key = HierKey("bwd", base[0], base[1], src, tuple(tgt), total.vals[0].size)
+            key = HierKey("bwd", base[0], base[1], src, tuple(tgt), int(np.prod(total.shape)))
             d = self.ledger.run(key, "bwd", what, first.consumer, lambda: run_order(self.ledger.comm, total, tgt))
             out.append(Converted(first.consumer, first.edge, d))
         return out

@@ -35,7 +35,7 @@ from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
 from hypar.sim.comm import Comm
 from hypar.sim.digits import balanced
 from hypar.sim.errors import SimulationError, UnevenSplit, Unsupported
-from hypar.sim.mesh import Dist, digits_for
+from hypar.sim.mesh import Dist, digits_for, take_block
 
 SHARDS = (ROWS, COLS)
 AXIS = {ROWS: 0, COLS: 1}          # a shard layout -> which of (batch, feature) it splits
@@ -243,21 +243,18 @@ class _Order:
             self._slice(h, self._axis_of(y))
 
     def _result(self) -> Dist:
-        """The end state as a Dist in ``t``; SimulationError when it is not exactly ``t``."""
-        out = []
+        """The end state as a Dist in ``t`` (its blocks); SimulationError when it is not exactly ``t``."""
+        out = Dist(self.mesh, self.shape, self.tgt, axes=self.axes, blocks=[])
         for p in range(self.mesh.P):
             for a in self.present:
                 want = self._region_along(a, p, [h for h, x in enumerate(self.tgt) if x == (ROWS, COLS)[a]])
                 if not np.array_equal(self.sel[a][p], want):
                     raise SimulationError(f"the order ended PE {p} off its target region ({self.src} -> {self.tgt})")
-            idx = self._index(p)
-            blk = self._view(self.vals[p])[idx]
+            blk = take_block(self.vals[p], self.axes, out.index(p))
             if np.isnan(blk).any():
                 raise SimulationError(f"PE {p} lacks part of its target region ({self.src} -> {self.tgt})")
-            v = np.full(self.shape, np.nan)
-            self._view(v)[idx] = blk
-            out.append(v)
-        return Dist(self.mesh, self.shape, self.tgt, out, self.axes)
+            out.blocks.append(blk)
+        return out
 
 
 def run_order(comm: Comm, d: Dist, tgt: tuple, virtual_first: bool = False) -> Dist:

@@ -69,57 +69,6 @@ def avgpool_bwd(x: np.ndarray, e: np.ndarray, lay: G.Layer) -> np.ndarray:
     return np.where(np.isnan(x), np.nan, _unpad(dx, pads, pshape))
 
 
-# ----------------------------------------------------------------------------- convolution
-
-def _conv_geometry(lay: G.Layer) -> tuple[tuple, tuple]:
-    """(strides, pads (top, left, bottom, right)) of a 2-D Conv."""
-    return tuple(lay.attr("strides") or (1, 1)), tuple(lay.attr("pads") or (0, 0, 0, 0))
-
-
-def _windows(xp: np.ndarray, kernel: tuple, st_: tuple) -> np.ndarray:
-    """The im2col windows (B, C, Ho, Wo, kh, kw) of an already padded xp (a strided view)."""
-    return np.lib.stride_tricks.sliding_window_view(xp, tuple(kernel), axis=(2, 3))[:, :, ::st_[0], ::st_[1]]
-
-
-def _padded(x: np.ndarray, pads: tuple) -> np.ndarray:
-    """x (B, C, H, W) zero-padded by ``pads`` (top, left, bottom, right)."""
-    return np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
-
-
-def conv_forward(x: np.ndarray, w: np.ndarray, lay: G.Layer) -> np.ndarray:
-    """x (B, Ci, H, W), w (Ci, Co, kh, kw) -> (B, Co, Ho, Wo): the im2col matrix product."""
-    st_, pads = _conv_geometry(lay)
-    return np.einsum("bchwij,coij->bohw", _windows(_padded(x, pads), lay.kernel, st_), w, optimize=True)
-
-
-def conv_weight_grad(x: np.ndarray, e: np.ndarray, lay: G.Layer) -> np.ndarray:
-    """dW (Ci, Co, kh, kw) of conv_forward for input x and output error e."""
-    st_, pads = _conv_geometry(lay)
-    return np.einsum("bchwij,bohw->coij", _windows(_padded(x, pads), lay.kernel, st_), e, optimize=True)
-
-
-def conv_input_grad(x: np.ndarray, w: np.ndarray, e: np.ndarray, lay: G.Layer) -> np.ndarray:
-    """The input error of conv_forward for the output error e, on the padded input then cut to
-    its rows and columns: stride 1, the error padded by the kernel size less one correlated with
-    the flipped, transposed kernel (an im2col product like the forward one); larger strides, one
-    matrix product over the output channels, each kernel position's share added at its stride."""
-    st_, pads = _conv_geometry(lay)
-    B, Co, Ho, Wo = e.shape
-    (kh, kw), (H, W) = lay.kernel, x.shape[2:]
-    dxp = np.zeros((B, x.shape[1], H + pads[0] + pads[2], W + pads[1] + pads[3]))
-    if st_ == (1, 1):
-        ep = np.pad(e, ((0, 0), (0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1)))
-        full = np.einsum("bchwij,coij->bohw", _windows(ep, (kh, kw), (1, 1)),
-                         w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), optimize=True)
-        dxp[:, :, :full.shape[2], :full.shape[3]] = full
-    else:
-        t = np.tensordot(e, w, axes=([1], [1]))                        # (B, Ho, Wo, Ci, kh, kw)
-        for i in range(kh):
-            for j in range(kw):
-                dxp[:, :, i:i + st_[0] * Ho:st_[0], j:j + st_[1] * Wo:st_[1]] += t[..., i, j].transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(dxp[:, :, pads[0]:pads[0] + H, pads[1]:pads[1] + W])
-
-
 # ----------------------------------------------------------------------------- activations
 
 def _erf(x: np.ndarray) -> np.ndarray:

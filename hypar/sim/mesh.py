@@ -44,6 +44,7 @@ class Mesh:
         self.coords = [self._digits(p) for p in range(self.P)]
         self._digit_cache: dict[int, np.ndarray] = {}
         self._groups: dict[int, list[list[int]]] = {}
+        self.index_cache: dict[tuple, list[np.ndarray]] = {}     # (axis size, levels) -> indices per PE
 
     def _digits(self, q: int) -> tuple[int, ...]:
         """The mixed-radix digits of q (one per level, top first)."""
@@ -79,20 +80,52 @@ class Dist:
 
     Layout semantics per level h: ROWS -> PE keeps the batch-axis indices whose level-h digit is
     its coordinate; COLS -> the same for the feature axis; FULL -> no constraint; PARTIAL -> no
-    constraint, values are partial sums over the level-h subgroups. Values outside a PE's shard
-    are NaN, so a missing element poisons the result instead of being read silently.
+    constraint, values are partial sums over the level-h subgroups. A PE's *region* is the product
+    of its batch and feature indices (:meth:`index`) with every other axis whole.
+
+    Two representations of the same values, either given, the other built on first use and kept:
+    ``vals[p]`` (an array of the full ``shape``, NaN outside the region, so a missing element
+    poisons the result instead of being read silently) and ``blocks[p]`` (the region's values
+    only, the batch and feature axes cut to :meth:`index`; NaN marks a missing element).
     """
 
-    def __init__(self, mesh: Mesh, shape: tuple[int, ...], layouts: tuple[str, ...], vals: list[np.ndarray],
-                 axes: tuple = (0, 1)):
-        """``vals[p]``: PE p's array of the full ``shape``; ``axes``: (batch axis, feature axis),
-        either may be None."""
-        self.mesh, self.shape, self.layouts, self.vals = mesh, tuple(shape), tuple(layouts), vals
+    def __init__(self, mesh: Mesh, shape: tuple[int, ...], layouts: tuple[str, ...],
+                 vals: list[np.ndarray] | None = None, axes: tuple = (0, 1),
+                 blocks: list[np.ndarray] | None = None):
+        """``vals[p]``: PE p's array of the full ``shape``, or ``blocks[p]``: its region's values
+        (exactly one of the two); ``axes``: (batch axis, feature axis), either may be None."""
+        if (vals is None) == (blocks is None):
+            raise ValueError("a Dist takes either vals or blocks")
+        self.mesh, self.shape, self.layouts = mesh, tuple(shape), tuple(layouts)
         self.axes = tuple(axes)
+        self._vals, self._blocks = vals, blocks
+
+    @property
+    def vals(self) -> list[np.ndarray]:
+        """Per PE, an array of the full shape, NaN outside its region (built from the blocks once)."""
+        if self._vals is None:
+            self._vals = [put_block(np.full(self.shape, np.nan), self.axes, self.index(p), b)
+                          for p, b in enumerate(self._blocks)]
+        return self._vals
+
+    @property
+    def blocks(self) -> list[np.ndarray]:
+        """Per PE, its region's values (cut from the full arrays once)."""
+        if self._blocks is None:
+            self._blocks = [take_block(v, self.axes, self.index(p)) for p, v in enumerate(self._vals)]
+        return self._blocks
+
+    def index(self, p: int) -> tuple:
+        """PE p's region: (batch indices, feature indices), each an int array or None (whole)."""
+        return region_index(self.mesh, self.shape, self.layouts, self.axes, p)
+
+    def compact(self) -> "Dist":
+        """The same tensor holding only its blocks (what a long-lived tensor should keep)."""
+        return Dist(self.mesh, self.shape, self.layouts, axes=self.axes, blocks=self.blocks)
 
     def copy(self) -> "Dist":
-        """A deep copy (values copied)."""
-        return Dist(self.mesh, self.shape, self.layouts, [v.copy() for v in self.vals], self.axes)
+        """A deep copy (blocks copied)."""
+        return Dist(self.mesh, self.shape, self.layouts, axes=self.axes, blocks=[b.copy() for b in self.blocks])
 
     def layouts_with(self, h: int, new: str) -> tuple[str, ...]:
         """The layouts with level h's replaced by ``new``."""
@@ -100,7 +133,81 @@ class Dist:
 
     def relabelled(self, layouts: tuple[str, ...]) -> "Dist":
         """The same values under other layouts (no copy, no check)."""
+        layouts = tuple(layouts)
+        if self._blocks is not None and region_key(layouts) == region_key(self.layouts):
+            return Dist(self.mesh, self.shape, layouts, axes=self.axes, blocks=self._blocks)
         return Dist(self.mesh, self.shape, layouts, self.vals, self.axes)
+
+
+def region_key(layouts: tuple) -> tuple:
+    """What a PE's region depends on: the levels splitting the batch and those splitting the features."""
+    return tuple(l == ROWS for l in layouts), tuple(l == COLS for l in layouts)
+
+
+def same_regions(a: Dist, b: Dist) -> bool:
+    """Do a and b hold the same (batch, feature) indices on every PE: the same levels split each
+    axis, of the same size (so their blocks line up)."""
+    def sizes(d: Dist) -> tuple:
+        return tuple(None if ax is None else d.shape[ax] for ax in d.axes)
+    return region_key(a.layouts) == region_key(b.layouts) and sizes(a) == sizes(b)
+
+
+def region_index(mesh: Mesh, shape: tuple, layouts: tuple, axes: tuple, p: int) -> tuple:
+    """PE p's (batch indices, feature indices) under ``layouts``: int arrays, None where the axis
+    is absent or not split (the whole axis). Raises UnevenSplit as :func:`level_digits`."""
+    out = []
+    for ax, lay in zip(axes, (ROWS, COLS)):
+        levels = tuple(h for h, l in enumerate(layouts) if l == lay)
+        if ax is None or not levels:
+            out.append(None)
+            continue
+        key = (shape[ax], levels)
+        hit = mesh.index_cache.get(key)
+        if hit is None:
+            d = level_digits(mesh, shape[ax], levels)
+            hit = mesh.index_cache[key] = [np.flatnonzero(np.logical_and.reduce(
+                [d[h] == mesh.coords[q][h] for h in levels])) for q in range(mesh.P)]
+        out.append(hit[p])
+    return tuple(out)
+
+
+def take_block(full: np.ndarray, axes: tuple, index: tuple) -> np.ndarray:
+    """The block of ``full`` at ``index`` ((batch, feature) index arrays or None) on ``axes``
+    (``full`` itself when nothing is cut)."""
+    out = full
+    for ax, idx in zip(axes, index):
+        if ax is not None and idx is not None:
+            out = out.take(idx, axis=ax)
+    return out
+
+
+def put_block(full: np.ndarray, axes: tuple, index: tuple, block: np.ndarray) -> np.ndarray:
+    """Write ``block`` into ``full`` at ``index`` (as :func:`take_block` cuts it); returns ``full``."""
+    cut = [(ax, idx) for ax, idx in zip(axes, index) if ax is not None and idx is not None]
+    if not cut:
+        full[...] = block
+        return full
+    src = [ax for ax, _ in cut]
+    view = np.moveaxis(full, src, list(range(len(src))))
+    view[np.ix_(*[idx for _, idx in cut])] = np.moveaxis(block, src, list(range(len(src))))
+    return full
+
+
+def sub_block(d: Dist, p: int, want: tuple) -> np.ndarray:
+    """The part of PE p's block at the (batch, feature) indices ``want`` (int arrays or None for
+    the PE's whole share); SimulationError when the PE's region lacks one of them."""
+    blk = d.blocks[p]
+    for ax, have, need in zip(d.axes, d.index(p), want):
+        if ax is None or need is None:
+            continue
+        if have is None or need.size == 0:
+            pos = need
+        else:
+            pos = np.searchsorted(have, need)
+            if np.any(pos >= len(have)) or not np.array_equal(have[np.minimum(pos, len(have) - 1)], need):
+                raise SimulationError(f"PE {p} lacks part of a shard it needs")
+        blk = blk.take(pos, axis=ax)
+    return blk
 
 
 def digits_for(mesh: Mesh, n: int) -> np.ndarray:
@@ -168,41 +275,29 @@ def held(x: Dist, p: int, keep: str) -> np.ndarray:
     return shard_mask(x.mesh, x.shape, lays, p, x.axes)
 
 
-def _kept(src: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """``src`` where ``m``, NaN elsewhere (a new float array)."""
-    v = np.full(src.shape, np.nan)
-    v[m] = src[m]
-    return v
-
-
 def scatter(mesh: Mesh, full: np.ndarray, layouts: tuple[str, ...], axes: tuple = (0, 1)) -> Dist:
     """Load a whole tensor into a layout (graph inputs, output errors: free). No PARTIAL."""
-    vals = [_kept(full, shard_mask(mesh, full.shape, layouts, p, axes)) for p in range(mesh.P)]
-    return Dist(mesh, full.shape, layouts, vals, axes)
+    blocks = [np.array(take_block(full, axes, region_index(mesh, full.shape, layouts, axes, p)), dtype=float)
+              for p in range(mesh.P)]
+    return Dist(mesh, full.shape, layouts, axes=axes, blocks=blocks)
 
 
 def slice_local(d: Dist, h: int, new: str) -> Dist:
     """FULL -> anything at level h: drop what the PE does not keep (no messages). Raises
     SimulationError when a PE lacks part of its new shard."""
     assert d.layouts[h] == FULL
-    layouts = d.layouts_with(h, new)
-    out = []
+    out = Dist(d.mesh, d.shape, d.layouts_with(h, new), axes=d.axes, blocks=[])
     for p in range(d.mesh.P):
-        m = shard_mask(d.mesh, d.shape, layouts, p, d.axes)
-        v = _kept(d.vals[p], m)
-        if np.isnan(v[m]).any():
+        blk = sub_block(d, p, out.index(p))
+        if np.isnan(blk).any():
             raise SimulationError(f"PE {p} lacks part of a replicated shard at level {h}")
-        out.append(v)
-    return Dist(d.mesh, d.shape, layouts, out, d.axes)
+        out.blocks.append(blk)
+    return out
 
 
 def mask_to_layout(d: Dist) -> Dist:
     """Drop what a PE computed outside its shard (e.g. a batched product over replicated heads)."""
-    vals = []
-    for p, v in enumerate(d.vals):
-        m = shard_mask(d.mesh, d.shape, d.layouts, p, d.axes)
-        vals.append(np.where(m, v, np.nan))
-    return Dist(d.mesh, d.shape, d.layouts, vals, d.axes)
+    return d.compact()
 
 
 def add(a: Dist | None, b: Dist) -> Dist:
@@ -211,7 +306,7 @@ def add(a: Dist | None, b: Dist) -> Dist:
         return b
     if a.layouts != b.layouts:
         raise SimulationError(f"adding tensors in layouts {a.layouts} and {b.layouts}")
-    return Dist(a.mesh, a.shape, a.layouts, [x + y for x, y in zip(a.vals, b.vals)], a.axes)
+    return Dist(a.mesh, a.shape, a.layouts, axes=a.axes, blocks=[x + y for x, y in zip(a.blocks, b.blocks)])
 
 
 def gather(d: Dist) -> np.ndarray:
@@ -228,14 +323,14 @@ def gather(d: Dist) -> np.ndarray:
 
 
 def max_abs_error(d: Dist, ref: np.ndarray) -> float:
-    """max |value - ref| over every element every PE holds (replicas each compared with the
-    reference); inf when an element is held by no PE."""
-    covered = np.zeros(d.shape, bool)
+    """max |value - ref| over every PE's region (replicas each compared with the reference; every
+    element lies in some PE's region); inf when a PE lacks an element of its region."""
     err = 0.0
-    for v in d.vals:
-        held_now = ~np.isnan(v)
-        covered |= held_now
-        diff = np.abs(v - ref)
-        if held_now.any():
-            err = max(err, float(np.nanmax(diff)))
-    return err if covered.all() else float("inf")
+    for p, blk in enumerate(d.blocks):
+        if blk.size:
+            diff = np.abs(blk - take_block(ref, d.axes, d.index(p)))
+            worst = float(diff.max())
+            if np.isnan(worst):
+                return float("inf")
+            err = max(err, worst)
+    return err

@@ -9,8 +9,9 @@ from collections.abc import Callable
 import numpy as np
 
 from hypar import graph as G
-from hypar.sim.kernels import (BINARY_OPS, CONST_OPS, LOCAL, SHAPE_OPS, batchnorm, batchnorm_bwd, conv_forward,
-                               conv_input_grad, conv_weight_grad, layernorm, layernorm_bwd, softmax, softmax_bwd)
+from hypar.sim.conv import conv_forward, conv_input_grad, conv_weight_grad
+from hypar.sim.kernels import (BINARY_OPS, CONST_OPS, LOCAL, SHAPE_OPS, batchnorm, batchnorm_bwd, layernorm, layernorm_bwd,
+                               softmax, softmax_bwd)
 
 WEIGHTED_KINDS = (G.GEMM, G.CONV, G.EMBEDDING)
 

@@ -94,14 +94,18 @@ def reference_step(g, data: StepData) -> Reference:
                 val[o] = x[split_slice(lay, x.ndim, o)]
             continue
         val[lay.outputs[0]] = forward_op(lay, [val[t] for t in lay.inputs], data.weights.get(n))
-    err: dict[str, np.ndarray] = {t: np.zeros_like(v) for t, v in val.items()}
-    for t, e in data.out_err.items():
-        err[t] = err[t] + e
+    err: dict[str, np.ndarray] = dict(data.out_err)
     dW = {}
     for n in reversed(order):
         lay = G.layer(g, n)
+        for o in lay.outputs:
+            if o not in err:
+                err[o] = np.zeros_like(val[o])
         for t, e in _backward_layer(lay, val, err, data.weights.get(n), dW):
-            err[t] = err[t] + e
+            err[t] = err[t] + e if t in err else e
+    for t, v in val.items():
+        if t not in err:
+            err[t] = np.zeros_like(v)
     return Reference(val, err, dW)
 
 

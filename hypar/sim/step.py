@@ -47,7 +47,7 @@ from hypar.sim.edges import edges_for
 from hypar.sim.errors import SimulationError, UnevenSplit, Unsupported
 from hypar.sim.graphwalk import folded_between, folded_error_to_sources, pre_chain, producers, tensor_meta
 from hypar.sim.ledger import Ledger
-from hypar.sim.mesh import Dist, Mesh, add, mask_to_layout, max_abs_error, scatter
+from hypar.sim.mesh import Dist, Mesh, add, mask_to_layout, max_abs_error, region_key, same_regions, scatter
 from hypar.sim.ops import WEIGHTED_KINDS, is_split
 from hypar.sim.reference import reference_step, seeded_data
 from hypar.sim.result import DEFAULT_TOL, SimResult
@@ -194,7 +194,7 @@ class TrainingStep:
         base = (e.p, e.source if conv_t == e.source else f"{e.source}|{conv_t}")
         self.edge_pre[e_idx] = EdgePre(pre, conv_t, base)
         conv = Conversion("fwd", base, f"{self.names[e.p]}:{conv_t} -> {self.names[i]}", i, dst)
-        kept.vals[conv_t] = self.edges.forward(conv, x, dst)
+        kept.vals[conv_t] = self.edges.forward(conv, x, dst).compact()
 
     def _run_pre_chain(self, i: int, p: int, source: str, pre: list[tuple[str, str]]) -> Dist:
         """Producer p's ``source`` through the folded ops ``pre`` (each run once per producer)."""
@@ -227,14 +227,23 @@ class TrainingStep:
                 raise SimulationError(f"{self.names[i]}: slot {s} in {x.layouts}, output {out_l}")
         charge = Charge("intra", i, "node")
         if lay.kind == G.MATMUL_ACT:
-            vals = [slots[0].vals[p] @ slots[1].vals[p] for p in range(self.mesh.P)]
-            self.out[i] = mask_to_layout(Dist(self.mesh, vals[0].shape, out_l, vals, self.axes_of[lay.outputs[0]]))
+            self.out[i] = self._activation_product(slots, out_l, self.axes_of[lay.outputs[0]])
         elif is_split(lay):
             for o in lay.outputs:
                 self.split_outs[i][o] = local_forward(lay, slots, self.ctx, charge, out=o)
             self.out[i] = self.split_outs[i][lay.outputs[0]]
         else:
             self.out[i] = local_forward(lay, slots, self.ctx, charge)
+
+    def _activation_product(self, slots: list[Dist], out_l: tuple, axes: tuple) -> Dist:
+        """slot 0 @ slot 1 on every PE: on the blocks when both and the output hold the same
+        (batch, head) indices, else on full-shape arrays (a replicated operand), cut to the output."""
+        a, b = slots
+        shape = a.shape[:-1] + (b.shape[-1],)
+        if same_regions(a, b) and region_key(a.layouts) == region_key(out_l):
+            return Dist(self.mesh, shape, out_l, axes=axes, blocks=[x @ y for x, y in zip(a.blocks, b.blocks)])
+        vals = [a.vals[p] @ b.vals[p] for p in range(self.mesh.P)]
+        return mask_to_layout(Dist(self.mesh, shape, out_l, vals, axes))
 
     # -- backward
     def backward(self) -> None:
@@ -281,7 +290,7 @@ class TrainingStep:
         for c, e_idx, d in self.edges.backward(self.pending.pop(i, []), lays, self._describe_error):
             ep = self.edge_pre[e_idx]
             source = self.model.edges[e_idx].source
-            d = self._back_through_pre(i, c, ep, source, d)
+            d = self._back_through_pre(i, c, ep, source, d.compact())
             key_t = source if source in self.split_outs[i] else out_t
             self.e_outs[i][key_t] = add(self.e_outs[i].get(key_t), d)
 
