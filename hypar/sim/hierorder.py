@@ -46,6 +46,39 @@ def is_p_and_rr(src: tuple, tgt: tuple) -> bool:
     return PARTIAL in src and any(s == t == FULL for s, t in zip(src, tgt))
 
 
+def free_axes(mesh, shape: tuple, axes: tuple, src: tuple, tgt: tuple) -> dict[int, int]:
+    """Level -> the axis (0 batch, 1 feature) its temporary split uses in the conversion
+    ``src -> tgt`` of a tensor of ``shape`` with (batch, feature) ``axes`` (R -> R virtual slice,
+    reduce-scatter of a P level going to R): the batch axis, else the feature axis, whichever keeps
+    every level splitting that axis during the conversion splitting it evenly (the sizes the
+    closed form assumes). Raises UnevenSplit when an axis is split unevenly (several levels only),
+    Unsupported when a temporary split finds no axis at all."""
+    present = [a for a in (0, 1) if axes[a] is not None]
+    digits = {a: digits_for(mesh, shape[axes[a]]) for a in present}
+
+    def check(a: int, levels) -> None:
+        if mesh.H > 1 and not balanced(digits[a], mesh.fanouts, levels):
+            raise UnevenSplit(f"conversion {'/'.join(src)} -> {'/'.join(tgt)}: an axis of size {shape[axes[a]]} "
+                              f"split at levels {sorted(levels)} of {'x'.join(map(str, mesh.fanouts))} does not "
+                              "split evenly there")
+
+    used = {a: {h for h in range(mesh.H) if (ROWS, COLS)[a] in (src[h], tgt[h])} for a in present}
+    for a, levels in used.items():
+        check(a, levels)
+    free = {}
+    for h in range(mesh.H):
+        if not (src[h] == tgt[h] == FULL or (src[h] == PARTIAL and tgt[h] == FULL)):
+            continue
+        if not present:
+            raise Unsupported("a tensor with neither a batch nor a feature axis converted over several levels")
+        ok = [a for a in present if mesh.H == 1 or balanced(digits[a], mesh.fanouts, used[a] | {h})]
+        if not ok:
+            check(present[0], used[present[0]] | {h})
+        free[h] = ok[0]
+        used[ok[0]].add(h)
+    return free
+
+
 class _Order:
     """One conversion in progress: per PE its memory (``vals``: NaN where it holds nothing; partial
     sums while P levels are unreduced) and its logical region, an index set along each present
@@ -59,7 +92,7 @@ class _Order:
         self.vals = [v.copy() for v in d.vals]
         self.present = [a for a in (0, 1) if d.axes[a] is not None]
         self.digits = {a: digits_for(self.mesh, d.shape[d.axes[a]]) for a in self.present}
-        self.free = self._free_axes()
+        self.free = free_axes(self.mesh, self.shape, self.axes, self.src, self.tgt)
         self.sel = {a: [self._initial(a, p) for p in range(self.mesh.P)] for a in self.present}
 
     # -- regions
@@ -81,40 +114,6 @@ class _Order:
         if a not in self.present:
             raise SimulationError(f"layout {layout} on a tensor without that axis")
         return a
-
-    def _free_axes(self) -> dict[int, int]:
-        """Level -> the axis its temporary split uses (R -> R virtual slice, reduce-scatter of a P
-        level going to R): the batch axis, else the feature axis, whichever keeps every level that
-        splits the axis during the conversion splitting it evenly (the sizes the closed form
-        assumes). Raises UnevenSplit when an axis is split unevenly (several levels only)."""
-        s, t = self.src, self.tgt
-        used = {a: {h for h in range(self.mesh.H) if (ROWS, COLS)[a] in (s[h], t[h])} for a in self.present}
-        for a, levels in used.items():
-            self._check_even(a, levels)
-        free = {}
-        for h in range(self.mesh.H):
-            if not (s[h] == t[h] == FULL or (s[h] == PARTIAL and t[h] == FULL)):
-                continue
-            if not self.present:
-                raise Unsupported("a tensor with neither a batch nor a feature axis converted over several levels")
-            ok = [a for a in self.present if self._even(a, used[a] | {h})]
-            if not ok:
-                self._check_even(self.present[0], used[self.present[0]] | {h})
-            free[h] = ok[0]
-            used[ok[0]].add(h)
-        return free
-
-    def _even(self, a: int, levels) -> bool:
-        """Do ``levels`` together split axis ``a`` evenly (always, when it divides over all PEs)."""
-        return self.mesh.H == 1 or balanced(self.digits[a], self.mesh.fanouts, levels)
-
-    def _check_even(self, a: int, levels) -> None:
-        """UnevenSplit unless ``levels`` split axis ``a`` evenly."""
-        if a in self.present and not self._even(a, levels):
-            n = self.shape[self.axes[a]]
-            raise UnevenSplit(f"conversion {'/'.join(self.src)} -> {'/'.join(self.tgt)}: an axis of size {n} split "
-                              f"at levels {sorted(levels)} of {'x'.join(map(str, self.mesh.fanouts))} does not "
-                              "split evenly there")
 
     def _part(self, a: int, p: int, h: int) -> np.ndarray:
         """PE p's level-h part of its current indices along axis ``a``."""

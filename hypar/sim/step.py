@@ -392,10 +392,10 @@ def simulate(model, assignment: list[tuple], seed: int = 0, tol: float = DEFAULT
     cannot run is listed in ``SimResult.unsupported`` (by layer name) and nothing is counted; a
     lost message raises :class:`SimulationError`."""
     res = SimResult(list(model.names), model.n_levels, model.array.dtype_bytes, tol=tol)
-    res.unsupported = unsupported(model)
+    model.check_assignment(assignment)
+    res.unsupported = unsupported(model, assignment)
     if res.unsupported:
         return res
-    model.check_assignment(assignment)
     if any(t is None for a in assignment for t in a):
         raise ValueError("simulate needs every level of every node decided")
     step = TrainingStep(model, assignment, seed, res)
