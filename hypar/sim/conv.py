@@ -1,7 +1,9 @@
 """2-D convolution kernels (numpy): forward, weight gradient and input gradient of an ONNX Conv
-with weights laid out (Ci, Co, kh, kw), one batch element at a time as a single matrix product
-against its im2col matrix (each kernel position's strided view of the padded input copied in
-turn: no 6-D transposes, memory bounded by one element's columns)."""
+with weights laid out (Ci/G, Co, kh, kw) for G groups (G = 1: an ordinary Conv; G = Ci:
+depthwise), one batch element at a time as one matrix product per group against its im2col
+matrix (each kernel position's strided view of the padded input copied in turn: no 6-D
+transposes, memory bounded by one element's columns). A block of a grouped Conv (some of its
+groups) runs as a grouped Conv of that many groups."""
 
 from __future__ import annotations
 
@@ -43,44 +45,66 @@ class _Geometry:
         return out
 
 
-def _flat_weight(w: np.ndarray) -> np.ndarray:
-    """(Ci, Co, kh, kw) -> (Co, kh*kw*Ci), kernel position major (the im2col row order)."""
-    return w.transpose(1, 2, 3, 0).reshape(w.shape[1], w.shape[0] * w.shape[2] * w.shape[3])
+def _grouped_weight(w: np.ndarray, G: int) -> np.ndarray:
+    """(Ci/G, Co, kh, kw) -> (G, Co/G, kh*kw*Ci/G): each group's weight, kernel position major
+    (the im2col row order)."""
+    cin, co, kh, kw = w.shape
+    return w.reshape(cin, G, co // G, kh * kw).transpose(1, 2, 3, 0).reshape(G, co // G, kh * kw * cin)
+
+
+def _grouped_columns(cols: np.ndarray, taps: int, G: int) -> np.ndarray:
+    """An im2col matrix (taps*C, HoWo) regrouped per group: (G, taps*C/G, HoWo)."""
+    n = cols.shape[1]
+    return cols.reshape(taps, G, -1, n).transpose(1, 0, 2, 3).reshape(G, -1, n) if G > 1 else cols[None]
+
+
+def _groups(x_channels: int, cin: int) -> int:
+    """How many groups a block of ``x_channels`` input channels holds (``cin`` channels each)."""
+    return x_channels // cin if cin else 1
 
 
 def conv_forward(x: np.ndarray, w: np.ndarray, lay: G.Layer) -> np.ndarray:
-    """x (B, Ci, H, W), w (Ci, Co, kh, kw) -> (B, Co, Ho, Wo)."""
+    """x (B, Ci, H, W), w (Ci/G, Co, kh, kw) -> (B, Co, Ho, Wo); G groups (as many as x holds:
+    Ci / w's input channels), each its own product."""
     g = _Geometry(x.shape, lay)
     xp = g.padded(x)
-    wf = _flat_weight(w)
-    out = np.empty((x.shape[0], w.shape[1], g.Ho * g.Wo))
-    buf = np.empty((wf.shape[1], g.Ho * g.Wo))
+    G_ = _groups(x.shape[1], w.shape[0])
+    wg = _grouped_weight(w, G_)
+    taps = g.k[0] * g.k[1]
+    out = np.empty((x.shape[0], G_, w.shape[1] // G_, g.Ho * g.Wo))
+    buf = np.empty((taps * x.shape[1], g.Ho * g.Wo))
     for b in range(x.shape[0]):
-        np.matmul(wf, g.columns(xp[b], buf), out=out[b])
+        np.matmul(wg, _grouped_columns(g.columns(xp[b], buf), taps, G_), out=out[b])
     return out.reshape(x.shape[0], w.shape[1], g.Ho, g.Wo)
 
 
 def conv_weight_grad(x: np.ndarray, e: np.ndarray, lay: G.Layer) -> np.ndarray:
-    """dW (Ci, Co, kh, kw) of conv_forward for input x and output error e (B, Co, Ho, Wo)."""
+    """dW (Ci/G, Co, kh, kw) of conv_forward for input x and output error e (B, Co, Ho, Wo)."""
     g = _Geometry(x.shape, lay)
     xp = g.padded(x)
-    Ci, Co = x.shape[1], e.shape[1]
-    dwf = np.zeros((Co, g.k[0] * g.k[1] * Ci))
-    buf = np.empty((dwf.shape[1], g.Ho * g.Wo))
+    cin = lay.d_in // max(lay.groups, 1) if lay.groups > 1 else x.shape[1]
+    G_, Co, taps = _groups(x.shape[1], cin), e.shape[1], g.k[0] * g.k[1]
+    dwg = np.zeros((G_, Co // G_, taps * cin))
+    buf = np.empty((taps * x.shape[1], g.Ho * g.Wo))
     for b in range(x.shape[0]):
-        dwf += e[b].reshape(Co, g.Ho * g.Wo) @ g.columns(xp[b], buf).T
-    return dwf.reshape(Co, g.k[0], g.k[1], Ci).transpose(3, 0, 1, 2).copy()
+        eg = e[b].reshape(G_, Co // G_, g.Ho * g.Wo)
+        dwg += eg @ _grouped_columns(g.columns(xp[b], buf), taps, G_).transpose(0, 2, 1)
+    dw = dwg.reshape(G_, Co // G_, g.k[0], g.k[1], cin).transpose(4, 0, 1, 2, 3)
+    return dw.reshape(cin, Co, g.k[0], g.k[1]).copy()
 
 
 def conv_input_grad(x: np.ndarray, w: np.ndarray, e: np.ndarray, lay: G.Layer) -> np.ndarray:
     """The input error (B, Ci, H, W) of conv_forward for the output error e: the columns' error
     (kh*kw*Ci, Ho*Wo) of each batch element, added back at each kernel position (col2im)."""
     g = _Geometry(x.shape, lay)
-    Ci = x.shape[1]
-    wf = _flat_weight(w)
+    Ci, Co = x.shape[1], e.shape[1]
+    G_ = _groups(Ci, w.shape[0])
+    wg = _grouped_weight(w, G_)
+    taps = g.k[0] * g.k[1]
     dxp = np.zeros((x.shape[0], Ci, g.Hp, g.Wp))
     for b in range(x.shape[0]):
-        dcols = (wf.T @ e[b].reshape(e.shape[1], g.Ho * g.Wo)).reshape(g.k[0] * g.k[1], Ci, g.Ho, g.Wo)
+        dg = wg.transpose(0, 2, 1) @ e[b].reshape(G_, Co // G_, g.Ho * g.Wo)     # (G, taps*cin, HoWo)
+        dcols = dg.reshape(G_, taps, Ci // G_, g.Ho, g.Wo).transpose(1, 0, 2, 3, 4).reshape(taps, Ci, g.Ho, g.Wo)
         for i in range(g.k[0]):
             for j in range(g.k[1]):
                 rows, cs = g.window(i, j)

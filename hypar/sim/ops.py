@@ -54,8 +54,8 @@ def is_add(lay: G.Layer) -> bool:
 
 
 def is_unary(lay: G.Layer) -> bool:
-    """One of the ``kernels.LOCAL`` ops on one activation."""
-    if lay.op not in LOCAL or lay.attr("const_inputs") or len(lay.inputs) != 1:
+    """One of the ``kernels.LOCAL`` ops on one activation (Clip with its constant bounds)."""
+    if lay.op not in LOCAL or len(lay.inputs) != 1 or (lay.attr("const_inputs") and lay.op != "Clip"):
         return False
     return lay.op != "Flatten" or lay.attr("axis", 1) == 1
 

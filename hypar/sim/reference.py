@@ -36,7 +36,7 @@ class Reference:
 
 
 def _dense_weights(g, rng: np.random.Generator) -> dict:
-    """GEMM (d_in, d_out) and Conv (d_in, d_out, kh, kw) weights, scaled by 1/sqrt(fan-in)."""
+    """GEMM (d_in, d_out) and Conv (d_in / groups, d_out, kh, kw) weights, scaled by 1/sqrt(fan-in)."""
     weights = {}
     for n in G.topo_layers(g):
         lay = G.layer(g, n)
@@ -44,7 +44,8 @@ def _dense_weights(g, rng: np.random.Generator) -> dict:
             weights[n] = rng.standard_normal((lay.d_in, lay.d_out)) / np.sqrt(lay.d_in)
         elif lay.kind == G.CONV:
             k = tuple(lay.kernel)
-            weights[n] = rng.standard_normal((lay.d_in, lay.d_out) + k) / np.sqrt(lay.d_in * int(np.prod(k)))
+            cin = lay.d_in // max(lay.groups, 1)                  # grouped: each group's input channels
+            weights[n] = rng.standard_normal((cin, lay.d_out) + k) / np.sqrt(cin * int(np.prod(k)))
     return weights
 
 

@@ -1,8 +1,8 @@
 """What the simulator can run: every layer, tensor and array setting it cannot, each named, so a
 plan is either simulated whole or reported as unsupported (nothing skipped silently).
 
-Coverage: Gemm / MatMul with a weight (also over sequence positions), Conv (im2col; 2-D,
-ungrouped), embeddings (Gather of graph-input ids), attention MatMuls (batch or heads), residual
+Coverage: Gemm / MatMul with a weight (also over sequence positions), Conv (im2col; 2-D, grouped
+or depthwise too), embeddings (Gather of graph-input ids), attention MatMuls (batch or heads), residual
 Add and elementwise Mul/Sub/Div of two activations, elementwise ops with a constant operand (run
 with a seeded scalar), Relu/Tanh/Sigmoid/Gelu/Erf/Identity/Dropout, MaxPool/AveragePool/
 GlobalAveragePool, Flatten/Reshape/Transpose/(Un)Squeeze, Softmax (not over a split axis),
@@ -50,9 +50,9 @@ def _matmul_act(n: str, lay: G.Layer, kept: set, meta: dict, input_names: set) -
 
 
 def _conv(n: str, lay: G.Layer, kept: set, meta: dict, input_names: set) -> list[str]:
-    if lay.op != "Conv" or lay.groups != 1 or len(lay.kernel) != 2 \
-            or tuple(lay.attr("dilations") or (1, 1)) != (1, 1):
-        return [f"{n} ({lay.op}): only 2-D, ungrouped, undilated Conv is simulated"]
+    if lay.op != "Conv" or len(lay.kernel) != 2 or tuple(lay.attr("dilations") or (1, 1)) != (1, 1) \
+            or (lay.groups > 1 and (lay.d_in % lay.groups or lay.d_out % lay.groups)):
+        return [f"{n} ({lay.op}): only 2-D, undilated Conv is simulated"]
     return _kept_weighted(n, lay, kept)
 
 
@@ -142,7 +142,7 @@ def _uneven_weights(model, assignment, mesh: Mesh) -> list[str]:
         lay = node.layer
         if lay.kind not in (G.GEMM, G.CONV, G.EMBEDDING):
             continue
-        sizes = {"b": max(lay.batch, 1), "i": lay.d_in, "o": lay.d_out}
+        sizes = {"b": max(lay.batch, 1), "i": lay.d_in, "o": lay.d_out, "g": lay.groups}
         axes = [node.strategy(label).split_axis for label in assignment[i]]
         for a, size in sizes.items():
             try:

@@ -10,30 +10,61 @@ import numpy as np
 
 from hypar import graph as G
 from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
-from hypar.sim.errors import SimulationError
+from hypar.sim.errors import SimulationError, Unsupported
 from hypar.sim.ledger import IntraKey, Ledger
 from hypar.sim.mesh import Dist, axis_mask, sub_block
 from hypar.sim.ops import backward_op, forward_op, weight_grad
 
 # the split axis of each level's strategy -> the layout of the local output there
-_OUT_LAYOUT = {"b": ROWS, "i": PARTIAL, "o": COLS}
+_OUT_LAYOUT = {"b": ROWS, "i": PARTIAL, "o": COLS, "g": COLS}
 
 
 class _Blocks:
-    """Which (batch, input feature, output feature) indices each PE owns under one node's strategy."""
+    """Which (batch, input feature, output feature) indices each PE owns under one node's strategy.
 
-    def __init__(self, x: Dist, w: np.ndarray, strat: list):
-        self.mesh = x.mesh
-        self.sizes = (x.shape[x.axes[0]], w.shape[0], w.shape[1])
-        self.levels = tuple([h for h in range(len(strat)) if strat[h].split_axis == a] for a in "bio")
+    A grouped Conv splits (batch, groups) instead: a PE owns the input and output channels of its
+    groups, its weight block is every group input channel (W is (Ci/G, Co, kh, kw)) by its output
+    channels."""
+
+    def __init__(self, lay: G.Layer, x: Dist, w: np.ndarray, strat: list):
+        self.mesh, self.name = x.mesh, lay.name
+        self.grouped = lay.kind == G.CONV and lay.groups > 1
+        if self.grouped:
+            self.cin, self.cout = w.shape[0], w.shape[1] // lay.groups
+            self.sizes = (x.shape[x.axes[0]], lay.groups, lay.groups)
+            axes = "bgg"
+        else:
+            self.sizes = (x.shape[x.axes[0]], w.shape[0], w.shape[1])
+            axes = "bio"
+        self.levels = tuple([h for h in range(len(strat)) if strat[h].split_axis == a] for a in axes)
 
     def masks(self, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """PE p's (batch, input, output) masks."""
+        """PE p's (batch, input, output) masks (a grouped Conv: batch, groups, groups)."""
         return tuple(axis_mask(self.mesh, n, lv, p) for n, lv in zip(self.sizes, self.levels))
 
     def index(self, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """PE p's (batch, input, output) indices."""
-        return tuple(np.flatnonzero(m) for m in self.masks(p))
+        """PE p's (batch, input, output) indices (a grouped Conv: its groups' channels)."""
+        ri, ii, oi = (np.flatnonzero(m) for m in self.masks(p))
+        if self.grouped:
+            ii = (ii[:, None] * self.cin + np.arange(self.cin)).ravel()
+            oi = (oi[:, None] * self.cout + np.arange(self.cout)).ravel()
+        return ri, ii, oi
+
+    def weight(self, w: np.ndarray, ii: np.ndarray, oi: np.ndarray) -> np.ndarray:
+        """The weight block a PE with input indices ``ii`` and output indices ``oi`` uses."""
+        return w[:, oi] if self.grouped else w[np.ix_(ii, oi)]
+
+    def weight_index(self, p: int) -> tuple[np.ndarray, np.ndarray]:
+        """PE p's (row, column) indices in W (for the weight gradient)."""
+        _ri, ii, oi = self.index(p)
+        return (np.arange(self.cin), oi) if self.grouped else (ii, oi)
+
+    def check_channels(self, d: Dist, p: int, want: np.ndarray, what: str) -> None:
+        """Unsupported when a grouped Conv's ``what`` channel shard on PE p is not its groups'."""
+        have = d.index(p)[1]
+        if self.grouped and have is not None and not np.array_equal(have, want):
+            raise Unsupported(f"{self.name} (grouped Conv): the {what} channel shards do not map onto its "
+                              "group shards (channels per group do not fit the channel digits)")
 
 
 def _input_block(lay: G.Layer, x: Dist, p: int, want: tuple, what: str) -> np.ndarray:
@@ -91,9 +122,10 @@ def _forward_blocks(lay: G.Layer, w: np.ndarray, x: Dist, blocks: _Blocks, out_a
                 ids = _input_block(lay, x, p, (blocks.index(p)[0], None), "ids").astype(int)
                 out[p] = np.where(im[ids][..., None], w[:, om][ids], 0.0)    # other PEs' vocabulary: 0
             continue
+        blocks.check_channels(x, members[0], ii, "input")
         xb = _shared_input(lay, x, blocks, members, "input shard")
         cols = [blocks.index(p)[2] for p in members]
-        both = forward_op(lay, [xb], w[np.ix_(ii, np.concatenate(cols))])
+        both = forward_op(lay, [xb], blocks.weight(w, ii, np.concatenate(cols)))
         for p, part in zip(members, _split_cols(both, out_axes[1], cols)):
             out[p] = part
     return out
@@ -104,13 +136,17 @@ def weighted_forward(ledger: Ledger, i: int, lay: G.Layer, w: np.ndarray, x: Dis
     """Node i's output: local products on every PE's shard, then the all-reduce of the partial
     output (type II levels; counted as ``IntraKey(i, "F_out")``). ``strat``: the node's strategy
     per level. Raises SimulationError when the output's layouts are not the strategy's."""
-    out_blocks = _forward_blocks(lay, w, x, _Blocks(x, w, strat), out_axes)
+    out_blocks = _forward_blocks(lay, w, x, _Blocks(lay, x, w, strat), out_axes)
     lays = tuple(_OUT_LAYOUT[s.split_axis] for s in strat)
     reduced = _reduced(ledger, IntraKey(i, "F_out"), out_blocks, lays)
     out_l = tuple(FULL if l == PARTIAL else l for l in lays)
     if out_l != tuple(s.out_layout for s in strat):
         raise SimulationError(f"{lay.name}: output layouts {out_l} differ from the strategy's")
-    return Dist(x.mesh, out_shape, out_l, axes=out_axes, blocks=reduced)
+    out = Dist(x.mesh, out_shape, out_l, axes=out_axes, blocks=reduced)
+    blocks = _Blocks(lay, x, w, strat)
+    for p in range(x.mesh.P):
+        blocks.check_channels(out, p, blocks.index(p)[2], "output")
+    return out
 
 
 class WeightGrad:
@@ -151,7 +187,7 @@ def _gradient_blocks(lay: G.Layer, w: np.ndarray, x: Dist, eo: Dist, blocks: _Bl
         both = weight_grad(lay, xb, np.concatenate(ebs, axis=eo.axes[1]))
         for p, part, eb, oi in zip(members, _split_cols(both, 1, cols), ebs, cols):
             dw[p] = part
-            ei[p] = backward_op(lay, [xb], eb, w[np.ix_(ii, oi)])[0]
+            ei[p] = backward_op(lay, [xb], eb, blocks.weight(w, ii, oi))[0]
     return dw, ei
 
 
@@ -160,10 +196,10 @@ def weighted_backward(ledger: Ledger, i: int, lay: G.Layer, w: np.ndarray, x: Di
     """(dW, E_in) of node i for output error ``eo``: dW on every PE's block, all-reduced over
     type I levels (counted as ``IntraKey(i, "dW")``, on the blocks as :func:`_reduced` says);
     E_in left partial over type III levels (None for an embedding: token ids take no error)."""
-    blocks = _Blocks(x, w, strat)
+    blocks = _Blocks(lay, x, w, strat)
     dw_vals, ei_blocks = _gradient_blocks(lay, w, x, eo, blocks)
     lays = tuple(PARTIAL if s.split_axis == "b" else FULL for s in strat)
-    index = [blocks.index(p)[1:] for p in range(x.mesh.P)]
+    index = [blocks.weight_index(p) for p in range(x.mesh.P)]
     grad = WeightGrad(index, _reduced(ledger, IntraKey(i, "dW"), dw_vals, lays))
     if lay.kind == G.EMBEDDING:
         return grad, None

@@ -45,16 +45,20 @@ def relu_dag(n_layers: int, seed: int, batch: int, widths: tuple[int, ...]):
     return g
 
 
-def conv_layer(name, B, ci, co, hw, inp, out, k=3, pad=1, stride=1):
+def conv_layer(name, B, ci, co, hw, inp, out, k=3, pad=1, stride=1, groups=1):
     ho = (hw + 2 * pad - k) // stride + 1
+    cin = ci // groups
     return G.Layer(name=name, op="Conv", kind=G.CONV, inputs=(inp,), outputs=(out,), batch=B, d_in=ci, d_out=co,
                    in_spatial=(hw, hw), out_spatial=(ho, ho), kernel=(k, k), in_elements=B * ci * hw * hw,
-                   out_elements=B * co * ho * ho, weight_elements=ci * co * k * k, macs=B * co * ho * ho * ci * k * k,
-                   attrs=(("group", 1), ("pads", (pad,) * 4), ("strides", (stride, stride)))), ho
+                   out_elements=B * co * ho * ho, weight_elements=cin * co * k * k,
+                   macs=B * co * ho * ho * cin * k * k, groups=groups,
+                   attrs=(("group", groups), ("pads", (pad,) * 4), ("strides", (stride, stride)))), ho
 
 
-def conv_net(seed: int, B: int, widths: tuple[int, ...], n_blocks: int = 2, bn: bool = True):
-    """Conv -> BatchNorm -> Relu (-> MaxPool) blocks, GlobalAveragePool, Flatten, Gemm; 8x8 images."""
+def conv_net(seed: int, B: int, widths: tuple[int, ...], n_blocks: int = 2, bn: bool = True,
+             depthwise: bool = False):
+    """Conv -> BatchNorm -> Relu (-> MaxPool) blocks, GlobalAveragePool, Flatten, Gemm; 8x8 images
+    (``depthwise``: each Conv followed by a depthwise 3x3 Conv, stride 1 or 2)."""
     rng = random.Random(seed)
     g = G.new_graph("cnet", B)
     x = G.Tensor("x", (B, rng.choice(widths), 8, 8), 0, 1)
@@ -75,13 +79,17 @@ def conv_net(seed: int, B: int, widths: tuple[int, ...], n_blocks: int = 2, bn: 
         hw = prev[1].shape[2]
         lay, ho = conv_layer(f"conv{b}", B, prev[1].shape[1], co, hw, prev[1].name, f"c{b}")
         add(lay, (B, co, ho, ho))
+        if depthwise:
+            stride = rng.choice((1, 2))
+            lay, ho = conv_layer(f"dw{b}", B, co, co, ho, f"c{b}", f"d{b}", stride=stride, groups=co)
+            add(lay, (B, co, ho, ho))
         if bn:
-            add(G.Layer(name=f"bn{b}", op="BatchNormalization", kind=G.BATCHNORM, inputs=(f"c{b}",),
+            add(G.Layer(name=f"bn{b}", op="BatchNormalization", kind=G.BATCHNORM, inputs=(prev[1].name,),
                         outputs=(f"n{b}",), attrs=(("epsilon", 1e-5),)), (B, co, ho, ho))
         add(G.Layer(name=f"relu{b}", op="Relu", kind=G.ELEMENTWISE, inputs=(prev[1].name,), outputs=(f"r{b}",)),
             (B, co, ho, ho))
         if rng.random() < 0.5:
-            add(G.Layer(name=f"pool{b}", op="MaxPool", kind=G.POOL, inputs=(f"r{b}",), outputs=(f"p{b}",),
+            add(G.Layer(name=f"pool{b}", op="MaxPool", kind=G.POOL, inputs=(prev[1].name,), outputs=(f"p{b}",),
                         attrs=(("ceil_mode", 0), ("kernel_shape", (2, 2)), ("pads", (0, 0, 0, 0)),
                                ("strides", (2, 2)))), (B, co, ho // 2, ho // 2))
     C = prev[1].shape[1]

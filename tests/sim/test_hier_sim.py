@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim_graphs import random_assignment, relu_dag
+from sim_graphs import conv_net, random_assignment, relu_dag
 from hypar.array import array_from_levels
 from hypar.cost import CostModel
 from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
@@ -42,8 +42,8 @@ LETTER = {ROWS: "b", COLS: "f", FULL: "r", PARTIAL: "p"}
 # ones no P).
 # a weighted layer's split axis at a level (b batch: I, i input: II, o output: III) -> the layout of
 # its weight gradient / its output before the intra-layer all-reduce
-DW_LAYOUT = {"b": PARTIAL, "i": ROWS, "o": COLS}
-OUT_LAYOUT = {"b": ROWS, "i": PARTIAL, "o": COLS}
+DW_LAYOUT = {"b": PARTIAL, "i": ROWS, "o": COLS, "g": COLS}
+OUT_LAYOUT = {"b": ROWS, "i": PARTIAL, "o": COLS, "g": COLS}
 FWD = ((ROWS, COLS, FULL), (ROWS, COLS, FULL))
 BWD = ((ROWS, COLS, PARTIAL), (ROWS, COLS, FULL))
 
@@ -233,3 +233,17 @@ def test_property_one_level_same_as_reference(seed, n_layers, k, space, uneven):
     assert counted["reference"] == counted["hierarchical"]
     rep = verify_assignment(CostModel(g, arr, space, convention="hierarchical"), asg, seed=seed)
     assert rep.ok, report_table(rep)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), n_blocks=st.integers(1, 2), fanouts=st.sampled_from(FANOUTS),
+       space=st.sampled_from(["accpar", "full"]), depthwise=st.booleans())
+def test_property_conv_nets(seed, n_blocks, fanouts, space, depthwise):
+    """Conv (grouped / depthwise too) / BatchNorm / Relu / MaxPool / GlobalAveragePool / Flatten /
+    Gemm nets x random plans on several levels: every conversion sends its closed form, the
+    intra all-reduces theirs, numerics match."""
+    rng = random.Random(seed)
+    P = prod(fanouts)
+    g = conv_net(seed, 2 * P, (P, 2 * P), n_blocks=n_blocks, bn=space == "full", depthwise=depthwise)
+    model = CostModel(g, array_from_levels(list(fanouts)), space, convention="hierarchical")
+    check_step(model, hier_step(model, random_assignment(model, rng), seed))
