@@ -178,3 +178,43 @@ def softmax_bwd(x: np.ndarray, e: np.ndarray) -> np.ndarray:
     """The input error of softmax for the output error e."""
     y = softmax(x)
     return y * (e - (e * y).sum(axis=-1, keepdims=True))
+
+
+# ----------------------------------------------------------------------------- local response normalisation
+
+def _lrn_window(lay: G.Layer) -> tuple[int, int]:
+    """(channels before, channels after) each channel's LRN window reaches (ONNX: size-1 split
+    floor before, ceil after)."""
+    size = int(lay.attr("size", 1))
+    return (size - 1) // 2, size // 2
+
+
+def _channel_window_sum(a: np.ndarray, before: int, after: int) -> np.ndarray:
+    """For every channel c (axis 1), the sum of a over channels c - before .. c + after (clipped)."""
+    C = a.shape[1]
+    cs = np.concatenate([np.zeros_like(a[:, :1]), np.cumsum(a, axis=1)], axis=1)
+    hi = np.minimum(np.arange(C) + after + 1, C)
+    lo = np.maximum(np.arange(C) - before, 0)
+    return cs[:, hi] - cs[:, lo]
+
+
+def _lrn_scale(x: np.ndarray, lay: G.Layer) -> np.ndarray:
+    """bias + alpha / size x (the window's sum of squares)."""
+    before, after = _lrn_window(lay)
+    alpha, bias, size = float(lay.attr("alpha", 1e-4)), float(lay.attr("bias", 1.0)), int(lay.attr("size", 1))
+    return bias + alpha / size * _channel_window_sum(x * x, before, after)
+
+
+def lrn(x: np.ndarray, lay: G.Layer) -> np.ndarray:
+    """ONNX LRN across channels (axis 1): x / scale^beta."""
+    return x * _lrn_scale(x, lay) ** -float(lay.attr("beta", 0.75))
+
+
+def lrn_bwd(x: np.ndarray, e: np.ndarray, lay: G.Layer) -> np.ndarray:
+    """The input error of lrn for the output error e: e s^-beta - (2 alpha beta / size) x W'(e x
+    s^(-beta-1)), W' the window sum transposed (after and before swapped)."""
+    beta, alpha, size = float(lay.attr("beta", 0.75)), float(lay.attr("alpha", 1e-4)), int(lay.attr("size", 1))
+    s = _lrn_scale(x, lay)
+    before, after = _lrn_window(lay)
+    back = _channel_window_sum(e * x * s ** (-beta - 1.0), after, before)
+    return e * s ** -beta - 2.0 * alpha * beta / size * x * back

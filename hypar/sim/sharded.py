@@ -22,7 +22,8 @@ from hypar.sim.hierorder import run_order
 from hypar.sim.ledger import Ledger, StatsKey
 from hypar.sim.mesh import Dist, region_key, same_regions, shard_mask
 from hypar.sim.norms import BATCHNORM, LAYERNORM
-from hypar.sim.ops import backward_op, forward_op, is_layernorm, is_shape_op, is_softmax, is_split, split_slice
+from hypar.sim.ops import (backward_op, concat_axis, forward_op, is_concat, is_layernorm, is_lrn, is_shape_op,
+                           is_softmax, is_split, split_slice)
 from hypar.sim.result import SimResult
 
 
@@ -98,6 +99,21 @@ def _split_forward(lay: G.Layer, x0: Dist, ctx: ShardContext, out: str | None) -
     return Dist(x0.mesh, vals[0].shape, x0.layouts, vals, ctx.axes.get(out_t, x0.axes)).compact()
 
 
+def _check_local(lay: G.Layer, xs: list[Dist]) -> None:
+    """Unsupported for a local op over an axis the layouts split: an LRN across split channels
+    (each channel needs its neighbours), a Concat along a split axis (the joined shards are not
+    the output's)."""
+    x0 = xs[0]
+    if is_lrn(lay) and x0.axes[1] == 1 and any(x0.index(p)[1] is not None for p in range(x0.mesh.P)):
+        raise Unsupported(f"{lay.name} (LRN): normalisation across split channels")
+    if is_concat(lay):
+        ax = concat_axis(lay, len(x0.shape))
+        for x in xs:
+            for a, idx_of in ((x.axes[0], 0), (x.axes[1], 1)):
+                if a == ax and any(x.index(p)[idx_of] is not None for p in range(x.mesh.P)):
+                    raise Unsupported(f"{lay.name} (Concat): joining along a split axis")
+
+
 def _blockwise(lay: G.Layer, xs: list[Dist], out_axes: tuple) -> bool:
     """Can the op run on the blocks: it keeps the batch and feature axes where they are (a Flatten
     only of whole channels), its inputs' blocks line up and none is empty."""
@@ -133,6 +149,7 @@ def local_forward(lay: G.Layer, xs: list[Dist], ctx: ShardContext, charge: Charg
         if is_softmax(lay):
             raise Unsupported(f"{lay.name} (Softmax): softmax over a split feature axis")
         return LAYERNORM.forward(ctx, lay, x0, charge)
+    _check_local(lay, xs)
     w = ctx.params.get(lay.name)
     out_axes = ctx.axes.get(lay.outputs[0], x0.axes)
     if _blockwise(lay, xs, out_axes):

@@ -190,7 +190,7 @@ class TrainingStep:
         if tuple(x.shape) != tuple(e.tensor.shape):
             raise Unsupported(f"{self.names[i]}: the cost model converts {e.tensor.name} {e.tensor.shape} from "
                               f"{self.names[e.p]}, but the folded ops between need {conv_t} {x.shape} "
-                              "converted (a size-changing op after a folded Add)")
+                              "converted (a size-changing op after a folded Add or Concat)")
         base = (e.p, e.source if conv_t == e.source else f"{e.source}|{conv_t}")
         self.edge_pre[e_idx] = EdgePre(pre, conv_t, base)
         conv = Conversion("fwd", base, f"{self.names[e.p]}:{conv_t} -> {self.names[i]}", i, dst)

@@ -7,6 +7,7 @@ Add and elementwise Mul/Sub/Div of two activations, elementwise ops with a const
 with a seeded scalar), Relu/Tanh/Sigmoid/Gelu/Erf/Identity/Dropout, MaxPool/AveragePool/
 GlobalAveragePool, Flatten/Reshape/Transpose/(Un)Squeeze, Softmax (not over a split axis),
 LayerNorm and BatchNorm (training statistics all-reduced over the levels that split their axis),
+LRN over whole channels, Concat along an unsplit axis,
 in every partition space (folded ops run locally on the consumer's side, or on the producer's
 side before a conversion when they change the shape). Anything else -- and uneven splits over
 several levels -- is reported by name in ``SimResult.unsupported`` and nothing is simulated.
@@ -19,7 +20,7 @@ from hypar.sim.errors import UnevenSplit, Unsupported
 from hypar.sim.graphwalk import folded_between, pre_chain, producers, tensor_meta
 from hypar.sim.hierorder import free_axes, is_p_and_rr
 from hypar.sim.mesh import Mesh, level_digits
-from hypar.sim.ops import is_add, is_binary, is_chain_op, is_split
+from hypar.sim.ops import is_add, is_binary, is_chain_op, is_concat, is_split
 from hypar.vocab import Convention
 
 
@@ -61,7 +62,7 @@ def _other(n: str, lay: G.Layer, kept: set, meta: dict, input_names: set) -> lis
         if len({meta[t].shape for t in lay.inputs if t in meta}) > 1:
             return [f"{n} ({lay.op}): broadcasting two activations"]
         return []
-    if not (is_add(lay) or is_chain_op(lay) or is_split(lay)):
+    if not (is_add(lay) or is_chain_op(lay) or is_split(lay) or is_concat(lay)):
         return [f"{n} ({lay.op}, kind {lay.kind})"]
     return []
 
@@ -90,7 +91,7 @@ def _folded_size_changes(model) -> list[str]:
             if shape is not None and tuple(shape) != tuple(e.tensor.shape):
                 bad.append(f"{n}: the cost model converts {e.tensor.name} {e.tensor.shape} from {model.names[e.p]}, "
                            f"but the folded ops between need {conv_t} {shape} converted (a size-changing op after "
-                           "a folded Add)")
+                           "a folded Add or Concat)")
                 break                                   # one line per consumer
     return bad
 

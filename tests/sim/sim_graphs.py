@@ -80,7 +80,7 @@ def conv_net(seed: int, B: int, widths: tuple[int, ...], n_blocks: int = 2, bn: 
         lay, ho = conv_layer(f"conv{b}", B, prev[1].shape[1], co, hw, prev[1].name, f"c{b}")
         add(lay, (B, co, ho, ho))
         if depthwise:
-            stride = rng.choice((1, 2))
+            stride = rng.choice((1, 2)) if ho >= 4 else 1
             lay, ho = conv_layer(f"dw{b}", B, co, co, ho, f"c{b}", f"d{b}", stride=stride, groups=co)
             add(lay, (B, co, ho, ho))
         if bn:
@@ -88,7 +88,7 @@ def conv_net(seed: int, B: int, widths: tuple[int, ...], n_blocks: int = 2, bn: 
                         outputs=(f"n{b}",), attrs=(("epsilon", 1e-5),)), (B, co, ho, ho))
         add(G.Layer(name=f"relu{b}", op="Relu", kind=G.ELEMENTWISE, inputs=(prev[1].name,), outputs=(f"r{b}",)),
             (B, co, ho, ho))
-        if rng.random() < 0.5:
+        if rng.random() < 0.5 and prev[1].shape[2] >= 2:
             add(G.Layer(name=f"pool{b}", op="MaxPool", kind=G.POOL, inputs=(prev[1].name,), outputs=(f"p{b}",),
                         attrs=(("ceil_mode", 0), ("kernel_shape", (2, 2)), ("pads", (0, 0, 0, 0)),
                                ("strides", (2, 2)))), (B, co, ho // 2, ho // 2))
@@ -104,3 +104,41 @@ def conv_net(seed: int, B: int, widths: tuple[int, ...], n_blocks: int = 2, bn: 
 
 def random_assignment(model: CostModel, rng: random.Random) -> list[tuple]:
     return [tuple(rng.choice(model.labels(i)) for _ in range(model.n_levels)) for i in range(len(model.names))]
+
+
+def inception_net(B: int, C: int, lrn: bool = True):
+    """x -> Conv (C) -> LRN -> two Conv branches (C each) -> Concat (2C channels) -> Relu ->
+    GlobalAveragePool -> Flatten -> Gemm; 6x6 images (GoogLeNet's ops in miniature)."""
+    g = G.new_graph("incep", B)
+    t = lambda name, shape: G.Tensor(name, shape, 0, 1)  # noqa: E731
+    x = t("x", (B, C, 6, 6))
+    g.graph.update(inputs=(x,), input_consumers={"x": ("c0",)})
+    c0, _ = conv_layer("c0", B, C, C, 6, "x", "a")
+    G.add_layer(g, c0)
+    prev = ("c0", t("a", (B, C, 6, 6)))
+    if lrn:
+        G.add_layer(g, G.Layer(name="lrn", op="LRN", kind=G.FEATURENORM, inputs=("a",), outputs=("n",),
+                               attrs=(("alpha", 1e-2), ("beta", 0.75), ("bias", 1.0), ("size", 3))))
+        G.add_edge(g, "c0", "lrn", prev[1], 0)
+        prev = ("lrn", t("n", (B, C, 6, 6)))
+    for k, name in enumerate(("b1", "b2")):
+        lay, _ = conv_layer(name, B, C, C, 6, prev[1].name, f"o{k}", k=1 + 2 * k, pad=k)
+        G.add_layer(g, lay)
+        G.add_edge(g, prev[0], name, prev[1], 0)
+    G.add_layer(g, G.Layer(name="cat", op="Concat", kind=G.CONCAT, inputs=("o0", "o1"), outputs=("cc",),
+                           attrs=(("axis", 1),)))
+    G.add_edge(g, "b1", "cat", t("o0", (B, C, 6, 6)), 0)
+    G.add_edge(g, "b2", "cat", t("o1", (B, C, 6, 6)), 1)
+    chain = [("relu", "Relu", G.ELEMENTWISE, (B, 2 * C, 6, 6), ()),
+             ("gap", "GlobalAveragePool", G.POOL, (B, 2 * C, 1, 1), ()),
+             ("flat", "Flatten", G.RESHAPE, (B, 2 * C), (("axis", 1),))]
+    prev = ("cat", t("cc", (B, 2 * C, 6, 6)))
+    for name, op, kind, shape, attrs in chain:
+        G.add_layer(g, G.Layer(name=name, op=op, kind=kind, inputs=(prev[1].name,), outputs=(name + "_o",),
+                               attrs=attrs))
+        G.add_edge(g, prev[0], name, prev[1], 0)
+        prev = (name, t(name + "_o", shape))
+    G.add_layer(g, gemm_layer("fc", B, 2 * C, C, (prev[1].name,), "y"))
+    G.add_edge(g, prev[0], "fc", prev[1], 0)
+    g.graph["outputs"] = (t("y", (B, C)),)
+    return g

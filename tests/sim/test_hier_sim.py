@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim_graphs import conv_net, random_assignment, relu_dag
+from sim_graphs import conv_net, inception_net, random_assignment, relu_dag
 from hypar.array import array_from_levels
 from hypar.cost import CostModel
 from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
@@ -247,3 +247,23 @@ def test_property_conv_nets(seed, n_blocks, fanouts, space, depthwise):
     g = conv_net(seed, 2 * P, (P, 2 * P), n_blocks=n_blocks, bn=space == "full", depthwise=depthwise)
     model = CostModel(g, array_from_levels(list(fanouts)), space, convention="hierarchical")
     check_step(model, hier_step(model, random_assignment(model, rng), seed))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), fanouts=st.sampled_from(FANOUTS), space=st.sampled_from(["accpar", "full"]))
+def test_property_lrn_and_concat(seed, fanouts, space):
+    """GoogLeNet's LRN and Concat on random plans: they run where the channels they work across
+    are whole (exact counts and numerics), and are refused by name where a plan splits them (or,
+    folded, where a pooling follows the Concat: the tensor the cost model converts is not the one
+    the folded ops need)."""
+    rng = random.Random(seed)
+    P = prod(fanouts)
+    model = CostModel(inception_net(2 * P, P), array_from_levels(list(fanouts)), space, convention="hierarchical")
+    asg = random_assignment(model, rng)
+    res = simulate(model, asg, seed=seed)
+    if res.unsupported:
+        named = ("(LRN): normalisation across split channels", "(Concat): joining along a split axis",
+                 "a size-changing op after a folded Add or Concat")
+        assert all(any(n in u for n in named) for u in res.unsupported), res.unsupported
+        return
+    check_step(model, hier_step(model, asg, seed))
