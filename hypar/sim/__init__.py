@@ -4,8 +4,10 @@ Modules, bottom up: ``errors``, ``result`` (SimResult), ``mesh`` (PEs and distri
 ``comm`` (counted sends and collectives), ``kernels`` / ``ops`` (numpy layer ops and their
 dispatch), ``graphwalk`` (folded ops around kept nodes), ``support`` (what can run),
 ``reference`` (the one-device step), ``ledger`` (counting by step), ``sharded`` / ``weighted``
-(layer ops on shards), ``schedule`` / ``convert`` (edge conversions), ``step`` (the distributed
-step and :func:`simulate`).
+(layer ops on shards), ``schedule`` / ``convert`` (edge conversions, ``reference`` convention),
+``hierorder`` (the ``hierarchical`` convention's order executed), ``edges`` (which conversions run
+and share under each convention), ``step`` (the distributed step and :func:`simulate`);
+``hierarchy`` is the independent element-level judge of the hierarchical order.
 """
 
 from hypar.sim.errors import SimulationError

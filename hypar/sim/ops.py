@@ -9,8 +9,9 @@ from collections.abc import Callable
 import numpy as np
 
 from hypar import graph as G
-from hypar.sim.kernels import (BINARY_OPS, CONST_OPS, LOCAL, SHAPE_OPS, batchnorm, batchnorm_bwd, conv_backward,
-                               conv_forward, layernorm, layernorm_bwd, softmax, softmax_bwd)
+from hypar.sim.conv import conv_forward, conv_input_grad, conv_weight_grad
+from hypar.sim.kernels import (BINARY_OPS, CONST_OPS, LOCAL, SHAPE_OPS, batchnorm, batchnorm_bwd, layernorm, layernorm_bwd,
+                               lrn, lrn_bwd, softmax, softmax_bwd)
 
 WEIGHTED_KINDS = (G.GEMM, G.CONV, G.EMBEDDING)
 
@@ -53,10 +54,25 @@ def is_add(lay: G.Layer) -> bool:
 
 
 def is_unary(lay: G.Layer) -> bool:
-    """One of the ``kernels.LOCAL`` ops on one activation."""
-    if lay.op not in LOCAL or lay.attr("const_inputs") or len(lay.inputs) != 1:
+    """One of the ``kernels.LOCAL`` ops on one activation (Clip with its constant bounds)."""
+    if lay.op not in LOCAL or len(lay.inputs) != 1 or (lay.attr("const_inputs") and lay.op != "Clip"):
         return False
     return lay.op != "Flatten" or lay.attr("axis", 1) == 1
+
+
+def is_lrn(lay: G.Layer) -> bool:
+    """Local response normalisation across channels (of one activation)."""
+    return lay.op == "LRN" and len(lay.inputs) == 1
+
+
+def is_concat(lay: G.Layer) -> bool:
+    """Concat of activations along a recorded axis."""
+    return lay.kind == G.CONCAT and lay.op == "Concat" and lay.attr("axis") is not None
+
+
+def concat_axis(lay: G.Layer, ndim: int) -> int:
+    """The axis a Concat joins along (non-negative)."""
+    return int(lay.attr("axis")) % ndim
 
 
 def is_bn(lay: G.Layer) -> bool:
@@ -67,7 +83,7 @@ def is_bn(lay: G.Layer) -> bool:
 def is_chain_op(lay: G.Layer) -> bool:
     """A single-input op that may run folded on either side of a conversion."""
     return is_unary(lay) or is_bn(lay) or is_const_op(lay) or is_shape_op(lay) or is_layernorm(lay) \
-        or is_softmax(lay)
+        or is_softmax(lay) or is_lrn(lay)
 
 
 def changes_shape(lay: G.Layer) -> bool:
@@ -99,6 +115,8 @@ CLASSES: tuple[tuple[str, Callable[[G.Layer], bool]], ...] = (
     ("layernorm", is_layernorm),
     ("softmax", is_softmax),
     ("batchnorm", lambda l: l.kind == G.BATCHNORM),
+    ("lrn", lambda l: is_lrn(l)),
+    ("concat", lambda l: is_concat(l)),
 )
 
 
@@ -143,12 +161,14 @@ FORWARD: dict[str, Callable] = {
     "softmax": lambda lay, xs, w: softmax(xs[0]),
     "batchnorm": lambda lay, xs, w: batchnorm(xs[0], w, lay),
     "local": lambda lay, xs, w: LOCAL[lay.op][0](xs[0], lay),
+    "lrn": lambda lay, xs, w: lrn(xs[0], lay),
+    "concat": lambda lay, xs, w: np.concatenate(xs, axis=concat_axis(lay, xs[0].ndim)),
 }
 
 # class -> backward(layer, input arrays, output error, parameters) -> [error of each input]
 BACKWARD: dict[str, Callable] = {
     "gemm": lambda lay, xs, e, w: [e @ w.T],
-    "conv": lambda lay, xs, e, w: [conv_backward(xs[0], w, e, lay)[1]],
+    "conv": lambda lay, xs, e, w: [conv_input_grad(xs[0], w, e, lay)],
     "add": lambda lay, xs, e, w: [e for _ in xs],
     "embedding": lambda lay, xs, e, w: [np.zeros_like(xs[0])],          # token ids take no error
     "matmul_act": lambda lay, xs, e, w: [e @ np.swapaxes(xs[1], -1, -2), np.swapaxes(xs[0], -1, -2) @ e],
@@ -159,6 +179,9 @@ BACKWARD: dict[str, Callable] = {
     "softmax": lambda lay, xs, e, w: [softmax_bwd(xs[0], e)],
     "batchnorm": lambda lay, xs, e, w: [batchnorm_bwd(xs[0], e, w, lay)],
     "local": lambda lay, xs, e, w: [LOCAL[lay.op][1](xs[0], e, lay)],
+    "lrn": lambda lay, xs, e, w: [lrn_bwd(xs[0], e, lay)],
+    "concat": lambda lay, xs, e, w: np.split(e, np.cumsum([x.shape[concat_axis(lay, e.ndim)] for x in xs])[:-1],
+                                             axis=concat_axis(lay, e.ndim)),
 }
 
 
@@ -176,7 +199,7 @@ def weight_grad(lay: G.Layer, x: np.ndarray, e: np.ndarray, vocab: int = 0) -> n
     """dW of a weighted layer (GEMM, Conv, embedding with ``vocab`` rows) for input x and output
     error e."""
     if lay.kind == G.CONV:
-        return conv_backward(x, np.zeros((x.shape[1], e.shape[1]) + tuple(lay.kernel)), e, lay)[0]
+        return conv_weight_grad(x, e, lay)
     if lay.kind == G.EMBEDDING:
         dw = np.zeros((vocab, e.shape[-1]))
         np.add.at(dw, x.astype(int).ravel(), e.reshape(-1, e.shape[-1]))

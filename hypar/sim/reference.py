@@ -36,7 +36,7 @@ class Reference:
 
 
 def _dense_weights(g, rng: np.random.Generator) -> dict:
-    """GEMM (d_in, d_out) and Conv (d_in, d_out, kh, kw) weights, scaled by 1/sqrt(fan-in)."""
+    """GEMM (d_in, d_out) and Conv (d_in / groups, d_out, kh, kw) weights, scaled by 1/sqrt(fan-in)."""
     weights = {}
     for n in G.topo_layers(g):
         lay = G.layer(g, n)
@@ -44,7 +44,8 @@ def _dense_weights(g, rng: np.random.Generator) -> dict:
             weights[n] = rng.standard_normal((lay.d_in, lay.d_out)) / np.sqrt(lay.d_in)
         elif lay.kind == G.CONV:
             k = tuple(lay.kernel)
-            weights[n] = rng.standard_normal((lay.d_in, lay.d_out) + k) / np.sqrt(lay.d_in * int(np.prod(k)))
+            cin = lay.d_in // max(lay.groups, 1)                  # grouped: each group's input channels
+            weights[n] = rng.standard_normal((cin, lay.d_out) + k) / np.sqrt(cin * int(np.prod(k)))
     return weights
 
 
@@ -94,14 +95,18 @@ def reference_step(g, data: StepData) -> Reference:
                 val[o] = x[split_slice(lay, x.ndim, o)]
             continue
         val[lay.outputs[0]] = forward_op(lay, [val[t] for t in lay.inputs], data.weights.get(n))
-    err: dict[str, np.ndarray] = {t: np.zeros_like(v) for t, v in val.items()}
-    for t, e in data.out_err.items():
-        err[t] = err[t] + e
+    err: dict[str, np.ndarray] = dict(data.out_err)
     dW = {}
     for n in reversed(order):
         lay = G.layer(g, n)
+        for o in lay.outputs:
+            if o not in err:
+                err[o] = np.zeros_like(val[o])
         for t, e in _backward_layer(lay, val, err, data.weights.get(n), dW):
-            err[t] = err[t] + e
+            err[t] = err[t] + e if t in err else e
+    for t, v in val.items():
+        if t not in err:
+            err[t] = np.zeros_like(v)
     return Reference(val, err, dW)
 
 

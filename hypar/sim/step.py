@@ -13,16 +13,21 @@ every kept node) and
    (:mod:`hypar.sim.comm`), and every element received is counted per layer, per edge (or
    intra-layer quantity) and per level (:mod:`hypar.sim.ledger`).
 
-Conventions, those of the cost model (SPEC.md §2-4): amounts are elements received, summed over
-every PE of every group; a conversion runs level by level (messages at level h only between PEs
-that differ in their level-h coordinate) in an order that realises the model's per-level amounts
-on the consumer's view (:func:`hypar.sim.schedule.schedule`: levels above as the consumer's view,
-levels below sharded); when no order does, the conversion is flagged and the difference is
-reported as a cost-model limitation. Partial sums are all-reduced whatever the target
-(reduce-scatter + all-gather, hierarchically over several levels). One producer tensor converted
-by the same step for several consumers (same state, source layout and view size, the model's
-de-duplication key) moves once and is charged to the first consumer; errors of several consumers
-in the same state are summed locally and converted once (:mod:`hypar.sim.convert`).
+Amounts are elements received, summed over every PE of every group (SPEC.md §3 "Units"). Edge
+conversions follow the cost model's ``convention`` (:mod:`hypar.sim.edges`):
+
+- ``hierarchical``: the SPEC's fixed order, executed step by step with point-to-point sends
+  (:mod:`hypar.sim.hierorder`); a producer's tensor converted once per distinct target layouts,
+  consumers' errors with equal layouts summed locally and converted once (HIER_SEMANTICS.md §3);
+- ``reference``: level by level (messages at level h only between PEs that differ in their level-h
+  coordinate) in an order that realises the model's per-level amounts on the consumer's view
+  (:func:`hypar.sim.schedule.schedule`); when no order does, the conversion is flagged and the
+  difference reported as a cost-model limitation. One producer tensor converted by the same step
+  for several consumers (the model's de-duplication key) moves once; errors of several consumers
+  in the same state are summed locally and converted once (:mod:`hypar.sim.convert`).
+
+Either way a conversion is charged to its first consumer, and partial sums inside a layer (dW,
+F_out, normalisation statistics) are all-reduced hierarchically (:meth:`Comm.allreduce_levels`).
 
 What runs and what is reported instead: :mod:`hypar.sim.support`.
 """
@@ -37,17 +42,19 @@ import numpy as np
 
 from hypar import graph as G
 from hypar.sim.comm import Comm
-from hypar.sim.convert import Conversion, ErrorItem, convert, fold_into_partials
+from hypar.sim.convert import Conversion, ErrorItem
+from hypar.sim.edges import edges_for
 from hypar.sim.errors import SimulationError, UnevenSplit, Unsupported
 from hypar.sim.graphwalk import folded_between, folded_error_to_sources, pre_chain, producers, tensor_meta
 from hypar.sim.ledger import Ledger
-from hypar.sim.mesh import Dist, Mesh, add, mask_to_layout, max_abs_error, scatter
+from hypar.sim.mesh import Dist, Mesh, add, mask_to_layout, max_abs_error, region_key, same_regions, scatter
 from hypar.sim.ops import WEIGHTED_KINDS, is_split
 from hypar.sim.reference import reference_step, seeded_data
 from hypar.sim.result import DEFAULT_TOL, SimResult
 from hypar.sim.sharded import Charge, ShardContext, local_backward, local_forward
 from hypar.sim.support import unsupported
 from hypar.sim.weighted import weighted_backward, weighted_forward
+from hypar.vocab import Convention
 
 __all__ = ["DEFAULT_TOL", "SimResult", "SimulationError", "TrainingStep", "simulate"]
 
@@ -88,19 +95,20 @@ class TrainingStep:
         self.H = model.n_levels
         arr = model.array
         fractions = tuple(c[1] for c in arr.classes[0][arr.root_key].children) if arr.n_levels == 1 else None
-        self.mesh = Mesh(arr.fanouts, fractions)
+        self.mesh = Mesh(arr.fanouts, fractions, balanced=model.convention == Convention.HIERARCHICAL)
         self.comm = Comm(self.mesh)
         self.ledger = Ledger(self.comm, self.H)
         self.data = seeded_data(self.g, np.random.default_rng(seed))
         self.ref = reference_step(self.g, self.data)
         self.strat = [[model.nodes[i].strategy(t) for t in assignment[i]] for i in range(len(self.names))]
         self.axes_of = {name: (t.batch_axis, t.feature_axis) for name, t in tensor_meta(self.g).items()}
-        self.ctx = ShardContext(self.ledger, self.data.weights, res, self.axes_of)
+        self.ctx = ShardContext(self.ledger, self.data.weights, res, self.axes_of,
+                                model.convention == Convention.HIERARCHICAL)
         self.producer = producers(self.g)
         self.input_names = {t.name for t in self.g.graph.get("inputs", ())}
         self.node_name: str | None = None                    # the node in progress (named in errors)
         # forward state
-        self.fwd_memo: dict[tuple, Dist] = {}                 # conversion step key -> state reached
+        self.edges = edges_for(model.convention, self.ledger, res.flags)   # edge conversions
         self.pre_memo: dict[tuple, Dist] = {}                 # (producer, folded node, output) -> value
         self.kept: dict[int, KeptInputs] = {}
         self.edge_pre: dict[int, EdgePre] = {}                # edge index -> how it was converted
@@ -140,7 +148,7 @@ class TrainingStep:
         for i, n in enumerate(self.names):
             self.node_name = n
             self._forward_node(i)
-        self.fwd_memo.clear()                # (memory: the converted states live on in self.kept)
+        self.edges.end_forward()             # (memory: the converted states live on in self.kept)
 
     def _forward_node(self, i: int) -> None:
         """Node i's inputs (kept in ``self.kept[i]``) and output (``self.out[i]``)."""
@@ -182,11 +190,11 @@ class TrainingStep:
         if tuple(x.shape) != tuple(e.tensor.shape):
             raise Unsupported(f"{self.names[i]}: the cost model converts {e.tensor.name} {e.tensor.shape} from "
                               f"{self.names[e.p]}, but the folded ops between need {conv_t} {x.shape} "
-                              "converted (a size-changing op after a folded Add)")
+                              "converted (a size-changing op after a folded Add or Concat)")
         base = (e.p, e.source if conv_t == e.source else f"{e.source}|{conv_t}")
         self.edge_pre[e_idx] = EdgePre(pre, conv_t, base)
         conv = Conversion("fwd", base, f"{self.names[e.p]}:{conv_t} -> {self.names[i]}", i, dst)
-        kept.vals[conv_t] = convert(self.ledger, conv, x, dst, self.fwd_memo, self.res.flags)
+        kept.vals[conv_t] = self.edges.forward(conv, x, dst).compact()
 
     def _run_pre_chain(self, i: int, p: int, source: str, pre: list[tuple[str, str]]) -> Dist:
         """Producer p's ``source`` through the folded ops ``pre`` (each run once per producer)."""
@@ -219,14 +227,23 @@ class TrainingStep:
                 raise SimulationError(f"{self.names[i]}: slot {s} in {x.layouts}, output {out_l}")
         charge = Charge("intra", i, "node")
         if lay.kind == G.MATMUL_ACT:
-            vals = [slots[0].vals[p] @ slots[1].vals[p] for p in range(self.mesh.P)]
-            self.out[i] = mask_to_layout(Dist(self.mesh, vals[0].shape, out_l, vals, self.axes_of[lay.outputs[0]]))
+            self.out[i] = self._activation_product(slots, out_l, self.axes_of[lay.outputs[0]])
         elif is_split(lay):
             for o in lay.outputs:
                 self.split_outs[i][o] = local_forward(lay, slots, self.ctx, charge, out=o)
             self.out[i] = self.split_outs[i][lay.outputs[0]]
         else:
             self.out[i] = local_forward(lay, slots, self.ctx, charge)
+
+    def _activation_product(self, slots: list[Dist], out_l: tuple, axes: tuple) -> Dist:
+        """slot 0 @ slot 1 on every PE: on the blocks when both and the output hold the same
+        (batch, head) indices, else on full-shape arrays (a replicated operand), cut to the output."""
+        a, b = slots
+        shape = a.shape[:-1] + (b.shape[-1],)
+        if same_regions(a, b) and region_key(a.layouts) == region_key(out_l):
+            return Dist(self.mesh, shape, out_l, axes=axes, blocks=[x @ y for x, y in zip(a.blocks, b.blocks)])
+        vals = [a.vals[p] @ b.vals[p] for p in range(self.mesh.P)]
+        return mask_to_layout(Dist(self.mesh, shape, out_l, vals, axes))
 
     # -- backward
     def backward(self) -> None:
@@ -269,15 +286,18 @@ class TrainingStep:
     def _receive_errors(self, i: int, lays: tuple) -> None:
         """The errors of node i's output from its consumers, converted to ``lays`` (and back through
         the producer-side folded ops), summed per output tensor."""
-        n, out_t = self.names[i], self.layer(i).outputs[0]
-        base_of = {e: ep.base for e, ep in self.edge_pre.items()}
-        for c, e_idx, src in sorted(fold_into_partials(self.pending.pop(i, []), base_of), key=lambda t: (t[0], t[1])):
+        out_t = self.layer(i).outputs[0]
+        for c, e_idx, d in self.edges.backward(self.pending.pop(i, []), lays, self._describe_error):
             ep = self.edge_pre[e_idx]
             source = self.model.edges[e_idx].source
-            conv = Conversion("bwd", ep.base, f"{self.names[c]} -> {n}:{ep.conv_t}", c, src.layouts)
-            d = self._back_through_pre(i, c, ep, source, convert(self.ledger, conv, src, lays, None, self.res.flags))
+            d = self._back_through_pre(i, c, ep, source, d.compact())
             key_t = source if source in self.split_outs[i] else out_t
             self.e_outs[i][key_t] = add(self.e_outs[i].get(key_t), d)
+
+    def _describe_error(self, c: int, e_idx: int) -> tuple[tuple, str]:
+        """(conversion base, label) of consumer c's error along edge ``e_idx``."""
+        ep = self.edge_pre[e_idx]
+        return ep.base, f"{self.names[c]} -> {self.names[self.model.edges[e_idx].p]}:{ep.conv_t}"
 
     def _back_through_pre(self, i: int, c: int, ep: EdgePre, source: str, d: Dist) -> Dist:
         """An error converted for producer i, back through the folded ops i ran for consumer c."""
@@ -296,7 +316,7 @@ class TrainingStep:
         charge = Charge("intra", i, "node")
         if lay.kind in WEIGHTED_KINDS:
             dw, ein = weighted_backward(self.ledger, i, lay, self.data.weights[n], kept.slots[0], eo, self.strat[i])
-            errs.append(max_abs_error(dw, self.ref.dW[n]))
+            errs.append(dw.max_abs_error(self.ref.dW[n]))
             self.scale[i] = max(self.scale[i], float(np.abs(self.ref.dW[n]).max(initial=0)))
             return [ein]
         if is_split(lay):
@@ -372,18 +392,19 @@ def simulate(model, assignment: list[tuple], seed: int = 0, tol: float = DEFAULT
     cannot run is listed in ``SimResult.unsupported`` (by layer name) and nothing is counted; a
     lost message raises :class:`SimulationError`."""
     res = SimResult(list(model.names), model.n_levels, model.array.dtype_bytes, tol=tol)
-    res.unsupported = unsupported(model)
+    model.check_assignment(assignment)
+    res.unsupported = unsupported(model, assignment)
     if res.unsupported:
         return res
-    model.check_assignment(assignment)
     if any(t is None for a in assignment for t in a):
         raise ValueError("simulate needs every level of every node decided")
     step = TrainingStep(model, assignment, seed, res)
     try:
         return step.run()
     except UnevenSplit as exc:
-        res.unsupported = [f"{step.node_name}: {exc} (uneven split over several levels; choose a batch / "
-                           f"widths divisible by {model.array.n_pes})"]
+        hint = (f"widths divisible by {model.array.n_pes}" if not step.mesh.balanced else
+                "widths divisible by the fanouts of the levels splitting them")
+        res.unsupported = [f"{step.node_name}: {exc} (uneven split over several levels; choose a batch / {hint})"]
     except Unsupported as exc:
         res.unsupported = [str(exc)]
     res.clear_counts()

@@ -1,12 +1,13 @@
 """What the simulator can run: every layer, tensor and array setting it cannot, each named, so a
 plan is either simulated whole or reported as unsupported (nothing skipped silently).
 
-Coverage: Gemm / MatMul with a weight (also over sequence positions), Conv (im2col; 2-D,
-ungrouped), embeddings (Gather of graph-input ids), attention MatMuls (batch or heads), residual
+Coverage: Gemm / MatMul with a weight (also over sequence positions), Conv (im2col; 2-D, grouped
+or depthwise too), embeddings (Gather of graph-input ids), attention MatMuls (batch or heads), residual
 Add and elementwise Mul/Sub/Div of two activations, elementwise ops with a constant operand (run
 with a seeded scalar), Relu/Tanh/Sigmoid/Gelu/Erf/Identity/Dropout, MaxPool/AveragePool/
 GlobalAveragePool, Flatten/Reshape/Transpose/(Un)Squeeze, Softmax (not over a split axis),
 LayerNorm and BatchNorm (training statistics all-reduced over the levels that split their axis),
+LRN over whole channels, Concat along an unsplit axis,
 in every partition space (folded ops run locally on the consumer's side, or on the producer's
 side before a conversion when they change the shape). Anything else -- and uneven splits over
 several levels -- is reported by name in ``SimResult.unsupported`` and nothing is simulated.
@@ -15,8 +16,12 @@ several levels -- is reported by name in ``SimResult.unsupported`` and nothing i
 from __future__ import annotations
 
 from hypar import graph as G
-from hypar.sim.graphwalk import tensor_meta
-from hypar.sim.ops import is_add, is_binary, is_chain_op, is_split
+from hypar.sim.errors import UnevenSplit, Unsupported
+from hypar.sim.graphwalk import folded_between, pre_chain, producers, tensor_meta
+from hypar.sim.hierorder import free_axes, is_p_and_rr
+from hypar.sim.mesh import Mesh, level_digits
+from hypar.sim.ops import is_add, is_binary, is_chain_op, is_concat, is_split
+from hypar.vocab import Convention
 
 
 def _gemm(n: str, lay: G.Layer, kept: set, meta: dict, input_names: set) -> list[str]:
@@ -46,18 +51,18 @@ def _matmul_act(n: str, lay: G.Layer, kept: set, meta: dict, input_names: set) -
 
 
 def _conv(n: str, lay: G.Layer, kept: set, meta: dict, input_names: set) -> list[str]:
-    if lay.op != "Conv" or lay.groups != 1 or len(lay.kernel) != 2 \
-            or tuple(lay.attr("dilations") or (1, 1)) != (1, 1):
-        return [f"{n} ({lay.op}): only 2-D, ungrouped, undilated Conv is simulated"]
+    if lay.op != "Conv" or len(lay.kernel) != 2 or tuple(lay.attr("dilations") or (1, 1)) != (1, 1) \
+            or (lay.groups > 1 and (lay.d_in % lay.groups or lay.d_out % lay.groups)):
+        return [f"{n} ({lay.op}): only 2-D, undilated Conv is simulated"]
     return _kept_weighted(n, lay, kept)
 
 
 def _other(n: str, lay: G.Layer, kept: set, meta: dict, input_names: set) -> list[str]:
-    if is_binary(lay):
-        if len({meta[t].shape for t in lay.inputs if t in meta}) != 1:
+    if is_binary(lay) or is_add(lay):
+        if len({meta[t].shape for t in lay.inputs if t in meta}) > 1:
             return [f"{n} ({lay.op}): broadcasting two activations"]
         return []
-    if not (is_add(lay) or is_chain_op(lay) or is_split(lay)):
+    if not (is_add(lay) or is_chain_op(lay) or is_split(lay) or is_concat(lay)):
         return [f"{n} ({lay.op}, kind {lay.kind})"]
     return []
 
@@ -66,9 +71,93 @@ def _other(n: str, lay: G.Layer, kept: set, meta: dict, input_names: set) -> lis
 KIND_CHECKS = {G.GEMM: _gemm, G.EMBEDDING: _embedding, G.MATMUL_ACT: _matmul_act, G.CONV: _conv}
 
 
-def unsupported(model) -> list[str]:
+def _folded_size_changes(model) -> list[str]:
+    """Consumers with an in-edge whose folded ops change the shape after a folded Add: the cost
+    model converts the consumer's input, but the ops between need the producer's tensor converted
+    (the first such edge per consumer, found before any step runs; the step would find it only
+    when it reaches the consumer)."""
+    bad, meta, producer = [], tensor_meta(model.g), producers(model.g)
+    for i, n in enumerate(model.names):
+        folded = folded_between(model, i)
+        for e_idx in model.in_edges[i]:
+            e = model.edges[e_idx]
+            try:
+                pre = pre_chain(model, e.p, i, e.slot, folded, producer)
+            except Unsupported as exc:
+                bad.append(str(exc))
+                continue
+            conv_t = pre[-1][1] if pre else e.source
+            shape = meta[conv_t].shape if conv_t in meta else None
+            if shape is not None and tuple(shape) != tuple(e.tensor.shape):
+                bad.append(f"{n}: the cost model converts {e.tensor.name} {e.tensor.shape} from {model.names[e.p]}, "
+                           f"but the folded ops between need {conv_t} {shape} converted (a size-changing op after "
+                           "a folded Add or Concat)")
+                break                                   # one line per consumer
+    return bad
+
+
+def _layouts(model, assignment, i: int, field: str, slot: int | None = None) -> tuple:
+    """Node i's strategy attribute ``field`` per level (``slot``: an entry of it)."""
+    node = model.nodes[i]
+    out = []
+    for label in assignment[i]:
+        v = getattr(node.strategy(label), field)
+        out.append(v if slot is None else v[min(slot, len(v) - 1)])
+    return tuple(out)
+
+
+def _edge_pairs(model, assignment, e) -> list[tuple[tuple, tuple]]:
+    """The (source, target) layouts of an edge's forward and backward conversions."""
+    fwd = (_layouts(model, assignment, e.p, "out_layout"), _layouts(model, assignment, e.c, "in_layouts", e.slot))
+    pairs = [fwd]
+    if e.needs_error:
+        pairs.append((_layouts(model, assignment, e.c, "in_err_layouts", e.slot),
+                      _layouts(model, assignment, e.p, "out_err_layout")))
+    return pairs
+
+
+def _uneven_conversions(model, assignment, mesh: Mesh) -> list[str]:
+    """Edge conversions (hierarchical convention) that split an axis unevenly or have no exact
+    order, each naming the consumer, found before any step runs."""
+    bad = []
+    for e in model.edges:
+        t = e.tensor
+        for src, tgt in _edge_pairs(model, assignment, e):
+            if src == tgt:
+                continue
+            try:
+                if is_p_and_rr(src, tgt):
+                    raise Unsupported(f"conversion {'/'.join(src)} -> {'/'.join(tgt)}: partial sums with a level "
+                                      "replicated in both (P+RR)")
+                free_axes(mesh, t.shape, (t.batch_axis, t.feature_axis), src, tgt)
+            except (UnevenSplit, Unsupported) as exc:
+                bad.append(f"{model.names[e.c]}: {t.name}: {exc}")
+    return bad
+
+
+def _uneven_weights(model, assignment, mesh: Mesh) -> list[str]:
+    """Weighted nodes whose (batch, input, output) splits are uneven over several levels."""
+    bad = []
+    for i, n in enumerate(model.names):
+        node = model.nodes[i]
+        lay = node.layer
+        if lay.kind not in (G.GEMM, G.CONV, G.EMBEDDING):
+            continue
+        sizes = {"b": max(lay.batch, 1), "i": lay.d_in, "o": lay.d_out, "g": lay.groups}
+        axes = [node.strategy(label).split_axis for label in assignment[i]]
+        for a, size in sizes.items():
+            try:
+                level_digits(mesh, size, [h for h, x in enumerate(axes) if x == a])
+            except UnevenSplit as exc:
+                bad.append(f"{n}: {exc}")
+    return bad
+
+
+def unsupported(model, assignment: list[tuple] | None = None) -> list[str]:
     """What the simulator cannot run on this cost model's graph and array, each naming the layer or
-    setting, sorted (empty: all of it runs)."""
+    setting, sorted (empty: all of it runs). With the ``assignment`` under the hierarchical
+    convention, also the uneven splits over several levels its layouts make (found here, before
+    any step runs, as far as the edges' tensors and the weighted layers tell)."""
     bad: list[str] = []
     arr = model.array
     if arr.heterogeneous and arr.n_levels > 1:
@@ -91,4 +180,9 @@ def unsupported(model) -> list[str]:
         srcs = [(model.edges[e].p, model.edges[e].slot) for e in model.in_edges[i]]
         if len(srcs) != len(set(srcs)):
             bad.append(f"{n}: one producer reaches the same input along two paths")
+    if not bad:
+        bad += _folded_size_changes(model)
+    if not bad and assignment is not None and model.convention == Convention.HIERARCHICAL and arr.n_levels > 1:
+        mesh = Mesh(arr.fanouts, balanced=True)
+        bad += _uneven_weights(model, assignment, mesh) + _uneven_conversions(model, assignment, mesh)
     return sorted(set(bad))

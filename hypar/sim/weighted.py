@@ -9,49 +9,126 @@ from __future__ import annotations
 import numpy as np
 
 from hypar import graph as G
-from hypar.cost.strategies import COLS, PARTIAL, ROWS
-from hypar.sim.errors import SimulationError
+from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
+from hypar.sim.errors import SimulationError, Unsupported
 from hypar.sim.ledger import IntraKey, Ledger
-from hypar.sim.mesh import Dist, axis_mask
+from hypar.sim.mesh import Dist, axis_mask, sub_block
 from hypar.sim.ops import backward_op, forward_op, weight_grad
 
-# the split axis of each level's strategy -> the layout of the local output / weight gradient there
-_OUT_LAYOUT = {"b": ROWS, "i": PARTIAL, "o": COLS}
-_DW_LAYOUT = {"b": PARTIAL, "i": ROWS, "o": COLS}
-
-
-def _take(a: np.ndarray, masks: dict) -> np.ndarray:
-    """The block of ``a`` selected by boolean ``masks`` per axis (None axes ignored)."""
-    for ax, m in masks.items():
-        if ax is not None:
-            a = a.compress(m, axis=ax)
-    return a
-
-
-def _ix(shape: tuple, masks: dict) -> tuple:
-    """An open-mesh index of the block ``masks`` selects (other axes whole)."""
-    return np.ix_(*[np.flatnonzero(masks[ax]) if ax in masks else np.arange(n) for ax, n in enumerate(shape)])
+# the split axis of each level's strategy -> the layout of the local output there
+_OUT_LAYOUT = {"b": ROWS, "i": PARTIAL, "o": COLS, "g": COLS}
 
 
 class _Blocks:
-    """Which (batch, input feature, output feature) indices each PE owns under one node's strategy."""
+    """Which (batch, input feature, output feature) indices each PE owns under one node's strategy.
 
-    def __init__(self, x: Dist, w: np.ndarray, strat: list):
-        self.mesh = x.mesh
-        self.sizes = (x.shape[x.axes[0]], w.shape[0], w.shape[1])
-        self.levels = tuple([h for h in range(len(strat)) if strat[h].split_axis == a] for a in "bio")
+    A grouped Conv splits (batch, groups) instead: a PE owns the input and output channels of its
+    groups, its weight block is every group input channel (W is (Ci/G, Co, kh, kw)) by its output
+    channels."""
+
+    def __init__(self, lay: G.Layer, x: Dist, w: np.ndarray, strat: list):
+        self.mesh, self.name = x.mesh, lay.name
+        self.grouped = lay.kind == G.CONV and lay.groups > 1
+        if self.grouped:
+            self.cin, self.cout = w.shape[0], w.shape[1] // lay.groups
+            self.sizes = (x.shape[x.axes[0]], lay.groups, lay.groups)
+            axes = "bgg"
+        else:
+            self.sizes = (x.shape[x.axes[0]], w.shape[0], w.shape[1])
+            axes = "bio"
+        self.levels = tuple([h for h in range(len(strat)) if strat[h].split_axis == a] for a in axes)
 
     def masks(self, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """PE p's (batch, input, output) masks."""
+        """PE p's (batch, input, output) masks (a grouped Conv: batch, groups, groups)."""
         return tuple(axis_mask(self.mesh, n, lv, p) for n, lv in zip(self.sizes, self.levels))
 
+    def index(self, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """PE p's (batch, input, output) indices (a grouped Conv: its groups' channels)."""
+        ri, ii, oi = (np.flatnonzero(m) for m in self.masks(p))
+        if self.grouped:
+            ii = (ii[:, None] * self.cin + np.arange(self.cin)).ravel()
+            oi = (oi[:, None] * self.cout + np.arange(self.cout)).ravel()
+        return ri, ii, oi
 
-def _input_block(lay: G.Layer, x: Dist, p: int, masks: dict, what: str) -> np.ndarray:
-    """PE p's block of x; raises SimulationError when it lacks part of it."""
-    blk = _take(x.vals[p], masks)
+    def weight(self, w: np.ndarray, ii: np.ndarray, oi: np.ndarray) -> np.ndarray:
+        """The weight block a PE with input indices ``ii`` and output indices ``oi`` uses."""
+        return w[:, oi] if self.grouped else w[np.ix_(ii, oi)]
+
+    def weight_index(self, p: int) -> tuple[np.ndarray, np.ndarray]:
+        """PE p's (row, column) indices in W (for the weight gradient)."""
+        _ri, ii, oi = self.index(p)
+        return (np.arange(self.cin), oi) if self.grouped else (ii, oi)
+
+    def check_channels(self, d: Dist, p: int, want: np.ndarray, what: str) -> None:
+        """Unsupported when a grouped Conv's ``what`` channel shard on PE p is not its groups'."""
+        have = d.index(p)[1]
+        if self.grouped and have is not None and not np.array_equal(have, want):
+            raise Unsupported(f"{self.name} (grouped Conv): the {what} channel shards do not map onto its "
+                              "group shards (channels per group do not fit the channel digits)")
+
+
+def _input_block(lay: G.Layer, x: Dist, p: int, want: tuple, what: str) -> np.ndarray:
+    """PE p's block of x at the (batch, feature) indices ``want``; raises SimulationError when it
+    lacks part of it."""
+    blk = sub_block(x, p, want)
     if np.isnan(blk).any():
         raise SimulationError(f"{lay.name}: PE {p} lacks part of its {what}")
     return blk
+
+
+def _reduced(ledger: Ledger, key: IntraKey, blocks: list[np.ndarray], layouts: tuple) -> list[np.ndarray]:
+    """The blocks all-reduced over the PARTIAL levels of ``layouts`` (counted under ``key``). The
+    all-reduce runs on the blocks themselves: the PEs of one partial group hold the same block, so
+    it sends exactly what it sends on full-shape arrays NaN outside the block."""
+    d = Dist(ledger.comm.mesh, blocks[0].shape, layouts, blocks)
+    return ledger.run(key, "intra", key.what, key.node, lambda: ledger.comm.allreduce_levels(d)).vals
+
+
+def _readers(blocks: _Blocks, P: int) -> list[list[int]]:
+    """The PEs grouped by the input block they read (equal batch and input indices), in order.
+    They differ only at type-III levels, so their output indices are disjoint."""
+    groups: dict[tuple, list[int]] = {}
+    for p in range(P):
+        ri, ii, _oi = blocks.index(p)
+        groups.setdefault((ri.tobytes(), ii.tobytes()), []).append(p)
+    return list(groups.values())
+
+
+def _shared_input(lay: G.Layer, x: Dist, blocks: _Blocks, members: list[int], what: str) -> np.ndarray:
+    """The input block the ``members`` read, checked equal on each of them (SimulationError)."""
+    ri, ii, _oi = blocks.index(members[0])
+    xb = _input_block(lay, x, members[0], (ri, ii), what)
+    for q in members[1:]:
+        if not np.array_equal(_input_block(lay, x, q, (ri, ii), what), xb):
+            raise SimulationError(f"{lay.name}: replicas of an {what} disagree")
+    return xb
+
+
+def _split_cols(a: np.ndarray, axis: int, parts: list[np.ndarray]) -> list[np.ndarray]:
+    """``a`` cut along ``axis`` into consecutive pieces as long as each of ``parts``."""
+    return np.split(a, np.cumsum([len(q) for q in parts])[:-1], axis=axis)
+
+
+def _forward_blocks(lay: G.Layer, w: np.ndarray, x: Dist, blocks: _Blocks, out_axes: tuple) -> list[np.ndarray]:
+    """Every PE's local output block. PEs reading the same input block compute together (one
+    product over their output columns side by side, then cut apart): the same values, and an
+    im2col of a replicated input built once."""
+    out: list = [None] * x.mesh.P
+    for members in _readers(blocks, x.mesh.P):
+        ii = blocks.index(members[0])[1]
+        if lay.kind == G.EMBEDDING:
+            for p in members:
+                rm, im, om = blocks.masks(p)
+                ids = _input_block(lay, x, p, (blocks.index(p)[0], None), "ids").astype(int)
+                out[p] = np.where(im[ids][..., None], w[:, om][ids], 0.0)    # other PEs' vocabulary: 0
+            continue
+        blocks.check_channels(x, members[0], ii, "input")
+        xb = _shared_input(lay, x, blocks, members, "input shard")
+        cols = [blocks.index(p)[2] for p in members]
+        both = forward_op(lay, [xb], blocks.weight(w, ii, np.concatenate(cols)))
+        for p, part in zip(members, _split_cols(both, out_axes[1], cols)):
+            out[p] = part
+    return out
 
 
 def weighted_forward(ledger: Ledger, i: int, lay: G.Layer, w: np.ndarray, x: Dist, strat: list,
@@ -59,55 +136,71 @@ def weighted_forward(ledger: Ledger, i: int, lay: G.Layer, w: np.ndarray, x: Dis
     """Node i's output: local products on every PE's shard, then the all-reduce of the partial
     output (type II levels; counted as ``IntraKey(i, "F_out")``). ``strat``: the node's strategy
     per level. Raises SimulationError when the output's layouts are not the strategy's."""
-    mesh = x.mesh
-    (bax, fax), (obax, ofax) = x.axes, out_axes
-    blocks = _Blocks(x, w, strat)
-    vals = []
-    for p in range(mesh.P):
-        rm, im, om = blocks.masks(p)
-        v = np.full(out_shape, np.nan)
-        if lay.kind == G.EMBEDDING:
-            ids = _input_block(lay, x, p, {bax: rm}, "ids").astype(int)
-            blk = np.where(im[ids][..., None], w[:, om][ids], 0.0)    # rows of other PEs' vocabulary: 0
-        else:
-            xb = _input_block(lay, x, p, {bax: rm, fax: im}, "input shard")
-            blk = forward_op(lay, [xb], w[np.ix_(im, om)])
-        v[_ix(out_shape, {obax: rm, ofax: om})] = blk
-        vals.append(v)
+    out_blocks = _forward_blocks(lay, w, x, _Blocks(lay, x, w, strat), out_axes)
     lays = tuple(_OUT_LAYOUT[s.split_axis] for s in strat)
-    d = Dist(mesh, out_shape, lays, vals, out_axes)
-    d = ledger.run(IntraKey(i, "F_out"), "intra", "F_out", i, lambda: ledger.comm.allreduce_levels(d))
-    out_l = tuple(s.out_layout for s in strat)
-    if d.layouts != out_l:
-        raise SimulationError(f"{lay.name}: output layouts {d.layouts} differ from the strategy's {out_l}")
-    return d
+    reduced = _reduced(ledger, IntraKey(i, "F_out"), out_blocks, lays)
+    out_l = tuple(FULL if l == PARTIAL else l for l in lays)
+    if out_l != tuple(s.out_layout for s in strat):
+        raise SimulationError(f"{lay.name}: output layouts {out_l} differ from the strategy's")
+    out = Dist(x.mesh, out_shape, out_l, axes=out_axes, blocks=reduced)
+    blocks = _Blocks(lay, x, w, strat)
+    for p in range(x.mesh.P):
+        blocks.check_channels(out, p, blocks.index(p)[2], "output")
+    return out
+
+
+class WeightGrad:
+    """A weight gradient as the PEs hold it: per PE the (input, output) index sets of its block of
+    W and the block's values (full sums after the all-reduce)."""
+
+    def __init__(self, index: list[tuple[np.ndarray, np.ndarray]], blocks: list[np.ndarray]):
+        self.index, self.blocks = index, blocks
+
+    def max_abs_error(self, ref: np.ndarray) -> float:
+        """max |block - reference block| over every PE (inf for a missing value)."""
+        err = 0.0
+        for (im, om), blk in zip(self.index, self.blocks):
+            diff = np.abs(blk - ref[np.ix_(im, om)])
+            if diff.size:
+                err = max(err, float(diff.max()))
+            if np.isnan(diff).any():
+                return float("inf")
+        return err
+
+
+def _gradient_blocks(lay: G.Layer, w: np.ndarray, x: Dist, eo: Dist, blocks: _Blocks) -> tuple[list, list]:
+    """Every PE's (dW block, input-error block) for the output error ``eo``; the dW blocks of PEs
+    reading the same input block in one product (their error blocks side by side)."""
+    P = x.mesh.P
+    dw: list = [None] * P
+    ei: list = [None] * P
+    for members in _readers(blocks, P):
+        ri, ii, _oi = blocks.index(members[0])
+        cols = [blocks.index(p)[2] for p in members]
+        ebs = [_input_block(lay, eo, p, (ri, oi), "output-error shard") for p, oi in zip(members, cols)]
+        if lay.kind == G.EMBEDDING:
+            ids = sub_block(x, members[0], (ri, None))
+            for p, eb in zip(members, ebs):
+                dw[p] = weight_grad(lay, ids, eb, w.shape[0])[blocks.masks(p)[1]]
+            continue
+        xb = _shared_input(lay, x, blocks, members, "input shard")
+        both = weight_grad(lay, xb, np.concatenate(ebs, axis=eo.axes[1]))
+        for p, part, eb, oi in zip(members, _split_cols(both, 1, cols), ebs, cols):
+            dw[p] = part
+            ei[p] = backward_op(lay, [xb], eb, blocks.weight(w, ii, oi))[0]
+    return dw, ei
 
 
 def weighted_backward(ledger: Ledger, i: int, lay: G.Layer, w: np.ndarray, x: Dist, eo: Dist,
-                      strat: list) -> tuple[Dist, Dist | None]:
-    """(dW, E_in) of node i for output error ``eo``: dW on every PE's shard, all-reduced over
-    type I levels (counted as ``IntraKey(i, "dW")``); E_in left partial over type III levels
-    (None for an embedding: token ids take no error)."""
-    mesh = x.mesh
-    (bax, fax), (obax, ofax) = x.axes, eo.axes
-    blocks = _Blocks(x, w, strat)
-    dw_vals, ei_vals = [], []
-    for p in range(mesh.P):
-        rm, im, om = blocks.masks(p)
-        eb = _input_block(lay, eo, p, {obax: rm, ofax: om}, "output-error shard")
-        v = np.full(w.shape, np.nan)
-        if lay.kind == G.EMBEDDING:
-            ids = _take(x.vals[p], {bax: rm})
-            v[np.ix_(im, om)] = weight_grad(lay, ids, eb, w.shape[0])[im]
-        else:
-            xb = _take(x.vals[p], {bax: rm, fax: im})
-            v[np.ix_(im, om)] = weight_grad(lay, xb, eb)
-            u = np.full(x.shape, np.nan)
-            u[_ix(x.shape, {bax: rm, fax: im})] = backward_op(lay, [xb], eb, w[np.ix_(im, om)])[0]
-            ei_vals.append(u)
-        dw_vals.append(v)
-    dw = Dist(mesh, w.shape, tuple(_DW_LAYOUT[s.split_axis] for s in strat), dw_vals)
-    dw = ledger.run(IntraKey(i, "dW"), "intra", "dW", i, lambda: ledger.comm.allreduce_levels(dw))
+                      strat: list) -> tuple[WeightGrad, Dist | None]:
+    """(dW, E_in) of node i for output error ``eo``: dW on every PE's block, all-reduced over
+    type I levels (counted as ``IntraKey(i, "dW")``, on the blocks as :func:`_reduced` says);
+    E_in left partial over type III levels (None for an embedding: token ids take no error)."""
+    blocks = _Blocks(lay, x, w, strat)
+    dw_vals, ei_blocks = _gradient_blocks(lay, w, x, eo, blocks)
+    lays = tuple(PARTIAL if s.split_axis == "b" else FULL for s in strat)
+    index = [blocks.weight_index(p) for p in range(x.mesh.P)]
+    grad = WeightGrad(index, _reduced(ledger, IntraKey(i, "dW"), dw_vals, lays))
     if lay.kind == G.EMBEDDING:
-        return dw, None
-    return dw, Dist(mesh, x.shape, tuple(s.in_err_layouts[0] for s in strat), ei_vals, x.axes)
+        return grad, None
+    return grad, Dist(x.mesh, x.shape, tuple(s.in_err_layouts[0] for s in strat), axes=x.axes, blocks=ei_blocks)

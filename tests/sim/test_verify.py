@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import make_runner
+from sim_graphs import conv_layer, conv_net, random_assignment, relu_dag
 import hypar.cost.model
 from hypar import graph as G
 from hypar.array import array_from_levels
@@ -37,41 +38,6 @@ from hypar.verify import check_plan_costs, report_table, verify_assignment, veri
 
 
 # ----------------------------------------------------------------------------- graphs
-
-def relu_dag(n_layers: int, seed: int, batch: int, widths: tuple[int, ...]):
-    """random_dag's shape with a Relu after every Gemm and residual Adds of Relu outputs."""
-    rng = random.Random(seed)
-    g = G.new_graph("rdag", batch)
-    x = G.Tensor("x", (batch, rng.choice(widths)), 0, 1)
-    g.graph["inputs"] = (x,)
-    outs: list = []
-    prev: tuple = (None, x)
-    for l in range(n_layers):
-        d_out = rng.choice(widths)
-        src_name, src_t = prev
-        h = G.Tensor(f"h{l}", (batch, d_out), 0, 1)
-        G.add_layer(g, gemm_layer(f"fc{l}", batch, src_t.shape[1], d_out, (src_t.name,), h.name))
-        if src_name is None:
-            g.graph["input_consumers"] = {"x": (f"fc{l}",)}
-        else:
-            G.add_edge(g, src_name, f"fc{l}", src_t, 0)
-        r = G.Tensor(f"r{l}", (batch, d_out), 0, 1)
-        G.add_layer(g, G.Layer(name=f"relu{l}", op="Relu", kind=G.ELEMENTWISE, inputs=(h.name,), outputs=(r.name,)))
-        G.add_edge(g, f"fc{l}", f"relu{l}", h, 0)
-        prev = (f"relu{l}", r)
-        same = [o for o in outs if o[1].shape[1] == d_out]
-        if same and rng.random() < 0.5:
-            sn, stt = rng.choice(same)
-            a = G.Tensor(f"s{l}", (batch, d_out), 0, 1)
-            G.add_layer(g, G.Layer(name=f"add{l}", op="Add", kind=G.BINARY, inputs=(r.name, stt.name),
-                                   outputs=(a.name,)))
-            G.add_edge(g, f"relu{l}", f"add{l}", r, 0)
-            G.add_edge(g, sn, f"add{l}", stt, 1)
-            prev = (f"add{l}", a)
-        outs.append(prev)
-    g.graph["outputs"] = (prev[1],)
-    return g
-
 
 def mlp_onnx(path: Path, batch: int = 8, dims=(16, 32, 32, 16), op: str = "Relu") -> Path:
     """x -> MatMul -> Relu -> MatMul -> Relu (+ residual of the first Relu) -> MatMul -> Relu."""
@@ -91,58 +57,6 @@ def mlp_onnx(path: Path, batch: int = 8, dims=(16, 32, 32, 16), op: str = "Relu"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
     return path
 
-
-def conv_layer(name, B, ci, co, hw, inp, out, k=3, pad=1, stride=1):
-    ho = (hw + 2 * pad - k) // stride + 1
-    return G.Layer(name=name, op="Conv", kind=G.CONV, inputs=(inp,), outputs=(out,), batch=B, d_in=ci, d_out=co,
-                   in_spatial=(hw, hw), out_spatial=(ho, ho), kernel=(k, k), in_elements=B * ci * hw * hw,
-                   out_elements=B * co * ho * ho, weight_elements=ci * co * k * k, macs=B * co * ho * ho * ci * k * k,
-                   attrs=(("group", 1), ("pads", (pad,) * 4), ("strides", (stride, stride)))), ho
-
-
-def conv_net(seed: int, B: int, widths: tuple[int, ...], n_blocks: int = 2, bn: bool = True):
-    """Conv -> BatchNorm -> Relu (-> MaxPool) blocks, GlobalAveragePool, Flatten, Gemm; 8x8 images."""
-    rng = random.Random(seed)
-    g = G.new_graph("cnet", B)
-    x = G.Tensor("x", (B, rng.choice(widths), 8, 8), 0, 1)
-    g.graph["inputs"] = (x,)
-    prev: tuple = (None, x)
-
-    def add(lay, shape):
-        nonlocal prev
-        G.add_layer(g, lay)
-        if prev[0] is None:
-            g.graph["input_consumers"] = {"x": (lay.name,)}
-        else:
-            G.add_edge(g, prev[0], lay.name, prev[1], 0)
-        prev = (lay.name, G.Tensor(lay.outputs[0], shape, 0, 1))
-
-    for b in range(n_blocks):
-        co = rng.choice(widths)
-        hw = prev[1].shape[2]
-        lay, ho = conv_layer(f"conv{b}", B, prev[1].shape[1], co, hw, prev[1].name, f"c{b}")
-        add(lay, (B, co, ho, ho))
-        if bn:
-            add(G.Layer(name=f"bn{b}", op="BatchNormalization", kind=G.BATCHNORM, inputs=(f"c{b}",),
-                        outputs=(f"n{b}",), attrs=(("epsilon", 1e-5),)), (B, co, ho, ho))
-        add(G.Layer(name=f"relu{b}", op="Relu", kind=G.ELEMENTWISE, inputs=(prev[1].name,), outputs=(f"r{b}",)),
-            (B, co, ho, ho))
-        if rng.random() < 0.5:
-            add(G.Layer(name=f"pool{b}", op="MaxPool", kind=G.POOL, inputs=(f"r{b}",), outputs=(f"p{b}",),
-                        attrs=(("ceil_mode", 0), ("kernel_shape", (2, 2)), ("pads", (0, 0, 0, 0)),
-                               ("strides", (2, 2)))), (B, co, ho // 2, ho // 2))
-    C = prev[1].shape[1]
-    add(G.Layer(name="gap", op="GlobalAveragePool", kind=G.POOL, inputs=(prev[1].name,), outputs=("gp",)),
-        (B, C, 1, 1))
-    add(G.Layer(name="flat", op="Flatten", kind=G.RESHAPE, inputs=("gp",), outputs=("fl",), attrs=(("axis", 1),)),
-        (B, C))
-    add(gemm_layer("fc", B, C, widths[0], ("fl",), "y"), (B, widths[0]))
-    g.graph["outputs"] = (prev[1],)
-    return g
-
-
-def random_assignment(model: CostModel, rng: random.Random) -> list[tuple]:
-    return [tuple(rng.choice(model.labels(i)) for _ in range(model.n_levels)) for i in range(len(model.names))]
 
 
 # ----------------------------------------------------------------------------- collectives

@@ -1,0 +1,279 @@
+"""The ``hierarchical`` convention's conversion of one distributed tensor, executed (SPEC.md §3
+"Several levels: two conventions"; HIER_SEMANTICS.md): from per-level layouts ``s`` to ``t`` in
+the SPEC's fixed order, with real point-to-point sends between the PEs of one level-h group, each
+counted at level h (elements received, summed over every PE). Nothing is looked up from the cost
+model: the amounts are what the order moves.
+
+The order (bottom = the last level, top = level 0; "shard" = S(b) rows or S(f) cols):
+
+1. top first, every level going R -> shard slices (each PE keeps its part; free);
+2. bottom first, every P level reduce-scatters: each member of a level-h group keeps its part
+   (along t_h's axis; the batch axis when t_h is R) and receives the other members' partial sums
+   of it; stale partials are dropped;
+3. bottom first: a level R in both s and t is sliced *virtually* (the PE keeps its copy in memory
+   but later steps treat the tensor as sharded there, along the batch axis, else the feature
+   axis); shard -> other shard is an all-to-all (slice the new axis, gather the old one); P ->
+   shard gathers back what step 2 scattered (the gather half of the all-reduce), then slices;
+4. top first, every level where t is R all-gathers; at a level R in both this is the *relay*: a
+   PE receives only what is not in its memory.
+
+A gather receives, for each PE, the elements of its new logical region it does not hold, from a
+group member that holds them. Layouts nest by digits (:func:`hypar.sim.mesh.digits_for`): a PE's
+part at level h is the indices whose level-h digit is its coordinate, so a split at one level is
+independent of the others and the order ends exactly in ``t`` (checked: SimulationError
+otherwise). The one family that would not move the SPEC's closed form -- ``s`` with a P level and
+a level R in both ``s`` and ``t`` ("P+RR": the reduce-scatter would be repeated by every replica)
+-- never arises on a plan edge (forward sources have no P; backward sources have no R) and is
+refused (:class:`Unsupported`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
+from hypar.sim.comm import Comm
+from hypar.sim.digits import balanced
+from hypar.sim.errors import SimulationError, UnevenSplit, Unsupported
+from hypar.sim.mesh import Dist, digits_for, take_block
+
+SHARDS = (ROWS, COLS)
+AXIS = {ROWS: 0, COLS: 1}          # a shard layout -> which of (batch, feature) it splits
+
+
+def is_p_and_rr(src: tuple, tgt: tuple) -> bool:
+    """True for the "P+RR" pairs: ``src`` has a P level and some level is R in both."""
+    return PARTIAL in src and any(s == t == FULL for s, t in zip(src, tgt))
+
+
+def free_axes(mesh, shape: tuple, axes: tuple, src: tuple, tgt: tuple) -> dict[int, int]:
+    """Level -> the axis (0 batch, 1 feature) its temporary split uses in the conversion
+    ``src -> tgt`` of a tensor of ``shape`` with (batch, feature) ``axes`` (R -> R virtual slice,
+    reduce-scatter of a P level going to R): the batch axis, else the feature axis, whichever keeps
+    every level splitting that axis during the conversion splitting it evenly (the sizes the
+    closed form assumes). Raises UnevenSplit when an axis is split unevenly (several levels only),
+    Unsupported when a temporary split finds no axis at all."""
+    present = [a for a in (0, 1) if axes[a] is not None]
+    digits = {a: digits_for(mesh, shape[axes[a]]) for a in present}
+
+    def check(a: int, levels) -> None:
+        if mesh.H > 1 and not balanced(digits[a], mesh.fanouts, levels):
+            raise UnevenSplit(f"conversion {'/'.join(src)} -> {'/'.join(tgt)}: an axis of size {shape[axes[a]]} "
+                              f"split at levels {sorted(levels)} of {'x'.join(map(str, mesh.fanouts))} does not "
+                              "split evenly there")
+
+    used = {a: {h for h in range(mesh.H) if (ROWS, COLS)[a] in (src[h], tgt[h])} for a in present}
+    for a, levels in used.items():
+        check(a, levels)
+    free = {}
+    for h in range(mesh.H):
+        if not (src[h] == tgt[h] == FULL or (src[h] == PARTIAL and tgt[h] == FULL)):
+            continue
+        if not present:
+            raise Unsupported("a tensor with neither a batch nor a feature axis converted over several levels")
+        ok = [a for a in present if mesh.H == 1 or balanced(digits[a], mesh.fanouts, used[a] | {h})]
+        if not ok:
+            check(present[0], used[present[0]] | {h})
+        free[h] = ok[0]
+        used[ok[0]].add(h)
+    return free
+
+
+class _Order:
+    """One conversion in progress: per PE its memory (``vals``: NaN where it holds nothing; partial
+    sums while P levels are unreduced) and its logical region, an index set along each present
+    axis (``sel[a][p]``, a = 0 batch, 1 feature; ``None`` for an axis the tensor lacks)."""
+
+    def __init__(self, comm: Comm, d: Dist, tgt: tuple, virtual_first: bool = False):
+        self.comm, self.mesh = comm, d.mesh
+        self.virtual_first = virtual_first
+        self.src, self.tgt = tuple(d.layouts), tuple(tgt)
+        self.shape, self.axes = d.shape, d.axes
+        self.vals = [v.copy() for v in d.vals]
+        self.present = [a for a in (0, 1) if d.axes[a] is not None]
+        self.digits = {a: digits_for(self.mesh, d.shape[d.axes[a]]) for a in self.present}
+        self.free = free_axes(self.mesh, self.shape, self.axes, self.src, self.tgt)
+        self.sel = {a: [self._initial(a, p) for p in range(self.mesh.P)] for a in self.present}
+
+    # -- regions
+    def _initial(self, a: int, p: int) -> np.ndarray:
+        """PE p's indices along axis ``a`` under the source layouts."""
+        lay = (ROWS, COLS)[a]
+        return self._region_along(a, p, [h for h, x in enumerate(self.src) if x == lay])
+
+    def _region_along(self, a: int, p: int, levels: list[int]) -> np.ndarray:
+        """Indices along axis ``a`` whose digit at every level in ``levels`` is p's coordinate."""
+        m = np.ones(self.digits[a].shape[1], bool)
+        for h in levels:
+            m &= self.digits[a][h] == self.mesh.coords[p][h]
+        return m
+
+    def _axis_of(self, layout: str) -> int:
+        """The axis a shard layout splits (SimulationError when the tensor lacks it)."""
+        a = AXIS[layout]
+        if a not in self.present:
+            raise SimulationError(f"layout {layout} on a tensor without that axis")
+        return a
+
+    def _part(self, a: int, p: int, h: int) -> np.ndarray:
+        """PE p's level-h part of its current indices along axis ``a``."""
+        return self.sel[a][p] & (self.digits[a][h] == self.mesh.coords[p][h])
+
+    def _slice(self, h: int, a: int) -> None:
+        """Every PE keeps (logically) its level-h part along axis ``a``; no messages."""
+        for p in range(self.mesh.P):
+            self.sel[a][p] = self._part(a, p, h)
+
+    def _index(self, p: int) -> tuple:
+        """An open-mesh index of PE p's region in :meth:`_view` coordinates."""
+        return np.ix_(*[np.flatnonzero(self.sel[a][p]) for a in self.present])
+
+    def _view(self, arr: np.ndarray) -> np.ndarray:
+        """``arr`` with the present (batch, feature) axes moved first (a view)."""
+        src = [self.axes[a] for a in self.present]
+        return np.moveaxis(arr, src, list(range(len(src))))
+
+    # -- collectives at one level
+    def _fetch(self, h: int, group: list[int]) -> None:
+        """Every member receives the elements of its region it lacks from the other members (each
+        element from the first member holding it). SimulationError when none holds one."""
+        for p in group:
+            idx = self._index(p)
+            mine = self._view(self.vals[p])
+            blk = mine[idx]
+            miss = np.isnan(blk)
+            for q in group:
+                if q == p or not miss.any():
+                    continue
+                theirs = self._view(self.vals[q])[idx]
+                take = miss & ~np.isnan(theirs)
+                n = int(take.sum())
+                if n:
+                    self.comm.send(h, q, p, n)
+                    blk[take] = theirs[take]
+                    miss &= ~take
+            if miss.any():
+                raise SimulationError(f"PE {p}: {int(miss.sum())} elements held by no level-{h} sibling")
+            mine[idx] = blk
+
+    def _reduce_scatter(self, h: int, a: int) -> None:
+        """P at level h: each member keeps its level-h part along axis ``a`` of the common region
+        and receives the other members' partial sums of it; memory becomes exactly that part."""
+        for group in self.mesh.sibling_groups(h):
+            self._same_region(h, group, "partial sums")
+            new_vals = {}
+            for p in group:
+                self.sel[a][p] = self._part(a, p, h)
+                idx = self._index(p)
+                total = self._view(self.vals[p])[idx].copy()
+                for q in group:
+                    if q != p:
+                        self.comm.send(h, q, p, total.size)
+                        total += self._view(self.vals[q])[idx]
+                if np.isnan(total).any():
+                    raise SimulationError(f"PE {p} lacks part of its partial sums at level {h}")
+                v = np.full(self.shape, np.nan)
+                self._view(v)[idx] = total
+                new_vals[p] = v
+            for p, v in new_vals.items():
+                self.vals[p] = v
+
+    def _same_region(self, h: int, group: list[int], what: str) -> None:
+        """SimulationError unless the group's members have the same region."""
+        for a in self.present:
+            if any(not np.array_equal(self.sel[a][q], self.sel[a][group[0]]) for q in group):
+                raise SimulationError(f"level {h} {what} over different regions")
+
+    def _gather(self, h: int) -> None:
+        """All-gather at level h: each member's region becomes the union of the group's (the members
+        may differ along one axis only), then the missing elements are fetched."""
+        for group in self.mesh.sibling_groups(h):
+            differ = [a for a in self.present
+                      if any(not np.array_equal(self.sel[a][q], self.sel[a][group[0]]) for q in group)]
+            if len(differ) > 1:
+                raise SimulationError(f"level {h} gather of a region that is not a product set")
+            for a in differ:
+                union = np.logical_or.reduce([self.sel[a][q] for q in group])
+                for q in group:
+                    self.sel[a][q] = union
+            self._fetch(h, group)
+
+    def _all_to_all(self, h: int, old: int, new: int) -> None:
+        """Level h goes from splitting axis ``old`` to axis ``new``: slice new, gather old."""
+        for group in self.mesh.sibling_groups(h):
+            union = np.logical_or.reduce([self.sel[old][q] for q in group])
+            for q in group:
+                self.sel[new][q] = self._part(new, q, h)
+                self.sel[old][q] = union
+            self._fetch(h, group)
+
+    # -- the order
+    def run(self) -> Dist:
+        """SPEC steps 1-4, then the end state checked against ``t``: the converted tensor (NaN
+        outside each PE's region of ``t``)."""
+        s, t, H = self.src, self.tgt, self.mesh.H
+        for h in range(H):                                              # 1
+            if s[h] == FULL and t[h] in SHARDS:
+                self._slice(h, self._axis_of(t[h]))
+        if self.virtual_first:                                          # 3's virtual slices, early
+            for h in reversed(range(H)):
+                if s[h] == t[h] == FULL:
+                    self._slice(h, self.free[h])
+        for h in reversed(range(H)):                                    # 2
+            if s[h] == PARTIAL:
+                self._reduce_scatter(h, self._axis_of(t[h]) if t[h] in SHARDS else self.free[h])
+        for h in reversed(range(H)):                                    # 3
+            self._step3(h)
+        for h in range(H):                                              # 4
+            if t[h] == FULL:
+                self._gather(h)
+        return self._result()
+
+    def _step3(self, h: int) -> None:
+        """Step 3 at level h: virtual slice, all-to-all or gather half (or nothing)."""
+        x, y = self.src[h], self.tgt[h]
+        if x == y == FULL:
+            if not self.virtual_first:
+                self._slice(h, self.free[h])
+        elif x in SHARDS and y in SHARDS and x != y:
+            self._all_to_all(h, self._axis_of(x), self._axis_of(y))
+        elif x == PARTIAL and y in SHARDS:
+            self._gather(h)
+            self._slice(h, self._axis_of(y))
+
+    def _result(self) -> Dist:
+        """The end state as a Dist in ``t`` (its blocks); SimulationError when it is not exactly ``t``."""
+        out = Dist(self.mesh, self.shape, self.tgt, axes=self.axes, blocks=[])
+        for p in range(self.mesh.P):
+            for a in self.present:
+                want = self._region_along(a, p, [h for h, x in enumerate(self.tgt) if x == (ROWS, COLS)[a]])
+                if not np.array_equal(self.sel[a][p], want):
+                    raise SimulationError(f"the order ended PE {p} off its target region ({self.src} -> {self.tgt})")
+            blk = take_block(self.vals[p], self.axes, out.index(p))
+            if np.isnan(blk).any():
+                raise SimulationError(f"PE {p} lacks part of its target region ({self.src} -> {self.tgt})")
+            out.blocks.append(blk)
+        return out
+
+
+def run_order(comm: Comm, d: Dist, tgt: tuple, virtual_first: bool = False) -> Dist:
+    """Convert ``d`` into the layouts ``tgt`` (one per level, top first; no P) by the SPEC's order,
+    counting every element received into ``comm``'s sink at the level it crosses. Returns the
+    converted tensor (NaN outside each PE's region). ``d.layouts == tgt`` moves nothing.
+
+    ``virtual_first``: slice the levels R in both virtually before the reduce-scatters of step 2
+    (SPEC §3 on norm statistics with a replicated level below a partial one: each replica reduces
+    only its slice, the relay of step 4 then gathers the slices), which makes "P+RR" pairs run.
+
+    Raises Unsupported for a "P+RR" pair without ``virtual_first``, UnevenSplit when an axis the
+    order splits does not divide over the PEs as :func:`hypar.sim.mesh.digits_for` needs, and
+    SimulationError when a PE lacks data a step needs or the order ends elsewhere."""
+    tgt = tuple(tgt)
+    if PARTIAL in tgt:
+        raise ValueError(f"target layouts {tgt} with a partial level")
+    if d.layouts == tgt:
+        return d
+    if is_p_and_rr(d.layouts, tgt) and not virtual_first:
+        raise Unsupported(f"conversion {'/'.join(d.layouts)} -> {'/'.join(tgt)}: a partial-sum level with a "
+                          "level replicated in both (P+RR) has no exact hierarchical order")
+    return _Order(comm, d, tgt, virtual_first).run()

@@ -1,0 +1,165 @@
+"""Normalisations on every PE's block: per-PE partial sums of the statistics, all-reduced over the
+levels that split the summed axis (BatchNorm: the batch, per channel; LayerNorm: a split last
+feature axis, per row), then the affine map (forward) or the input error (backward) on the block.
+
+The statistics are a tensor of their own (BatchNorm (2, C): sum and sum of squares per channel;
+LayerNorm (..., 2) per row), partial at the levels that split the summed axis, split like the
+kept axis elsewhere; the context (:class:`hypar.sim.sharded.ShardContext`) all-reduces them as a
+counted step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hypar import graph as G
+from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
+from hypar.sim.errors import SimulationError
+from hypar.sim.kernels import bn_shape
+from hypar.sim.ledger import StatsKey
+from hypar.sim.mesh import Dist, same_regions
+
+
+class NormShards:
+    """A normalisation on blocks (subclasses fix the statistics axis)."""
+
+    tag = ""           # StatsKey.stat
+    summed = ""        # the layout splitting the summed axis (its levels leave the statistics partial)
+
+    def count(self, shape: tuple) -> int:
+        """Elements summed into each statistic (of the whole tensor)."""
+        raise NotImplementedError
+
+    def sums(self, *blocks: np.ndarray) -> np.ndarray:
+        """Per-statistic sums of each block over the summed axes, stacked on the statistics axis."""
+        raise NotImplementedError
+
+    def stats_frame(self, x: Dist) -> tuple[tuple, tuple]:
+        """(shape, axes) of the statistics tensor of x."""
+        raise NotImplementedError
+
+    def stat(self, s: np.ndarray, k: int, blk: np.ndarray) -> np.ndarray:
+        """Statistic k (0: sum, 1: sum of squares / products) of a block of statistics, broadcastable
+        against x's block ``blk``."""
+        raise NotImplementedError
+
+    def param(self, a: np.ndarray, cols, blk: np.ndarray) -> np.ndarray:
+        """A per-feature parameter cut to the PE's features ``cols``, broadcastable against ``blk``."""
+        raise NotImplementedError
+
+    def stats(self, x: Dist, parts: list[np.ndarray]) -> Dist:
+        """Per-PE sums as a tensor, partial over the levels that split the summed axis (a partial
+        level of x stays unreduced: FULL here)."""
+        lays = tuple(PARTIAL if l == self.summed else (FULL if l == PARTIAL else l) for l in x.layouts)
+        shape, axes = self.stats_frame(x)
+        return Dist(x.mesh, shape, lays, axes=axes, blocks=parts)
+
+    def _x_stats(self, x: Dist) -> Dist:
+        """Per-PE (sum, sum of squares) of x."""
+        return self.stats(x, [self.sums(b, b * b) for b in x.blocks])
+
+    def forward(self, ctx, lay: G.Layer, x: Dist, charge) -> Dist:
+        """The normalised output on every PE (statistics all-reduced by ``ctx``, counted)."""
+        gamma, beta = ctx.params[lay.name]
+        eps = float(lay.attr("epsilon", 1e-5))
+        n = self.count(x.shape)
+        st = ctx.allreduce_stats(StatsKey(self.tag, charge.node, lay.name, "fwd", charge.where), charge,
+                                 self._x_stats(x))
+        out = []
+        for p, blk in enumerate(x.blocks):
+            mean = self.stat(st.blocks[p], 0, blk) / n
+            var = self.stat(st.blocks[p], 1, blk) / n - mean ** 2
+            cols = x.index(p)[1]
+            out.append(self.param(gamma, cols, blk) * (blk - mean) / np.sqrt(var + eps) + self.param(beta, cols, blk))
+        return Dist(x.mesh, x.shape, x.layouts, axes=x.axes, blocks=out)
+
+    def backward(self, ctx, lay: G.Layer, x: Dist, e: Dist, charge) -> Dist:
+        """The input error on every PE (in e's layouts; backward statistics all-reduced, counted)."""
+        if not same_regions(x, e):
+            raise SimulationError(f"{lay.name}: input in {x.layouts}, output error in {e.layouts}")
+        gamma, _beta = ctx.params[lay.name]
+        eps = float(lay.attr("epsilon", 1e-5))
+        n = self.count(x.shape)
+        stx = ctx.recomputed_stats(self._x_stats(x))
+        xh, parts = [], []
+        for p, blk in enumerate(x.blocks):
+            mean = self.stat(stx.blocks[p], 0, blk) / n
+            inv = 1.0 / np.sqrt(self.stat(stx.blocks[p], 1, blk) / n - mean ** 2 + eps)
+            xhat = (blk - mean) * inv
+            g_ = self.carrier(e.blocks[p], self.param(gamma, x.index(p)[1], blk))
+            xh.append((xhat, inv, g_))
+            parts.append(self.sums(g_, g_ * xhat))
+        st = ctx.allreduce_stats(StatsKey(self.tag, charge.node, lay.name, "bwd", charge.where), charge,
+                                 self.stats(e, parts))
+        out = []
+        for p, blk in enumerate(x.blocks):
+            xhat, inv, g_ = xh[p]
+            s0, s1 = self.stat(st.blocks[p], 0, blk), self.stat(st.blocks[p], 1, blk)
+            out.append(self.scaled(g_ - s0 / n - xhat * s1 / n, self.param(gamma, x.index(p)[1], blk), inv))
+        return Dist(x.mesh, x.shape, e.layouts, axes=x.axes, blocks=out)
+
+    def carrier(self, e: np.ndarray, gamma: np.ndarray) -> np.ndarray:
+        """The error quantity summed in the backward statistics."""
+        raise NotImplementedError
+
+    def scaled(self, inner: np.ndarray, gamma: np.ndarray, inv: np.ndarray) -> np.ndarray:
+        """The input error from the centred error ``inner``."""
+        raise NotImplementedError
+
+
+class BatchNormShards(NormShards):
+    """Per-channel statistics (axis 1), summed over the batch and spatial axes."""
+
+    tag, summed = "bn", ROWS
+
+    def count(self, shape):
+        return shape[0] * int(np.prod(shape[2:]))
+
+    def sums(self, *blocks):
+        axes = tuple(a for a in range(blocks[0].ndim) if a != 1)
+        return np.stack([b.sum(axis=axes) for b in blocks])
+
+    def stats_frame(self, x):
+        return (2, x.shape[1]), (0, 1)
+
+    def stat(self, s, k, blk):
+        return s[k].reshape(bn_shape(blk))
+
+    def param(self, a, cols, blk):
+        return (a if cols is None else a[cols]).reshape(bn_shape(blk))
+
+    def carrier(self, e, gamma):
+        return e
+
+    def scaled(self, inner, gamma, inv):
+        return gamma * inv * inner
+
+
+class LayerNormShards(NormShards):
+    """Per-row statistics over the last (feature) axis."""
+
+    tag, summed = "ln", COLS
+
+    def count(self, shape):
+        return shape[-1]
+
+    def sums(self, *blocks):
+        return np.stack([b.sum(axis=-1) for b in blocks], axis=-1)
+
+    def stats_frame(self, x):
+        return x.shape[:-1] + (2,), (x.axes[0], None)
+
+    def stat(self, s, k, blk):
+        return s[..., k:k + 1]
+
+    def param(self, a, cols, blk):
+        return a if cols is None else a[cols]
+
+    def carrier(self, e, gamma):
+        return e * gamma
+
+    def scaled(self, inner, gamma, inv):
+        return inv * inner
+
+
+BATCHNORM, LAYERNORM = BatchNormShards(), LayerNormShards()
