@@ -20,6 +20,7 @@ GOLDEN_DIR = ROOT / "tests" / "golden"
 # name -> (model path, array spec, objective, space, search, convention); the array spec is a
 # ``--levels`` string or a YAML path. Paths are relative to the repository root (as a user types them).
 REF = "reference"
+HIER = "hierarchical"
 CASES: dict[str, tuple[str, str, str, str, str, str]] = {
     "lenet_2": ("models/lenet.onnx", "2", "time", "full", "refine", REF),
     "alexnet_2x2": ("models/alexnet.onnx", "2,2", "comm", "hypar", "greedy", REF),
@@ -28,6 +29,12 @@ CASES: dict[str, tuple[str, str, str, str, str, str]] = {
     "transformer_2x2": ("tests/fixtures/transformer_dynamo.onnx", "2,2", "comm", "full", "joint", REF),
     "gpt2_small_4x2": ("models/gpt2_small.onnx", "4,2", "time", "full", "refine", REF),
     "lenet_hetero": ("models/lenet.onnx", "tests/golden/hetero_2x2.yaml", "time", "accpar", "joint", REF),
+    # the hierarchical convention (issue 10); refine, so no time-limited solve makes them flaky
+    "alexnet_2x2x2_hier": ("models/alexnet.onnx", "2,2,2", "time", "full", "refine", HIER),
+    "transformer_4x2_hier": ("tests/fixtures/transformer_dynamo.onnx", "4,2", "comm", "full", "refine", HIER),
+    "mobilenetv2_hetero_hier": ("models/mobilenetv2.onnx", "tests/golden/hetero_2x2.yaml", "time", "accpar", "refine",
+                                HIER),
+    "cnn_2x2x2_hier": ("tests/fixtures/cnn_dynamo.onnx", "2,2,2", "energy", "full", "refine", HIER),
 }
 
 # Fields that hold wall-clock measurements: they differ between runs of the same code.
