@@ -91,7 +91,7 @@ class _Order:
                       and PARTIAL in d.layouts[:h]}
         self.src, self.tgt = tuple(d.layouts), tuple(tgt)
         self.shape, self.axes = d.shape, d.axes
-        self.vals = [v.copy() for v in d.vals]
+        self.vals = d.full_arrays()
         self.present = [a for a in (0, 1) if d.axes[a] is not None]
         self.digits = {a: digits_for(self.mesh, d.shape[d.axes[a]]) for a in self.present}
         self.free = free_axes(self.mesh, self.shape, self.axes, self.src, self.tgt)

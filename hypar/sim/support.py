@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from hypar import graph as G
 from hypar.sim.errors import UnevenSplit, Unsupported
-from hypar.sim.graphwalk import folded_between, pre_chain, producers, tensor_meta
+from hypar.sim.graphwalk import folded_between, pre_chain, producers, tensor_meta, topo_order
 from hypar.sim.hierorder import free_axes, is_p_and_rr
 from hypar.sim.kernels import pool_supported
 from hypar.sim.mesh import Mesh, level_digits
@@ -170,10 +170,10 @@ def unsupported(model, assignment: list[tuple] | None = None) -> list[str]:
     kept = set(model.names)
     meta = tensor_meta(g)
     input_names = {t.name for t in g.graph.get("inputs", ())}
-    for n in G.topo_layers(g):
+    for n in topo_order(g):
         lay = G.layer(g, n)
         bad += KIND_CHECKS.get(lay.kind, _other)(n, lay, kept, meta, input_names)
-    for n in G.topo_layers(g):
+    for n in topo_order(g):
         lay = G.layer(g, n)
         bad += [f"{n} ({lay.op}): tensor {t} has no recorded shape"
                 for t in lay.outputs[:1] + tuple(lay.inputs) if t not in meta]
