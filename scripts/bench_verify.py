@@ -1,10 +1,10 @@
 """Seconds `hypar verify` takes per case (issue 10's speed targets: every zoo CNN at batch 4 on a
 2x2x2 array under 20 s, transformers at batch 2 under 20 s).
 
-For each model and array: partition at the bench batch (seconds printed apart, not part of the
-target), then simulate the plan's training step and compare it with the cost model
-(:func:`hypar.verify.verify_assignment`), printing its seconds, peak memory of the process and
-whether it passed. Nothing is asserted.
+For each model and array, in a process of its own: partition at the bench batch (seconds printed
+apart, not part of the target), then simulate the plan's training step and compare it with the
+cost model (:func:`hypar.verify.verify_assignment`), printing its seconds, the case's peak memory
+and whether it passed. Nothing is asserted.
 
     python scripts/bench_verify.py                                # zoo CNNs at 4, transformers at 2, on 2x2x2
     python scripts/bench_verify.py --models alexnet --arrays 2x2 --batch 4
@@ -23,6 +23,7 @@ import glob
 import os
 import pstats
 import resource
+import subprocess
 import sys
 import time
 
@@ -55,7 +56,7 @@ def default_batch(name: str) -> int:
 
 
 def peak_mb() -> float:
-    """The process's peak resident memory so far (MB)."""
+    """The process's peak resident memory (MB): the case's own, each case running in a process."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -87,6 +88,13 @@ def run_case(name: str, path: str, fanouts: str, batch: int, args) -> None:
         pstats.Stats(prof).sort_stats("cumulative").print_stats(args.profile)
 
 
+def _one(args) -> int:
+    """Run the single case ``--one NAME PATH FANOUTS BATCH`` in this process."""
+    name, path, fanouts, batch = args.one
+    run_case(name, path, fanouts, int(batch), args)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="", help="comma-separated model names (default: the zoo)")
@@ -97,10 +105,20 @@ def main() -> int:
     ap.add_argument("--space", default="full")
     ap.add_argument("--convention", default="hierarchical", help="hierarchical / reference ('' = the plan's)")
     ap.add_argument("--profile", type=int, default=0, help="print cProfile's top N functions per case")
+    ap.add_argument("--one", nargs=4, metavar=("NAME", "PATH", "FANOUTS", "BATCH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.one:
+        return _one(args)
+    passed = [a for a in sys.argv[1:]]
     for fanouts in args.arrays.split(","):
         for name, path in cases(args):
-            run_case(name, path, fanouts, args.batch or default_batch(name), args)
+            batch = args.batch or default_batch(name)
+            # one process per case: its peak memory is the case's own, and a failure stays local
+            res = subprocess.run([sys.executable, __file__, *passed, "--one", name, path, fanouts, str(batch)],
+                                 capture_output=True, text=True)
+            out = [l for l in res.stdout.splitlines() if l.strip() and (args.profile or l.startswith(name))]
+            print("\n".join(out) if out else f"{name:30} {fanouts:7} batch {batch:2d}  CRASHED "
+                  f"(exit {res.returncode}): {res.stderr.strip().splitlines()[-1:] or ''}", flush=True)
     return 0
 
 

@@ -1,13 +1,15 @@
 """A plan's training step executed on virtual PEs in numpy, counting every byte sent.
 
-Modules, bottom up: ``errors``, ``result`` (SimResult), ``mesh`` (PEs and distributed tensors),
-``comm`` (counted sends and collectives), ``kernels`` / ``ops`` (numpy layer ops and their
-dispatch), ``graphwalk`` (folded ops around kept nodes), ``support`` (what can run),
-``reference`` (the one-device step), ``ledger`` (counting by step), ``sharded`` / ``weighted``
-(layer ops on shards), ``schedule`` / ``convert`` (edge conversions, ``reference`` convention),
-``hierorder`` (the ``hierarchical`` convention's order executed), ``edges`` (which conversions run
-and share under each convention), ``step`` (the distributed step and :func:`simulate`);
-``hierarchy`` is the independent element-level judge of the hierarchical order.
+Modules, bottom up: ``errors``, ``result`` (SimResult), ``digits`` (which subgroup holds each
+index of a split axis), ``mesh`` (PEs and distributed tensors, as full-shape arrays or as blocks),
+``comm`` (counted sends and collectives), ``kernels`` / ``conv`` / ``ops`` (numpy layer ops and
+their dispatch), ``graphwalk`` (folded ops around kept nodes), ``hierorder`` (the
+``hierarchical`` convention's conversion order executed), ``support`` (what can run, found before
+any step), ``reference`` (the one-device step), ``ledger`` (counting by step), ``norms`` /
+``sharded`` / ``weighted`` (layer ops on shards), ``schedule`` / ``convert`` (edge conversions,
+``reference`` convention), ``edges`` (which conversions run and share under each convention),
+``step`` (the distributed step and :func:`simulate`); ``hierarchy`` is the independent
+element-level judge of the hierarchical order.
 """
 
 from hypar.sim.errors import SimulationError

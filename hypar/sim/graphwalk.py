@@ -4,11 +4,26 @@ conversion, and an error pushed back through folded ops to the kept producers.""
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from hypar import graph as G
 from hypar.sim.errors import Unsupported
 from hypar.sim.ops import backward_op, changes_shape, is_chain_op, is_split, split_slice
+
+
+_ORDERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def topo_order(g) -> list[str]:
+    """``hypar.graph.topo_layers(g)``, computed once per graph (recomputed when its nodes or edges
+    change in number). Do not modify the list."""
+    key = (g.number_of_nodes(), g.number_of_edges())
+    hit = _ORDERS.get(g)
+    if hit is None or hit[0] != key:
+        hit = _ORDERS[g] = (key, G.topo_layers(g))
+    return hit[1]
 
 
 def tensor_meta(g) -> dict:
@@ -36,7 +51,7 @@ def folded_between(model, c: int) -> list[str]:
             continue
         seen.add(n)
         stack.extend(g.predecessors(n))
-    return [n for n in G.topo_layers(g) if n in seen]
+    return [n for n in topo_order(g) if n in seen]
 
 
 def pre_chain(model, p: int, c: int, slot: int, folded: list[str], producer: dict) -> list[tuple[str, str]]:
@@ -95,7 +110,7 @@ def folded_error_to_sources(model, tname: str, e: np.ndarray, ref_val: dict, wei
     producer = producers(g)
     err = {tname: e}
     out: dict[int, np.ndarray] = {}
-    pos = {n: k for k, n in enumerate(G.topo_layers(g))}
+    pos = {n: k for k, n in enumerate(topo_order(g))}
     pending = [tname]
     while pending:
         pending.sort(key=lambda t: -pos.get(producer.get(t), -1))

@@ -86,10 +86,12 @@ class _Order:
 
     def __init__(self, comm: Comm, d: Dist, tgt: tuple, virtual_first: bool = False):
         self.comm, self.mesh = comm, d.mesh
-        self.virtual_first = virtual_first
+        # the levels R in both sliced before step 2: those below a partial level (norm statistics)
+        self.early = {h for h in range(d.mesh.H) if virtual_first and d.layouts[h] == tgt[h] == FULL
+                      and PARTIAL in d.layouts[:h]}
         self.src, self.tgt = tuple(d.layouts), tuple(tgt)
         self.shape, self.axes = d.shape, d.axes
-        self.vals = [v.copy() for v in d.vals]
+        self.vals = d.full_arrays()
         self.present = [a for a in (0, 1) if d.axes[a] is not None]
         self.digits = {a: digits_for(self.mesh, d.shape[d.axes[a]]) for a in self.present}
         self.free = free_axes(self.mesh, self.shape, self.axes, self.src, self.tgt)
@@ -215,10 +217,9 @@ class _Order:
         for h in range(H):                                              # 1
             if s[h] == FULL and t[h] in SHARDS:
                 self._slice(h, self._axis_of(t[h]))
-        if self.virtual_first:                                          # 3's virtual slices, early
-            for h in reversed(range(H)):
-                if s[h] == t[h] == FULL:
-                    self._slice(h, self.free[h])
+        for h in reversed(range(H)):                                    # 3's virtual slices, early
+            if h in self.early:
+                self._slice(h, self.free[h])
         for h in reversed(range(H)):                                    # 2
             if s[h] == PARTIAL:
                 self._reduce_scatter(h, self._axis_of(t[h]) if t[h] in SHARDS else self.free[h])
@@ -233,7 +234,7 @@ class _Order:
         """Step 3 at level h: virtual slice, all-to-all or gather half (or nothing)."""
         x, y = self.src[h], self.tgt[h]
         if x == y == FULL:
-            if not self.virtual_first:
+            if h not in self.early:
                 self._slice(h, self.free[h])
         elif x in SHARDS and y in SHARDS and x != y:
             self._all_to_all(h, self._axis_of(x), self._axis_of(y))
@@ -261,9 +262,12 @@ def run_order(comm: Comm, d: Dist, tgt: tuple, virtual_first: bool = False) -> D
     counting every element received into ``comm``'s sink at the level it crosses. Returns the
     converted tensor (NaN outside each PE's region). ``d.layouts == tgt`` moves nothing.
 
-    ``virtual_first``: slice the levels R in both virtually before the reduce-scatters of step 2
-    (SPEC §3 on norm statistics with a replicated level below a partial one: each replica reduces
-    only its slice, the relay of step 4 then gathers the slices), which makes "P+RR" pairs run.
+    ``virtual_first``: slice the levels R in both that lie below a partial level virtually before
+    the reduce-scatters of step 2 (SPEC §3 on norm statistics with a replicated level below a
+    partial one: each replica reduces only its slice, the relay of step 4 then gathers the
+    slices); a level R in both above every partial level keeps the literal order (its replicas are
+    independent groups, each reducing its own copy, as the all-reduce of today). This makes
+    "P+RR" pairs run.
 
     Raises Unsupported for a "P+RR" pair without ``virtual_first``, UnevenSplit when an axis the
     order splits does not divide over the PEs as :func:`hypar.sim.mesh.digits_for` needs, and

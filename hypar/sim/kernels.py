@@ -13,13 +13,37 @@ from hypar.sim.errors import SimulationError
 
 # ----------------------------------------------------------------------------- pooling
 
+def pool_supported(lay: G.Layer) -> bool:
+    """2-D pooling without dilations; ceil_mode only for MaxPool (an average over a window cut by
+    the border would divide by fewer elements)."""
+    k = tuple(lay.attr("kernel_shape") or ())
+    if len(k) != 2 or tuple(lay.attr("dilations") or (1, 1)) != (1, 1):
+        return False
+    return not (lay.attr("ceil_mode", 0) and lay.op != "MaxPool")
+
+
+def _ceil_extra(n: int, pad_begin: int, padded: int, k: int, st: int) -> int:
+    """Rows (columns) added at the end so ceil_mode's last window fits: ONNX / PyTorch's rule, the
+    last window starting inside the input or its leading padding."""
+    out = -(-(padded - k) // st) + 1
+    if (out - 1) * st >= n + pad_begin:
+        out -= 1
+    return max(0, (out - 1) * st + k - padded)
+
+
 def _pool_windows(x: np.ndarray, lay: G.Layer, fill: float):
-    """(windows (B, C, Ho, Wo, kh, kw), kernel, strides, pads, padded shape) of a 2-D pooling."""
+    """(windows (B, C, Ho, Wo, kh, kw), kernel, strides, pads, padded shape) of a 2-D pooling; the
+    pads returned include ceil_mode's extra rows and columns at the end."""
     k = tuple(lay.attr("kernel_shape"))
     st_ = tuple(lay.attr("strides") or (1,) * len(k))
-    pads = tuple(lay.attr("pads") or (0,) * (2 * len(k)))
-    if len(k) != 2 or lay.attr("ceil_mode", 0) or tuple(lay.attr("dilations") or (1, 1)) != (1, 1):
-        raise SimulationError(f"{lay.name}: only 2-D pooling without ceil_mode/dilations is simulated")
+    pads = list(lay.attr("pads") or (0,) * (2 * len(k)))
+    if not pool_supported(lay):
+        raise SimulationError(f"{lay.name}: only 2-D pooling without dilations (ceil_mode: MaxPool) is simulated")
+    if lay.attr("ceil_mode", 0):
+        for a in (0, 1):
+            padded = x.shape[2 + a] + pads[a] + pads[a + 2]
+            pads[a + 2] += _ceil_extra(x.shape[2 + a], pads[a], padded, k[a], st_[a])
+    pads = tuple(pads)
     xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])), constant_values=fill)
     win = np.lib.stride_tricks.sliding_window_view(xp, k, axis=(2, 3))[:, :, ::st_[0], ::st_[1]]
     return win, k, st_, pads, xp.shape

@@ -104,8 +104,7 @@ class Dist:
     def vals(self) -> list[np.ndarray]:
         """Per PE, an array of the full shape, NaN outside its region (built from the blocks once)."""
         if self._vals is None:
-            self._vals = [put_block(np.full(self.shape, np.nan), self.axes, self.index(p), b)
-                          for p, b in enumerate(self._blocks)]
+            self._vals = self.full_arrays()
         return self._vals
 
     @property
@@ -114,6 +113,12 @@ class Dist:
         if self._blocks is None:
             self._blocks = [take_block(v, self.axes, self.index(p)) for p, v in enumerate(self._vals)]
         return self._blocks
+
+    def full_arrays(self) -> list[np.ndarray]:
+        """Per PE, a new array of the full shape, NaN outside its region (nothing kept here)."""
+        if self._vals is not None:
+            return [v.copy() for v in self._vals]
+        return [put_block(np.full(self.shape, np.nan), self.axes, self.index(p), b) for p, b in enumerate(self._blocks)]
 
     def index(self, p: int) -> tuple:
         """PE p's region: (batch indices, feature indices), each an int array or None (whole)."""

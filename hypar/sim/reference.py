@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hypar import graph as G
-from hypar.sim.graphwalk import tensor_meta
+from hypar.sim.graphwalk import tensor_meta, topo_order
 from hypar.sim.ops import WEIGHTED_KINDS, backward_op, forward_op, is_const_op, is_layernorm, is_split, \
     split_slice, weight_grad
 
@@ -38,7 +38,7 @@ class Reference:
 def _dense_weights(g, rng: np.random.Generator) -> dict:
     """GEMM (d_in, d_out) and Conv (d_in / groups, d_out, kh, kw) weights, scaled by 1/sqrt(fan-in)."""
     weights = {}
-    for n in G.topo_layers(g):
+    for n in topo_order(g):
         lay = G.layer(g, n)
         if lay.kind == G.GEMM:
             weights[n] = rng.standard_normal((lay.d_in, lay.d_out)) / np.sqrt(lay.d_in)
@@ -58,7 +58,7 @@ def _other_weights(g, rng: np.random.Generator, weights: dict, vocab: dict[str, 
     """Normalisation, embedding and constant-operand parameters (into ``weights``); the smallest
     vocabulary reading each id tensor (into ``vocab``)."""
     meta = tensor_meta(g)
-    for n in G.topo_layers(g):
+    for n in topo_order(g):
         lay = G.layer(g, n)
         if lay.kind == G.BATCHNORM:
             weights[n] = _affine(rng, meta[lay.inputs[0]].shape[1])
@@ -85,7 +85,7 @@ def seeded_data(g, rng: np.random.Generator) -> StepData:
 
 def reference_step(g, data: StepData) -> Reference:
     """One-device training step on the full layer graph: values, errors, weight gradients."""
-    order = G.topo_layers(g)
+    order = topo_order(g)
     val: dict[str, np.ndarray] = dict(data.inputs)
     for n in order:
         lay = G.layer(g, n)

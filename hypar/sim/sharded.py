@@ -54,10 +54,12 @@ class ShardContext:
         """All-reduce the PARTIAL levels of statistics ``st`` as the counted step ``key``.
 
         ``reference``: :meth:`Comm.allreduce_levels` (every replica of a level below a partial
-        one reduces its own copy: noted). ``hierarchical`` (SPEC §3): the order with the levels
-        replicated in both sliced virtually first, so each replica reduces only its slice and the
-        relay gathers the slices -- it sends the closed form of the pair with those levels read as
-        shards (tests/sim/test_hier_sim.py)."""
+        one reduces its own copy: noted). ``hierarchical`` (SPEC §3, "norm statistics with a
+        replicated level below"): the order with the levels replicated below a partial one sliced
+        virtually first, so each replica reduces only its slice and the relay gathers the slices;
+        replicated levels above every partial one stay independent groups, each reducing its own
+        copy. Without a replicated level below a partial one this sends exactly what today's
+        all-reduce sends; the amounts are tests/sim/test_hier_sim.py's ``stats_amounts``."""
         what = f"{key.layer} statistics"
         if self.hierarchical:
             tgt = tuple(FULL if l == PARTIAL else l for l in st.layouts)

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from hypar import graph as G
 from hypar.sim.errors import UnevenSplit, Unsupported
-from hypar.sim.graphwalk import folded_between, pre_chain, producers, tensor_meta
+from hypar.sim.graphwalk import folded_between, pre_chain, producers, tensor_meta, topo_order
 from hypar.sim.hierorder import free_axes, is_p_and_rr
+from hypar.sim.kernels import pool_supported
 from hypar.sim.mesh import Mesh, level_digits
 from hypar.sim.ops import is_add, is_binary, is_chain_op, is_concat, is_split
 from hypar.vocab import Convention
@@ -64,6 +65,8 @@ def _other(n: str, lay: G.Layer, kept: set, meta: dict, input_names: set) -> lis
         return []
     if not (is_add(lay) or is_chain_op(lay) or is_split(lay) or is_concat(lay)):
         return [f"{n} ({lay.op}, kind {lay.kind})"]
+    if lay.kind == G.POOL and lay.attr("kernel_shape") is not None and not pool_supported(lay):
+        return [f"{n} ({lay.op}): only 2-D pooling without dilations (ceil_mode: MaxPool) is simulated"]
     return []
 
 
@@ -167,10 +170,10 @@ def unsupported(model, assignment: list[tuple] | None = None) -> list[str]:
     kept = set(model.names)
     meta = tensor_meta(g)
     input_names = {t.name for t in g.graph.get("inputs", ())}
-    for n in G.topo_layers(g):
+    for n in topo_order(g):
         lay = G.layer(g, n)
         bad += KIND_CHECKS.get(lay.kind, _other)(n, lay, kept, meta, input_names)
-    for n in G.topo_layers(g):
+    for n in topo_order(g):
         lay = G.layer(g, n)
         bad += [f"{n} ({lay.op}): tensor {t} has no recorded shape"
                 for t in lay.outputs[:1] + tuple(lay.inputs) if t not in meta]

@@ -26,7 +26,7 @@ from hypar.sim.edges import HierKey
 from hypar.sim.errors import Unsupported
 from hypar.sim.hierarchy import closed_form, information_bound
 from hypar.sim.hierorder import run_order
-from hypar.sim.ledger import IntraKey
+from hypar.sim.ledger import IntraKey, StatsKey
 from hypar.sim.mesh import Dist, Mesh, gather, scatter
 from hypar.sim.result import SimResult
 from hypar.sim.step import TrainingStep
@@ -123,6 +123,45 @@ def test_pinned_forward_fc1_I_II_to_fc2_II_III():
     assert sum(sent) == information_bound((2, 2), (ROWS, FULL), (COLS, FULL), 64, (8, 8), "digit")[1]
 
 
+def stats_amounts(fanouts, s, t, A) -> tuple:
+    """What the norm statistics' all-reduce sends under the hierarchical convention: the levels R
+    in both below a partial level are sliced first (read as a shard in the closed form), the ones
+    above every partial level are independent groups each reducing its own copy (the literal
+    extra: (k_h - 1) K A (prod k_g over those levels - 1) at each partial level h)."""
+    s2 = tuple(ROWS if x == y == FULL and PARTIAL in s[:g] else x for g, (x, y) in enumerate(zip(s, t)))
+    extra = []
+    for h, kh in enumerate(fanouts):
+        K = prod(fanouts[g] for g in range(h) if s2[g] == PARTIAL)
+        reps = prod(fanouts[g] for g in range(len(fanouts)) if g != h and s2[g] == t[g] == FULL)
+        extra.append((kh - 1) * K * A * (reps - 1) if s2[h] == PARTIAL else 0)
+    return tuple(c + e for c, e in zip(closed_form(fanouts, s2, t, A), extra))
+
+
+@pytest.mark.parametrize("fanouts", FANOUTS, ids=lambda f: "x".join(map(str, f)))
+def test_norm_statistics_all_reduce(fanouts):
+    """Statistics partial at the levels splitting the summed axis, split (kept axis) or replicated
+    elsewhere, all-reduced: :func:`stats_amounts` at every level, exact values; with no replicated
+    level below a partial one, exactly what today's hierarchical all-reduce sends."""
+    mesh = Mesh(fanouts)
+    comm = Comm(mesh)
+    for keep in (COLS, ROWS):
+        for s in itertools.product((PARTIAL, keep, FULL), repeat=len(fanouts)):
+            if PARTIAL not in s:
+                continue
+            t = tuple(FULL if x == PARTIAL else x for x in s)
+            rng = np.random.default_rng(0)
+            truth = rng.standard_normal((2 * mesh.P, 2 * mesh.P))
+            comm.sink = [0] * mesh.H
+            out = run_order(comm, distributed(mesh, truth, s, rng), t, virtual_first=True)
+            sent = tuple(comm.sink)
+            assert sent == stats_amounts(fanouts, s, t, truth.size), code(s, t)
+            np.testing.assert_allclose(gather(out), truth, rtol=1e-12, atol=1e-12)
+            if not any(x == FULL and PARTIAL in s[:g] for g, x in enumerate(s)):
+                comm.sink = [0] * mesh.H
+                comm.allreduce_levels(distributed(mesh, truth, s, np.random.default_rng(0)))
+                assert sent == tuple(comm.sink), code(s, t)
+
+
 def test_p_and_rr_is_refused_by_name():
     with pytest.raises(Unsupported, match="P\\+RR"):
         executed((2, 2), (PARTIAL, FULL), (ROWS, FULL))
@@ -152,6 +191,8 @@ def check_step(model: CostModel, step: TrainingStep) -> int:
             n += 1
         elif isinstance(key, IntraKey):
             assert tuple(rec.counts) == _intra_closed_form(model, step, key), (key, rec.counts)
+        elif isinstance(key, StatsKey) and key.stat == "bn" and key.where == "node":
+            assert tuple(rec.counts) == _bn_stats_amounts(model, step, key), (key, rec.counts)
     assert total == [sum(c[h] for c in step.res.counted) for h in range(model.n_levels)]
     assert all(step.res.ok_numerics), step.res.max_err
     return n
@@ -170,6 +211,18 @@ def _intra_closed_form(model: CostModel, step: TrainingStep, key: IntraKey) -> t
     w = step.data.weights[model.names[key.node]]
     A = w.size if key.what == "dW" else int(np.prod(step.ref.val[lay.outputs[0]].shape))
     return closed_form(model.array.fanouts, s, t, A)
+
+
+def _bn_stats_amounts(model: CostModel, step: TrainingStep, key: StatsKey) -> tuple:
+    """A kept BatchNorm's statistics all-reduce: (sum, sum of squares) per channel, partial where
+    the node splits the batch, split where it splits the channels, replicated elsewhere."""
+    to_stats = {ROWS: PARTIAL, COLS: COLS, FULL: FULL}
+    s = tuple(to_stats[x] for x in step.layouts(key.node, "out_layout"))
+    if PARTIAL not in s:
+        return (0,) * len(s)
+    t = tuple(FULL if x == PARTIAL else x for x in s)
+    C = step.ref.val[step.layer(key.node).outputs[0]].shape[1]
+    return stats_amounts(model.array.fanouts, s, t, 2 * C)
 
 
 def test_pinned_case_in_a_training_step():
