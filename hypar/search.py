@@ -16,6 +16,7 @@ from hypar.config import SolverSettings
 from hypar.cost import CostModel
 from hypar.errors import InfeasibleError, SolverError
 from hypar.ilp.exact import solve_brute_force, solve_chain_dp
+from hypar.ilp.problem import memory_limit
 from hypar.ilp.solution import LevelSolution
 from hypar.ilp.solve import solve_ilp
 from hypar.vocab import Baseline, Method, Objective, PartitionType, Reached, Search
@@ -178,7 +179,7 @@ def greedy(model: CostModel, objective: Objective, settings: SolverSettings, log
             # A level above used the (optimistic) ideal split below; fall back to the smallest
             # footprint, which refine then improves, or report the capacity that would fit.
             fallback = smallest_memory(model)
-            if _memory_of(model, fallback) <= settings.memory_cap_bytes * (1 + 1e-12):
+            if _memory_of(model, fallback) <= memory_limit(settings.memory_cap_bytes):
                 if log is not None and log.progress:
                     log.progress(f"greedy level {h}: capacity too tight for greedy; starting from the "
                                  "smallest-memory plan")
@@ -192,7 +193,7 @@ def greedy(model: CostModel, objective: Objective, settings: SolverSettings, log
 
 def _fits_cap(model: CostModel, asg: list[tuple], cap_bytes: float | None) -> bool:
     """True when ``asg``'s peak memory per PE (bytes) is within ``cap_bytes`` (None: no cap)."""
-    return cap_bytes is None or model.evaluate(asg).totals()["peak_mem_bytes_per_pe"] <= cap_bytes * (1 + 1e-12)
+    return cap_bytes is None or model.evaluate(asg).totals()["peak_mem_bytes_per_pe"] <= memory_limit(cap_bytes)
 
 
 def _refine(model: CostModel, starts: list[list[tuple]], objective: Objective, settings: SolverSettings,

@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from hypar.errors import InfeasibleError, SolverError
-from hypar.ilp.problem import LevelProblem
+from hypar.ilp.problem import LevelProblem, memory_limit
 from hypar.ilp.solution import LevelSolution
 
 #: Relative tolerance under which two objectives are considered equal (tie-breaking only).
@@ -307,5 +307,5 @@ def _grid_feasible(problem: LevelProblem, grid: np.ndarray) -> np.ndarray:
         used = np.zeros(len(grid))
         for i in range(grid.shape[1]):
             used += np.asarray(coef[i], dtype=float)[grid[:, i]]
-        feasible &= used <= cap * (1 + 1e-12)
+        feasible &= used <= memory_limit(cap)
     return feasible

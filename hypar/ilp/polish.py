@@ -7,7 +7,7 @@ out) and improves a merely feasible one.
 
 from __future__ import annotations
 
-from hypar.ilp.problem import LevelProblem
+from hypar.ilp.problem import LevelProblem, memory_limit
 
 #: Relative rise of the objective that all equal-cost moves together may cause (float noise).
 POLISH_RTOL = 1e-12
@@ -68,7 +68,7 @@ class _MemoryUse:
     def fits(self, i: int, current: int, c: int) -> bool:
         """True when moving node i from ``current`` to ``c`` keeps every row within capacity."""
         return all(
-            self.used[r] - float(coef[i][current]) + float(coef[i][c]) <= cap * (1 + 1e-12)
+            self.used[r] - float(coef[i][current]) + float(coef[i][c]) <= memory_limit(cap)
             for r, (coef, cap) in enumerate(self.rows))
 
     def move(self, i: int, current: int, c: int) -> None:

@@ -24,6 +24,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+#: Relative slack of a memory row's capacity: a use up to ``memory_limit(cap)`` fits, so a use
+#: exactly at the cap is never refused by rounding. Every solver and check uses this one rule.
+MEMORY_RTOL = 1e-12
+
+
+def memory_limit(cap: float) -> float:
+    """The largest use (same unit as ``cap``, bytes per PE) a memory row of capacity ``cap`` allows."""
+    return cap * (1 + MEMORY_RTOL)
+
 
 @dataclass(frozen=True, slots=True)
 class GroupTerm:
@@ -77,7 +86,7 @@ class LevelProblem:
     def feasible(self, assignment: list[int] | tuple[int, ...]) -> bool:
         """True when every memory constraint holds."""
         for coef, cap in self.memory:
-            if sum(float(coef[i][c]) for i, c in enumerate(assignment)) > cap * (1 + 1e-12):
+            if sum(float(coef[i][c]) for i, c in enumerate(assignment)) > memory_limit(cap):
                 return False
         return True
 

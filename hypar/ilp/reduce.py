@@ -20,12 +20,10 @@ import numpy as np
 
 from hypar.errors import InfeasibleError
 from hypar.ilp.eliminate import EliminatedNode, eliminate_nodes
-from hypar.ilp.problem import FactorTerm, GroupTerm, LevelProblem
+from hypar.ilp.problem import FactorTerm, GroupTerm, LevelProblem, memory_limit
 from hypar.ilp.tables import (fold_pair_into_nodes, fold_table_into_nodes, is_separable,
                               is_separable_table, on_nodes)
 
-#: Relative slack of a memory row's capacity; the same as :meth:`LevelProblem.feasible`.
-MEMORY_RTOL = 1e-12
 
 
 @dataclass
@@ -345,7 +343,7 @@ class _Reducer:
     def _memory_row(self, coef: list[np.ndarray], cap: float
                     ) -> tuple[dict[int, np.ndarray], float]:
         """One row over free nodes, each shifted to a zero minimum, and its right-hand side."""
-        rhs = cap + abs(cap) * MEMORY_RTOL
+        rhs = memory_limit(cap)
         row: dict[int, np.ndarray] = {}
         for i in range(len(self.red.sizes)):
             c = np.asarray(coef[i], dtype=float)
