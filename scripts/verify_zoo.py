@@ -11,9 +11,6 @@ One line per case: model, array, convention, verify status, per-level bytes pred
 from __future__ import annotations
 
 import argparse
-import glob
-import inspect
-import os
 import sys
 import time
 from pathlib import Path
@@ -28,7 +25,7 @@ TRANSFORMER_HINTS = ("bert", "gpt", "transformer")
 
 
 def cases(models: set[str]) -> list[Path]:
-    """The zoo models and the real-exporter fixtures (fixed-batch ones), filtered by name."""
+    """The zoo models and the real-exporter fixtures, filtered by stem (all when ``models`` is empty)."""
     paths = sorted(ROOT.glob("models/*.onnx")) + sorted(ROOT.glob("tests/fixtures/*.onnx"))
     return [p for p in paths if not models or p.stem in models]
 
@@ -36,13 +33,6 @@ def cases(models: set[str]) -> list[Path]:
 def array_of(name: str):
     spec = ARRAYS[name]
     return api.resolve_array(array_path=spec) if spec.endswith(".yaml") else api.resolve_array(levels=spec)
-
-
-def with_convention(fn, convention: str | None, **kwargs):
-    """Call ``fn`` with convention= when it takes one (the flag may postdate this script)."""
-    if convention and "convention" in inspect.signature(fn).parameters:
-        kwargs["convention"] = convention
-    return fn(**kwargs) if "model_path" in kwargs else fn(**kwargs)
 
 
 def level_totals(rep) -> list[tuple[float, float]]:
@@ -61,7 +51,7 @@ def run_case(path: Path, array_name: str, convention: str | None) -> bool:
     batch = 2 if any(h in path.stem for h in TRANSFORMER_HINTS) else 4
     t0 = time.perf_counter()
     kw = {"objective": "time"}
-    if convention and "convention" in inspect.signature(api.partition).parameters:
+    if convention:
         kw["convention"] = convention
     try:
         plan = api.partition(str(path), arr, **kw)
