@@ -21,12 +21,14 @@ import os
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from hypar import api
 from hypar.array import default_array
 from hypar.cost import CostModel
 from hypar.errors import PlanError
 from hypar.plan import Plan
-from hypar.sim import DEFAULT_TOL, simulate
+from hypar.sim import simulate
 from hypar.vocab import Convention
 
 REL_BYTES = 1e-9    # counted vs predicted: float rounding only (plans keep 12 significant digits)
@@ -80,6 +82,7 @@ class VerifyReport:
     tol: float
     dtype_bytes: int
     convention: str = ""
+    float_type: str = "float64"          # what both steps computed in (the text report says it)
     layers: list[LayerCheck] = field(default_factory=list)
     unsupported: list[str] = field(default_factory=list)
     plan_errors: list[str] = field(default_factory=list)
@@ -133,13 +136,15 @@ def _same(a: float, b: float) -> bool:
     return abs(a - b) <= REL_BYTES * max(1.0, abs(a), abs(b))
 
 
-def verify_assignment(model: CostModel, assignment: list[tuple], *, seed: int = 0, tol: float = DEFAULT_TOL,
-                      name: str | None = None) -> VerifyReport:
-    """Simulate ``assignment`` on ``model`` and compare numerics and bytes per layer and level."""
+def verify_assignment(model: CostModel, assignment: list[tuple], *, seed: int = 0, tol: float | None = None,
+                      name: str | None = None, dtype: str = "float64") -> VerifyReport:
+    """Simulate ``assignment`` on ``model`` in ``dtype`` (float64 / float32; ``tol`` defaults to
+    :func:`hypar.sim.default_tol` of it) and compare numerics and bytes per layer and level."""
     arr = model.array
+    res = simulate(model, assignment, seed=seed, tol=tol, dtype=dtype)
     rep = VerifyReport(name or str(model.g.graph.get("name", "model")), arr.name, arr.fanouts, model.space,
-                       model.g.graph.get("batch"), seed, tol, arr.dtype_bytes, str(model.convention))
-    res = simulate(model, assignment, seed=seed, tol=tol)
+                       model.g.graph.get("batch"), seed, res.tol, arr.dtype_bytes, str(model.convention),
+                       str(np.dtype(dtype)))
     if res.unsupported:
         rep.unsupported = list(res.unsupported)
         return rep
@@ -154,7 +159,7 @@ def verify_assignment(model: CostModel, assignment: list[tuple], *, seed: int = 
         lc = LayerCheck(n, node.layer.op, tuple(assignment[i]), res.max_err[i], res.scale[i], levels)
         if not res.ok_numerics[i]:
             lc.reasons.append(f"numerics: max |distributed - reference| = {res.max_err[i]:.3g} exceeds "
-                              f"{tol:g} x max(1, {res.scale[i]:.3g})")
+                              f"{res.tol:g} x max(1, {res.scale[i]:.3g})")
         for c in levels:
             if not c.ok:
                 why = res.explained(i, c.level)
@@ -203,10 +208,11 @@ def default_sim_batch(n_pes: int) -> int:
 
 
 def verify_plan(model_path: str, plan: Plan | dict, *, batch: int | None = None, seed: int = 0,
-                array=None, tol: float = DEFAULT_TOL, convention: Convention | str | None = None) -> VerifyReport:
+                array=None, tol: float | None = None, convention: Convention | str | None = None,
+                dtype: str = "float64") -> VerifyReport:
     """``hypar verify``: the plan's recorded costs at its own batch and convention (a full plan),
     then the simulated step at ``batch`` (default :func:`default_sim_batch`) with seeded random
-    weights, on ``array`` (default: the plan's, else the default array), its counts compared with
+    weights in ``dtype`` (tolerance ``tol``: see :func:`verify_assignment`), on ``array`` (default: the plan's, else the default array), its counts compared with
     the cost model under ``convention`` (default: the plan's, else hierarchical). PlanError when the plan's types
     complete differently at the two batches; ValueError for an unknown convention."""
     plan = Plan.of(plan)
@@ -220,7 +226,7 @@ def verify_plan(model_path: str, plan: Plan | dict, *, batch: int | None = None,
     if plan.full and [tuple(a) for a in asg_sim] != [tuple(a) for a in asg_plan]:
         raise PlanError.naming("the plan's types complete differently at the simulated batch; pass {batch} "
                                f"{plan.batch} or give every node's types in the plan")
-    rep = verify_assignment(m_sim, asg_sim, seed=seed, tol=tol,
+    rep = verify_assignment(m_sim, asg_sim, seed=seed, tol=tol, dtype=dtype,
                             name=os.path.basename(os.fspath(model_path)))
     rep.plan_errors = plan_errors
     rep.plan_batch = plan.batch if plan.full else None
@@ -258,7 +264,7 @@ def report_table(rep: VerifyReport) -> str:
     lines = [f"verify {rep.model}: array {rep.array} (fanouts {'x'.join(map(str, rep.fanouts))}, top first), "
              f"space {rep.space}, convention {rep.convention}, batch {rep.batch}, seed {rep.seed}",
              f"tolerance: max |distributed - reference| <= {rep.tol:g} x max(1, max |reference|) "
-             "(float64, seeded random weights)"]
+             f"({rep.float_type}, seeded random weights)"]
     if rep.plan_checked:
         if rep.plan_errors:
             lines.append(f"plan costs at batch {rep.plan_batch}: {len(rep.plan_errors)} mismatch(es)")

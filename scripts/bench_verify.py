@@ -10,9 +10,10 @@ and whether it passed. Nothing is asserted.
     python scripts/bench_verify.py --models alexnet --arrays 2x2 --batch 4
     python scripts/bench_verify.py --fixtures                     # also the test fixtures
     python scripts/bench_verify.py --models lenet --profile 25    # cProfile's top 25 functions
+    python scripts/bench_verify.py --dtype float32 --threads 2     # float32 steps, BLAS on 2 threads
 
 Wall seconds on a busy machine are noisy; the CPU seconds of the process are printed too (with a
-multi-threaded BLAS they include every thread: OPENBLAS_NUM_THREADS=1 makes the two comparable).
+multi-threaded BLAS they include every thread: ``--threads 1`` makes the two comparable).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def run_case(name: str, path: str, fanouts: str, batch: int, args) -> None:
     if prof:
         prof.enable()
     try:
-        rep = verify_assignment(model, asg, name=name)
+        rep = verify_assignment(model, asg, name=name, dtype=args.dtype)
         status = "PASS" if rep.ok else ("UNSUPPORTED" if rep.unsupported else "FAIL")
         detail = (rep.unsupported[:1] or rep.failures()[:1] or [""])[0]
     except Exception as exc:        # a bench reports every case, whatever happens
@@ -82,10 +83,10 @@ def run_case(name: str, path: str, fanouts: str, batch: int, args) -> None:
     if prof:
         prof.disable()
     secs, cpu = time.perf_counter() - t0, time.process_time() - c0
-    print(f"{name:30} {fanouts:7} batch {batch:2d}  partition {t_part:7.2f} s  verify {secs:7.2f} s (cpu {cpu:7.2f} s)  "
+    print(f"{name:20} {fanouts:7} batch {batch:2d}  partition {t_part:7.2f} s  verify {secs:7.2f} s (cpu {cpu:7.2f} s)  "
           f"peak {peak_mb():7.0f} MB  {status} {detail[:100]}", flush=True)
     if prof:
-        pstats.Stats(prof).sort_stats("cumulative").print_stats(args.profile)
+        pstats.Stats(prof).sort_stats(args.sort).print_stats(args.profile)
 
 
 def _one(args) -> int:
@@ -104,20 +105,29 @@ def main() -> int:
     ap.add_argument("--objective", default="time")
     ap.add_argument("--space", default="full")
     ap.add_argument("--convention", default="hierarchical", help="hierarchical / reference ('' = the plan's)")
+    ap.add_argument("--dtype", default="float64", choices=("float64", "float32"), help="float type of the step")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="BLAS threads of each case (sets OPENBLAS/OMP/MKL_NUM_THREADS; default: inherited)")
     ap.add_argument("--profile", type=int, default=0, help="print cProfile's top N functions per case")
+    ap.add_argument("--sort", default="cumulative", help="cProfile sort key (cumulative, tottime, ...)")
     ap.add_argument("--one", nargs=4, metavar=("NAME", "PATH", "FANOUTS", "BATCH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         return _one(args)
     passed = [a for a in sys.argv[1:]]
+    env = dict(os.environ)
+    if args.threads:
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = str(args.threads)
+    print(f"# {args.dtype}, BLAS threads: {env.get('OPENBLAS_NUM_THREADS', 'unset (all cores)')}", flush=True)
     for fanouts in args.arrays.split(","):
         for name, path in cases(args):
             batch = args.batch or default_batch(name)
             # one process per case: its peak memory is the case's own, and a failure stays local
             res = subprocess.run([sys.executable, __file__, *passed, "--one", name, path, fanouts, str(batch)],
-                                 capture_output=True, text=True)
+                                 capture_output=True, text=True, env=env)
             out = [l for l in res.stdout.splitlines() if l.strip() and (args.profile or l.startswith(name))]
-            print("\n".join(out) if out else f"{name:30} {fanouts:7} batch {batch:2d}  CRASHED "
+            print("\n".join(out) if out else f"{name:20} {fanouts:7} batch {batch:2d}  CRASHED "
                   f"(exit {res.returncode}): {res.stderr.strip().splitlines()[-1:] or ''}", flush=True)
     return 0
 

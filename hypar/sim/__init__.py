@@ -13,7 +13,7 @@ element-level judge of the hierarchical order.
 """
 
 from hypar.sim.errors import SimulationError
-from hypar.sim.result import DEFAULT_TOL, SimResult
+from hypar.sim.result import DEFAULT_TOL, SimResult, default_tol
 from hypar.sim.step import simulate
 
-__all__ = ["DEFAULT_TOL", "SimResult", "SimulationError", "simulate"]
+__all__ = ["DEFAULT_TOL", "SimResult", "SimulationError", "default_tol", "simulate"]

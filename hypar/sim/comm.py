@@ -58,7 +58,7 @@ class Comm:
 
     def _fetch(self, d: Dist, h: int, p: int, want: np.ndarray) -> np.ndarray:
         """PE p's values on ``want``: its own, the rest received from its level-h siblings."""
-        v = np.full(d.shape, np.nan)
+        v = np.full(d.shape, np.nan, d.dtype)
         have = want & ~np.isnan(d.vals[p])
         v[have] = d.vals[p][have]
         need = want & ~have
@@ -86,7 +86,7 @@ class Comm:
             want = shard_mask(mesh, d.shape, layouts, p, d.axes)
             if np.isnan(d.vals[p][want]).any():
                 raise SimulationError(f"PE {p} lacks part of its partial shard at level {h}")
-            v = np.full(d.shape, np.nan)
+            v = np.full(d.shape, np.nan, d.dtype)
             v[want] = d.vals[p][want]
             for q in mesh.siblings(p, h):
                 self.send(h, q, p, want.sum())
@@ -111,7 +111,7 @@ class Comm:
                     if q != p:
                         self.send(h, q, p, len(idx))
                         tot = tot + d.vals[q].ravel()[idx]
-                v = np.full(d.vals[p].shape, np.nan)
+                v = np.full(d.vals[p].shape, np.nan, d.dtype)
                 v.ravel()[idx] = tot
                 vals[p] = v
                 saved[p] = region

@@ -25,9 +25,13 @@ class _Geometry:
         self.Wo = (self.Wp - self.k[1]) // self.st[1] + 1
 
     def padded(self, x: np.ndarray) -> np.ndarray:
-        """x zero-padded."""
+        """x zero-padded (x itself without pads)."""
         p = self.pads
-        return np.pad(x, ((0, 0), (0, 0), (p[0], p[2]), (p[1], p[3])))
+        if not any(p):
+            return x
+        xp = np.zeros(x.shape[:2] + (self.Hp, self.Wp), x.dtype)
+        xp[:, :, p[0]:p[0] + self.H, p[1]:p[1] + self.W] = x
+        return xp
 
     def window(self, i: int, j: int) -> tuple:
         """The (rows, cols) slices of the padded input kernel position (i, j) meets."""
@@ -71,8 +75,9 @@ def conv_forward(x: np.ndarray, w: np.ndarray, lay: G.Layer) -> np.ndarray:
     G_ = _groups(x.shape[1], w.shape[0])
     wg = _grouped_weight(w, G_)
     taps = g.k[0] * g.k[1]
-    out = np.empty((x.shape[0], G_, w.shape[1] // G_, g.Ho * g.Wo))
-    buf = np.empty((taps * x.shape[1], g.Ho * g.Wo))
+    dt = np.result_type(x, w)
+    out = np.empty((x.shape[0], G_, w.shape[1] // G_, g.Ho * g.Wo), dt)
+    buf = np.empty((taps * x.shape[1], g.Ho * g.Wo), dt)
     for b in range(x.shape[0]):
         np.matmul(wg, _grouped_columns(g.columns(xp[b], buf), taps, G_), out=out[b])
     return out.reshape(x.shape[0], w.shape[1], g.Ho, g.Wo)
@@ -84,8 +89,9 @@ def conv_weight_grad(x: np.ndarray, e: np.ndarray, lay: G.Layer) -> np.ndarray:
     xp = g.padded(x)
     cin = lay.d_in // max(lay.groups, 1) if lay.groups > 1 else x.shape[1]
     G_, Co, taps = _groups(x.shape[1], cin), e.shape[1], g.k[0] * g.k[1]
-    dwg = np.zeros((G_, Co // G_, taps * cin))
-    buf = np.empty((taps * x.shape[1], g.Ho * g.Wo))
+    dt = np.result_type(x, e)
+    dwg = np.zeros((G_, Co // G_, taps * cin), dt)
+    buf = np.empty((taps * x.shape[1], g.Ho * g.Wo), dt)
     for b in range(x.shape[0]):
         eg = e[b].reshape(G_, Co // G_, g.Ho * g.Wo)
         dwg += eg @ _grouped_columns(g.columns(xp[b], buf), taps, G_).transpose(0, 2, 1)
@@ -101,7 +107,7 @@ def conv_input_grad(x: np.ndarray, w: np.ndarray, e: np.ndarray, lay: G.Layer) -
     G_ = _groups(Ci, w.shape[0])
     wg = _grouped_weight(w, G_)
     taps = g.k[0] * g.k[1]
-    dxp = np.zeros((x.shape[0], Ci, g.Hp, g.Wp))
+    dxp = np.zeros((x.shape[0], Ci, g.Hp, g.Wp), np.result_type(w, e))
     for b in range(x.shape[0]):
         dg = wg.transpose(0, 2, 1) @ e[b].reshape(G_, Co // G_, g.Ho * g.Wo)     # (G, taps*cin, HoWo)
         dcols = dg.reshape(G_, taps, Ci // G_, g.Ho, g.Wo).transpose(1, 0, 2, 3, 4).reshape(taps, Ci, g.Ho, g.Wo)

@@ -174,7 +174,7 @@ class _Order:
                         total += self._view(self.vals[q])[idx]
                 if np.isnan(total).any():
                     raise SimulationError(f"PE {p} lacks part of its partial sums at level {h}")
-                v = np.full(self.shape, np.nan)
+                v = np.full(self.shape, np.nan, total.dtype)
                 self._view(v)[idx] = total
                 new_vals[p] = v
             for p, v in new_vals.items():

@@ -114,11 +114,18 @@ class Dist:
             self._blocks = [take_block(v, self.axes, self.index(p)) for p, v in enumerate(self._vals)]
         return self._blocks
 
+    @property
+    def dtype(self) -> np.dtype:
+        """The values' float type (float64 when no PE holds an array)."""
+        arrs = self._vals if self._vals is not None else self._blocks
+        return arrs[0].dtype if arrs else np.dtype(np.float64)
+
     def full_arrays(self) -> list[np.ndarray]:
         """Per PE, a new array of the full shape, NaN outside its region (nothing kept here)."""
         if self._vals is not None:
             return [v.copy() for v in self._vals]
-        return [put_block(np.full(self.shape, np.nan), self.axes, self.index(p), b) for p, b in enumerate(self._blocks)]
+        return [put_block(np.full(self.shape, np.nan, self.dtype), self.axes, self.index(p), b)
+                for p, b in enumerate(self._blocks)]
 
     def index(self, p: int) -> tuple:
         """PE p's region: (batch indices, feature indices), each an int array or None (whole)."""
@@ -176,13 +183,25 @@ def region_index(mesh: Mesh, shape: tuple, layouts: tuple, axes: tuple, p: int) 
     return tuple(out)
 
 
+def as_cut(idx: np.ndarray | None):
+    """An index along one axis as numpy should apply it: a slice when the (sorted, distinct)
+    indices are one contiguous range (a view, no copy), else the index array itself."""
+    if idx is None:
+        return slice(None)
+    if len(idx) == 0 or idx[-1] - idx[0] + 1 == len(idx):
+        return slice(int(idx[0]), int(idx[-1]) + 1) if len(idx) else slice(0, 0)
+    return idx
+
+
 def take_block(full: np.ndarray, axes: tuple, index: tuple) -> np.ndarray:
     """The block of ``full`` at ``index`` ((batch, feature) index arrays or None) on ``axes``
-    (``full`` itself when nothing is cut)."""
+    (a view when every cut is a contiguous range, ``full`` itself when nothing is cut; do not
+    write into it)."""
     out = full
     for ax, idx in zip(axes, index):
         if ax is not None and idx is not None:
-            out = out.take(idx, axis=ax)
+            cut = as_cut(idx)
+            out = out[(slice(None),) * ax + (cut,)] if isinstance(cut, slice) else out.take(cut, axis=ax)
     return out
 
 
@@ -191,6 +210,13 @@ def put_block(full: np.ndarray, axes: tuple, index: tuple, block: np.ndarray) ->
     cut = [(ax, idx) for ax, idx in zip(axes, index) if ax is not None and idx is not None]
     if not cut:
         full[...] = block
+        return full
+    slices = [as_cut(idx) for _, idx in cut]
+    if all(isinstance(c, slice) for c in slices):
+        sel = [slice(None)] * full.ndim
+        for (ax, _), c in zip(cut, slices):
+            sel[ax] = c
+        full[tuple(sel)] = block
         return full
     src = [ax for ax, _ in cut]
     view = np.moveaxis(full, src, list(range(len(src))))
@@ -211,7 +237,10 @@ def sub_block(d: Dist, p: int, want: tuple) -> np.ndarray:
             pos = np.searchsorted(have, need)
             if np.any(pos >= len(have)) or not np.array_equal(have[np.minimum(pos, len(have) - 1)], need):
                 raise SimulationError(f"PE {p} lacks part of a shard it needs")
-        blk = blk.take(pos, axis=ax)
+        cut = as_cut(pos)
+        if isinstance(cut, slice) and cut.stop - cut.start == blk.shape[ax]:
+            continue                                    # the whole block along this axis
+        blk = blk[(slice(None),) * ax + (cut,)] if isinstance(cut, slice) else blk.take(cut, axis=ax)
     return blk
 
 
@@ -282,7 +311,8 @@ def held(x: Dist, p: int, keep: str) -> np.ndarray:
 
 def scatter(mesh: Mesh, full: np.ndarray, layouts: tuple[str, ...], axes: tuple = (0, 1)) -> Dist:
     """Load a whole tensor into a layout (graph inputs, output errors: free). No PARTIAL."""
-    blocks = [np.array(take_block(full, axes, region_index(mesh, full.shape, layouts, axes, p)), dtype=float)
+    dt = full.dtype if full.dtype.kind == "f" else np.float64
+    blocks = [np.array(take_block(full, axes, region_index(mesh, full.shape, layouts, axes, p)), dtype=dt)
               for p in range(mesh.P)]
     return Dist(mesh, full.shape, layouts, axes=axes, blocks=blocks)
 
@@ -317,7 +347,7 @@ def add(a: Dist | None, b: Dist) -> Dist:
 def gather(d: Dist) -> np.ndarray:
     """Reassemble a non-partial tensor; NaN where no PE holds the element; replicas must agree
     (else SimulationError)."""
-    out = np.full(d.shape, np.nan)
+    out = np.full(d.shape, np.nan, d.dtype)
     for v in d.vals:
         m = ~np.isnan(v)
         clash = m & ~np.isnan(out) & (np.abs(out - v) > 1e-6 * (1 + np.abs(v)))
@@ -327,14 +357,18 @@ def gather(d: Dist) -> np.ndarray:
     return out
 
 
+def max_abs(a: np.ndarray) -> float:
+    """max |a| (0 for an empty array; NaN when a holds one), without an |a| temporary."""
+    return float(max(a.max(), -a.min())) if a.size else 0.0
+
+
 def max_abs_error(d: Dist, ref: np.ndarray) -> float:
     """max |value - ref| over every PE's region (replicas each compared with the reference; every
     element lies in some PE's region); inf when a PE lacks an element of its region."""
     err = 0.0
     for p, blk in enumerate(d.blocks):
         if blk.size:
-            diff = np.abs(blk - take_block(ref, d.axes, d.index(p)))
-            worst = float(diff.max())
+            worst = max_abs(np.subtract(blk, take_block(ref, d.axes, d.index(p))))
             if np.isnan(worst):
                 return float("inf")
             err = max(err, worst)

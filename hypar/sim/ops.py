@@ -201,7 +201,7 @@ def weight_grad(lay: G.Layer, x: np.ndarray, e: np.ndarray, vocab: int = 0) -> n
     if lay.kind == G.CONV:
         return conv_weight_grad(x, e, lay)
     if lay.kind == G.EMBEDDING:
-        dw = np.zeros((vocab, e.shape[-1]))
+        dw = np.zeros((vocab, e.shape[-1]), e.dtype)
         np.add.at(dw, x.astype(int).ravel(), e.reshape(-1, e.shape[-1]))
         return dw
     return np.tensordot(x, e, axes=(tuple(range(x.ndim - 1)), tuple(range(e.ndim - 1))))

@@ -35,51 +35,62 @@ class Reference:
     dW: dict[str, np.ndarray]
 
 
-def _dense_weights(g, rng: np.random.Generator) -> dict:
+def draw(rng: np.random.Generator, shape: tuple, dtype, scale: float = 1.0) -> np.ndarray:
+    """Values of mean 0 and standard deviation ``scale``, uniform on [-sqrt(3), sqrt(3)) x scale,
+    drawn in ``dtype`` (a uniform draw is ~10x cheaper than a normal one; the check only needs
+    distinct random values of a known size)."""
+    a = rng.random(shape, dtype=np.dtype(dtype))
+    a -= 0.5
+    a *= np.sqrt(12.0) * scale
+    return a
+
+
+def _dense_weights(g, rng: np.random.Generator, dtype) -> dict:
     """GEMM (d_in, d_out) and Conv (d_in / groups, d_out, kh, kw) weights, scaled by 1/sqrt(fan-in)."""
     weights = {}
     for n in topo_order(g):
         lay = G.layer(g, n)
         if lay.kind == G.GEMM:
-            weights[n] = rng.standard_normal((lay.d_in, lay.d_out)) / np.sqrt(lay.d_in)
+            weights[n] = draw(rng, (lay.d_in, lay.d_out), dtype, 1.0 / np.sqrt(lay.d_in))
         elif lay.kind == G.CONV:
             k = tuple(lay.kernel)
             cin = lay.d_in // max(lay.groups, 1)                  # grouped: each group's input channels
-            weights[n] = rng.standard_normal((cin, lay.d_out) + k) / np.sqrt(cin * int(np.prod(k)))
+            weights[n] = draw(rng, (cin, lay.d_out) + k, dtype, 1.0 / np.sqrt(cin * int(np.prod(k))))
     return weights
 
 
-def _affine(rng: np.random.Generator, channels: int) -> tuple[np.ndarray, np.ndarray]:
+def _affine(rng: np.random.Generator, channels: int, dtype) -> tuple[np.ndarray, np.ndarray]:
     """Normalisation parameters (gamma ~ 1, beta ~ 0)."""
-    return 1.0 + 0.1 * rng.standard_normal(channels), 0.1 * rng.standard_normal(channels)
+    return 1.0 + draw(rng, channels, dtype, 0.1), draw(rng, channels, dtype, 0.1)
 
 
-def _other_weights(g, rng: np.random.Generator, weights: dict, vocab: dict[str, int]) -> None:
+def _other_weights(g, rng: np.random.Generator, weights: dict, vocab: dict[str, int], dtype) -> None:
     """Normalisation, embedding and constant-operand parameters (into ``weights``); the smallest
     vocabulary reading each id tensor (into ``vocab``)."""
     meta = tensor_meta(g)
     for n in topo_order(g):
         lay = G.layer(g, n)
         if lay.kind == G.BATCHNORM:
-            weights[n] = _affine(rng, meta[lay.inputs[0]].shape[1])
+            weights[n] = _affine(rng, meta[lay.inputs[0]].shape[1], dtype)
         elif is_layernorm(lay):
-            weights[n] = _affine(rng, meta[lay.inputs[0]].shape[-1])
+            weights[n] = _affine(rng, meta[lay.inputs[0]].shape[-1], dtype)
         elif lay.kind == G.EMBEDDING:
-            weights[n] = rng.standard_normal((lay.d_in, lay.d_out))
+            weights[n] = draw(rng, (lay.d_in, lay.d_out), dtype)
             vocab[lay.inputs[0]] = min(vocab.get(lay.inputs[0], lay.d_in), lay.d_in)
         elif is_const_op(lay):
             weights[n] = float(rng.uniform(0.5, 1.5))
 
 
-def seeded_data(g, rng: np.random.Generator) -> StepData:
+def seeded_data(g, rng: np.random.Generator, dtype=np.float64) -> StepData:
     """Weights, inputs (token ids below the vocabulary for embeddings) and output errors drawn
-    from ``rng`` in a fixed order."""
-    weights = _dense_weights(g, rng)
+    from ``rng`` in a fixed order, as arrays of ``dtype`` (the simulation's float type; scalar
+    constants stay Python floats)."""
+    weights = _dense_weights(g, rng, dtype)
     vocab: dict[str, int] = {}
-    _other_weights(g, rng, weights, vocab)
-    inputs = {t.name: (rng.integers(0, vocab[t.name], t.shape).astype(float) if t.name in vocab
-                       else rng.standard_normal(t.shape)) for t in g.graph.get("inputs", ())}
-    out_err = {t.name: rng.standard_normal(t.shape) for t in g.graph.get("outputs", ())}
+    _other_weights(g, rng, weights, vocab, dtype)
+    inputs = {t.name: (rng.integers(0, vocab[t.name], t.shape).astype(dtype) if t.name in vocab
+                       else draw(rng, tuple(t.shape), dtype)) for t in g.graph.get("inputs", ())}
+    out_err = {t.name: draw(rng, tuple(t.shape), dtype) for t in g.graph.get("outputs", ())}
     return StepData(weights, inputs, out_err)
 
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-DEFAULT_TOL = 1e-9
+import numpy as np
+
+DEFAULT_TOL = 1e-9          # float64 steps
+FLOAT32_TOL = 1e-4          # float32 steps: distributed and reference sum in different orders
+                            # (~1e-7 per rounding, grown over a deep network's layers)
+
+
+def default_tol(dtype) -> float:
+    """The numerics tolerance of a step in ``dtype`` (relative to max(1, max |reference|))."""
+    return FLOAT32_TOL if np.dtype(dtype) == np.float32 else DEFAULT_TOL
 
 
 @dataclass

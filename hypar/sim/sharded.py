@@ -193,6 +193,6 @@ def local_backward(lay: G.Layer, xs: list[Dist], e: Dist, k: int, layouts: tuple
     grads_axes = xs[k].axes
     if _blockwise(lay, xs, e.axes) and same_regions(e, x0) and region_key(layouts) == region_key(e.layouts):
         blocks = [backward_op(lay, [x.blocks[p] for x in xs], e.blocks[p], w)[k] for p in range(e.mesh.P)]
-        return Dist(e.mesh, xs[k].shape, layouts, axes=grads_axes, blocks=[np.asarray(b, dtype=float) for b in blocks])
+        return Dist(e.mesh, xs[k].shape, layouts, axes=grads_axes, blocks=[np.asarray(b, dtype=e.dtype) for b in blocks])
     vals = [backward_op(lay, [x.vals[p] for x in xs], e.vals[p], w)[k] for p in range(e.mesh.P)]
     return Dist(e.mesh, vals[0].shape, layouts, vals, grads_axes).compact()

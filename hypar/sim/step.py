@@ -50,7 +50,7 @@ from hypar.sim.ledger import Ledger
 from hypar.sim.mesh import Dist, Mesh, add, mask_to_layout, max_abs_error, region_key, same_regions, scatter
 from hypar.sim.ops import WEIGHTED_KINDS, is_split
 from hypar.sim.reference import reference_step, seeded_data
-from hypar.sim.result import DEFAULT_TOL, SimResult
+from hypar.sim.result import DEFAULT_TOL, SimResult, default_tol
 from hypar.sim.sharded import Charge, ShardContext, local_backward, local_forward
 from hypar.sim.support import unsupported
 from hypar.sim.weighted import weighted_backward, weighted_forward
@@ -87,9 +87,10 @@ class TrainingStep:
     producers, and the ledger of counted steps.
     """
 
-    def __init__(self, model, assignment: list[tuple], seed: int, res: SimResult):
+    def __init__(self, model, assignment: list[tuple], seed: int, res: SimResult, dtype=np.float64):
         """``assignment``: a full one (every level of every kept node decided); ``res``: the result
-        to fill (its ``flags`` and ``notes`` grow while the step runs)."""
+        to fill (its ``flags`` and ``notes`` grow while the step runs); ``dtype``: the float type
+        of every value (data, reference and distributed step)."""
         self.model, self.res, self.g = model, res, model.g
         self.names = list(model.names)
         self.H = model.n_levels
@@ -98,7 +99,7 @@ class TrainingStep:
         self.mesh = Mesh(arr.fanouts, fractions, balanced=model.convention == Convention.HIERARCHICAL)
         self.comm = Comm(self.mesh)
         self.ledger = Ledger(self.comm, self.H)
-        self.data = seeded_data(self.g, np.random.default_rng(seed))
+        self.data = seeded_data(self.g, np.random.default_rng(seed), dtype)
         self.ref = reference_step(self.g, self.data)
         self.strat = [[model.nodes[i].strategy(t) for t in assignment[i]] for i in range(len(self.names))]
         self.axes_of = {name: (t.batch_axis, t.feature_axis) for name, t in tensor_meta(self.g).items()}
@@ -383,14 +384,18 @@ class TrainingStep:
         self.res.scale = self.scale
 
 
-def simulate(model, assignment: list[tuple], seed: int = 0, tol: float = DEFAULT_TOL) -> SimResult:
+def simulate(model, assignment: list[tuple], seed: int = 0, tol: float | None = None,
+             dtype=np.float64) -> SimResult:
     """Reference step vs distributed step of ``assignment`` on ``model``'s graph and array.
 
     ``assignment``: one tuple of types (one per level) per kept node, every level decided (else
     ValueError; an invalid one raises as ``model.check_assignment`` does). ``seed`` draws the
-    weights, inputs and output errors; ``tol`` is stored for ``SimResult.ok_numerics``. What it
+    weights, inputs and output errors; ``dtype`` (float64 or float32) is the float type both
+    steps compute in; ``tol`` (default :func:`default_tol` of ``dtype``) is stored for
+    ``SimResult.ok_numerics``. What it
     cannot run is listed in ``SimResult.unsupported`` (by layer name) and nothing is counted; a
     lost message raises :class:`SimulationError`."""
+    tol = default_tol(dtype) if tol is None else tol
     res = SimResult(list(model.names), model.n_levels, model.array.dtype_bytes, tol=tol)
     model.check_assignment(assignment)
     res.unsupported = unsupported(model, assignment)
@@ -398,7 +403,7 @@ def simulate(model, assignment: list[tuple], seed: int = 0, tol: float = DEFAULT
         return res
     if any(t is None for a in assignment for t in a):
         raise ValueError("simulate needs every level of every node decided")
-    step = TrainingStep(model, assignment, seed, res)
+    step = TrainingStep(model, assignment, seed, res, dtype)
     try:
         return step.run()
     except UnevenSplit as exc:
