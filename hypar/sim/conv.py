@@ -67,13 +67,26 @@ def _groups(x_channels: int, cin: int) -> int:
     return x_channels // cin if cin else 1
 
 
+def _pointwise(g: _Geometry) -> bool:
+    """A 1x1 kernel without padding: the columns are the (strided) input itself."""
+    return g.k == (1, 1) and not any(g.pads)
+
+
+def _sampled(x: np.ndarray, g: _Geometry, G_: int) -> np.ndarray:
+    """A pointwise Conv's columns of every batch element: (B, G, C/G, Ho*Wo)."""
+    xs = x[:, :, ::g.st[0], ::g.st[1]] if g.st != (1, 1) else x
+    return xs.reshape(x.shape[0], G_, x.shape[1] // G_, g.Ho * g.Wo)
+
+
 def conv_forward(x: np.ndarray, w: np.ndarray, lay: G.Layer) -> np.ndarray:
     """x (B, Ci, H, W), w (Ci/G, Co, kh, kw) -> (B, Co, Ho, Wo); G groups (as many as x holds:
     Ci / w's input channels), each its own product."""
     g = _Geometry(x.shape, lay)
-    xp = g.padded(x)
     G_ = _groups(x.shape[1], w.shape[0])
     wg = _grouped_weight(w, G_)
+    if _pointwise(g):
+        return np.matmul(wg, _sampled(x, g, G_)).reshape(x.shape[0], w.shape[1], g.Ho, g.Wo)
+    xp = g.padded(x)
     taps = g.k[0] * g.k[1]
     dt = np.result_type(x, w)
     out = np.empty((x.shape[0], G_, w.shape[1] // G_, g.Ho * g.Wo), dt)
@@ -90,11 +103,15 @@ def conv_weight_grad(x: np.ndarray, e: np.ndarray, lay: G.Layer) -> np.ndarray:
     cin = lay.d_in // max(lay.groups, 1) if lay.groups > 1 else x.shape[1]
     G_, Co, taps = _groups(x.shape[1], cin), e.shape[1], g.k[0] * g.k[1]
     dt = np.result_type(x, e)
-    dwg = np.zeros((G_, Co // G_, taps * cin), dt)
-    buf = np.empty((taps * x.shape[1], g.Ho * g.Wo), dt)
-    for b in range(x.shape[0]):
-        eg = e[b].reshape(G_, Co // G_, g.Ho * g.Wo)
-        dwg += eg @ _grouped_columns(g.columns(xp[b], buf), taps, G_).transpose(0, 2, 1)
+    if _pointwise(g):
+        eg = e.reshape(x.shape[0], G_, Co // G_, g.Ho * g.Wo)
+        dwg = np.matmul(eg, _sampled(x, g, G_).transpose(0, 1, 3, 2)).sum(axis=0)
+    else:
+        dwg = np.zeros((G_, Co // G_, taps * cin), dt)
+        buf = np.empty((taps * x.shape[1], g.Ho * g.Wo), dt)
+        for b in range(x.shape[0]):
+            eg = e[b].reshape(G_, Co // G_, g.Ho * g.Wo)
+            dwg += eg @ _grouped_columns(g.columns(xp[b], buf), taps, G_).transpose(0, 2, 1)
     dw = dwg.reshape(G_, Co // G_, g.k[0], g.k[1], cin).transpose(4, 0, 1, 2, 3)
     return dw.reshape(cin, Co, g.k[0], g.k[1]).copy()
 
@@ -107,6 +124,13 @@ def conv_input_grad(x: np.ndarray, w: np.ndarray, e: np.ndarray, lay: G.Layer) -
     G_ = _groups(Ci, w.shape[0])
     wg = _grouped_weight(w, G_)
     taps = g.k[0] * g.k[1]
+    if _pointwise(g):
+        ds = np.matmul(wg.transpose(0, 2, 1), e.reshape(x.shape[0], G_, Co // G_, g.Ho * g.Wo))
+        if g.st == (1, 1):
+            return ds.reshape(x.shape)
+        dx = np.zeros(x.shape, ds.dtype)
+        dx[:, :, ::g.st[0], ::g.st[1]] = ds.reshape(x.shape[0], Ci, g.Ho, g.Wo)
+        return dx
     dxp = np.zeros((x.shape[0], Ci, g.Hp, g.Wp), np.result_type(w, e))
     for b in range(x.shape[0]):
         dg = wg.transpose(0, 2, 1) @ e[b].reshape(G_, Co // G_, g.Ho * g.Wo)     # (G, taps*cin, HoWo)
@@ -116,4 +140,4 @@ def conv_input_grad(x: np.ndarray, w: np.ndarray, e: np.ndarray, lay: G.Layer) -
                 rows, cs = g.window(i, j)
                 dxp[b][:, rows, cs] += dcols[i * g.k[1] + j]
     p = g.pads
-    return dxp[:, :, p[0]:p[0] + g.H, p[1]:p[1] + g.W].copy()
+    return dxp[:, :, p[0]:p[0] + g.H, p[1]:p[1] + g.W].copy() if any(p) else dxp

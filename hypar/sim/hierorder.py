@@ -35,7 +35,7 @@ from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
 from hypar.sim.comm import Comm
 from hypar.sim.digits import balanced
 from hypar.sim.errors import SimulationError, UnevenSplit, Unsupported
-from hypar.sim.mesh import Dist, digits_for, take_block
+from hypar.sim.mesh import Dist, digits_for, put_block, take_block
 
 SHARDS = (ROWS, COLS)
 AXIS = {ROWS: 0, COLS: 1}          # a shard layout -> which of (batch, feature) it splits
@@ -80,9 +80,14 @@ def free_axes(mesh, shape: tuple, axes: tuple, src: tuple, tgt: tuple) -> dict[i
 
 
 class _Order:
-    """One conversion in progress: per PE its memory (``vals``: NaN where it holds nothing; partial
-    sums while P levels are unreduced) and its logical region, an index set along each present
-    axis (``sel[a][p]``, a = 0 batch, 1 feature; ``None`` for an axis the tensor lacks)."""
+    """One conversion in progress: per PE its memory and its logical region.
+
+    Layouts split only the batch and feature axes, so a PE holds whole *fibres* (one element of
+    each present (batch, feature) axis, every other axis whole): its memory is ``data[p]``, an
+    array of the full shape valid exactly on the fibres its ``have[p]`` grid (a boolean array over
+    the present axes) marks -- partial sums while P levels are unreduced -- and its logical region
+    is an index set along each present axis (``sel[a][p]``, a = 0 batch, 1 feature). An element
+    is received when its fibre is copied into a PE's memory (``fibre`` elements per grid cell)."""
 
     def __init__(self, comm: Comm, d: Dist, tgt: tuple, virtual_first: bool = False):
         self.comm, self.mesh = comm, d.mesh
@@ -91,11 +96,46 @@ class _Order:
                       and PARTIAL in d.layouts[:h]}
         self.src, self.tgt = tuple(d.layouts), tuple(tgt)
         self.shape, self.axes = d.shape, d.axes
-        self.vals = d.full_arrays()
         self.present = [a for a in (0, 1) if d.axes[a] is not None]
+        self.grid_axes = [d.axes[a] for a in self.present]
+        self.fibre = int(np.prod([n for ax, n in enumerate(d.shape) if ax not in self.grid_axes]))
         self.digits = {a: digits_for(self.mesh, d.shape[d.axes[a]]) for a in self.present}
         self.free = free_axes(self.mesh, self.shape, self.axes, self.src, self.tgt)
         self.sel = {a: [self._initial(a, p) for p in range(self.mesh.P)] for a in self.present}
+        self.data, self.have = [], []
+        for p in range(self.mesh.P):
+            data, have = self._memory(d, p)
+            self.data.append(data)
+            self.have.append(have)
+
+    def _memory(self, d: Dist, p: int) -> tuple[np.ndarray, np.ndarray]:
+        """PE p's (memory, held fibres) at the start: the fibres of its shard (of its full-shape
+        array when ``d`` has them) holding no NaN. A whole tensor held whole is used as is (nothing
+        is ever written into held fibres); anything else is copied into an array of its own."""
+        if d._vals is not None:
+            data = d._vals[p].copy()
+            return data, ~self._nan_fibres(data)
+        blk = d.blocks[p]
+        have = np.zeros(tuple(d.shape[ax] for ax in self.grid_axes), bool)
+        idx = d.index(p)
+        cut = tuple(slice(None) if idx[a] is None else idx[a] for a in self.present)
+        held = ~self._nan_fibres(blk)
+        if len(cut) == 2 and not all(isinstance(c, slice) for c in cut):
+            have[np.ix_(*[np.arange(n)[c] for n, c in zip(have.shape, cut)])] = held
+        else:
+            have[cut] = held
+        if have.all():
+            return blk, have
+        data = np.empty(d.shape, blk.dtype)
+        put_block(data, d.axes, idx, blk)
+        return data, have
+
+    def _nan_fibres(self, arr: np.ndarray) -> np.ndarray:
+        """Over the present axes of ``arr``: which fibres hold a NaN (a missing element)."""
+        others = tuple(ax for ax in range(arr.ndim) if ax not in self.grid_axes)
+        sums = arr.sum(axis=others) if others else arr
+        order = sorted(range(len(self.grid_axes)), key=lambda k: self.grid_axes[k])
+        return np.isnan(np.transpose(sums, np.argsort(order))) if len(order) > 1 else np.isnan(sums)
 
     # -- regions
     def _initial(self, a: int, p: int) -> np.ndarray:
@@ -126,59 +166,69 @@ class _Order:
         for p in range(self.mesh.P):
             self.sel[a][p] = self._part(a, p, h)
 
+    def _region(self, p: int) -> np.ndarray:
+        """PE p's logical region as a boolean grid over the present axes."""
+        out = np.ones((), bool)
+        for k, a in enumerate(self.present):
+            shape = [1] * len(self.present)
+            shape[k] = -1
+            out = out & self.sel[a][p].reshape(shape)
+        return out
+
     def _index(self, p: int) -> tuple:
         """An open-mesh index of PE p's region in :meth:`_view` coordinates."""
         return np.ix_(*[np.flatnonzero(self.sel[a][p]) for a in self.present])
 
     def _view(self, arr: np.ndarray) -> np.ndarray:
         """``arr`` with the present (batch, feature) axes moved first (a view)."""
-        src = [self.axes[a] for a in self.present]
-        return np.moveaxis(arr, src, list(range(len(src))))
+        return np.moveaxis(arr, self.grid_axes, list(range(len(self.grid_axes))))
 
     # -- collectives at one level
     def _fetch(self, h: int, group: list[int]) -> None:
-        """Every member receives the elements of its region it lacks from the other members (each
-        element from the first member holding it). SimulationError when none holds one."""
+        """Every member receives the fibres of its region it lacks from the other members (each
+        from the first member holding it). SimulationError when none holds one."""
         for p in group:
-            idx = self._index(p)
-            mine = self._view(self.vals[p])
-            blk = mine[idx]
-            miss = np.isnan(blk)
+            miss = self._region(p) & ~self.have[p]
+            if not miss.any():
+                continue
+            mine = self._view(self.data[p])
             for q in group:
-                if q == p or not miss.any():
+                if q == p:
                     continue
-                theirs = self._view(self.vals[q])[idx]
-                take = miss & ~np.isnan(theirs)
+                take = miss & self.have[q]
                 n = int(take.sum())
                 if n:
-                    self.comm.send(h, q, p, n)
-                    blk[take] = theirs[take]
+                    self.comm.send(h, q, p, n * self.fibre)
+                    mine[take] = self._view(self.data[q])[take]
+                    self.have[p] |= take
                     miss &= ~take
+                    if not miss.any():
+                        break
             if miss.any():
-                raise SimulationError(f"PE {p}: {int(miss.sum())} elements held by no level-{h} sibling")
-            mine[idx] = blk
+                raise SimulationError(f"PE {p}: {int(miss.sum()) * self.fibre} elements held by no level-{h} sibling")
 
     def _reduce_scatter(self, h: int, a: int) -> None:
         """P at level h: each member keeps its level-h part along axis ``a`` of the common region
         and receives the other members' partial sums of it; memory becomes exactly that part."""
         for group in self.mesh.sibling_groups(h):
             self._same_region(h, group, "partial sums")
-            new_vals = {}
+            new = {}
             for p in group:
                 self.sel[a][p] = self._part(a, p, h)
+                region = self._region(p)
+                if any((region & ~self.have[q]).any() for q in group):
+                    raise SimulationError(f"PE {p} lacks part of its partial sums at level {h}")
                 idx = self._index(p)
-                total = self._view(self.vals[p])[idx].copy()
+                total = self._view(self.data[p])[idx]          # a copy (open-mesh index)
                 for q in group:
                     if q != p:
                         self.comm.send(h, q, p, total.size)
-                        total += self._view(self.vals[q])[idx]
-                if np.isnan(total).any():
-                    raise SimulationError(f"PE {p} lacks part of its partial sums at level {h}")
-                v = np.full(self.shape, np.nan, total.dtype)
+                        total += self._view(self.data[q])[idx]
+                v = np.empty(self.shape, total.dtype)
                 self._view(v)[idx] = total
-                new_vals[p] = v
-            for p, v in new_vals.items():
-                self.vals[p] = v
+                new[p] = (v, region)
+            for p, (v, region) in new.items():
+                self.data[p], self.have[p] = v, region
 
     def _same_region(self, h: int, group: list[int], what: str) -> None:
         """SimulationError unless the group's members have the same region."""
@@ -250,10 +300,10 @@ class _Order:
                 want = self._region_along(a, p, [h for h, x in enumerate(self.tgt) if x == (ROWS, COLS)[a]])
                 if not np.array_equal(self.sel[a][p], want):
                     raise SimulationError(f"the order ended PE {p} off its target region ({self.src} -> {self.tgt})")
-            blk = take_block(self.vals[p], self.axes, out.index(p))
-            if np.isnan(blk).any():
+            if (self._region(p) & ~self.have[p]).any():
                 raise SimulationError(f"PE {p} lacks part of its target region ({self.src} -> {self.tgt})")
-            out.blocks.append(blk)
+            blk = take_block(self.data[p], self.axes, out.index(p))
+            out.blocks.append(blk.copy() if blk.base is not None else blk)
         return out
 
 

@@ -62,16 +62,16 @@ def maxpool(x: np.ndarray, lay: G.Layer) -> np.ndarray:
 
 def maxpool_bwd(x: np.ndarray, e: np.ndarray, lay: G.Layer) -> np.ndarray:
     """The input error of maxpool for the output error e (NaN where x is NaN)."""
-    win, k, st_, pads, pshape = _pool_windows(x, lay, -np.inf)
+    missing = np.isnan(x)
+    win, k, st_, pads, pshape = _pool_windows(np.where(missing, -np.inf, x), lay, -np.inf)
     B, C, Ho, Wo = e.shape
-    flat = win.reshape(B, C, Ho, Wo, -1)
-    arg = np.nan_to_num(flat, nan=-np.inf).argmax(axis=-1)
+    arg = win.reshape(B, C, Ho, Wo, -1).argmax(axis=-1)           # NaN counts as -inf
     dx = np.zeros(pshape, e.dtype)
     for a in range(k[0] * k[1]):
         i, j = divmod(a, k[1])
         contrib = np.where(arg == a, e, 0.0)
         dx[:, :, i:i + st_[0] * Ho:st_[0], j:j + st_[1] * Wo:st_[1]] += contrib
-    return np.where(np.isnan(x), np.nan, _unpad(dx, pads, pshape))
+    return np.where(missing, np.nan, _unpad(dx, pads, pshape))
 
 
 def avgpool(x: np.ndarray, lay: G.Layer) -> np.ndarray:
@@ -195,22 +195,38 @@ def layernorm_bwd(x: np.ndarray, e: np.ndarray, w: tuple, lay: G.Layer) -> np.nd
     return inv * (g_ - g_.mean(axis=-1, keepdims=True) - xhat * (g_ * xhat).mean(axis=-1, keepdims=True))
 
 
+def _channel_centred(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """(x - its per-channel mean as (B, C, N), per-channel variance, N x B): BatchNorm's statistics
+    over every axis but the channels (axis 1), two-pass."""
+    B, C = x.shape[:2]
+    xr = x.reshape(B, C, int(np.prod(x.shape[2:])))
+    n = B * xr.shape[2]
+    xc = xr - (xr.sum(axis=(0, 2)) / n)[:, None]
+    return xc, np.einsum("bcn,bcn->c", xc, xc) / n, n
+
+
 def batchnorm(x: np.ndarray, w: tuple, lay: G.Layer) -> np.ndarray:
     """Training-mode BatchNorm over every axis but the channels (axis 1) with (gamma, beta) = w."""
     gamma, beta = w
-    axes = tuple(a for a in range(x.ndim) if a != 1)
-    xhat = (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(x.var(axis=axes, keepdims=True) + _eps(lay))
-    return gamma.reshape(bn_shape(x)) * xhat + beta.reshape(bn_shape(x))
+    xc, var, _n = _channel_centred(x)
+    xc *= (gamma / np.sqrt(var + _eps(lay)))[:, None]
+    xc += beta[:, None]
+    return xc.reshape(x.shape)
 
 
 def batchnorm_bwd(x: np.ndarray, e: np.ndarray, w: tuple, lay: G.Layer) -> np.ndarray:
-    """The input error of batchnorm for the output error e."""
+    """The input error of batchnorm for the output error e: gamma inv (e - mean(e) - xhat
+    mean(e xhat)), xhat = (x - mean) inv, inv = 1 / sqrt(var + eps)."""
     gamma, _beta = w
-    axes = tuple(a for a in range(x.ndim) if a != 1)
-    inv = 1.0 / np.sqrt(x.var(axis=axes, keepdims=True) + _eps(lay))
-    xhat = (x - x.mean(axis=axes, keepdims=True)) * inv
-    return gamma.reshape(bn_shape(x)) * inv * (e - e.mean(axis=axes, keepdims=True)
-                                               - xhat * (e * xhat).mean(axis=axes, keepdims=True))
+    xc, var, n = _channel_centred(x)
+    inv = 1.0 / np.sqrt(var + _eps(lay))
+    er = e.reshape(xc.shape)
+    k = gamma * inv
+    out = er * k[:, None]
+    xc *= (k * inv * inv * np.einsum("bcn,bcn->c", er, xc) / n)[:, None]
+    xc += (k * er.sum(axis=(0, 2)) / n)[:, None]
+    out -= xc
+    return out.reshape(x.shape)
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

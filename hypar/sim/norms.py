@@ -30,8 +30,9 @@ class NormShards:
         """Elements summed into each statistic (of the whole tensor)."""
         raise NotImplementedError
 
-    def sums(self, *blocks: np.ndarray) -> np.ndarray:
-        """Per-statistic sums of each block over the summed axes, stacked on the statistics axis."""
+    def sums(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """(sum of a, sum of a x b) over the summed axes, stacked on the statistics axis (no a x b
+        temporary)."""
         raise NotImplementedError
 
     def stats_frame(self, x: Dist) -> tuple[tuple, tuple]:
@@ -56,7 +57,7 @@ class NormShards:
 
     def _x_stats(self, x: Dist) -> Dist:
         """Per-PE (sum, sum of squares) of x."""
-        return self.stats(x, [self.sums(b, b * b) for b in x.blocks])
+        return self.stats(x, [self.sums(b, b) for b in x.blocks])
 
     def forward(self, ctx, lay: G.Layer, x: Dist, charge) -> Dist:
         """The normalised output on every PE (statistics all-reduced by ``ctx``, counted)."""
@@ -70,7 +71,10 @@ class NormShards:
             mean = self.stat(st.blocks[p], 0, blk) / n
             var = self.stat(st.blocks[p], 1, blk) / n - mean ** 2
             cols = x.index(p)[1]
-            out.append(self.param(gamma, cols, blk) * (blk - mean) / np.sqrt(var + eps) + self.param(beta, cols, blk))
+            scale = self.param(gamma, cols, blk) / np.sqrt(var + eps)
+            y = blk * scale                                   # gamma (x - mean) / std + beta, in two passes
+            y += self.param(beta, cols, blk) - mean * scale
+            out.append(y)
         return Dist(x.mesh, x.shape, x.layouts, axes=x.axes, blocks=out)
 
     def backward(self, ctx, lay: G.Layer, x: Dist, e: Dist, charge) -> Dist:
@@ -85,17 +89,21 @@ class NormShards:
         for p, blk in enumerate(x.blocks):
             mean = self.stat(stx.blocks[p], 0, blk) / n
             inv = 1.0 / np.sqrt(self.stat(stx.blocks[p], 1, blk) / n - mean ** 2 + eps)
-            xhat = (blk - mean) * inv
+            xhat = blk - mean
+            xhat *= inv
             g_ = self.carrier(e.blocks[p], self.param(gamma, x.index(p)[1], blk))
             xh.append((xhat, inv, g_))
-            parts.append(self.sums(g_, g_ * xhat))
+            parts.append(self.sums(g_, xhat))
         st = ctx.allreduce_stats(StatsKey(self.tag, charge.node, lay.name, "bwd", charge.where), charge,
                                  self.stats(e, parts))
         out = []
         for p, blk in enumerate(x.blocks):
             xhat, inv, g_ = xh[p]
             s0, s1 = self.stat(st.blocks[p], 0, blk), self.stat(st.blocks[p], 1, blk)
-            out.append(self.scaled(g_ - s0 / n - xhat * s1 / n, self.param(gamma, x.index(p)[1], blk), inv))
+            inner = xhat * (-s1 / n)                          # g - s0 / n - xhat s1 / n, in place
+            inner += g_
+            inner -= s0 / n
+            out.append(self.scaled(inner, self.param(gamma, x.index(p)[1], blk), inv))
         return Dist(x.mesh, x.shape, e.layouts, axes=x.axes, blocks=out)
 
     def carrier(self, e: np.ndarray, gamma: np.ndarray) -> np.ndarray:
@@ -115,9 +123,10 @@ class BatchNormShards(NormShards):
     def count(self, shape):
         return shape[0] * int(np.prod(shape[2:]))
 
-    def sums(self, *blocks):
-        axes = tuple(a for a in range(blocks[0].ndim) if a != 1)
-        return np.stack([b.sum(axis=axes) for b in blocks])
+    def sums(self, a, b):
+        shape = (a.shape[0], a.shape[1], int(np.prod(a.shape[2:])))
+        ar, br = a.reshape(shape), b.reshape(shape)
+        return np.stack([ar.sum(axis=(0, 2)), np.einsum("bcn,bcn->c", ar, br)])
 
     def stats_frame(self, x):
         return (2, x.shape[1]), (0, 1)
@@ -132,7 +141,8 @@ class BatchNormShards(NormShards):
         return e
 
     def scaled(self, inner, gamma, inv):
-        return gamma * inv * inner
+        inner *= gamma * inv
+        return inner
 
 
 class LayerNormShards(NormShards):
@@ -143,8 +153,8 @@ class LayerNormShards(NormShards):
     def count(self, shape):
         return shape[-1]
 
-    def sums(self, *blocks):
-        return np.stack([b.sum(axis=-1) for b in blocks], axis=-1)
+    def sums(self, a, b):
+        return np.stack([a.sum(axis=-1), np.einsum("...d,...d->...", a, b)], axis=-1)
 
     def stats_frame(self, x):
         return x.shape[:-1] + (2,), (x.axes[0], None)
@@ -159,7 +169,8 @@ class LayerNormShards(NormShards):
         return e * gamma
 
     def scaled(self, inner, gamma, inv):
-        return inv * inner
+        inner *= inv
+        return inner
 
 
 BATCHNORM, LAYERNORM = BatchNormShards(), LayerNormShards()

@@ -5,6 +5,8 @@ residual Adds passing activations and errors)."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,11 +96,18 @@ def seeded_data(g, rng: np.random.Generator, dtype=np.float64) -> StepData:
     return StepData(weights, inputs, out_err)
 
 
-def reference_step(g, data: StepData) -> Reference:
-    """One-device training step on the full layer graph: values, errors, weight gradients."""
+class Cancelled(Exception):
+    """The reference step was told to stop (its caller gave up)."""
+
+
+def reference_step(g, data: StepData, cancelled: Callable[[], bool] | None = None) -> Reference:
+    """One-device training step on the full layer graph: values, errors, weight gradients.
+    ``cancelled`` is asked before every layer; when it says True, :class:`Cancelled` is raised."""
     order = topo_order(g)
     val: dict[str, np.ndarray] = dict(data.inputs)
     for n in order:
+        if cancelled is not None and cancelled():
+            raise Cancelled
         lay = G.layer(g, n)
         if is_split(lay):
             x = val[lay.inputs[0]]
@@ -109,6 +118,8 @@ def reference_step(g, data: StepData) -> Reference:
     err: dict[str, np.ndarray] = dict(data.out_err)
     dW = {}
     for n in reversed(order):
+        if cancelled is not None and cancelled():
+            raise Cancelled
         lay = G.layer(g, n)
         for o in lay.outputs:
             if o not in err:
@@ -119,6 +130,36 @@ def reference_step(g, data: StepData) -> Reference:
         if t not in err:
             err[t] = np.zeros_like(v)
     return Reference(val, err, dW)
+
+
+class ReferenceJob:
+    """:func:`reference_step` on a thread of its own, started at once: the caller goes on with the
+    distributed step meanwhile (numpy releases the GIL in its kernels, so both share the cores) and
+    takes the result when it needs it."""
+
+    def __init__(self, g, data: StepData):
+        self._stop = threading.Event()
+        self._out: list = []                      # [Reference] or [exception]
+        self._thread = threading.Thread(target=self._run, args=(g, data), daemon=True, name="hypar-reference")
+        self._thread.start()
+
+    def _run(self, g, data: StepData) -> None:
+        try:
+            self._out.append(reference_step(g, data, self._stop.is_set))
+        except BaseException as exc:              # handed to the caller by result()
+            self._out.append(exc)
+
+    def result(self) -> Reference:
+        """The reference (waits for it; re-raises what the step raised)."""
+        self._thread.join()
+        if isinstance(self._out[0], BaseException):
+            raise self._out[0]
+        return self._out[0]
+
+    def cancel(self) -> None:
+        """Stop the step at its next layer and wait for the thread to end."""
+        self._stop.set()
+        self._thread.join()
 
 
 def _backward_layer(lay: G.Layer, val: dict, err: dict, w, dW: dict) -> list[tuple[str, np.ndarray]]:

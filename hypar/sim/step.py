@@ -49,7 +49,7 @@ from hypar.sim.graphwalk import folded_between, folded_error_to_sources, pre_cha
 from hypar.sim.ledger import Ledger
 from hypar.sim.mesh import Dist, Mesh, add, mask_to_layout, max_abs_error, region_key, same_regions, scatter
 from hypar.sim.ops import WEIGHTED_KINDS, is_split
-from hypar.sim.reference import reference_step, seeded_data
+from hypar.sim.reference import Reference, ReferenceJob, seeded_data
 from hypar.sim.result import DEFAULT_TOL, SimResult, default_tol
 from hypar.sim.sharded import Charge, ShardContext, local_backward, local_forward
 from hypar.sim.support import unsupported
@@ -100,9 +100,12 @@ class TrainingStep:
         self.comm = Comm(self.mesh)
         self.ledger = Ledger(self.comm, self.H)
         self.data = seeded_data(self.g, np.random.default_rng(seed), dtype)
-        self.ref = reference_step(self.g, self.data)
+        self._ref_job = ReferenceJob(self.g, self.data)       # computed meanwhile; see ``ref``
+        self._ref: Reference | None = None
         self.strat = [[model.nodes[i].strategy(t) for t in assignment[i]] for i in range(len(self.names))]
-        self.axes_of = {name: (t.batch_axis, t.feature_axis) for name, t in tensor_meta(self.g).items()}
+        meta = tensor_meta(self.g)
+        self.axes_of = {name: (t.batch_axis, t.feature_axis) for name, t in meta.items()}
+        self.shape_of = {name: tuple(t.shape) for name, t in meta.items()}
         self.ctx = ShardContext(self.ledger, self.data.weights, res, self.axes_of,
                                 model.convention == Convention.HIERARCHICAL)
         self.producer = producers(self.g)
@@ -136,10 +139,22 @@ class TrainingStep:
         """Kept node p's output ``tensor`` (its first output unless p is a kept Split)."""
         return self.split_outs[p].get(tensor, self.out[p])
 
+    @property
+    def ref(self) -> Reference:
+        """The one-device reference step (waits for its thread the first time)."""
+        if self._ref is None:
+            self._ref = self._ref_job.result()
+        return self._ref
+
     def run(self) -> SimResult:
-        """Forward, backward, then charge the counts: the filled result."""
-        self.forward()
-        self.backward()
+        """Forward, backward, then charge the counts: the filled result. The reference runs on
+        its own thread meanwhile; it is stopped when the step raises."""
+        try:
+            self.forward()
+            self.backward()
+        except BaseException:
+            self._ref_job.cancel()
+            raise
         self.attribute()
         return self.res
 
@@ -163,7 +178,7 @@ class TrainingStep:
         if weighted:
             out_t = lay.outputs[0]
             self.out[i] = weighted_forward(self.ledger, i, lay, self.data.weights[self.names[i]], kept.slots[0],
-                                           self.strat[i], self.ref.val[out_t].shape, self.axes_of[out_t])
+                                           self.strat[i], self.shape_of[out_t], self.axes_of[out_t])
         else:
             self._unweighted_output(i, kept.slots)
 
