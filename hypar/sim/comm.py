@@ -13,7 +13,7 @@ import numpy as np
 from hypar.array import split_counts
 from hypar.cost.strategies import FULL, PARTIAL
 from hypar.sim.errors import SimulationError
-from hypar.sim.mesh import Dist, Mesh, shard_mask
+from hypar.sim.mesh import Dist, Mesh, as_cut, shard_mask
 
 
 class Comm:
@@ -96,21 +96,23 @@ class Comm:
 
     def reduce_scatter(self, d: Dist, h: int) -> tuple[Dist, dict]:
         """Partial sums over level h -> each sibling j holds the full sum of flat chunk j.
-        Returns the result and, per PE, the flat indices its group held (for all_gather_flat)."""
-        vals = [v.copy() for v in d.vals]
+        Returns the result and, per PE, the flat indices its group held (for all_gather_flat;
+        a slice when they are one contiguous range)."""
+        vals: list = list(d.vals)
         saved = {}
         for group in d.mesh.sibling_groups(h):
             region = _partial_region(d, group)
+            flat = {q: d.vals[q].ravel() for q in group}
             k = len(group)
-            parts = split_counts(len(region), [1.0 / k] * k)
+            parts = split_counts(_size(region), [1.0 / k] * k)
             starts = np.cumsum([0] + parts)
             for j, p in enumerate(group):
-                idx = region[starts[j]:starts[j + 1]]
-                tot = d.vals[p].ravel()[idx].copy()
+                idx = _part(region, int(starts[j]), int(starts[j + 1]))
+                tot = flat[p][idx].copy()
                 for q in group:
                     if q != p:
-                        self.send(h, q, p, len(idx))
-                        tot = tot + d.vals[q].ravel()[idx]
+                        self.send(h, q, p, _size(idx))
+                        tot += flat[q][idx]
                 v = np.full(d.vals[p].shape, np.nan, d.dtype)
                 v.ravel()[idx] = tot
                 vals[p] = v
@@ -123,14 +125,15 @@ class Comm:
         vals = [v.copy() for v in d.vals]
         for group in d.mesh.sibling_groups(h):
             region = saved[group[0]]
+            flat = {q: d.vals[q].ravel() for q in group}
+            held = {q: _flat_set(~np.isnan(flat[q])) for q in group}
             for p in group:
-                v = vals[p]
+                v = vals[p].ravel()                      # a view: vals[p] is a fresh C-ordered copy
                 for q in group:
                     if q != p:
-                        idx = np.flatnonzero(~np.isnan(d.vals[q]))
-                        self.send(h, q, p, len(idx))
-                        v.ravel()[idx] = d.vals[q].ravel()[idx]
-                if np.isnan(v.ravel()[region]).any():
+                        self.send(h, q, p, _size(held[q]))
+                        v[held[q]] = flat[q][held[q]]
+                if np.isnan(v[region]).any():
                     raise SimulationError("all-gather left holes")
         return Dist(d.mesh, d.shape, d.layouts, vals, d.axes)
 
@@ -165,11 +168,29 @@ class Comm:
         return d.relabelled(tuple(FULL if l == PARTIAL else l for l in d.layouts))
 
 
-def _partial_region(d: Dist, group: list[int]) -> np.ndarray:
+def _partial_region(d: Dist, group: list[int]) -> slice | np.ndarray:
     """The flat indices a group of siblings holds partial sums of (they must hold the same ones,
-    else SimulationError)."""
+    else SimulationError), as :func:`_flat_set` gives them."""
     masks = [~np.isnan(d.vals[p]) for p in group]
     for m in masks[1:]:
         if not np.array_equal(m, masks[0]):
             raise SimulationError("partial sums held on different shards by sibling PEs")
-    return np.flatnonzero(masks[0])
+    return _flat_set(masks[0].ravel())
+
+
+def _flat_set(mask: np.ndarray) -> slice | np.ndarray:
+    """The flat indices where ``mask`` holds: a slice when they are one contiguous range (views,
+    not index copies), else an int array."""
+    if mask.all():
+        return slice(0, mask.size)
+    return as_cut(np.flatnonzero(mask))
+
+
+def _size(idx: slice | np.ndarray) -> int:
+    """How many indices a :func:`_flat_set` holds."""
+    return idx.stop - idx.start if isinstance(idx, slice) else len(idx)
+
+
+def _part(idx: slice | np.ndarray, lo: int, hi: int) -> slice | np.ndarray:
+    """Positions lo..hi of a :func:`_flat_set` (same kind)."""
+    return slice(idx.start + lo, idx.start + hi) if isinstance(idx, slice) else idx[lo:hi]

@@ -184,12 +184,14 @@ def region_index(mesh: Mesh, shape: tuple, layouts: tuple, axes: tuple, p: int) 
 
 
 def as_cut(idx: np.ndarray | None):
-    """An index along one axis as numpy should apply it: a slice when the (sorted, distinct)
-    indices are one contiguous range (a view, no copy), else the index array itself."""
+    """An index along one axis as numpy should apply it: a slice when the indices are one
+    increasing contiguous range (a view, no copy), else the index array itself."""
     if idx is None:
         return slice(None)
-    if len(idx) == 0 or idx[-1] - idx[0] + 1 == len(idx):
-        return slice(int(idx[0]), int(idx[-1]) + 1) if len(idx) else slice(0, 0)
+    if len(idx) == 0:
+        return slice(0, 0)
+    if idx[-1] - idx[0] + 1 == len(idx) and (len(idx) == 1 or bool((np.diff(idx) == 1).all())):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
     return idx
 
 

@@ -12,7 +12,7 @@ from hypar import graph as G
 from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
 from hypar.sim.errors import SimulationError, Unsupported
 from hypar.sim.ledger import IntraKey, Ledger
-from hypar.sim.mesh import Dist, axis_mask, sub_block
+from hypar.sim.mesh import Dist, as_cut, axis_mask, max_abs, sub_block
 from hypar.sim.ops import backward_op, forward_op, weight_grad
 
 # the split axis of each level's strategy -> the layout of the local output there
@@ -51,8 +51,9 @@ class _Blocks:
         return ri, ii, oi
 
     def weight(self, w: np.ndarray, ii: np.ndarray, oi: np.ndarray) -> np.ndarray:
-        """The weight block a PE with input indices ``ii`` and output indices ``oi`` uses."""
-        return w[:, oi] if self.grouped else w[np.ix_(ii, oi)]
+        """The weight block a PE with input indices ``ii`` and output indices ``oi`` uses (a view
+        when both are contiguous ranges; do not write into it)."""
+        return block_of(w, np.arange(w.shape[0]) if self.grouped else ii, oi)
 
     def weight_index(self, p: int) -> tuple[np.ndarray, np.ndarray]:
         """PE p's (row, column) indices in W (for the weight gradient)."""
@@ -65,6 +66,14 @@ class _Blocks:
         if self.grouped and have is not None and not np.array_equal(have, want):
             raise Unsupported(f"{self.name} (grouped Conv): the {what} channel shards do not map onto its "
                               "group shards (channels per group do not fit the channel digits)")
+
+
+def block_of(a: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``a[rows][:, cols]`` (first two axes), a view where the indices are contiguous ranges."""
+    r, c = as_cut(rows), as_cut(cols)
+    if isinstance(r, slice) or isinstance(c, slice):
+        return a[r][:, c] if isinstance(r, slice) else a[:, c][r]
+    return a[np.ix_(r, c)]
 
 
 def _input_block(lay: G.Layer, x: Dist, p: int, want: tuple, what: str) -> np.ndarray:
@@ -160,11 +169,10 @@ class WeightGrad:
         """max |block - reference block| over every PE (inf for a missing value)."""
         err = 0.0
         for (im, om), blk in zip(self.index, self.blocks):
-            diff = np.abs(blk - ref[np.ix_(im, om)])
-            if diff.size:
-                err = max(err, float(diff.max()))
-            if np.isnan(diff).any():
+            worst = max_abs(np.subtract(blk, block_of(ref, im, om)))
+            if np.isnan(worst):
                 return float("inf")
+            err = max(err, worst)
         return err
 
 
