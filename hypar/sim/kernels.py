@@ -97,6 +97,8 @@ def avgpool_bwd(x: np.ndarray, e: np.ndarray, lay: G.Layer) -> np.ndarray:
 
 _SERIES = 30      # terms of erf's series (|x| <= 2); both give erf to ~1e-15 in float64
 _FRACTION = 40    # depth of erfc's continued fraction (|x| > 2)
+# the series' coefficients 2^n / (1 3 5 ... (2n+1)), highest first (Horner)
+_COEF = [2.0 ** n / math.prod(range(1, 2 * n + 2, 2)) for n in range(_SERIES)][::-1]
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
@@ -107,16 +109,22 @@ def _erf(x: np.ndarray) -> np.ndarray:
     a = np.abs(x)
     small = a <= 2.0
     xs = x[small]
-    x2 = 2.0 * xs * xs
-    s = np.ones_like(xs)
-    for k in range(_SERIES - 1, 0, -1):          # sum (2x^2)^n / (2n+1)!!, in Horner form
-        s = 1.0 + s * x2 / (2 * k + 1)
-    out[small] = (2.0 / math.sqrt(math.pi)) * xs * np.exp(-xs * xs) * s
+    xx = xs * xs
+    s = np.full_like(xs, _COEF[0])
+    for c in _COEF[1:]:                          # sum (2x^2)^n / (2n+1)!!, Horner in x^2, in place
+        s *= xx
+        s += c
+    np.negative(xx, out=xx)
+    np.exp(xx, out=xx)
+    s *= xx
+    s *= xs
+    out[small] = s * (2.0 / math.sqrt(math.pi))
     big = ~small
     ab = a[big]
     f = ab.copy()
-    for k in range(_FRACTION, 0, -1):            # x + (1/2) / (x + 1 / (x + (3/2) / ...))
-        f = ab + (0.5 * k) / f
+    for k in range(_FRACTION, 0, -1):            # x + (1/2) / (x + 1 / (x + (3/2) / ...)), in place
+        np.divide(0.5 * k, f, out=f)
+        f += ab
     out[big] = np.copysign(1.0 - np.exp(-ab * ab) / (math.sqrt(math.pi) * f), x[big])
     return out
 
@@ -166,6 +174,27 @@ BINARY_OPS = {
     "Div": (lambda a, b: a / b, lambda a, b, e: [e / b, -e * a / (b * b)]),
 }
 SHAPE_OPS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze")
+
+
+# ----------------------------------------------------------------------------- embedding
+
+def embedding_grad(ids: np.ndarray, e: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` (increasing vocabulary indices) of an embedding's weight gradient: for each,
+    the sum of the output errors ``e`` (..., d) of the tokens ``ids`` (...) reading it, in token
+    order (what ``np.add.at`` gives, by one sort and one segmented sum)."""
+    flat = ids.astype(np.int64).ravel()
+    err = e.reshape(-1, e.shape[-1])
+    pos = np.searchsorted(rows, flat)
+    mine = pos < len(rows)
+    mine[mine] &= rows[pos[mine]] == flat[mine]
+    pos, err = pos[mine], err[mine]
+    order = np.argsort(pos, kind="stable")
+    pos, err = pos[order], err[order]
+    dw = np.zeros((len(rows), e.shape[-1]), e.dtype)
+    if len(pos):
+        starts = np.flatnonzero(np.r_[True, pos[1:] != pos[:-1]])
+        dw[pos[starts]] = np.add.reduceat(err, starts, axis=0)
+    return dw
 
 
 # ----------------------------------------------------------------------------- normalisations

@@ -10,8 +10,8 @@ import numpy as np
 
 from hypar import graph as G
 from hypar.sim.conv import conv_forward, conv_input_grad, conv_weight_grad
-from hypar.sim.kernels import (BINARY_OPS, CONST_OPS, LOCAL, SHAPE_OPS, batchnorm, batchnorm_bwd, layernorm, layernorm_bwd,
-                               lrn, lrn_bwd, softmax, softmax_bwd)
+from hypar.sim.kernels import (BINARY_OPS, CONST_OPS, LOCAL, SHAPE_OPS, batchnorm, batchnorm_bwd, embedding_grad,
+                               layernorm, layernorm_bwd, lrn, lrn_bwd, softmax, softmax_bwd)
 
 WEIGHTED_KINDS = (G.GEMM, G.CONV, G.EMBEDDING)
 
@@ -201,7 +201,5 @@ def weight_grad(lay: G.Layer, x: np.ndarray, e: np.ndarray, vocab: int = 0) -> n
     if lay.kind == G.CONV:
         return conv_weight_grad(x, e, lay)
     if lay.kind == G.EMBEDDING:
-        dw = np.zeros((vocab, e.shape[-1]), e.dtype)
-        np.add.at(dw, x.astype(int).ravel(), e.reshape(-1, e.shape[-1]))
-        return dw
+        return embedding_grad(x, e, np.arange(vocab))
     return np.tensordot(x, e, axes=(tuple(range(x.ndim - 1)), tuple(range(e.ndim - 1))))

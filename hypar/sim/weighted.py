@@ -13,6 +13,7 @@ from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
 from hypar.sim.errors import SimulationError, Unsupported
 from hypar.sim.ledger import IntraKey, Ledger
 from hypar.sim.mesh import Dist, as_cut, axis_mask, max_abs, sub_block
+from hypar.sim.kernels import embedding_grad
 from hypar.sim.ops import backward_op, forward_op, weight_grad
 
 # the split axis of each level's strategy -> the layout of the local output there
@@ -129,7 +130,8 @@ def _forward_blocks(lay: G.Layer, w: np.ndarray, x: Dist, blocks: _Blocks, out_a
             for p in members:
                 rm, im, om = blocks.masks(p)
                 ids = _input_block(lay, x, p, (blocks.index(p)[0], None), "ids").astype(int)
-                out[p] = np.where(im[ids][..., None], w[:, om][ids], 0.0)    # other PEs' vocabulary: 0
+                rows = w[ids][..., as_cut(np.flatnonzero(om))]
+                out[p] = np.where(im[ids][..., None], rows, 0.0)             # other PEs' vocabulary: 0
             continue
         blocks.check_channels(x, members[0], ii, "input")
         xb = _shared_input(lay, x, blocks, members, "input shard")
@@ -189,7 +191,7 @@ def _gradient_blocks(lay: G.Layer, w: np.ndarray, x: Dist, eo: Dist, blocks: _Bl
         if lay.kind == G.EMBEDDING:
             ids = sub_block(x, members[0], (ri, None))
             for p, eb in zip(members, ebs):
-                dw[p] = weight_grad(lay, ids, eb, w.shape[0])[blocks.masks(p)[1]]
+                dw[p] = embedding_grad(ids, eb, np.flatnonzero(blocks.masks(p)[1]))
             continue
         xb = _shared_input(lay, x, blocks, members, "input shard")
         both = weight_grad(lay, xb, np.concatenate(ebs, axis=eo.axes[1]))
