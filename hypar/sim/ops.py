@@ -202,4 +202,5 @@ def weight_grad(lay: G.Layer, x: np.ndarray, e: np.ndarray, vocab: int = 0) -> n
         return conv_weight_grad(x, e, lay)
     if lay.kind == G.EMBEDDING:
         return embedding_grad(x, e, np.arange(vocab))
-    return np.tensordot(x, e, axes=(tuple(range(x.ndim - 1)), tuple(range(e.ndim - 1))))
+    rows = int(np.prod(x.shape[:-1]))
+    return x.reshape(rows, x.shape[-1]).T @ e.reshape(rows, e.shape[-1])

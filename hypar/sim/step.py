@@ -47,7 +47,7 @@ from hypar.sim.edges import edges_for
 from hypar.sim.errors import SimulationError, UnevenSplit, Unsupported
 from hypar.sim.graphwalk import folded_between, folded_error_to_sources, pre_chain, producers, tensor_meta
 from hypar.sim.ledger import Ledger
-from hypar.sim.mesh import Dist, Mesh, add, mask_to_layout, max_abs_error, region_key, same_regions, scatter
+from hypar.sim.mesh import Dist, Mesh, add, mask_to_layout, max_abs, max_abs_error, region_key, same_regions, scatter
 from hypar.sim.ops import WEIGHTED_KINDS, is_split
 from hypar.sim.reference import Reference, ReferenceJob, seeded_data
 from hypar.sim.result import DEFAULT_TOL, SimResult, default_tol
@@ -291,7 +291,7 @@ class TrainingStep:
                 self.e_outs[i][o] = scatter(self.mesh, np.zeros_like(self.ref.val[o]), lays, self.axes_of[o])
         eo = self.e_outs[i][out_t]
         errs = [max_abs_error(self.out[i], self.ref.val[out_t]), max_abs_error(eo, self.ref.err[out_t])]
-        self.scale[i] = float(np.abs(self.ref.val[out_t]).max(initial=0))
+        self.scale[i] = max_abs(self.ref.val[out_t])
         needs = [e for e in self.model.in_edges[i] if self.model.edges[e].needs_error]
         e_slots = self._input_errors(i, eo, errs)
         self.max_err[i] = max(errs)
@@ -333,7 +333,7 @@ class TrainingStep:
         if lay.kind in WEIGHTED_KINDS:
             dw, ein = weighted_backward(self.ledger, i, lay, self.data.weights[n], kept.slots[0], eo, self.strat[i])
             errs.append(dw.max_abs_error(self.ref.dW[n]))
-            self.scale[i] = max(self.scale[i], float(np.abs(self.ref.dW[n]).max(initial=0)))
+            self.scale[i] = max(self.scale[i], max_abs(self.ref.dW[n]))
             return [ein]
         if is_split(lay):
             el = self.layouts(i, "in_err_layouts", 0)
