@@ -77,6 +77,46 @@ def block_of(a: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return a[r].take(c, axis=1) if isinstance(r, slice) else a[np.ix_(r, c)]   # (not a[r][:, c]: slow)
 
 
+MAX_PIECES = 64        # products per GEMM block at most when cut into runs; beyond, the block is copied
+
+
+def _runs(idx: np.ndarray) -> list[tuple[int, int, int]]:
+    """(position in ``idx``, first index, length) of each run of consecutive increasing indices."""
+    if len(idx) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+    return [(int(a), int(idx[a]), int(b - a)) for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(idx)])]
+
+
+def _pieces(rows: np.ndarray, cols: np.ndarray) -> list | None:
+    """The (row run, column run) pairs covering the block ``a[rows][:, cols]`` (None when more
+    than :data:`MAX_PIECES`): each a view of ``a``, so nothing is copied."""
+    rr, rc = _runs(rows), _runs(cols)
+    return [(r, c) for r in rr for c in rc] if len(rr) * len(rc) <= MAX_PIECES else None
+
+
+def gemm_forward(x: np.ndarray, w: np.ndarray, ii: np.ndarray, oi: np.ndarray) -> np.ndarray:
+    """x (..., len(ii)) @ W[ii][:, oi], one product per pair of runs on views of W."""
+    pieces = _pieces(ii, oi)
+    if pieces is None:
+        return x @ block_of(w, ii, oi)
+    out = np.zeros(x.shape[:-1] + (len(oi),), np.result_type(x, w))
+    for (pi, si, li), (po, so, lo) in pieces:
+        out[..., po:po + lo] += x[..., pi:pi + li] @ w[si:si + li, so:so + lo]
+    return out
+
+
+def gemm_input_error(e: np.ndarray, w: np.ndarray, ii: np.ndarray, oi: np.ndarray) -> np.ndarray:
+    """e (..., len(oi)) @ W[ii][:, oi].T, one product per pair of runs on views of W."""
+    pieces = _pieces(ii, oi)
+    if pieces is None:
+        return e @ block_of(w, ii, oi).T
+    out = np.zeros(e.shape[:-1] + (len(ii),), np.result_type(e, w))
+    for (pi, si, li), (po, so, lo) in pieces:
+        out[..., pi:pi + li] += e[..., po:po + lo] @ w[si:si + li, so:so + lo].T
+    return out
+
+
 def _input_block(lay: G.Layer, x: Dist, p: int, want: tuple, what: str) -> np.ndarray:
     """PE p's block of x at the (batch, feature) indices ``want``; raises SimulationError when it
     lacks part of it."""
@@ -138,7 +178,8 @@ def _forward_blocks(lay: G.Layer, w: np.ndarray, x: Dist, blocks: _Blocks, out_a
         blocks.check_channels(x, members[0], ii, "input")
         xb = _shared_input(lay, x, blocks, members, "input shard")
         cols = [blocks.index(p)[2] for p in members]
-        both = forward_op(lay, [xb], blocks.weight(w, ii, np.concatenate(cols)))
+        oi = np.concatenate(cols)
+        both = gemm_forward(xb, w, ii, oi) if lay.kind == G.GEMM else forward_op(lay, [xb], blocks.weight(w, ii, oi))
         for p, part in zip(members, _split_cols(both, out_axes[1], cols)):
             out[p] = part
     return out
@@ -173,10 +214,15 @@ class WeightGrad:
         """max |block - reference block| over every PE (inf for a missing value)."""
         err = 0.0
         for (im, om), blk in zip(self.index, self.blocks):
-            worst = max_abs(np.subtract(blk, block_of(ref, im, om)))
-            if np.isnan(worst):
+            pieces = _pieces(im, om)
+            if pieces is None:
+                diffs = [max_abs(np.subtract(blk, block_of(ref, im, om)))]
+            else:                                       # views of the reference, no copy
+                diffs = [max_abs(np.subtract(blk[pi:pi + li, po:po + lo], ref[si:si + li, so:so + lo]))
+                         for (pi, si, li), (po, so, lo) in pieces]
+            if any(np.isnan(d) for d in diffs):
                 return float("inf")
-            err = max(err, worst)
+            err = max([err] + diffs)
         return err
 
 
@@ -199,7 +245,8 @@ def _gradient_blocks(lay: G.Layer, w: np.ndarray, x: Dist, eo: Dist, blocks: _Bl
         both = weight_grad(lay, xb, np.concatenate(ebs, axis=eo.axes[1]))
         for p, part, eb, oi in zip(members, _split_cols(both, 1, cols), ebs, cols):
             dw[p] = part
-            ei[p] = backward_op(lay, [xb], eb, blocks.weight(w, ii, oi))[0]
+            ei[p] = (gemm_input_error(eb, w, ii, oi) if lay.kind == G.GEMM
+                     else backward_op(lay, [xb], eb, blocks.weight(w, ii, oi))[0])
     return dw, ei
 
 
