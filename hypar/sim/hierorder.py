@@ -35,7 +35,7 @@ from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
 from hypar.sim.comm import Comm
 from hypar.sim.digits import balanced
 from hypar.sim.errors import SimulationError, UnevenSplit, Unsupported
-from hypar.sim.mesh import Dist, digits_for, put_block, take_block
+from hypar.sim.mesh import Dist, digits_for, put_block, share_replicas, take_block
 
 SHARDS = (ROWS, COLS)
 AXIS = {ROWS: 0, COLS: 1}          # a shard layout -> which of (batch, feature) it splits
@@ -304,7 +304,7 @@ class _Order:
                 raise SimulationError(f"PE {p} lacks part of its target region ({self.src} -> {self.tgt})")
             blk = take_block(self.data[p], self.axes, out.index(p))
             out.blocks.append(blk.copy() if blk.base is not None else blk)
-        return out
+        return share_replicas(out)
 
 
 def run_order(comm: Comm, d: Dist, tgt: tuple, virtual_first: bool = False) -> Dist:

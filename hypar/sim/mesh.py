@@ -16,7 +16,9 @@ error) only a set of levels that does not split the axis evenly.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from math import prod
+from typing import TypeVar
 
 import numpy as np
 
@@ -24,6 +26,8 @@ from hypar.array import split_counts
 from hypar.cost.strategies import COLS, FULL, ROWS
 from hypar.sim.digits import balanced, balanced_digits, even_digits
 from hypar.sim.errors import SimulationError, UnevenSplit
+
+T = TypeVar("T")
 
 
 class Mesh:
@@ -332,6 +336,34 @@ def slice_local(d: Dist, h: int, new: str) -> Dist:
     return out
 
 
+def per_pe(P: int, key: Callable[[int], tuple], fn: Callable[[int], T]) -> list[T]:
+    """``[fn(p) for p in range(P)]``, each distinct ``key(p)`` computed once and its result shared.
+    Keys name the arrays a PE's computation reads (``id`` of each): replicas that hold the very
+    same arrays (:func:`share_replicas`) compute once; the results are read-only, as every block."""
+    memo: dict[tuple, T] = {}
+    out = []
+    for p in range(P):
+        k = key(p)
+        if k not in memo:
+            memo[k] = fn(p)
+        out.append(memo[k])
+    return out
+
+
+def share_replicas(d: Dist) -> Dist:
+    """Let PEs holding the same region with equal values hold one array (``d``'s blocks changed
+    in place; returns ``d``): later per-PE work on them runs once (:func:`per_pe`) and the memory
+    is held once. Values that differ (or hold a NaN) stay apart."""
+    firsts: dict[tuple, np.ndarray] = {}
+    blocks = d.blocks
+    for p, blk in enumerate(blocks):
+        region = tuple(None if i is None else i.tobytes() for i in d.index(p))
+        first = firsts.setdefault(region, blk)
+        if first is not blk and first.shape == blk.shape and np.array_equal(first, blk):
+            blocks[p] = first
+    return d
+
+
 def mask_to_layout(d: Dist) -> Dist:
     """Drop what a PE computed outside its shard (e.g. a batched product over replicated heads)."""
     return d.compact()
@@ -365,13 +397,13 @@ def max_abs(a: np.ndarray) -> float:
 
 
 def max_abs_error(d: Dist, ref: np.ndarray) -> float:
-    """max |value - ref| over every PE's region (replicas each compared with the reference; every
-    element lies in some PE's region); inf when a PE lacks an element of its region."""
-    err = 0.0
-    for p, blk in enumerate(d.blocks):
-        if blk.size:
-            worst = max_abs(np.subtract(blk, take_block(ref, d.axes, d.index(p))))
-            if np.isnan(worst):
-                return float("inf")
-            err = max(err, worst)
-    return err
+    """max |value - ref| over every PE's region (replicas each compared with the reference, a
+    block shared by replicas once; every element lies in some PE's region); inf when a PE lacks an
+    element of its region."""
+    def worst(p: int) -> float:
+        blk = d.blocks[p]
+        return max_abs(np.subtract(blk, take_block(ref, d.axes, d.index(p)))) if blk.size else 0.0
+
+    errs = per_pe(d.mesh.P, lambda p: (id(d.blocks[p]),) + tuple(None if i is None else i.tobytes()
+                                                                 for i in d.index(p)), worst)
+    return float("inf") if any(np.isnan(e) for e in errs) else max(errs, default=0.0)

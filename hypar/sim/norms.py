@@ -17,7 +17,7 @@ from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
 from hypar.sim.errors import SimulationError
 from hypar.sim.kernels import bn_shape
 from hypar.sim.ledger import StatsKey
-from hypar.sim.mesh import Dist, same_regions
+from hypar.sim.mesh import Dist, per_pe, same_regions
 
 
 class NormShards:
@@ -57,7 +57,14 @@ class NormShards:
 
     def _x_stats(self, x: Dist) -> Dist:
         """Per-PE (sum, sum of squares) of x."""
-        return self.stats(x, [self.sums(b, b) for b in x.blocks])
+        return self.stats(x, per_pe(x.mesh.P, lambda p: (id(x.blocks[p]),), lambda p: self.sums(x.blocks[p], x.blocks[p])))
+
+    @staticmethod
+    def _key(x: Dist, p: int, *stats: Dist) -> tuple:
+        """What PE p's normalisation of its block reads: the block (by identity), its features and
+        the values of its statistics (small), so replicas holding one block compute once."""
+        cols = x.index(p)[1]
+        return (id(x.blocks[p]), None if cols is None else cols.tobytes()) + tuple(s.blocks[p].tobytes() for s in stats)
 
     def forward(self, ctx, lay: G.Layer, x: Dist, charge) -> Dist:
         """The normalised output on every PE (statistics all-reduced by ``ctx``, counted)."""
@@ -66,15 +73,18 @@ class NormShards:
         n = self.count(x.shape)
         st = ctx.allreduce_stats(StatsKey(self.tag, charge.node, lay.name, "fwd", charge.where), charge,
                                  self._x_stats(x))
-        out = []
-        for p, blk in enumerate(x.blocks):
+
+        def normalised(p: int) -> np.ndarray:
+            blk = x.blocks[p]
             mean = self.stat(st.blocks[p], 0, blk) / n
             var = self.stat(st.blocks[p], 1, blk) / n - mean ** 2
             cols = x.index(p)[1]
             scale = self.param(gamma, cols, blk) / np.sqrt(var + eps)
             y = blk * scale                                   # gamma (x - mean) / std + beta, in two passes
             y += self.param(beta, cols, blk) - mean * scale
-            out.append(y)
+            return y
+
+        out = per_pe(x.mesh.P, lambda p: self._key(x, p, st), normalised)
         return Dist(x.mesh, x.shape, x.layouts, axes=x.axes, blocks=out)
 
     def backward(self, ctx, lay: G.Layer, x: Dist, e: Dist, charge) -> Dist:
@@ -85,25 +95,31 @@ class NormShards:
         eps = float(lay.attr("epsilon", 1e-5))
         n = self.count(x.shape)
         stx = ctx.recomputed_stats(self._x_stats(x))
-        xh, parts = [], []
-        for p, blk in enumerate(x.blocks):
+
+        def centred(p: int) -> tuple:
+            blk = x.blocks[p]
             mean = self.stat(stx.blocks[p], 0, blk) / n
             inv = 1.0 / np.sqrt(self.stat(stx.blocks[p], 1, blk) / n - mean ** 2 + eps)
             xhat = blk - mean
             xhat *= inv
             g_ = self.carrier(e.blocks[p], self.param(gamma, x.index(p)[1], blk))
-            xh.append((xhat, inv, g_))
-            parts.append(self.sums(g_, xhat))
+            return xhat, inv, g_, self.sums(g_, xhat)
+
+        key = lambda p: self._key(x, p, stx) + (id(e.blocks[p]),)           # noqa: E731
+        xh = per_pe(x.mesh.P, key, centred)
         st = ctx.allreduce_stats(StatsKey(self.tag, charge.node, lay.name, "bwd", charge.where), charge,
-                                 self.stats(e, parts))
-        out = []
-        for p, blk in enumerate(x.blocks):
-            xhat, inv, g_ = xh[p]
+                                 self.stats(e, [t[3] for t in xh]))
+
+        def error(p: int) -> np.ndarray:
+            blk = x.blocks[p]
+            xhat, inv, g_, _part = xh[p]
             s0, s1 = self.stat(st.blocks[p], 0, blk), self.stat(st.blocks[p], 1, blk)
             inner = xhat * (-s1 / n)                          # g - s0 / n - xhat s1 / n, in place
             inner += g_
             inner -= s0 / n
-            out.append(self.scaled(inner, self.param(gamma, x.index(p)[1], blk), inv))
+            return self.scaled(inner, self.param(gamma, x.index(p)[1], blk), inv)
+
+        out = per_pe(x.mesh.P, lambda p: key(p) + (st.blocks[p].tobytes(),), error)
         return Dist(x.mesh, x.shape, e.layouts, axes=x.axes, blocks=out)
 
     def carrier(self, e: np.ndarray, gamma: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
 from hypar.sim.errors import Unsupported
 from hypar.sim.hierorder import run_order
 from hypar.sim.ledger import Ledger, StatsKey
-from hypar.sim.mesh import Dist, region_key, same_regions, shard_mask
+from hypar.sim.mesh import Dist, per_pe, region_key, same_regions, shard_mask
 from hypar.sim.norms import BATCHNORM, LAYERNORM
 from hypar.sim.ops import (backward_op, concat_axis, forward_op, is_concat, is_layernorm, is_lrn, is_shape_op,
                            is_softmax, is_split, split_slice)
@@ -155,7 +155,8 @@ def local_forward(lay: G.Layer, xs: list[Dist], ctx: ShardContext, charge: Charg
     w = ctx.params.get(lay.name)
     out_axes = ctx.axes.get(lay.outputs[0], x0.axes)
     if _blockwise(lay, xs, out_axes):
-        blocks = [forward_op(lay, [x.blocks[p] for x in xs], w) for p in range(x0.mesh.P)]
+        blocks = per_pe(x0.mesh.P, lambda p: tuple(id(x.blocks[p]) for x in xs),
+                        lambda p: forward_op(lay, [x.blocks[p] for x in xs], w))
         return Dist(x0.mesh, _block_frame(x0, blocks[0], 0), x0.layouts, axes=out_axes, blocks=blocks)
     vals = [forward_op(lay, [x.vals[p] for x in xs], w) for p in range(x0.mesh.P)]
     res = Dist(x0.mesh, vals[0].shape, x0.layouts, vals, out_axes)
@@ -192,7 +193,9 @@ def local_backward(lay: G.Layer, xs: list[Dist], e: Dist, k: int, layouts: tuple
     w = ctx.params.get(lay.name)
     grads_axes = xs[k].axes
     if _blockwise(lay, xs, e.axes) and same_regions(e, x0) and region_key(layouts) == region_key(e.layouts):
-        blocks = [backward_op(lay, [x.blocks[p] for x in xs], e.blocks[p], w)[k] for p in range(e.mesh.P)]
-        return Dist(e.mesh, xs[k].shape, layouts, axes=grads_axes, blocks=[np.asarray(b, dtype=e.dtype) for b in blocks])
+        blocks = per_pe(e.mesh.P, lambda p: tuple(id(x.blocks[p]) for x in xs) + (id(e.blocks[p]),),
+                        lambda p: np.asarray(backward_op(lay, [x.blocks[p] for x in xs], e.blocks[p], w)[k],
+                                             dtype=e.dtype))
+        return Dist(e.mesh, xs[k].shape, layouts, axes=grads_axes, blocks=blocks)
     vals = [backward_op(lay, [x.vals[p] for x in xs], e.vals[p], w)[k] for p in range(e.mesh.P)]
     return Dist(e.mesh, vals[0].shape, layouts, vals, grads_axes).compact()
