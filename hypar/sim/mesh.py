@@ -396,13 +396,36 @@ def max_abs(a: np.ndarray) -> float:
     return float(max(a.max(), -a.min())) if a.size else 0.0
 
 
+CHUNK = 1 << 15        # elements per piece of max_abs_diff (its temporary stays in cache)
+
+
+def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """max |a - b| of two arrays of one shape (NaN when either holds one), piece by piece along
+    the leading axes so that the difference never leaves the cache."""
+    if a.size <= CHUNK:
+        return max_abs(np.subtract(a, b))
+    k = next(k for k in range(1, a.ndim + 1) if prod(a.shape[k:]) <= CHUNK)
+    step = max(1, CHUNK // prod(a.shape[k:]))
+    buf = np.empty(CHUNK, np.result_type(a, b))
+    worst = 0.0
+    for lead in np.ndindex(*a.shape[:k - 1]):
+        for i in range(0, a.shape[k - 1], step):
+            sa, sb = a[lead + (slice(i, i + step),)], b[lead + (slice(i, i + step),)]
+            d = np.subtract(sa, sb, out=buf[:sa.size].reshape(sa.shape))
+            w = max_abs(d)
+            if np.isnan(w):
+                return w
+            worst = max(worst, w)
+    return worst
+
+
 def max_abs_error(d: Dist, ref: np.ndarray) -> float:
     """max |value - ref| over every PE's region (replicas each compared with the reference, a
     block shared by replicas once; every element lies in some PE's region); inf when a PE lacks an
     element of its region."""
     def worst(p: int) -> float:
         blk = d.blocks[p]
-        return max_abs(np.subtract(blk, take_block(ref, d.axes, d.index(p)))) if blk.size else 0.0
+        return max_abs_diff(blk, take_block(ref, d.axes, d.index(p))) if blk.size else 0.0
 
     errs = per_pe(d.mesh.P, lambda p: (id(d.blocks[p]),) + tuple(None if i is None else i.tobytes()
                                                                  for i in d.index(p)), worst)

@@ -5,7 +5,6 @@ residual Adds passing activations and errors)."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -130,36 +129,6 @@ def reference_step(g, data: StepData, cancelled: Callable[[], bool] | None = Non
         if t not in err:
             err[t] = np.zeros_like(v)
     return Reference(val, err, dW)
-
-
-class ReferenceJob:
-    """:func:`reference_step` on a thread of its own, started at once: the caller goes on with the
-    distributed step meanwhile (numpy releases the GIL in its kernels, so both share the cores) and
-    takes the result when it needs it."""
-
-    def __init__(self, g, data: StepData):
-        self._stop = threading.Event()
-        self._out: list = []                      # [Reference] or [exception]
-        self._thread = threading.Thread(target=self._run, args=(g, data), daemon=True, name="hypar-reference")
-        self._thread.start()
-
-    def _run(self, g, data: StepData) -> None:
-        try:
-            self._out.append(reference_step(g, data, self._stop.is_set))
-        except BaseException as exc:              # handed to the caller by result()
-            self._out.append(exc)
-
-    def result(self) -> Reference:
-        """The reference (waits for it; re-raises what the step raised)."""
-        self._thread.join()
-        if isinstance(self._out[0], BaseException):
-            raise self._out[0]
-        return self._out[0]
-
-    def cancel(self) -> None:
-        """Stop the step at its next layer and wait for the thread to end."""
-        self._stop.set()
-        self._thread.join()
 
 
 def _backward_layer(lay: G.Layer, val: dict, err: dict, w, dW: dict) -> list[tuple[str, np.ndarray]]:

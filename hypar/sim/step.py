@@ -35,6 +35,7 @@ What runs and what is reported instead: :mod:`hypar.sim.support`.
 from __future__ import annotations
 
 from collections import defaultdict
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -49,7 +50,8 @@ from hypar.sim.graphwalk import folded_between, folded_error_to_sources, pre_cha
 from hypar.sim.ledger import Ledger
 from hypar.sim.mesh import Dist, Mesh, add, mask_to_layout, max_abs, max_abs_error, region_key, same_regions, scatter
 from hypar.sim.ops import WEIGHTED_KINDS, is_split
-from hypar.sim.reference import Reference, ReferenceJob, seeded_data
+from hypar.sim.background import Background
+from hypar.sim.reference import Reference, seeded_data
 from hypar.sim.result import DEFAULT_TOL, SimResult, default_tol
 from hypar.sim.sharded import Charge, ShardContext, local_backward, local_forward
 from hypar.sim.support import unsupported
@@ -99,9 +101,10 @@ class TrainingStep:
         self.mesh = Mesh(arr.fanouts, fractions, balanced=model.convention == Convention.HIERARCHICAL)
         self.comm = Comm(self.mesh)
         self.ledger = Ledger(self.comm, self.H)
+        self.dtype = np.dtype(dtype)
         self.data = seeded_data(self.g, np.random.default_rng(seed), dtype)
-        self._ref_job = ReferenceJob(self.g, self.data)       # computed meanwhile; see ``ref``
-        self._ref: Reference | None = None
+        self.bg = Background(self.g, self.data)              # the reference and the checks, meanwhile
+        self.checks: dict[int, list[Future]] = defaultdict(list)   # node -> (max error, scale) futures
         self.strat = [[model.nodes[i].strategy(t) for t in assignment[i]] for i in range(len(self.names))]
         meta = tensor_meta(self.g)
         self.axes_of = {name: (t.batch_axis, t.feature_axis) for name, t in meta.items()}
@@ -141,22 +144,34 @@ class TrainingStep:
 
     @property
     def ref(self) -> Reference:
-        """The one-device reference step (waits for its thread the first time)."""
-        if self._ref is None:
-            self._ref = self._ref_job.result()
-        return self._ref
+        """The one-device reference step (waits for its thread)."""
+        return self.bg.reference()
 
     def run(self) -> SimResult:
-        """Forward, backward, then charge the counts: the filled result. The reference runs on
-        its own thread meanwhile; it is stopped when the step raises."""
+        """Forward, backward, then charge the counts: the filled result. The reference and the
+        numerics checks run on a thread of their own meanwhile; stopped when the step raises."""
         try:
             self.forward()
             self.backward()
+            self.collect_checks()
         except BaseException:
-            self._ref_job.cancel()
+            self.bg.cancel()
             raise
+        self.bg.close()
         self.attribute()
         return self.res
+
+    def check(self, i: int, fn) -> None:
+        """Queue ``fn(reference) -> (max |distributed - reference|, max |reference|)`` for node i."""
+        self.checks[i].append(self.bg.check(fn))
+
+    def collect_checks(self) -> None:
+        """Every node's largest difference from the reference and the reference's scale."""
+        for i, futures in self.checks.items():
+            for f in futures:
+                err, scale = f.result()
+                self.max_err[i] = max(self.max_err[i], err)
+                self.scale[i] = max(self.scale[i], scale)
 
     # -- forward
     def forward(self) -> None:
@@ -273,7 +288,7 @@ class TrainingStep:
     def _seed_output_errors(self) -> None:
         """The fixed errors at the graph outputs, pushed back to the kept producers and loaded."""
         for t in self.g.graph.get("outputs", ()):
-            errs = folded_error_to_sources(self.model, t.name, self.data.out_err[t.name], self.ref.val,
+            errs = folded_error_to_sources(self.model, t.name, self.data.out_err[t.name], _RefValues(self),
                                            self.data.weights)
             for i, e in errs.items():
                 o = self.layer(i).outputs[0]
@@ -288,13 +303,12 @@ class TrainingStep:
         self._receive_errors(i, lays)
         for o in (lay.outputs if is_split(lay) else lay.outputs[:1]):
             if o not in self.e_outs[i]:
-                self.e_outs[i][o] = scatter(self.mesh, np.zeros_like(self.ref.val[o]), lays, self.axes_of[o])
-        eo = self.e_outs[i][out_t]
-        errs = [max_abs_error(self.out[i], self.ref.val[out_t]), max_abs_error(eo, self.ref.err[out_t])]
-        self.scale[i] = max_abs(self.ref.val[out_t])
+                self.e_outs[i][o] = scatter(self.mesh, np.zeros(self.shape_of[o], self.dtype), lays, self.axes_of[o])
+        eo, out = self.e_outs[i][out_t], self.out[i]
+        self.check(i, lambda ref: (max_abs_error(out, ref.val[out_t]), max_abs(ref.val[out_t])))
+        self.check(i, lambda ref: (max_abs_error(eo, ref.err[out_t]), 0.0))
         needs = [e for e in self.model.in_edges[i] if self.model.edges[e].needs_error]
-        e_slots = self._input_errors(i, eo, errs)
-        self.max_err[i] = max(errs)
+        e_slots = self._input_errors(i, eo)
         if needs:
             self._send_errors(i, needs, self._through_folded(i, e_slots))
         self.release(i)
@@ -324,16 +338,15 @@ class TrainingStep:
                                Charge("fold", c, f"pre:{i}"), out=pre[k][1])
         return d
 
-    def _input_errors(self, i: int, eo: Dist, errs: list[float]) -> list[Dist | None]:
+    def _input_errors(self, i: int, eo: Dist) -> list[Dist | None]:
         """The errors of node i's input slots for its output error ``eo`` (a weighted node also
-        checks its weight gradient: appended to ``errs``)."""
+        checks its weight gradient)."""
         lay, n = self.layer(i), self.names[i]
         kept = self.kept[i]
         charge = Charge("intra", i, "node")
         if lay.kind in WEIGHTED_KINDS:
             dw, ein = weighted_backward(self.ledger, i, lay, self.data.weights[n], kept.slots[0], eo, self.strat[i])
-            errs.append(dw.max_abs_error(self.ref.dW[n]))
-            self.scale[i] = max(self.scale[i], max_abs(self.ref.dW[n]))
+            self.check(i, lambda ref: (dw.max_abs_error(ref.dW[n]), max_abs(ref.dW[n])))
             return [ein]
         if is_split(lay):
             el = self.layouts(i, "in_err_layouts", 0)
@@ -397,6 +410,16 @@ class TrainingStep:
         self.ledger.attribute(self.res, len(self.names))
         self.res.max_err = self.max_err
         self.res.scale = self.scale
+
+
+class _RefValues:
+    """The reference's values by tensor name, fetched (waiting for the reference) when read."""
+
+    def __init__(self, step: TrainingStep):
+        self.step = step
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.step.ref.val[name]
 
 
 def simulate(model, assignment: list[tuple], seed: int = 0, tol: float | None = None,

@@ -12,7 +12,7 @@ from hypar import graph as G
 from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
 from hypar.sim.errors import SimulationError, Unsupported
 from hypar.sim.ledger import IntraKey, Ledger
-from hypar.sim.mesh import Dist, as_cut, axis_mask, max_abs, sub_block
+from hypar.sim.mesh import Dist, as_cut, axis_mask, max_abs_diff, sub_block
 from hypar.sim.kernels import embedding_grad
 from hypar.sim.ops import backward_op, forward_op, weight_grad
 
@@ -216,9 +216,9 @@ class WeightGrad:
         for (im, om), blk in zip(self.index, self.blocks):
             pieces = _pieces(im, om)
             if pieces is None:
-                diffs = [max_abs(np.subtract(blk, block_of(ref, im, om)))]
+                diffs = [max_abs_diff(blk, block_of(ref, im, om))]
             else:                                       # views of the reference, no copy
-                diffs = [max_abs(np.subtract(blk[pi:pi + li, po:po + lo], ref[si:si + li, so:so + lo]))
+                diffs = [max_abs_diff(blk[pi:pi + li, po:po + lo], ref[si:si + li, so:so + lo])
                          for (pi, si, li), (po, so, lo) in pieces]
             if any(np.isnan(d) for d in diffs):
                 return float("inf")
