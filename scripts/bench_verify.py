@@ -12,8 +12,10 @@ and whether it passed. Nothing is asserted.
     python scripts/bench_verify.py --models lenet --profile 25    # cProfile's top 25 functions
     python scripts/bench_verify.py --dtype float32 --threads 2     # float32 steps, BLAS on 2 threads
 
-Wall seconds on a busy machine are noisy; the CPU seconds of the process are printed too (with a
-multi-threaded BLAS they include every thread: ``--threads 1`` makes the two comparable).
+Wall seconds on a busy machine are noisy; the CPU seconds of the process are printed too (every
+thread: the step's own, the reference's thread beside it, BLAS threads -- ``--threads 1`` keeps
+BLAS to one) and those of the main thread alone: on two idle cores the wall time is about the
+larger of the main thread's and the rest.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def run_case(name: str, path: str, fanouts: str, batch: int, args) -> None:
     if args.convention:
         model = CostModel(model.g, model.array, model.space, convention=args.convention)
     prof = cProfile.Profile() if args.profile else None
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0, m0 = time.perf_counter(), time.process_time(), time.thread_time()
     if prof:
         prof.enable()
     try:
@@ -82,9 +84,9 @@ def run_case(name: str, path: str, fanouts: str, batch: int, args) -> None:
         status, detail = "ERROR", f"{type(exc).__name__}: {exc}"
     if prof:
         prof.disable()
-    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
-    print(f"{name:20} {fanouts:7} batch {batch:2d}  partition {t_part:7.2f} s  verify {secs:7.2f} s (cpu {cpu:7.2f} s)  "
-          f"peak {peak_mb():7.0f} MB  {status} {detail[:100]}", flush=True)
+    secs, cpu, main = time.perf_counter() - t0, time.process_time() - c0, time.thread_time() - m0
+    print(f"{name:20} {fanouts:7} batch {batch:2d}  partition {t_part:6.2f} s  verify {secs:6.2f} s (cpu {cpu:6.2f} s, "
+          f"main thread {main:6.2f} s)  peak {peak_mb():6.0f} MB  {status} {detail[:80]}", flush=True)
     if prof:
         pstats.Stats(prof).sort_stats(args.sort).print_stats(args.profile)
 

@@ -99,12 +99,11 @@ class Cancelled(Exception):
     """The reference step was told to stop (its caller gave up)."""
 
 
-def reference_step(g, data: StepData, cancelled: Callable[[], bool] | None = None) -> Reference:
-    """One-device training step on the full layer graph: values, errors, weight gradients.
-    ``cancelled`` is asked before every layer; when it says True, :class:`Cancelled` is raised."""
-    order = topo_order(g)
+def reference_forward(g, data: StepData, cancelled: Callable[[], bool] | None = None) -> dict[str, np.ndarray]:
+    """The one-device forward pass: every tensor's value by name. ``cancelled`` is asked before
+    every layer; when it says True, :class:`Cancelled` is raised."""
     val: dict[str, np.ndarray] = dict(data.inputs)
-    for n in order:
+    for n in topo_order(g):
         if cancelled is not None and cancelled():
             raise Cancelled
         lay = G.layer(g, n)
@@ -114,21 +113,70 @@ def reference_step(g, data: StepData, cancelled: Callable[[], bool] | None = Non
                 val[o] = x[split_slice(lay, x.ndim, o)]
             continue
         val[lay.outputs[0]] = forward_op(lay, [val[t] for t in lay.inputs], data.weights.get(n))
-    err: dict[str, np.ndarray] = dict(data.out_err)
-    dW = {}
-    for n in reversed(order):
-        if cancelled is not None and cancelled():
-            raise Cancelled
-        lay = G.layer(g, n)
+    return val
+
+
+class ReferenceBackward:
+    """The one-device backward pass, run on request down the reversed topological order
+    (:meth:`through`) into ``ref`` (a :class:`Reference` whose ``val`` the forward pass filled).
+
+    With ``frugal``, a value is dropped once every layer reading it and its producer are done,
+    and an error once its producer is done, unless it is in ``keep`` (tensors whose errors someone
+    will still read and then drop: the distributed step's checks)."""
+
+    def __init__(self, g, data: StepData, val: dict[str, np.ndarray], keep: set[str] = frozenset(),
+                 frugal: bool = False):
+        self.g, self.weights, self.keep, self.frugal = g, data.weights, set(keep), frugal
+        self.order = topo_order(g)
+        self.at = {n: k for k, n in enumerate(self.order)}
+        self.pos = len(self.order)                   # layers [pos:] are done
+        self.ref = Reference(val, dict(data.out_err), {})
+        self.users: dict[str, int] = {}             # tensor -> layers still to run that read or produce it
+        for n in self.order:
+            lay = G.layer(g, n)
+            for t in set(lay.inputs) | set(lay.outputs):
+                self.users[t] = self.users.get(t, 0) + 1
+
+    def through(self, layer: str | None = None, cancelled: Callable[[], bool] | None = None) -> Reference:
+        """Run the backward pass down to ``layer`` (included; None: every layer); the reference."""
+        stop = 0 if layer is None else self.at[layer]
+        while self.pos > stop:
+            if cancelled is not None and cancelled():
+                raise Cancelled
+            self.pos -= 1
+            self._layer(self.order[self.pos])
+        return self.ref
+
+    def _layer(self, n: str) -> None:
+        """One layer's backward: its inputs' errors (and dW); then what it no longer needs dropped."""
+        lay = G.layer(self.g, n)
+        val, err = self.ref.val, self.ref.err
         for o in lay.outputs:
             if o not in err:
                 err[o] = np.zeros_like(val[o])
-        for t, e in _backward_layer(lay, val, err, data.weights.get(n), dW):
+        for t, e in _backward_layer(lay, val, err, self.weights.get(n), self.ref.dW):
             err[t] = err[t] + e if t in err else e
-    for t, v in val.items():
-        if t not in err:
-            err[t] = np.zeros_like(v)
-    return Reference(val, err, dW)
+        if not self.frugal:
+            return
+        for t in set(lay.inputs) | set(lay.outputs):
+            self.users[t] -= 1
+            if self.users[t] == 0:
+                val.pop(t, None)
+        for o in lay.outputs:
+            if o not in self.keep:
+                err.pop(o, None)
+
+
+def reference_step(g, data: StepData, cancelled: Callable[[], bool] | None = None) -> Reference:
+    """One-device training step on the full layer graph: values, errors (zero where none flows)
+    and weight gradients of every tensor and weighted layer. ``cancelled`` is asked before every
+    layer; when it says True, :class:`Cancelled` is raised."""
+    val = reference_forward(g, data, cancelled)
+    ref = ReferenceBackward(g, data, val).through(None, cancelled)
+    for t, v in ref.val.items():
+        if t not in ref.err:
+            ref.err[t] = np.zeros_like(v)
+    return ref
 
 
 def _backward_layer(lay: G.Layer, val: dict, err: dict, w, dW: dict) -> list[tuple[str, np.ndarray]]:

@@ -103,7 +103,8 @@ class TrainingStep:
         self.ledger = Ledger(self.comm, self.H)
         self.dtype = np.dtype(dtype)
         self.data = seeded_data(self.g, np.random.default_rng(seed), dtype)
-        self.bg = Background(self.g, self.data)              # the reference and the checks, meanwhile
+        self.bg = Background(self.g, self.data,               # the reference and the checks, meanwhile
+                             {G.layer(self.g, n).outputs[0] for n in self.names})
         self.checks: dict[int, list[Future]] = defaultdict(list)   # node -> (max error, scale) futures
         self.strat = [[model.nodes[i].strategy(t) for t in assignment[i]] for i in range(len(self.names))]
         meta = tensor_meta(self.g)
@@ -175,10 +176,19 @@ class TrainingStep:
 
     # -- forward
     def forward(self) -> None:
-        """Every kept node's forward pass in order: inputs converted (and folded ops run), output."""
+        """Every kept node's forward pass in order: inputs converted (and folded ops run), output.
+        A producer's output is dropped after its last consumer converted it, unless the backward
+        pass reads it (folded ops run on its side of an edge); its check holds it until done."""
+        last: dict[int, list[int]] = defaultdict(list)       # consumer -> producers it is the last of
+        users = {self.model.edges[e].p: i for i in range(len(self.names)) for e in self.model.in_edges[i]}
+        for p, i in users.items():
+            last[i].append(p)
         for i, n in enumerate(self.names):
             self.node_name = n
             self._forward_node(i)
+            for p in last.get(i, ()):
+                if not any(ep.pre for e, ep in self.edge_pre.items() if self.model.edges[e].p == p):
+                    self.out.pop(p, None)
         self.edges.end_forward()             # (memory: the converted states live on in self.kept)
 
     def _forward_node(self, i: int) -> None:
@@ -190,12 +200,14 @@ class TrainingStep:
         folded = folded_between(self.model, i)
         for s, dst in enumerate(dsts):
             kept.slots.append(self._input_slot(i, s, dst, folded, kept))
+        out_t = lay.outputs[0]
         if weighted:
-            out_t = lay.outputs[0]
             self.out[i] = weighted_forward(self.ledger, i, lay, self.data.weights[self.names[i]], kept.slots[0],
                                            self.strat[i], self.shape_of[out_t], self.axes_of[out_t])
         else:
             self._unweighted_output(i, kept.slots)
+        out = self.out[i]
+        self.check(i, lambda ref: (max_abs_error(out, ref.val[out_t]), max_abs(ref.val[out_t])))
 
     def _input_slot(self, i: int, s: int, dst: tuple, folded: list[str], kept: KeptInputs) -> Dist:
         """Input ``s`` of node i in layouts ``dst``: loaded (a graph input), or converted from the
@@ -297,6 +309,7 @@ class TrainingStep:
 
     def _backward_node(self, i: int) -> None:
         """Node i's output error in, numerics checked, input errors queued for its producers."""
+        self.bg.advance(self.names[i])                       # the reference's errors down to here
         lay = self.layer(i)
         out_t = lay.outputs[0]
         lays = self.layouts(i, "out_err_layout")
@@ -304,9 +317,8 @@ class TrainingStep:
         for o in (lay.outputs if is_split(lay) else lay.outputs[:1]):
             if o not in self.e_outs[i]:
                 self.e_outs[i][o] = scatter(self.mesh, np.zeros(self.shape_of[o], self.dtype), lays, self.axes_of[o])
-        eo, out = self.e_outs[i][out_t], self.out[i]
-        self.check(i, lambda ref: (max_abs_error(out, ref.val[out_t]), max_abs(ref.val[out_t])))
-        self.check(i, lambda ref: (max_abs_error(eo, ref.err[out_t]), 0.0))
+        eo = self.e_outs[i][out_t]
+        self.check(i, lambda ref: (max_abs_error(eo, ref.err.pop(out_t)), 0.0))
         needs = [e for e in self.model.in_edges[i] if self.model.edges[e].needs_error]
         e_slots = self._input_errors(i, eo)
         if needs:
@@ -346,7 +358,7 @@ class TrainingStep:
         charge = Charge("intra", i, "node")
         if lay.kind in WEIGHTED_KINDS:
             dw, ein = weighted_backward(self.ledger, i, lay, self.data.weights[n], kept.slots[0], eo, self.strat[i])
-            self.check(i, lambda ref: (dw.max_abs_error(ref.dW[n]), max_abs(ref.dW[n])))
+            self.check(i, lambda ref: (dw.max_abs_error(ref.dW[n]), max_abs(ref.dW.pop(n))))
             return [ein]
         if is_split(lay):
             el = self.layouts(i, "in_err_layouts", 0)

@@ -209,7 +209,8 @@ def _intra_closed_form(model: CostModel, step: TrainingStep, key: IntraKey) -> t
     t = tuple(FULL if x == PARTIAL else x for x in s)
     lay = step.layer(key.node)
     w = step.data.weights[model.names[key.node]]
-    A = w.size if key.what == "dW" else int(np.prod(step.ref.val[lay.outputs[0]].shape))
+    # shapes from the step's tensor table: the reference drops its values once read (memory)
+    A = w.size if key.what == "dW" else int(np.prod(step.shape_of[lay.outputs[0]]))
     return closed_form(model.array.fanouts, s, t, A)
 
 
@@ -221,7 +222,7 @@ def _bn_stats_amounts(model: CostModel, step: TrainingStep, key: StatsKey) -> tu
     if PARTIAL not in s:
         return (0,) * len(s)
     t = tuple(FULL if x == PARTIAL else x for x in s)
-    C = step.ref.val[step.layer(key.node).outputs[0]].shape[1]
+    C = step.shape_of[step.layer(key.node).outputs[0]][1]
     return stats_amounts(model.array.fanouts, s, t, 2 * C)
 
 
