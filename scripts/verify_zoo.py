@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from hypar import api
+from hypar.errors import ShapeError
 from hypar.verify import verify_plan
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,7 +55,10 @@ def run_case(path: Path, array_name: str, convention: str | None) -> bool:
     if convention:
         kw["convention"] = convention
     try:
-        plan = api.partition(str(path), arr, **kw)
+        try:
+            plan = api.partition(str(path), arr, **kw)
+        except ShapeError:                  # a symbolic batch: a user binds it with --batch
+            plan = api.partition(str(path), arr, batch=batch, **kw)
     except Exception as exc:  # noqa: BLE001 - report every case
         print(f"{path.stem:28} {array_name:7} PARTITION-ERROR {exc}")
         return False
