@@ -19,12 +19,14 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from hypar import api
 from hypar.array import default_array
 from hypar.cost import CostModel
 from hypar.errors import PlanError
+from hypar.onnx.binding import with_batch
 from hypar.plan import Plan
 from hypar.sim import DEFAULT_TOL, simulate
 from hypar.vocab import Convention
@@ -203,20 +205,29 @@ def default_sim_batch(n_pes: int) -> int:
 
 
 def verify_plan(model_path: str, plan: Plan | dict, *, batch: int | None = None, seed: int = 0,
-                array=None, tol: float = DEFAULT_TOL, convention: Convention | str | None = None) -> VerifyReport:
+                array=None, tol: float = DEFAULT_TOL, convention: Convention | str | None = None,
+                dims: Mapping[str, int] | None = None,
+                input_shapes: Mapping[str, Sequence[int]] | None = None) -> VerifyReport:
     """``hypar verify``: the plan's recorded costs at its own batch and convention (a full plan),
     then the simulated step at ``batch`` (default :func:`default_sim_batch`) with seeded random
     weights, on ``array`` (default: the plan's, else the default array), its counts compared with
-    the cost model under ``convention`` (default: the plan's, else hierarchical). PlanError when the plan's types
-    complete differently at the two batches; ValueError for an unknown convention."""
+    the cost model under ``convention`` (default: the plan's, else hierarchical). ``dims`` /
+    ``input_shapes`` bind input dims (default: the full plan's; an input shape's axis 0 follows
+    the batch of each run). PlanError when the plan's types complete differently at the two
+    batches; ValueError for an unknown convention."""
     plan = Plan.of(plan)
     array = array or plan.array or default_array()
     plan_errors: list[str] = []
+    given = dims is not None or input_shapes is not None
+    if not given:
+        dims, input_shapes = plan.dims, plan.input_shapes
     if plan.full:
-        m_plan, asg_plan = api.plan_assignment(model_path, plan, array=array, batch=plan.batch)
+        m_plan, asg_plan = api.plan_assignment(model_path, plan, array=array, batch=plan.batch, dims=dims,
+                                               input_shapes=with_batch(input_shapes, plan.batch))
         plan_errors = check_plan_costs(m_plan, asg_plan, plan)
     sim_batch = batch if batch is not None else default_sim_batch(array.n_pes)
-    m_sim, asg_sim = api.plan_assignment(model_path, plan, array=array, batch=sim_batch, convention=convention)
+    m_sim, asg_sim = api.plan_assignment(model_path, plan, array=array, batch=sim_batch, convention=convention,
+                                         dims=dims, input_shapes=with_batch(input_shapes, sim_batch))
     if plan.full and [tuple(a) for a in asg_sim] != [tuple(a) for a in asg_plan]:
         raise PlanError.naming("the plan's types complete differently at the simulated batch; pass {batch} "
                                f"{plan.batch} or give every node's types in the plan")

@@ -14,7 +14,6 @@ import onnx
 from hypar import graph as G
 from hypar.errors import ModelStructureError
 from hypar.onnx.axes import AxisTracker, input_axes
-from hypar.onnx.batch import check_inputs_bound
 from hypar.onnx.index import ModelIndex
 from hypar.onnx.inference import Shapes
 from hypar.onnx.layer_context import LayerContext
@@ -40,11 +39,10 @@ def build_layer_graph(
 ) -> tuple[nx.DiGraph, list[str]]:
     """The layer graph of a shape-inferred model and the texts of its opaque-layer warnings.
 
-    ``batch`` is the bound batch (None: the first input's dim 0). Raises ShapeError when an
-    input or a needed shape is unknown. The graph may have no weighted layer (see
+    ``batch`` is the bound batch (None: the first input's dim 0). Raises ShapeError when a
+    needed shape is unknown (the inputs are bound already, see :mod:`~hypar.onnx.binding`). The graph may have no weighted layer (see
     :func:`require_weighted_layer`).
     """
-    check_inputs_bound(index, shapes.table)
     kept = [(i, n) for i, n in index.nodes
             if n.op_type not in SHAPE_OPS and any(index.is_act(o) for o in n.output if o)]
     names = layer_names(kept)

@@ -1,4 +1,4 @@
-"""Shape inference for the whole model: ONNX inference on the batch-bound skeleton (path-based
+"""Shape inference for the whole model: ONNX inference on the input-bound skeleton (path-based
 above 2 GB), shapes of weight-only paths it leaves unknown, the symbolic fallback of
 onnxruntime when activation shapes stay unknown, and a same-shape guess for unknown ops.
 
@@ -15,7 +15,8 @@ from math import prod
 import onnx
 from onnx import TensorProto, helper
 
-from hypar.onnx.batch import bind_batch, skeleton
+from hypar.onnx.batch import skeleton
+from hypar.onnx.binding import Binding, bind_inputs
 from hypar.onnx.constants import ConstantEvaluator
 from hypar.onnx.index import ModelIndex
 from hypar.onnx.ops import RESHAPING_UNARY, SAME_SHAPE, SHAPE_OPS, UNARY, WEIGHT_PASS, is_unknown_op
@@ -38,13 +39,13 @@ class Shapes:
     guessed: set[str] = field(default_factory=set)
 
 
-def infer_shapes(index: ModelIndex, batch: int | None) -> Shapes:
-    """Bind ``batch`` (see :func:`~hypar.onnx.batch.bind_batch`, which may raise
+def infer_shapes(index: ModelIndex, binding: Binding) -> Shapes:
+    """Bind the inputs (see :func:`~hypar.onnx.binding.bind_inputs`, which may raise
     :class:`ShapeError`) and derive every shape the model allows."""
     table = ShapeTable()
     found = Shapes(table, ConstantEvaluator(index, table))
     skel = skeleton(index)
-    bind_batch(skel, index, batch)
+    bind_inputs(skel, index, binding)
     inferred = run_onnx_inference(skel)
     table.collect(inferred)
     fill_param_shapes(index, found)

@@ -1,8 +1,9 @@
 """A plan built from an evaluation: the dictionary ``hypar partition`` writes (schema
 ``hypar-plan/1``).
 
-It records the model, the array, the settings (objective, space, the pricing convention, search,
-solver), for every node its type per level (top first)
+It records the model, the array, the batch, the input dims bound beyond it (``binding``: the
+``dims`` and ``input_shapes`` given, only when some were), the settings (objective, space, the
+pricing convention, search, solver), for every node its type per level (top first)
 with the placements of input / weight / output in S(dim)/R/P notation, its costs and (for a
 weighted layer) which PEs hold which slice of its weight, the totals, and the baselines' totals
 with the improvement over each. Fields ending in ``wall_s`` are timings; everything else is
@@ -99,6 +100,7 @@ def build_plan(model: CostModel, ev: Evaluation, *, model_info: dict, objective:
         "model": model_info,
         "array": model.array.to_json(),
         "batch": model.g.graph.get("batch"),
+        **({"binding": model.g.graph["binding"]} if model.g.graph.get("binding") else {}),
         "objective": objective,
         "space": model.space,
         "convention": model.convention,
