@@ -9,7 +9,8 @@ error, reduced once per tensor). SPEC.md §2: a weighted layer's
     type III (output) : in R,    out S(f), error in P,    needs error out S(f); (E_in reduced per tensor)
 
 Grouped convolutions split groups instead (II: everything S(f), no reduction), attention MatMuls
-split batch (I) or heads (II), embeddings take I/II/III with the id input never differentiable.
+split batch (I) or heads (II), embeddings take I/II/III with the id input never differentiable
+(with constant ids, I replicates the lookup).
 Non-weighted nodes (``full`` space only) take one layout for everything: S(b), S(f) or R.
 
 A node's *axes* are the dims its choices split, with sizes; a tensor's view at a level scales
@@ -244,10 +245,17 @@ def _matrix_node(name: str, layer: Layer, ins: list[Tensor | None], out: Tensor 
 
 
 def _embedding_node(name: str, layer: Layer, ins: list[Tensor | None], out: Tensor | None, space: str) -> NodeModel:
-    """Embedding lookup: types I, II, III ("hypar": I, II); the id input never takes an error."""
+    """Embedding lookup: types I, II, III ("hypar": I, II); the id input never takes an error.
+    With constant indices (no activation input: position rows, a relative-position bias) there
+    is no batch to split: type I replicates the lookup on every PE (output R) and all-reduces
+    the table's gradient."""
     n_in = len(ins)
+    if n_in:
+        data_parallel = Strategy("I", "b", (ROWS,) * n_in, ROWS, (FULL,) * n_in, ROWS, (Q_WEIGHT,))
+    else:
+        data_parallel = Strategy("I", None, (), FULL, (), FULL, (Q_WEIGHT,))
     strategies = (
-        Strategy("I", "b", (ROWS,) * n_in, ROWS, (FULL,) * n_in, ROWS, (Q_WEIGHT,)),
+        data_parallel,
         Strategy("II", "i", (FULL,) * n_in, FULL, (FULL,) * n_in, FULL, (Q_OUT,)),
         Strategy("III", "o", (FULL,) * n_in, COLS, (FULL,) * n_in, COLS, ()),
     )

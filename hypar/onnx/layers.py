@@ -42,7 +42,7 @@ def layer_kind(n: onnx.NodeProto, act_in: tuple[str, ...], index: ModelIndex) ->
 
     Conv needs its data (and only it) to be an activation, else it is opaque; MatMul / Gemm
     with one activation operand is a GEMM, with two a MATMUL_ACT; Gather on a weight is an
-    EMBEDDING; a binary op with one activation operand is ELEMENTWISE; unknown ops are OPAQUE."""
+    EMBEDDING (also with constant indices, when the weight is a trainable table); a binary op with one activation operand is ELEMENTWISE; unknown ops are OPAQUE."""
     op = n.op_type
     if op in CONV and act_in and n.input[0] == act_in[0] and len(act_in) == 1:
         return G.CONV
@@ -50,7 +50,7 @@ def layer_kind(n: onnx.NodeProto, act_in: tuple[str, ...], index: ModelIndex) ->
         return G.GEMM
     if op in MATMUL and len(act_in) >= 2:
         return G.MATMUL_ACT
-    if op == "Gather" and not index.is_act(n.input[0]) and act_in:
+    if op == "Gather" and not index.is_act(n.input[0]) and (act_in or index.is_table(n.input[0])):
         return G.EMBEDDING
     if op in BINARY:
         return G.BINARY if len(act_in) >= 2 else G.ELEMENTWISE

@@ -40,7 +40,7 @@ def _kept_weighted(n: str, lay: G.Layer, kept: set) -> list[str]:
 
 
 def _embedding(n: str, lay: G.Layer, kept: set, meta: dict, input_names: set) -> list[str]:
-    if lay.op != "Gather" or n not in kept or lay.inputs[0] not in input_names:
+    if lay.op != "Gather" or n not in kept or not lay.inputs or lay.inputs[0] not in input_names:
         return [f"{n} ({lay.op}): only a Gather of graph-input ids is simulated"]
     return []
 
