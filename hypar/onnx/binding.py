@@ -268,19 +268,20 @@ def _shape_flag(name: str, dims: Dims | None) -> str:
 
 
 def _fix_text(unbound: list[tuple[str, Dims | None]]) -> str:
-    """The flags that bind every dim of ``unbound``: --batch for axis 0, --dim per symbolic name,
-    --input-shape for inputs with unnamed dims; then the all --input-shape alternative."""
+    """The flags that bind every dim of ``unbound``: --input-shape for an input with an unnamed
+    dim or no shape, --batch for the other inputs' axis 0 and --dim per symbolic name; then the
+    all --input-shape alternative when it differs."""
+    by_shape = [(name, dims) for name, dims in unbound if dims is None or any(d is None for d in dims[1:])]
+    others = [dims for name, dims in unbound if (name, dims) not in by_shape]
     flags: list[str] = []
-    if any(dims and not isinstance(dims[0], int) for _, dims in unbound):
+    if any(dims and not isinstance(dims[0], int) for dims in others):
         flags.append("--batch N")
-    for _, dims in unbound:
+    for dims in others:
         for ax, d in enumerate(dims or ()):
             flag = f"--dim {d}={_placeholder(d, ax)}" if isinstance(d, str) and ax > 0 else None
             if flag and flag not in flags:
                 flags.append(flag)
-    for name, dims in unbound:
-        if dims is None or any(d is None for d in dims[1:]):
-            flags.append(_shape_flag(name, dims))
+    flags += [_shape_flag(name, dims) for name, dims in by_shape]
     primary = " ".join(flags)
     alternative = " ".join(_shape_flag(name, dims) for name, dims in unbound)
     return primary if alternative == primary else f"{primary} (or {alternative})"
