@@ -346,11 +346,11 @@ def test_sequence_pattern_length_has_no_name_so_the_error_offers_input_shape():
         load_layer_graph(SEQUENCE)
 
 
-@pytest.mark.parametrize("path,kwargs", [
-    (WINDOWED, {"batch": 4, "dims": {"height": 20, "width": 24}}),
-    (SEQUENCE, {"input_shapes": {"ids": [4, 12]}}),
+@pytest.mark.parametrize("path,kwargs,other", [
+    (WINDOWED, {"batch": 4, "dims": {"height": 20, "width": 24}}, {"dims": {"height": 32, "width": 24}}),
+    (SEQUENCE, {"input_shapes": {"ids": [4, 12]}}, {"input_shapes": {"ids": [4, 16]}}),
 ])
-def test_fixtures_partition_and_record_their_binding(path, kwargs):
+def test_fixtures_partition_and_record_their_binding(path, kwargs, other):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         plan = api.partition(str(path), array_from_pes(4), **kwargs)
@@ -359,8 +359,10 @@ def test_fixtures_partition_and_record_their_binding(path, kwargs):
     weighted = [row["name"] for row in plan["layers"] if row["weighted"]]
     assert sum(lay(g, n).params for n in weighted) == params(g)
     model, asg = api.plan_assignment(str(path), plan)           # the plan brings its binding back
-    assert model.g.graph["binding"] == plan["binding"] and [list(a) for a in asg] == \
-        [row["types"] for row in plan["layers"]]
+    assert model.g.graph["binding"] == plan["binding"]
+    assert [list(a) for a in asg] == [row["types"] for row in plan["layers"]]
+    model, _ = api.plan_assignment(str(path), plan, **other)    # the caller's binding replaces it
+    assert model.g.graph["binding"] == {"dims": {}, "input_shapes": {}} | other
 
 
 def test_fixture_script_reproduces_the_files():
