@@ -82,20 +82,23 @@ def parse_levels(text: str) -> list[int]:
                                       "{levels} 2,2,4") from None
 
 
+def _positive_int(part: str, parameter: str, example: str, text: str | None = None) -> int:
+    """``part`` as a positive integer; SettingError naming ``parameter`` (and the whole ``text``
+    it is part of, when given) otherwise."""
+    where = f"{text!r}: " if text is not None else ""
+    try:
+        n = int(part)
+    except ValueError:
+        raise SettingError(f"{where}{part!r} is not an integer; give e.g. {example}", parameter) from None
+    if n < 1:
+        raise SettingError(f"{where}{n} must be at least 1", parameter)
+    return n
+
+
 def parse_counts(texts: Iterable[str | int], parameter: str = "counts") -> list[int]:
     """``["4,16", "64"]`` -> ``[4, 16, 64]``: every comma-separated part of every text, each a
     positive integer. SettingError (naming ``parameter``) on the first part that is not."""
-    out: list[int] = []
-    for text in texts or ():
-        for part in _parts(text):
-            try:
-                n = int(part)
-            except ValueError:
-                raise SettingError(f"{part!r} is not an integer; give e.g. 4,16,64", parameter) from None
-            if n < 1:
-                raise SettingError(f"{n} must be at least 1", parameter)
-            out.append(n)
-    return out
+    return [_positive_int(part, parameter, "4,16,64") for text in texts or () for part in _parts(text)]
 
 
 def _name_value(text: str, parameter: str, example: str) -> tuple[str, str]:
@@ -107,17 +110,6 @@ def _name_value(text: str, parameter: str, example: str) -> tuple[str, str]:
     return name, value
 
 
-def _positive_int(part: str, text: str, parameter: str, example: str) -> int:
-    """``part`` of ``text`` as a positive integer; SettingError naming ``parameter`` otherwise."""
-    try:
-        n = int(part)
-    except ValueError:
-        raise SettingError(f"{text!r}: {part!r} is not an integer; e.g. {example}", parameter) from None
-    if n < 1:
-        raise SettingError(f"{text!r}: {n} must be at least 1", parameter)
-    return n
-
-
 def parse_dims(texts: Iterable[str]) -> dict[str, int]:
     """``["height=640", "width=480"]`` -> ``{"height": 640, "width": 480}`` (symbolic input dims
     bound by name). SettingError naming ``dims`` for a text that is not NAME=N with N >= 1, or
@@ -125,7 +117,7 @@ def parse_dims(texts: Iterable[str]) -> dict[str, int]:
     out: dict[str, int] = {}
     for text in texts or ():
         name, value = _name_value(text, "dims", "sequence=128")
-        n = _positive_int(value, text, "dims", "sequence=128")
+        n = _positive_int(value, "dims", "sequence=128", text)
         if out.get(name, n) != n:
             raise SettingError(f"{name} is given twice ({out[name]} and {n}); give it once", "dims")
         out[name] = n
@@ -139,7 +131,7 @@ def parse_input_shapes(texts: Iterable[str]) -> dict[str, tuple[int, ...]]:
     out: dict[str, tuple[int, ...]] = {}
     for text in texts or ():
         name, value = _name_value(text, "input_shapes", "x=1,3,224,224")
-        shape = tuple(_positive_int(p, text, "input_shapes", "x=1,3,224,224") for p in _parts(value))
+        shape = tuple(_positive_int(p, "input_shapes", "x=1,3,224,224", text) for p in _parts(value))
         if out.get(name, shape) != shape:
             raise SettingError(f"input {name} is given twice with different shapes; give it once", "input_shapes")
         out[name] = shape

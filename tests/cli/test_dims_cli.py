@@ -47,7 +47,7 @@ def test_inspect_binds_them(cli_run, args):
     (["--dim", "height=8", "--dim", "height=9"], "Error: Invalid value for --dim: height is given twice (8 and 9); "
                                                  "give it once"),
     (["--input-shape", "x=2,a"], "Error: Invalid value for --input-shape: 'x=2,a': 'a' is not an integer; "
-                                 "e.g. x=1,3,224,224"),
+                                 "give e.g. x=1,3,224,224"),
 ])
 def test_unreadable_values_are_usage_errors(cli_run, args, line):
     res = cli_run("inspect", WINDOWED, *args)
