@@ -106,6 +106,16 @@ def decomposed_layernorm(center_batch: bool = False) -> onnx.ModelProto:
     return _model(nodes, [_x()], inits, 14, "decomposed_layernorm")
 
 
+def layernorm() -> onnx.ModelProto:
+    """:func:`decomposed_layernorm` with one LayerNormalization op (opset 17) instead."""
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["h"], name="fc1"),
+             helper.make_node("LayerNormalization", ["h", "gamma", "beta"], ["nb"], name="ln", axis=-1, epsilon=1e-5),
+             helper.make_node("MatMul", ["nb", "Wo"], ["y"], name="fc2")]
+    inits = [_weight("W1", (D, D), 1), _weight("Wo", (D, D), 2), _const("gamma", np.ones(D)),
+             _const("beta", np.zeros(D))]
+    return _model(nodes, [_x()], inits, 17, "layernorm")
+
+
 def attention_op(**attrs) -> onnx.ModelProto:
     """dynamo's scaled_dot_product_attention at opset 23: one ``Attention`` op on q, k, v
     (B, H, S, DH) (named ``sdpa``), then merged heads and the output projection. ``attrs`` are set on
