@@ -14,6 +14,7 @@ import onnx
 from hypar import graph as G
 from hypar.errors import ModelStructureError
 from hypar.onnx.axes import AxisTracker, input_axes
+from hypar.onnx.expand import announced
 from hypar.onnx.index import ModelIndex
 from hypar.onnx.inference import Shapes
 from hypar.onnx.layer_context import LayerContext
@@ -91,7 +92,7 @@ def _graph_inputs(index: ModelIndex, shapes: Shapes, axes: AxisTracker) -> list[
 def _add_layer(build: GraphBuild, ctx: LayerContext, n: onnx.NodeProto, lname: str) -> None:
     """Add node ``n``'s layer and record its output tensors (those of known shape)."""
     lay = build_layer(ctx, n, lname)
-    if lay.kind == G.OPAQUE:
+    if lay.kind == G.OPAQUE and not announced(n):       # (an unexpanded Attention was warned about)
         build.opaque[opaque_label(n)].append(lname)
     G.add_layer(build.graph, lay)
     for o in lay.outputs:

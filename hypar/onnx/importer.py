@@ -7,6 +7,7 @@ activation MatMul) with their matrix view, and every other op that touches activ
 non-weighted node. Weights are read as shapes only: raw weight bytes are never decoded.
 
 The steps live in their own modules: :mod:`~hypar.onnx.load` (reading),
+:mod:`~hypar.onnx.expand` (the opset-23 Attention op as the ops it is made of),
 :mod:`~hypar.onnx.index` (graph structure), :mod:`~hypar.onnx.inference` (shapes, with
 :mod:`~hypar.onnx.binding`, :mod:`~hypar.onnx.batch` and :mod:`~hypar.onnx.constants`), :mod:`~hypar.onnx.graph_builder`
 (layers from :mod:`~hypar.onnx.layers`, axes from :mod:`~hypar.onnx.axes`).
@@ -22,8 +23,9 @@ import networkx as nx
 import onnx
 
 from hypar import graph as G  # noqa: F401  (used by the doctest)
-from hypar.errors import HyparWarning
+from hypar.errors import HyparWarning, ShapeError
 from hypar.onnx.binding import Binding
+from hypar.onnx.expand import expand_composites
 from hypar.onnx.graph_builder import build_layer_graph, require_weighted_layer
 from hypar.onnx.index import ModelIndex
 from hypar.onnx.inference import infer_shapes
@@ -71,7 +73,8 @@ def load_layer_graph(
     Warns
     -----
     HyparWarning
-        An op kept as an opaque layer (unknown op, or Conv with a computed weight).
+        An op kept as an opaque layer (unknown op, Conv with a computed weight, or an Attention
+        op in a form hypar does not expand).
 
     Raises
     ------
@@ -98,11 +101,12 @@ def load_layer_graph(
     binding = Binding.of(batch, dims, input_shapes)
     model, default_name = load_model(source)
     name = name or default_name
+    model, expand_warnings = expand_composites(model, owned=not isinstance(source, onnx.ModelProto))
     index = ModelIndex(model)
     g, opaque_warnings = build_layer_graph(index, infer_shapes(index, binding), batch, name)
     if binding.beyond_batch:
         g.graph["binding"] = binding.record()
-    for text in opaque_warnings:
+    for text in expand_warnings + opaque_warnings:
         warnings.warn(text, HyparWarning, stacklevel=1)
     require_weighted_layer(g, name)
     return g

@@ -48,7 +48,8 @@ from hypar.sim.errors import SimulationError, UnevenSplit, Unsupported
 from hypar.sim.graphwalk import folded_between, folded_error_to_sources, pre_chain, producers, tensor_meta
 from hypar.sim.ledger import Ledger
 from hypar.sim.mesh import Dist, Mesh, add, mask_to_layout, max_abs_error, region_key, same_regions, scatter
-from hypar.sim.ops import WEIGHTED_KINDS, is_split
+from hypar.sim.broadcast import broadcasting
+from hypar.sim.ops import WEIGHTED_KINDS, is_reduce, is_split
 from hypar.sim.reference import reference_step, seeded_data
 from hypar.sim.result import DEFAULT_TOL, SimResult
 from hypar.sim.sharded import Charge, ShardContext, local_backward, local_forward
@@ -222,8 +223,9 @@ class TrainingStep:
         """An unweighted kept node's output from its inputs (in its output layouts)."""
         lay = self.layer(i)
         out_l = self.layouts(i, "out_layout")
+        own = lay.kind == G.MATMUL_ACT or is_reduce(lay) or broadcasting(lay, [x.shape for x in slots])
         for s, x in enumerate(slots):
-            if x.layouts != out_l and lay.kind != G.MATMUL_ACT:
+            if x.layouts != out_l and not own:
                 raise SimulationError(f"{self.names[i]}: slot {s} in {x.layouts}, output {out_l}")
         charge = Charge("intra", i, "node")
         if lay.kind == G.MATMUL_ACT:
@@ -234,6 +236,8 @@ class TrainingStep:
             self.out[i] = self.split_outs[i][lay.outputs[0]]
         else:
             self.out[i] = local_forward(lay, slots, self.ctx, charge)
+        if self.out[i].layouts != out_l:
+            raise SimulationError(f"{self.names[i]}: output in {self.out[i].layouts}, the plan says {out_l}")
 
     def _activation_product(self, slots: list[Dist], out_l: tuple, axes: tuple) -> Dist:
         """slot 0 @ slot 1 on every PE: on the blocks when both and the output hold the same
@@ -274,7 +278,9 @@ class TrainingStep:
             if o not in self.e_outs[i]:
                 self.e_outs[i][o] = scatter(self.mesh, np.zeros_like(self.ref.val[o]), lays, self.axes_of[o])
         eo = self.e_outs[i][out_t]
-        errs = [max_abs_error(self.out[i], self.ref.val[out_t]), max_abs_error(eo, self.ref.err[out_t])]
+        errs = [max_abs_error(self.out[i], self.ref.val[out_t])]
+        if self.model.structure.needs_error[self.names[i]]:       # else no error is sent to it (a mask's path)
+            errs.append(max_abs_error(eo, self.ref.err[out_t]))
         self.scale[i] = float(np.abs(self.ref.val[out_t]).max(initial=0))
         needs = [e for e in self.model.in_edges[i] if self.model.edges[e].needs_error]
         e_slots = self._input_errors(i, eo, errs)
@@ -326,7 +332,14 @@ class TrainingStep:
                 tot = add(tot, local_backward(lay, kept.slots, self.e_outs[i][o], 0, el, self.ctx, charge, out=o))
             return [tot]
         return [local_backward(lay, kept.slots, eo, s, self.layouts(i, "in_err_layouts", s), self.ctx, charge)
-                for s in range(len(lay.inputs))]
+                if self.error_needed(lay.inputs[s]) else None for s in range(len(lay.inputs))]
+
+    def error_needed(self, tensor: str) -> bool:
+        """Does the backward pass need the error of ``tensor`` (its producer or an ancestor holds
+        weights; a graph input's never): unneeded errors are not computed, so nothing is sent
+        for them (e.g. a broadcast attention mask's)."""
+        p = self.producer.get(tensor)
+        return p is not None and self.model.structure.needs_error[p]
 
     def _through_folded(self, i: int, e_slots: list[Dist]) -> dict[str, Dist]:
         """Each slot's error pushed back through node i's consumer-side folded ops (locally):
@@ -334,7 +347,8 @@ class TrainingStep:
         lay, kept = self.layer(i), self.kept[i]
         err_t: dict[str, Dist] = {}
         for s, d in enumerate(e_slots):
-            err_t[lay.inputs[s]] = add(err_t.get(lay.inputs[s]), d)
+            if d is not None:
+                err_t[lay.inputs[s]] = add(err_t.get(lay.inputs[s]), d)
         charge = Charge("fold", i, "post")
         for fn_ in reversed(folded_between(self.model, i)):
             fl = G.layer(self.g, fn_)
@@ -352,7 +366,8 @@ class TrainingStep:
             if eo_f is None:
                 continue
             for k, t in enumerate(fl.inputs):
-                err_t[t] = add(err_t.get(t), local_backward(fl, xs, eo_f, k, eo_f.layouts, self.ctx, charge))
+                if self.error_needed(t):
+                    err_t[t] = add(err_t.get(t), local_backward(fl, xs, eo_f, k, eo_f.layouts, self.ctx, charge))
         return err_t
 
     def _send_errors(self, i: int, needs: list[int], err_t: dict[str, Dist]) -> None:

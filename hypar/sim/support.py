@@ -3,8 +3,11 @@ plan is either simulated whole or reported as unsupported (nothing skipped silen
 
 Coverage: Gemm / MatMul with a weight (also over sequence positions), Conv (im2col; 2-D, grouped
 or depthwise too), embeddings (Gather of graph-input ids), attention MatMuls (batch or heads), residual
-Add and elementwise Mul/Sub/Div of two activations, elementwise ops with a constant operand (run
-with a seeded scalar), Relu/Tanh/Sigmoid/Gelu/Erf/Identity/Dropout, MaxPool/AveragePool/
+Add and elementwise Mul/Sub/Div of two activations (broadcasting a smaller operand along size-1
+axes where the op is a node of the plan: :mod:`hypar.sim.broadcast`), elementwise ops with a
+constant operand (run with a seeded scalar; Pow with its constant exponent),
+Relu/Tanh/Sigmoid/Gelu/Erf/Sqrt/Identity/Dropout, ReduceMean/ReduceSum with kept dims (partial
+sums all-reduced over the levels that split a reduced axis), MaxPool/AveragePool/
 GlobalAveragePool, Flatten/Reshape/Transpose/(Un)Squeeze, Softmax (not over a split axis),
 LayerNorm and BatchNorm (training statistics all-reduced over the levels that split their axis),
 LRN over whole channels, Concat along an unsplit axis,
@@ -16,12 +19,13 @@ several levels -- is reported by name in ``SimResult.unsupported`` and nothing i
 from __future__ import annotations
 
 from hypar import graph as G
+from hypar.sim.broadcast import broadcast_problem, broadcasting
 from hypar.sim.errors import UnevenSplit, Unsupported
 from hypar.sim.graphwalk import folded_between, pre_chain, producers, tensor_meta, topo_order
 from hypar.sim.hierorder import free_axes, is_p_and_rr
 from hypar.sim.kernels import pool_supported
 from hypar.sim.mesh import Mesh, level_digits
-from hypar.sim.ops import is_add, is_binary, is_chain_op, is_concat, is_split
+from hypar.sim.ops import is_add, is_binary, is_chain_op, is_concat, is_reduce, is_split
 from hypar.vocab import Convention
 
 
@@ -60,10 +64,19 @@ def _conv(n: str, lay: G.Layer, kept: set, meta: dict, input_names: set) -> list
 
 def _other(n: str, lay: G.Layer, kept: set, meta: dict, input_names: set) -> list[str]:
     if is_binary(lay) or is_add(lay):
-        if len({meta[t].shape for t in lay.inputs if t in meta}) > 1:
-            return [f"{n} ({lay.op}): broadcasting two activations"]
-        return []
-    if not (is_add(lay) or is_chain_op(lay) or is_split(lay) or is_concat(lay)):
+        if not broadcasting(lay, [meta[t].shape for t in lay.inputs if t in meta]):
+            return []
+        if n not in kept:
+            return [f"{n} ({lay.op}): broadcasting two activations folded into an edge (simulated where the op is a "
+                    "node of the plan: space full)"]
+        why = broadcast_problem(lay, meta) if all(t in meta for t in lay.inputs) else None
+        return [why] if why else []
+    if lay.op == "Pow" and lay.kind == G.ELEMENTWISE and lay.attr("exponent") is None:
+        return [f"{n} (Pow): an exponent that is not a constant scalar"]
+    if lay.kind == G.REDUCE and not is_reduce(lay):
+        return [f"{n} ({lay.op}, kind reduce): only ReduceMean / ReduceSum over known axes with keepdims=1 "
+                "are simulated"]
+    if not (is_add(lay) or is_chain_op(lay) or is_split(lay) or is_concat(lay) or is_reduce(lay)):
         return [f"{n} ({lay.op}, kind {lay.kind})"]
     if lay.kind == G.POOL and lay.attr("kernel_shape") is not None and not pool_supported(lay):
         return [f"{n} ({lay.op}): only 2-D pooling without dilations (ceil_mode: MaxPool) is simulated"]
