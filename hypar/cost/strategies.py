@@ -10,7 +10,7 @@ error, reduced once per tensor). SPEC.md §2: a weighted layer's
 
 Grouped convolutions split groups instead (II: everything S(f), no reduction), attention MatMuls
 split batch (I) or heads (II), embeddings take I/II/III with the id input never differentiable
-(with constant ids, I replicates the lookup).
+(with constant ids, I replicates the lookup and its gradient).
 Non-weighted nodes (``full`` space only) take one layout for everything: S(b), S(f) or R -- an
 input broadcast along the split axis stays R (its error, when needed, a partial sum all-reduced
 inside the node: ``operand_err<slot>``), and a mean or sum over the feature axis splits its input
@@ -284,13 +284,15 @@ def _matrix_node(name: str, layer: Layer, ins: list[Tensor | None], out: Tensor 
 def _embedding_node(name: str, layer: Layer, ins: list[Tensor | None], out: Tensor | None, space: str) -> NodeModel:
     """Embedding lookup: types I, II, III ("hypar": I, II); the id input never takes an error.
     With constant indices (no activation input: position rows, a relative-position bias) there
-    is no batch to split: type I replicates the lookup on every PE (output R) and all-reduces
-    the table's gradient."""
+    is no batch to split: type I replicates the lookup on every PE (output R). Its needed error
+    is R, complete on every PE (whoever broadcasts the rows over a split batch all-reduces their
+    error: ``operand_err<slot>``), so every PE computes the whole table gradient: nothing to
+    all-reduce."""
     n_in = len(ins)
     if n_in:
         data_parallel = Strategy("I", "b", (ROWS,) * n_in, ROWS, (FULL,) * n_in, ROWS, (Q_WEIGHT,))
     else:
-        data_parallel = Strategy("I", None, (), FULL, (), FULL, (Q_WEIGHT,))
+        data_parallel = Strategy("I", None, (), FULL, (), FULL, ())
     strategies = (
         data_parallel,
         Strategy("II", "i", (FULL,) * n_in, FULL, (FULL,) * n_in, FULL, (Q_OUT,)),

@@ -262,16 +262,18 @@ def test_position_table_parameters_are_in_the_plan():
     assert min(a for a, _ in cols) == 0 and max(b for _, b in cols) == 8
 
 
-def test_data_parallel_constant_lookup_is_replicated_and_its_gradient_reduced():
+def test_data_parallel_constant_lookup_is_replicated_and_its_error_reduced_once():
     """Type I of a lookup with constant indices: every PE computes it (no gather of its output
-    for the Add), and the table's gradient is all-reduced."""
+    for the Add); the Add, which broadcasts the rows over the split batch, all-reduces their
+    error once (16 x 8 elements), so the table's gradient needs no second all-reduce. (Before
+    broadcasting ops were priced, the table's gradient was all-reduced here instead.)"""
     g = load_layer_graph(make(POSITIONS, emb=(50, 8), pos_table=(32, 8), w=(8, 8)), batch=4)
     model = CostModel(g, array_from_pes(2), "full", convention="hierarchical")
     types = [("I",) if model.nodes[i].layer.decision else ("S(b)",) for i in range(len(model.names))]
     rows = {r["name"]: r for r in model.evaluate(types).layers()}
     pos, add = by_output(g, "pos"), by_output(g, "s")
-    assert rows[pos]["comm_bytes"] == 32 * 8 * 4          # the all-reduce of dW over 2 PEs, float32
-    assert rows[add]["comm_bytes"] == 0                     # the Add reads the replicated rows
+    assert rows[pos]["comm_bytes"] == 0                      # its error arrives whole
+    assert rows[add]["comm_bytes"] == 2 * 16 * 8 * 2        # all-reduce of the rows' error over 2 PEs, 2-byte
 
 
 def test_small_integer_or_one_dim_tables_stay_constants():
