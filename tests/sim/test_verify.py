@@ -528,8 +528,8 @@ def test_mutated_transition_fails_naming_layer_and_level(monkeypatch):
         assert "cost-model limitation" not in " ".join(fails)
     real_cells = hypar.cost.hierarchical.member_cells
 
-    def wrong_cells(step, rows, cols, fractions):
-        out = real_cells(step, rows, cols, fractions)
+    def wrong_cells(step, *sizes):
+        out = real_cells(step, *sizes)
         return [2 * x for x in out] if step.op == hypar.cost.hierarchical.ALL_TO_ALL else out
 
     monkeypatch.setattr(hypar.cost.hierarchical, "member_cells", wrong_cells)
