@@ -457,12 +457,10 @@ def verify_cmd(model: str, plan_path: str, batch: int | None, dims: tuple, input
     named level. Prints per layer PASS/FAIL with the largest difference from the reference and
     the bytes counted vs the cost model's prediction at every level; checks that the costs a
     full plan records match its types (under the plan's own convention). The cost model's
-    prediction is priced under --convention (default: the plan's, else hierarchical). Input dims
-    are bound as the plan records them unless --dim / --input-shape are given. Ops the simulator
-    cannot run are listed by name. Exit 0 only when everything matches -- except that under
-    --convention reference on several levels the step still runs the hierarchical order and the
-    reference prices that differ from what was sent are printed as information ("info:" lines),
-    not failures.
+    prediction is priced under --convention (default: the plan's, else hierarchical). Dims bind
+    as the plan records unless --dim / --input-shape say. Ops it cannot run are listed by name.
+    Exit 0 only when everything matches; under --convention reference on several levels the
+    reference prices that differ from what was sent are "info:" lines, not failures.
 
     \b
     Example:
