@@ -1,0 +1,149 @@
+"""Uneven and heterogeneous splits over several levels (hypar/shards.py's one rule): the simulator
+executes every step on unequal (and empty) blocks, and the hierarchical cost model prices exactly
+what it sends, per level -- on single conversions (every plan layout pair) and on whole training
+steps of random plans.
+
+For uneven sizes the SPEC's closed form (the judge's :func:`hypar.sim.hierarchy.closed_form`)
+does not apply; the simulator's executed counts are the reference here. Amounts are elements
+received, summed over every PE. Layout codes in ids as in test_hier_sim.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sim_graphs import conv_net, random_assignment, relu_dag
+from test_hier_sim import code, distributed, plan_pairs
+from hypar.array import Level, PEArray, PEKind, array_from_levels
+from hypar.cost import CostModel
+from hypar.cost.hierarchical import HierarchicalPricer
+from hypar.shards import block_sizes
+from hypar.sim import simulate
+from hypar.sim.comm import Comm
+from hypar.sim.hierorder import run_order
+from hypar.sim.mesh import Mesh, gather
+from hypar.sim.support import unsupported
+from hypar.synthetic import gemm_chain, random_dag
+from hypar.verify import report_table, verify_assignment
+
+
+def het_array() -> PEArray:
+    """Two levels, 2 x 3, PEs of 100/300/200 TFLOP/s: unequal fractions at both levels."""
+    kinds = {"a": PEKind("a", tflops=100.0), "b": PEKind("b", tflops=300.0), "c": PEKind("c", tflops=200.0)}
+    return PEArray("het2x3", (Level(2), Level(3)), kinds, ("a", "b", "c", "b", "b", "a"))
+
+
+def hetero_2x2() -> PEArray:
+    """tests/golden/hetero_2x2.yaml's shape: 2 fast PEs then 2 slow ones (3:1)."""
+    kinds = {"fast": PEKind("fast", tflops=120.0), "slow": PEKind("slow", tflops=40.0)}
+    return PEArray("hetero", (Level(2), Level(2)), kinds, ("fast", "fast", "slow", "slow"))
+
+
+ARRAYS = {"2x2": array_from_levels([2, 2]), "3x2": array_from_levels([3, 2]), "2x3": array_from_levels([2, 3]),
+          "4x2": array_from_levels([4, 2]), "2x2x2": array_from_levels([2, 2, 2]), "het2x3": het_array(),
+          "het2x2": hetero_2x2()}
+SIZES = (5, 6, 7, 3)
+
+
+def executed(arr: PEArray, s: tuple, t: tuple, shape: tuple, seed: int = 0) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """(elements received per level, reassembled result, truth) of one conversion s -> t on ``arr``."""
+    mesh = Mesh(arr.fanouts, arr)
+    comm = Comm(mesh)
+    rng = np.random.default_rng(seed)
+    truth = rng.standard_normal(shape)
+    comm.sink = [0] * mesh.H
+    out = run_order(comm, distributed(mesh, truth, s, rng), t)
+    assert out.layouts == tuple(t)
+    return comm.sink, gather(out), truth
+
+
+def check_pairs(arr: PEArray, shapes) -> None:
+    """Every plan pair on every shape: the order lands the tensor, the pricer's elements per
+    level equal the executed counts exactly."""
+    pricer = HierarchicalPricer(arr)
+    for shape in shapes:
+        for s, t in plan_pairs(arr.n_levels):
+            sent, got, truth = executed(arr, s, t, shape)
+            np.testing.assert_allclose(got, truth, rtol=1e-12, atol=1e-12, err_msg=code(s, t))
+            priced = [pricer.level_elements(h, (truth.size,) + shape, s, t) for h in range(arr.n_levels)]
+            assert priced == sent, (shape, code(s, t))
+
+
+@pytest.mark.parametrize("name", ARRAYS)
+def test_every_plan_pair_priced_as_executed(name):
+    check_pairs(ARRAYS[name], [(5, 7), (6, 3)])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ARRAYS)
+def test_every_plan_pair_priced_as_executed_all_sizes(name):
+    check_pairs(ARRAYS[name], list(itertools.product(SIZES, repeat=2)))
+
+
+def test_empty_blocks_by_hand():
+    """Batch 4 on 2x2x2 has blocks of 1 row on every second PE (row digits: level 0 [0,0,1,1],
+    level 1 [0,1,0,1], level 2 always 0). One column, S(b) at every level -> R at every level, top
+    first: at level 0 a PE's region is the rows whose level-1 and level-2 digits are its own: 2
+    rows for the 4 PEs with level-2 coordinate 0 (they hold 1, receive 1), none for the others: 4;
+    at level 1 those 4 PEs' region is all 4 rows (hold 2, receive 2): 8; at level 2 every PE's
+    region is all 4 rows, the 4 PEs with coordinate 1 hold nothing and receive 4: 16."""
+    arr = ARRAYS["2x2x2"]
+    assert block_sizes(arr, 4).tolist() == [1, 0] * 4
+    sent, got, truth = executed(arr, ("S(b)",) * 3, ("R",) * 3, (4, 1))
+    np.testing.assert_allclose(got, truth)
+    assert sent == [4, 8, 16]
+    assert HierarchicalPricer(arr).level_elements(2, (4, 4, 1), ("S(b)",) * 3, ("R",) * 3) == 16
+
+
+def test_uneven_layouts_run():
+    """6 features split at both levels of 2x2 (fc1 II, II): nothing refused, counted == predicted.
+    (Before the one placement rule this was refused by name: "fc1: an axis of size 6 split at
+    levels [0, 1] of 2x2 does not split evenly there".) Under the reference convention, whose
+    cost model rounds each level's view on its own, it still is (tests/sim/test_verify.py)."""
+    model = CostModel(gemm_chain([6, 8], 8), array_from_levels([2, 2]), "accpar", convention="hierarchical")
+    assert unsupported(model, [("II", "II")]) == []
+    rep = verify_assignment(model, [("II", "II")])
+    assert rep.ok, report_table(rep)
+    assert not simulate(model, [("II", "I")]).unsupported
+
+
+def test_heterogeneous_levels_refused_only_under_reference():
+    g = gemm_chain([6, 8], 8)
+    asg = [("I", "II")]
+    ref = CostModel(g, hetero_2x2(), "accpar", convention="reference")
+    assert any("heterogeneous PEs over several levels" in u for u in unsupported(ref, asg))
+    rep = verify_assignment(CostModel(g, hetero_2x2(), "accpar", convention="hierarchical"), asg)
+    assert rep.ok, report_table(rep)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), n_layers=st.integers(1, 5), name=st.sampled_from(sorted(ARRAYS)),
+       space=st.sampled_from(["hypar", "accpar", "full"]), relu=st.booleans(), batch=st.sampled_from(SIZES))
+def test_property_random_dags_uneven(seed, n_layers, name, space, relu, batch):
+    """Random DAGs (fan-out, residual Adds, Relus) with widths and batches that do not divide, x
+    random plans on several levels (heterogeneous ones too): verify passes, counted == predicted
+    at every level of every layer, numerics match."""
+    g = (relu_dag if relu else random_dag)(n_layers, seed, batch, SIZES)
+    model = CostModel(g, ARRAYS[name], space, convention="hierarchical")
+    rep = verify_assignment(model, random_assignment(model, random.Random(seed)), seed=seed)
+    assert rep.ok, report_table(rep)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), n_blocks=st.integers(1, 2), name=st.sampled_from(sorted(ARRAYS)),
+       space=st.sampled_from(["accpar", "full"]), depthwise=st.booleans(), batch=st.sampled_from((3, 5, 6)))
+def test_property_conv_nets_uneven(seed, n_blocks, name, space, depthwise, batch):
+    """Conv (grouped / depthwise: whole groups on some PEs, none on others) / Relu / MaxPool /
+    GlobalAveragePool / Flatten / Gemm nets with uneven channels and batches: verify passes.
+    Without BatchNorm: its statistics with a replicated level below a partial one are priced
+    apart from this rule (they differ on even sizes too)."""
+    g = conv_net(seed, batch, (3, 5, 6), n_blocks=n_blocks, bn=False, depthwise=depthwise)
+    model = CostModel(g, ARRAYS[name], space, convention="hierarchical")
+    rep = verify_assignment(model, random_assignment(model, random.Random(seed)), seed=seed)
+    assert rep.ok, report_table(rep)
