@@ -45,7 +45,7 @@ def tree_key(array: PEArray) -> TreeKey:
 def is_even(array: PEArray, n: int) -> bool:
     """True when every block of an axis of ``n`` holds ``n / P`` indices (a homogeneous array
     whose PE count divides ``n``): every set of levels L then splits it into ``n / prod k_L``."""
-    return n % array.n_pes == 0 and not array.heterogeneous
+    return n % array.n_pes == 0 and not _Tree.of(array).heterogeneous
 
 
 def block_sizes(array: PEArray, n: int) -> np.ndarray:
@@ -119,8 +119,9 @@ def group_shares(array: PEArray, h: int, queries: tuple[Query, ...]) -> tuple[tu
 
 def _group_shares(array: PEArray, h: int, queries: tuple[Query, ...]) -> tuple[tuple[tuple, tuple, int], ...]:
     """:func:`group_shares` computed: a table of answers per distinct coordinate combination."""
-    fan = array.fanouts
-    if array.heterogeneous:
+    tree = _Tree.of(array)
+    fan = tree.fanouts
+    if tree.heterogeneous:
         used: tuple[int, ...] = tuple(range(h))
     elif all(is_even(array, n) for n, _levels, _member in queries):
         used = ()
@@ -138,15 +139,16 @@ def _group_shares(array: PEArray, h: int, queries: tuple[Query, ...]) -> tuple[t
         else:
             columns.append(level_counts(array, n, levels)[code][:, None])
     keys = group_keys(array, h)
-    distinct = list(dict.fromkeys(keys)) if used == tuple(range(h)) else [keys[0]]
+    distinct = list(dict.fromkeys(keys)) if tree.heterogeneous else [keys[0]]
     kind = np.array([distinct.index(k) for k in keys] if len(distinct) > 1 else [0] * len(combos), dtype=np.int64)
-    table = np.hstack([kind[:, None]] + columns)
-    rows, first, counts = np.unique(table, axis=0, return_index=True, return_counts=True)
+    table = np.ascontiguousarray(np.hstack([kind[:, None]] + columns))
+    rows = table.view(np.dtype((np.void, table.dtype.itemsize * table.shape[1]))).ravel()
+    _rows, first, counts = np.unique(rows, return_index=True, return_counts=True)
     widths = [c.shape[1] for c in columns]
     out = []
     per_combo = prod(fan[:h]) // len(combos)
     for j in np.argsort(first):
-        row = rows[j].tolist()
+        row = table[first[j]].tolist()
         answers, at = [], 1
         for (_n, _levels, member), w in zip(queries, widths):
             answers.append(tuple(row[at:at + w]) if member else row[at])
@@ -159,13 +161,15 @@ class _Tree:
     """The hashable part of an array the rule reads: fanouts and per-level child fractions of each
     group, by group, top first."""
 
-    __slots__ = ("key", "fanouts", "fractions")
+    __slots__ = ("key", "fanouts", "fractions", "heterogeneous", "_hash")
 
     def __init__(self, key: TreeKey, fanouts: tuple[int, ...], fractions: tuple):
         self.key, self.fanouts, self.fractions = key, fanouts, fractions
+        self.heterogeneous = len(set(key[1])) > 1
+        self._hash = hash(key)
 
     def __hash__(self) -> int:
-        return hash(self.key)
+        return self._hash
 
     def __eq__(self, other) -> bool:
         return isinstance(other, _Tree) and self.key == other.key

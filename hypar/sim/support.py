@@ -149,8 +149,10 @@ def unsupported(model, assignment: list[tuple] | None = None) -> list[str]:
     arr = model.array
     hierarchical = model.convention == Convention.HIERARCHICAL
     if arr.heterogeneous and arr.n_levels > 1 and not hierarchical:
-        bad.append(f"array {arr.name!r}: heterogeneous PEs over several levels under the reference convention "
-                   "(its per-level views are not what any placement holds; the hierarchical convention runs it)")
+        # the reference convention only (its per-level views are not what any placement holds); the
+        # text is the one its golden verify reports record
+        bad.append(f"array {arr.name!r}: heterogeneous PEs over several levels (uneven nested splits are "
+                   "not simulated; one heterogeneous level is)")
     g = model.g
     kept = set(model.names)
     meta = tensor_meta(g)
