@@ -24,7 +24,7 @@ alike (class, region, member parts) are priced once. For even splits this equals
 form (K, Q, T, B factors) exactly -- checked against the independent judge's
 :func:`hypar.sim.hierarchy.closed_form` in tests/cost/test_hierarchical.py; for uneven and
 heterogeneous splits it equals, per level, what the simulator's execution of the order sends
-(tests/cost/test_uneven_pricing.py).
+(tests/sim/test_uneven.py).
 
 Pairs where ``s`` has a P level and some level is R in both ``s`` and ``t`` ("P + RR") never arise
 on plan edges (a source with P comes from type III errors, which have no R level) and are
