@@ -39,6 +39,7 @@ from hypar.cost.sharing import Conversion
 from hypar.cost.statistics import STATS_QUANTITIES, StatsTerm, stats_level_cost, stats_term
 from hypar.cost.strategies import FULL, NodeModel, macs_view, quantity, tensor_view, weight_view
 from hypar.cost.structure import SPACES, EdgeModel, Structure
+from hypar.shards import group_shares
 from hypar.vocab import Convention, parse
 
 __all__ = ["OBJECTIVES", "SPACES", "Cost", "CostModel", "Evaluation"]
@@ -127,13 +128,25 @@ class CostModel:
     # -- views
     def views(self, i: int, prefix: tuple) -> dict[tuple, int]:
         """Distribution of node ``i``'s view at level len(prefix) under the types ``prefix`` above:
-        {(group class key, node dims in view): number of groups}."""
+        {(group class key, node dims in view): number of groups}.
+
+        ``hierarchical``: a group's dims are what the simulator places there
+        (:mod:`hypar.shards`): per node axis, the indices whose digits at the levels of
+        ``prefix`` splitting that axis are the group's coordinates. ``reference``: each level's
+        view split on its own, top first, by ``split_counts`` with the group class's fractions
+        (the same numbers on one level, and on a homogeneous array whose PE count divides every
+        split axis)."""
         key = (i, prefix)
         hit = self._views.get(key)
         if hit is not None:
             return hit
         node = self.nodes[i]
-        if not prefix:
+        if self.convention == Convention.HIERARCHICAL:
+            axes = [node.strategy(label).split_axis for label in prefix]
+            queries = tuple((n, tuple(g for g, x in enumerate(axes) if x == a), False)
+                            for a, n in zip(node.axes, node.sizes))
+            out = {(ck, dims): m for ck, dims, m in group_shares(self.array, len(prefix), queries)}
+        elif not prefix:
             out = {(self.array.root_key, node.sizes): 1}
         else:
             h = len(prefix) - 1

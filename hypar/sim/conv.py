@@ -59,7 +59,8 @@ def _grouped_columns(cols: np.ndarray, taps: int, G: int) -> np.ndarray:
 
 
 def _groups(x_channels: int, cin: int) -> int:
-    """How many groups a block of ``x_channels`` input channels holds (``cin`` channels each)."""
+    """How many groups a block of ``x_channels`` input channels holds (``cin`` channels each; 0 for
+    an empty block of a grouped Conv)."""
     return x_channels // cin if cin else 1
 
 
@@ -69,6 +70,8 @@ def conv_forward(x: np.ndarray, w: np.ndarray, lay: G.Layer) -> np.ndarray:
     g = _Geometry(x.shape, lay)
     xp = g.padded(x)
     G_ = _groups(x.shape[1], w.shape[0])
+    if not G_:
+        return np.zeros((x.shape[0], w.shape[1], g.Ho, g.Wo))
     wg = _grouped_weight(w, G_)
     taps = g.k[0] * g.k[1]
     out = np.empty((x.shape[0], G_, w.shape[1] // G_, g.Ho * g.Wo))
@@ -84,6 +87,8 @@ def conv_weight_grad(x: np.ndarray, e: np.ndarray, lay: G.Layer) -> np.ndarray:
     xp = g.padded(x)
     cin = lay.d_in // max(lay.groups, 1) if lay.groups > 1 else x.shape[1]
     G_, Co, taps = _groups(x.shape[1], cin), e.shape[1], g.k[0] * g.k[1]
+    if not G_:
+        return np.zeros((cin, Co, g.k[0], g.k[1]))
     dwg = np.zeros((G_, Co // G_, taps * cin))
     buf = np.empty((taps * x.shape[1], g.Ho * g.Wo))
     for b in range(x.shape[0]):
@@ -99,6 +104,8 @@ def conv_input_grad(x: np.ndarray, w: np.ndarray, e: np.ndarray, lay: G.Layer) -
     g = _Geometry(x.shape, lay)
     Ci, Co = x.shape[1], e.shape[1]
     G_ = _groups(Ci, w.shape[0])
+    if not G_:
+        return np.zeros(x.shape)
     wg = _grouped_weight(w, G_)
     taps = g.k[0] * g.k[1]
     dxp = np.zeros((x.shape[0], Ci, g.Hp, g.Wp))

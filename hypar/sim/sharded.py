@@ -165,7 +165,7 @@ def local_forward(lay: G.Layer, xs: list[Dist], ctx: ShardContext, charge: Charg
         return Dist(x0.mesh, _block_frame(x0, blocks[0], 0), x0.layouts, axes=out_axes, blocks=blocks)
     vals = [forward_op(lay, [x.vals[p] for x in xs], w) for p in range(x0.mesh.P)]
     res = Dist(x0.mesh, vals[0].shape, x0.layouts, vals, out_axes)
-    if is_shape_op(lay) and any(l in (ROWS, COLS) for l in x0.layouts):
+    if (is_shape_op(lay) or lay.op == "Flatten") and any(l in (ROWS, COLS) for l in x0.layouts):
         for p, v in enumerate(res.vals):
             if not np.array_equal(~np.isnan(v), shard_mask(res.mesh, res.shape, res.layouts, p, res.axes)):
                 raise Unsupported(f"{lay.name} ({lay.op}): the shards do not map through it (uneven split "

@@ -95,8 +95,7 @@ class TrainingStep:
         self.names = list(model.names)
         self.H = model.n_levels
         arr = model.array
-        fractions = tuple(c[1] for c in arr.classes[0][arr.root_key].children) if arr.n_levels == 1 else None
-        self.mesh = Mesh(arr.fanouts, fractions, balanced=model.convention == Convention.HIERARCHICAL)
+        self.mesh = Mesh(arr.fanouts, arr, strict=model.convention != Convention.HIERARCHICAL)
         self.comm = Comm(self.mesh)
         self.ledger = Ledger(self.comm, self.H)
         self.data = seeded_data(self.g, np.random.default_rng(seed))
@@ -417,9 +416,9 @@ def simulate(model, assignment: list[tuple], seed: int = 0, tol: float = DEFAULT
     try:
         return step.run()
     except UnevenSplit as exc:
-        hint = (f"widths divisible by {model.array.n_pes}" if not step.mesh.balanced else
-                "widths divisible by the fanouts of the levels splitting them")
-        res.unsupported = [f"{step.node_name}: {exc} (uneven split over several levels; choose a batch / {hint})"]
+        # only a strict mesh (the reference convention) raises it
+        res.unsupported = [f"{step.node_name}: {exc} (uneven split over several levels; choose a batch / widths "
+                           f"divisible by {model.array.n_pes})"]
     except Unsupported as exc:
         res.unsupported = [str(exc)]
     res.clear_counts()
