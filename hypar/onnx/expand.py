@@ -7,7 +7,8 @@ with V -- the same layer kinds a decomposed scaled_dot_product_attention export 
 activation x activation MatMuls split by batch or heads, a softmax between), so the search
 chooses their layouts and the simulator runs them. The last MatMul keeps the node's name and
 output; the others are named ``<node>/q_scale``, ``/k_scale``, ``/k_transpose``, ``/scores``,
-``/softmax`` (``scale`` defaults to 1/sqrt(head size), as the spec says).
+``/softmax`` (``scale`` defaults to 1/sqrt(head size), as the spec says); each keeps the node's
+``metadata_props`` (the module it came from, see :mod:`hypar.onnx.modules`).
 
 Only the form a plain scaled_dot_product_attention export writes is expanded: 4-D Q, K, V
 (batch, heads, sequence, head size) with equal head counts, and no attn_mask, past_key /
@@ -136,4 +137,6 @@ def _expansion(n: onnx.NodeProto, table: ShapeTable, names: _Names) -> tuple[lis
         helper.make_node("Softmax", [sc], [pr], name=f"{base}/softmax", axis=-1),
         helper.make_node("MatMul", [pr, v], [y], name=base),
     ]
+    for op in ops:                  # where the Attention came from (the exporter's module metadata)
+        op.metadata_props.extend(n.metadata_props)
     return ops, init

@@ -141,7 +141,8 @@ def layer_names(kept: list[tuple[int, onnx.NodeProto]]) -> list[str]:
 
 def fold_bias(g: nx.DiGraph, index: ModelIndex, shapes: Shapes) -> None:
     """MatMul + Add(bias) (the usual export of a linear layer): record the bias on the MatMul
-    (``bias_elements``, attrs ``bias`` = its source, ``bias_layer`` = the Add layer)."""
+    (``bias_elements``, attrs ``bias`` = its source, ``bias_layer`` = the Add layer); a MatMul
+    whose module is unknown takes the Add's (its weight is often unnamed, its bias ``q.bias``)."""
     for lname in list(g.nodes):
         lay = G.layer(g, lname)
         bias = _bias_of(g, lay, index, shapes)
@@ -151,8 +152,10 @@ def fold_bias(g: nx.DiGraph, index: ModelIndex, shapes: Shapes) -> None:
         attrs = dict(lay.attrs)
         attrs["bias"] = index.weight_source(t)
         attrs["bias_layer"] = next(iter(g.successors(lname)))
-        kept = {f: getattr(lay, f) for f in lay.__dataclass_fields__ if f not in ("bias_elements", "attrs")}
-        g.nodes[lname]["layer"] = G.Layer(**kept, bias_elements=prod(dims), attrs=tuple(sorted(attrs.items())))
+        kept = {f: getattr(lay, f) for f in lay.__dataclass_fields__ if f not in ("bias_elements", "attrs", "module")}
+        module = lay.module or G.layer(g, attrs["bias_layer"]).module
+        g.nodes[lname]["layer"] = G.Layer(**kept, bias_elements=prod(dims), attrs=tuple(sorted(attrs.items())),
+                                          module=module)
 
 
 def _bias_of(g: nx.DiGraph, lay: G.Layer, index: ModelIndex, shapes: Shapes) -> tuple[str, list[int]] | None:

@@ -12,6 +12,7 @@ from hypar import graph as G
 from hypar.onnx import decision_layers
 from hypar.onnx.index import ModelIndex
 from hypar.onnx.layer_context import Attrs, Fields, LayerContext, NodeView, pick
+from hypar.onnx.modules import module_path
 from hypar.onnx.ops import BINARY, CONV, FEATURENORM, MATMUL, POOL, REDUCE, RESHAPE, SOFTMAX, SPLIT, UNARY
 from hypar.onnx.protos import hashable, norm_axis
 
@@ -66,7 +67,8 @@ def opaque_label(n: onnx.NodeProto) -> str:
 
 
 def build_layer(ctx: LayerContext, n: onnx.NodeProto, name: str) -> G.Layer:
-    """The layer of node ``n``, named ``name``; records its outputs' axes in ``ctx.axes``.
+    """The layer of node ``n``, named ``name``, with the module path it comes from (see
+    :mod:`~hypar.onnx.modules`); records its outputs' axes in ``ctx.axes``.
 
     Raises ShapeError when a shape the layer needs is unknown."""
     v = NodeView.of(n, name, ctx.index)
@@ -83,7 +85,8 @@ def build_layer(ctx: LayerContext, n: onnx.NodeProto, name: str) -> G.Layer:
     ctx.axes.propagate(v.op, kind, v.act_in, v.outputs, attrs)
     return G.Layer(
         name=name, op=v.op, kind=kind, inputs=v.act_in, outputs=v.outputs,
-        attrs=tuple(sorted((k, hashable(x)) for k, x in attrs.items())), **fields,
+        attrs=tuple(sorted((k, hashable(x)) for k, x in attrs.items())),
+        module=module_path(n, ctx.index), **fields,
     )
 
 
