@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping, Sequence
 from typing import Callable
 
 from hypar import graph as G
@@ -19,6 +20,7 @@ from hypar.config import resolve_array
 from hypar.cost import CostModel, Evaluation
 from hypar.errors import ModelStructureError, PlanError
 from hypar.onnx import load_layer_graph, model_sha256
+from hypar.onnx.binding import with_batch
 from hypar.plan import Plan, assignment_from_types, build_plan
 from hypar.search import BASELINES, SearchLog, SolverSettings, baseline, complete, greedy, search
 from hypar.vocab import Baseline, Convention, Objective, Search, Space, parse
@@ -33,11 +35,18 @@ Progress = Callable[[str], None] | None
 PAPERS = {Baseline.HYPAR: (Space.HYPAR, Objective.COMM), Baseline.ACCPAR: (Space.ACCPAR, None)}
 
 
-def load_graph(model_path: str, batch: int | None = None, array: PEArray | None = None):
-    """Import ``model_path``; the batch is ``batch``, else the array's, else the model's own.
-    ModelStructureError when the model has no weighted layer to partition."""
+Dims = Mapping[str, int] | None
+InputShapes = Mapping[str, Sequence[int]] | None
+
+
+def load_graph(model_path: str, batch: int | None = None, array: PEArray | None = None, *, dims: Dims = None,
+               input_shapes: InputShapes = None):
+    """Import ``model_path``; the batch is ``batch``, else the array's, else the model's own;
+    ``dims`` (symbolic dims by name) and ``input_shapes`` (whole input shapes) bind the other input
+    dims (see :func:`hypar.onnx.load_layer_graph`). ModelStructureError when the model has no
+    weighted layer to partition; ShapeError for a bad binding or input dims left unbound."""
     b = batch if batch is not None else (array.batch if array is not None else None)
-    g = load_layer_graph(model_path, batch=b)
+    g = load_layer_graph(model_path, batch=b, dims=dims, input_shapes=input_shapes)
     if not G.decision_layers(g):
         raise ModelStructureError(f"{model_path} has no weighted layer to partition")
     return g
@@ -85,19 +94,21 @@ def _solver_record(settings: SolverSettings, log: SearchLog, found: dict) -> dic
             "solve_wall_s": round(sum(s["wall_s"] for s in log.solves), 6)}
 
 
-def partition(model_path: str, array: PEArray, *, batch: int | None = None, objective: Objective | str = "time",
+def partition(model_path: str, array: PEArray, *, batch: int | None = None, dims: Dims = None,
+              input_shapes: InputShapes = None, objective: Objective | str = "time",
               space: Space | str = "full", search_how: Search | str = Search.AUTO,
               convention: Convention | str = Convention.HIERARCHICAL, settings: SolverSettings = SolverSettings(),
               progress: Progress = None, graph=None) -> dict:
     """Partition ``model_path`` (or the layer graph ``graph``, recorded under that path) over
     ``array``, every cost priced under ``convention``; returns the plan dictionary (see
-    :mod:`hypar.plan`). ValueError for an unknown objective, space, search or convention; the
-    importer's, solver's and array's errors otherwise."""
+    :mod:`hypar.plan`; it records ``dims`` / ``input_shapes`` when given, see :func:`load_graph`).
+    ValueError for an unknown objective, space, search or convention; the importer's, solver's and
+    array's errors otherwise."""
     objective, space = parse(Objective, objective), parse(Space, space)
     search_how = parse(Search, search_how, "search")
     convention = parse(Convention, convention)
     t0 = time.perf_counter()
-    g = graph if graph is not None else load_graph(model_path, batch, array)
+    g = graph if graph is not None else load_graph(model_path, batch, array, dims=dims, input_shapes=input_shapes)
     t_import = time.perf_counter() - t0
     if progress:
         progress(f"imported {g.graph.get('name')}: {len(G.decision_layers(g))} decision layers "
@@ -127,12 +138,15 @@ def _plan_convention(plan: Plan, convention: Convention | str | None) -> Convent
 
 
 def plan_assignment(model_path: str, plan: Plan | dict, *, array: PEArray | None = None, batch: int | None = None,
+                    dims: Dims = None, input_shapes: InputShapes = None,
                     space: Space | str | None = None, objective: Objective | str = "time",
                     convention: Convention | str | None = None,
                     settings: SolverSettings = SolverSettings()) -> tuple[CostModel, list[tuple]]:
     """The cost model a plan (full or minimal) is costed in, and the plan's full assignment.
 
-    The model is ``model_path`` imported at ``batch`` (default: the full plan's), on ``array``
+    The model is ``model_path`` imported at ``batch`` (default: the full plan's) with ``dims`` and
+    ``input_shapes`` bound (default, when neither is given: the full plan's, an input shape's axis
+    0 set to the batch in use), on ``array``
     (default: the full plan's, else the default array), in ``space`` (default: the full plan's,
     else full), priced under ``convention`` (default: the plan's, else hierarchical). Layers the
     plan leaves out are type I at every level; non-weighted nodes it leaves open take their best
@@ -144,17 +158,22 @@ def plan_assignment(model_path: str, plan: Plan | dict, *, array: PEArray | None
     space = parse(Space, space or plan.space or Space.FULL)
     objective = plan.objective or parse(Objective, objective)
     convention = _plan_convention(plan, convention)
-    g = load_graph(model_path, batch if batch is not None else plan.batch, array)
+    batch = batch if batch is not None else plan.batch
+    if dims is None and input_shapes is None:
+        dims, input_shapes = plan.dims, with_batch(plan.input_shapes, batch)
+    g = load_graph(model_path, batch, array, dims=dims, input_shapes=input_shapes)
     model = CostModel(g, array, space, convention=convention)
     return model, complete(model, assignment_from_types(model, plan.types), objective, settings)
 
 
 def evaluate(model_path: str, *, plan: Plan | dict | None = None, baseline_name: Baseline | str | None = None,
-             array: PEArray | None = None, batch: int | None = None, space: Space | str | None = None,
+             array: PEArray | None = None, batch: int | None = None, dims: Dims = None,
+             input_shapes: InputShapes = None, space: Space | str | None = None,
              objective: Objective | str = "time", convention: Convention | str | None = None,
              settings: SolverSettings = SolverSettings()) -> tuple[CostModel, Evaluation]:
     """Cost a plan (full or minimal, see :func:`plan_assignment`) or a baseline exactly; returns the
-    cost model and the evaluation. A baseline is costed on ``array`` (default: the default array)
+    cost model and the evaluation; ``dims`` / ``input_shapes`` bind input dims (see
+    :func:`load_graph`). A baseline is costed on ``array`` (default: the default array)
     in ``space`` (default: full) under ``convention`` (default: hierarchical); a plan under
     ``convention``, else its own. PlanError unless exactly one of ``plan`` and ``baseline_name``
     is given, or for an unknown baseline; ValueError for an unknown space, objective or
@@ -162,15 +181,15 @@ def evaluate(model_path: str, *, plan: Plan | dict | None = None, baseline_name:
     if (plan is None) == (baseline_name is None):
         raise PlanError.naming("give exactly one of {plan} and {baseline_name}")
     if plan is not None:
-        model, asg = plan_assignment(model_path, plan, array=array, batch=batch, space=space,
-                                     objective=objective, convention=convention, settings=settings)
+        model, asg = plan_assignment(model_path, plan, array=array, batch=batch, dims=dims, input_shapes=input_shapes,
+                                     space=space, objective=objective, convention=convention, settings=settings)
         return model, model.evaluate(asg)
     which = parse(Baseline, baseline_name, "baseline", error=PlanError)
     objective = parse(Objective, objective)
     convention = parse(Convention, convention or Convention.HIERARCHICAL)
     array = array or default_array()
-    model = CostModel(load_graph(model_path, batch, array), array, parse(Space, space or Space.FULL),
-                      convention=convention)
+    g = load_graph(model_path, batch, array, dims=dims, input_shapes=input_shapes)
+    model = CostModel(g, array, parse(Space, space or Space.FULL), convention=convention)
     if which in PAPERS:
         asg = _paper_baseline(model, which, objective, settings)
     else:

@@ -18,15 +18,15 @@ import warnings
 import click
 
 from hypar import __version__
-from hypar.config import SettingError, parse_counts, solver_settings
+from hypar.config import SettingError, parse_counts, parse_dims, parse_input_shapes, solver_settings
 from hypar.errors import HyparError, HyparWarning
 from hypar.vocab import Baseline, Convention, Objective, Search, Space
 
 # The library's parameter names (hypar.errors.HyparError.naming) as this CLI's options.
 FLAGS = {"array_path": "--array", "arrays": "--array", "pes": "--pes", "n_pes": "--pes", "levels": "--levels",
          "fanouts": "--levels", "batch": "--batch", "plan": "--plan", "baseline_name": "--baseline",
-         "solver": "--solver", "memory_cap_gb": "--memory-gb", "executor": "--executor",
-         "scheduler": "--scheduler", "out_dir": "-o", "models": "MODELS"}
+         "solver": "--solver", "memory_cap_gb": "--memory-gb", "executor": "--executor", "scheduler": "--scheduler",
+         "out_dir": "-o", "models": "MODELS", "dims": "--dim", "input_shapes": "--input-shape"}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -70,14 +70,30 @@ def _hypar_errors_and_warnings():
         warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
+def _dim_options(f):
+    """--dim / --input-shape of every command that reads a model (next to --batch); see :func:`_bound`."""
+    f = click.option("--input-shape", "input_shapes", multiple=True, metavar="INPUT=D0,D1,...",
+                     help="Bind every dim of one model input, e.g. --input-shape x=1,3,640,640 (repeatable; "
+                          "fixed dims must match, the batch changes with --batch).")(f)
+    return click.option("--dim", "dims", multiple=True, metavar="NAME=VALUE", help="Bind a symbolic input "
+                        "dim by its name wherever it appears, e.g. --dim sequence=128 (repeatable).")(f)
+
+
+def _bound(dims: tuple[str, ...], input_shapes: tuple[str, ...]) -> dict:
+    """The library's ``dims`` and ``input_shapes`` keywords from the options' texts (None when not
+    given); a SettingError (a usage error of the option) when one cannot be read."""
+    return {"dims": parse_dims(dims) or None, "input_shapes": parse_input_shapes(input_shapes) or None}
+
+
 @cli.command("inspect")
 @click.argument("model", metavar="MODEL")
 @click.option("--batch", type=click.IntRange(min=1), default=None, metavar="N",
               help="Batch size bound to dim 0 of every model input (overrides the model's own).")
+@_dim_options
 @click.option("--json", "as_json", is_flag=True, help="Print the layer graph as JSON (every node and edge).")
 @click.option("--all", "all_nodes", is_flag=True,
               help="Show every node in the table, not only the decision layers.")
-def inspect_cmd(model: str, batch: int | None, as_json: bool, all_nodes: bool) -> None:
+def inspect_cmd(model: str, batch: int | None, dims: tuple, input_shapes: tuple, as_json: bool, all_nodes: bool):
     """Show the layers of an ONNX MODEL as hypar sees them.
 
     One row per decision layer (Conv, Gemm/MatMul with a weight, embedding, attention MatMul):
@@ -94,7 +110,7 @@ def inspect_cmd(model: str, batch: int | None, as_json: bool, all_nodes: bool) -
     from hypar.onnx import load_layer_graph
 
     with _hypar_errors_and_warnings():
-        g = load_layer_graph(model, batch=batch)
+        g = load_layer_graph(model, batch=batch, **_bound(dims, input_shapes))
     if as_json:
         click.echo(json.dumps(inspect_dict(g), indent=2))
     else:
@@ -184,6 +200,7 @@ def _plot_plan(plan: dict, path: str) -> None:
 @_array_options
 @click.option("--batch", type=click.IntRange(min=1), default=None, metavar="N",
               help="Training batch (overrides the array's and the model's).")
+@_dim_options
 @_search_options
 @click.option("--solver", default=None, metavar="NAME",
               help="highs (default), cbc, or the exact alternatives dp (chains) and brute (tiny graphs).")
@@ -199,8 +216,8 @@ def _plot_plan(plan: dict, path: str) -> None:
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.png",
               help="Draw the plan's layer x level map of types with the costs per layer (needs matplotlib).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
-def partition_cmd(model, array_path, pes, levels, batch, objective, space, search_how, convention, solver,
-                  time_limit, gap, threads, memory_gb, output, as_json, plot_path, quiet) -> None:
+def partition_cmd(model, array_path, pes, levels, batch, dims, input_shapes, objective, space, search_how, convention,
+                  solver, time_limit, gap, threads, memory_gb, output, as_json, plot_path, quiet) -> None:
     """Choose, for every layer and every level of the PE array, how the layer is split.
 
     Types per level: I = data parallel (split the batch), II = model parallel (split input
@@ -216,6 +233,7 @@ def partition_cmd(model, array_path, pes, levels, batch, objective, space, searc
       hypar partition models/bert_base.onnx --array solver_configs/gpu_cluster.yaml --objective time
       hypar partition models/vgg16.onnx --pes 16 --plot vgg16_plan.png
       hypar partition models/vgg11.onnx --pes 16 --objective comm --convention reference
+      hypar partition tests/fixtures/windowed_attention_dynamic.onnx --pes 4 --batch 8 --dim height=64 --dim width=48
     """
     from hypar import api
     from hypar.plan import dumps
@@ -228,8 +246,9 @@ def partition_cmd(model, array_path, pes, levels, batch, objective, space, searc
         settings = solver_settings(solver, time_limit_s=time_limit, gap=gap, threads=threads,
                                    memory_cap_gb=memory_gb, array_path=array_path)
         array = api.resolve_array(array_path, pes, levels)
-        plan = api.partition(model, array, batch=batch, objective=objective, space=space, search_how=search_how,
-                             convention=convention, settings=settings, progress=progress)
+        plan = api.partition(model, array, batch=batch, **_bound(dims, input_shapes), objective=objective,
+                             space=space, search_how=search_how, convention=convention, settings=settings,
+                             progress=progress)
         if output:
             _write_file(output, dumps(plan), "-o")
         if plot_path:
@@ -252,19 +271,20 @@ def partition_cmd(model, array_path, pes, levels, batch, objective, space, searc
               help="Cost a baseline instead of a plan.")
 @_array_options
 @click.option("--batch", type=click.IntRange(min=1), default=None, metavar="N", help="Training batch.")
+@_dim_options
 @click.option("--space", type=click.Choice(Space.values()), default=None,
               help="Partition space (default: the plan's, else full).")
 @click.option("--objective", type=click.Choice(Objective.values()), default="time", show_default=True,
               help="Objective used to complete layouts the plan leaves open.")
 @_convention_option(read_back=True)
 @click.option("--json", "as_json", is_flag=True, help="Print {totals, layers} as JSON.")
-def evaluate_cmd(model, plan_path, baseline, array_path, pes, levels, batch, space, objective, convention,
-                 as_json) -> None:
+def evaluate_cmd(model, plan_path, baseline, array_path, pes, levels, batch, dims, input_shapes, space, objective,
+                 convention, as_json) -> None:
     """Cost a plan or a baseline: per layer and level bytes, time, energy and memory.
 
     Layers a minimal plan leaves out are type I at every level; non-weighted nodes take their
-    best layouts. A full plan brings its own array, batch, space and --convention unless you
-    override them (a minimal plan and a baseline: hierarchical unless told).
+    best layouts. A full plan brings its own array, batch, bound dims, space and --convention
+    unless you override them (a minimal plan and a baseline: hierarchical unless told).
 
     \b
     Example:
@@ -282,7 +302,8 @@ def evaluate_cmd(model, plan_path, baseline, array_path, pes, levels, batch, spa
         if array_path is not None or pes is not None or levels is not None:
             array = api.resolve_array(array_path, pes, levels)
         model_, ev = api.evaluate(model, plan=plan, baseline_name=baseline, array=array, batch=batch,
-                                  space=space, objective=objective, convention=convention)
+                                  **_bound(dims, input_shapes), space=space, objective=objective,
+                                  convention=convention)
     rows, totals = ev.layers(), ev.totals()
     if as_json:
         click.echo(json.dumps({"totals": totals, "layers": rows}, indent=1))
@@ -332,6 +353,7 @@ def _sweep_progress(quiet: bool, is_tty: bool):
               help="Batch sizes, comma-separated (default: the array's, else the model's own).")
 @click.option("--array", "arrays", multiple=True, type=click.Path(), metavar="CFG.yaml",
               help="A PE array description; repeat for several.")
+@_dim_options
 @_search_options
 @click.option("--time-limit", type=click.FloatRange(min=0.001), default=None, metavar="S",
               help="Per-solve time limit in seconds (default 60).")
@@ -345,8 +367,8 @@ def _sweep_progress(quiet: bool, is_tty: bool):
               help="Directory of results.jsonl (appended; rerun to resume).")
 @click.option("--retry-errors", is_flag=True, help="Also recompute cases recorded as errors.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
-def sweep_cmd(models, zoo, pes, batch, arrays, objective, space, search_how, convention, time_limit, jobs,
-              executor, scheduler, out_dir, retry_errors, quiet) -> None:
+def sweep_cmd(models, zoo, pes, batch, arrays, dims, input_shapes, objective, space, search_how, convention,
+              time_limit, jobs, executor, scheduler, out_dir, retry_errors, quiet) -> None:
     """Partition every (model, array, batch) case and append one JSONL row per case.
 
     Each row of RESULTS_DIR/results.jsonl holds hypar's plan totals, every baseline's totals
@@ -356,11 +378,13 @@ def sweep_cmd(models, zoo, pes, batch, arrays, objective, space, search_how, con
     sweep resumes where it stopped. --executor dask --scheduler ADDRESS runs the cases on a Dask
     cluster (pip install 'hypar[dask]'; workers must see the model files at the same paths).
     Each row records the --convention its costs were priced under (part of the case's key).
+    Each model binds the --dim names and --input-shape inputs it has.
 
     \b
     Example:
       hypar sweep --zoo --pes 4,16,64 --batch 32,512 --jobs 2 -o results/zoo
       hypar sweep --zoo --pes 16 --convention reference -o results/zoo
+      hypar sweep tests/fixtures/windowed_attention_dynamic.onnx --pes 4 --batch 8 --dim height=64 --dim width=48 -o results/w
       hypar report results/zoo
     """
     from hypar import sweep as sw
@@ -378,7 +402,8 @@ def sweep_cmd(models, zoo, pes, batch, arrays, objective, space, search_how, con
             summary = sw.sweep(paths, out_dir, pes=pes, arrays=arrays, batches=batch or [None],
                                objective=objective, space=space, search_how=search_how, convention=convention,
                                settings=settings, jobs=jobs, executor=executor, scheduler=scheduler,
-                               progress=_sweep_progress(quiet, is_tty), retry_errors=retry_errors)
+                               progress=_sweep_progress(quiet, is_tty), retry_errors=retry_errors,
+                               **_bound(dims, input_shapes))
         except KeyboardInterrupt:
             click.echo(f"\nInterrupted: the finished cases are in {results_file}; "
                        "rerun the same command to resume.", err=True)
@@ -419,14 +444,12 @@ def report_cmd(results_dir, no_plots) -> None:
 @click.option("--batch", type=click.IntRange(min=1), default=None, metavar="N",
               help="Batch of the simulated step (default: 2 x the number of PEs). The plan's recorded "
                    "costs are checked at the plan's own batch.")
+@_dim_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights, inputs and output errors.")
-@click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
-              help="Float type of the simulated values (float32: about twice as fast, tolerance 1e-4 "
-                   "instead of 1e-9; a missing element still poisons the result).")
 @_convention_option(read_back=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify_cmd(model: str, plan_path: str, batch: int | None, seed: int, dtype: str, convention: str | None,
-               as_json: bool) -> None:
+def verify_cmd(model: str, plan_path: str, batch: int | None, dims: tuple, input_shapes: tuple, seed: int,
+               convention: str | None, as_json: bool) -> None:
     """Execute PLAN.json on virtual PEs and prove it right: same step, same bytes.
 
     Runs one training step (forward, backward error, weight gradients) of MODEL on one virtual
@@ -434,21 +457,24 @@ def verify_cmd(model: str, plan_path: str, batch: int | None, seed: int, dtype: 
     named level. Prints per layer PASS/FAIL with the largest difference from the reference and
     the bytes counted vs the cost model's prediction at every level; checks that the costs a
     full plan records match its types (under the plan's own convention). The cost model's
-    prediction is priced under --convention (default: the plan's, else hierarchical). Ops the
-    simulator cannot run are listed by name. Exit 0 only when everything matches.
+    prediction is priced under --convention (default: the plan's, else hierarchical). Dims bind
+    as the plan records unless --dim / --input-shape say. Ops it cannot run are listed by name.
+    Exit 0 only when everything matches; under --convention reference on several levels the
+    reference prices that differ from what was sent are "info:" lines, not failures.
 
     \b
     Example:
       hypar partition model.onnx --levels 2,2 -o plan.json
       hypar verify model.onnx plan.json --batch 8
       hypar verify model.onnx plan.json --batch 8 --convention reference
+      hypar verify tests/fixtures/windowed_attention_dynamic.onnx plan.json --dim height=64 --dim width=48
     """
     from hypar.plan import load_plan
     from hypar.verify import report_table, verify_plan
 
     with _hypar_errors_and_warnings():
         plan = load_plan(plan_path)
-        rep = verify_plan(model, plan, batch=batch, seed=seed, convention=convention, dtype=dtype)
+        rep = verify_plan(model, plan, batch=batch, seed=seed, convention=convention, **_bound(dims, input_shapes))
     if as_json:
         click.echo(json.dumps(rep.to_json(), indent=1))
     else:

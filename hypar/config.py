@@ -1,5 +1,6 @@
 """What users write, read into library values: which PE array (a YAML file, ``pes`` or a
-``levels`` string such as ``"2,2,4"``), lists of counts (``"4,16,64"``) and the solver settings
+``levels`` string such as ``"2,2,4"``), lists of counts (``"4,16,64"``), input dims bound by
+name (``"sequence=128"``) or whole input shapes (``"x=1,3,640,640"``) and the solver settings
 (options over the ``solver:`` section of an array file over the defaults).
 
 Nothing here is ignored quietly: a value or a key that cannot be used is an error naming it and
@@ -81,19 +82,59 @@ def parse_levels(text: str) -> list[int]:
                                       "{levels} 2,2,4") from None
 
 
+def _positive_int(part: str, parameter: str, example: str, text: str | None = None) -> int:
+    """``part`` as a positive integer; SettingError naming ``parameter`` (and the whole ``text``
+    it is part of, when given) otherwise."""
+    where = f"{text!r}: " if text is not None else ""
+    try:
+        n = int(part)
+    except ValueError:
+        raise SettingError(f"{where}{part!r} is not an integer; give e.g. {example}", parameter) from None
+    if n < 1:
+        raise SettingError(f"{where}{n} must be at least 1", parameter)
+    return n
+
+
 def parse_counts(texts: Iterable[str | int], parameter: str = "counts") -> list[int]:
     """``["4,16", "64"]`` -> ``[4, 16, 64]``: every comma-separated part of every text, each a
     positive integer. SettingError (naming ``parameter``) on the first part that is not."""
-    out: list[int] = []
+    return [_positive_int(part, parameter, "4,16,64") for text in texts or () for part in _parts(text)]
+
+
+def _name_value(text: str, parameter: str, example: str) -> tuple[str, str]:
+    """``"NAME=VALUE"`` -> ``(NAME, VALUE)`` (spaces removed); SettingError naming ``parameter``
+    when there is no ``=`` or either side is empty."""
+    name, sep, value = str(text).replace(" ", "").partition("=")
+    if not sep or not name or not value:
+        raise SettingError(f"{text!r}: give NAME=VALUE, e.g. {example}", parameter)
+    return name, value
+
+
+def parse_dims(texts: Iterable[str]) -> dict[str, int]:
+    """``["height=640", "width=480"]`` -> ``{"height": 640, "width": 480}`` (symbolic input dims
+    bound by name). SettingError naming ``dims`` for a text that is not NAME=N with N >= 1, or
+    a name given twice with different values."""
+    out: dict[str, int] = {}
     for text in texts or ():
-        for part in _parts(text):
-            try:
-                n = int(part)
-            except ValueError:
-                raise SettingError(f"{part!r} is not an integer; give e.g. 4,16,64", parameter) from None
-            if n < 1:
-                raise SettingError(f"{n} must be at least 1", parameter)
-            out.append(n)
+        name, value = _name_value(text, "dims", "sequence=128")
+        n = _positive_int(value, "dims", "sequence=128", text)
+        if out.get(name, n) != n:
+            raise SettingError(f"{name} is given twice ({out[name]} and {n}); give it once", "dims")
+        out[name] = n
+    return out
+
+
+def parse_input_shapes(texts: Iterable[str]) -> dict[str, tuple[int, ...]]:
+    """``["x=1,3,640,640"]`` -> ``{"x": (1, 3, 640, 640)}`` (whole input shapes by input name).
+    SettingError naming ``input_shapes`` for a text that is not INPUT=D0,D1,... with every Dk
+    >= 1, or an input given twice with different shapes."""
+    out: dict[str, tuple[int, ...]] = {}
+    for text in texts or ():
+        name, value = _name_value(text, "input_shapes", "x=1,3,224,224")
+        shape = tuple(_positive_int(p, "input_shapes", "x=1,3,224,224", text) for p in _parts(value))
+        if out.get(name, shape) != shape:
+            raise SettingError(f"input {name} is given twice with different shapes; give it once", "input_shapes")
+        out[name] = shape
     return out
 
 

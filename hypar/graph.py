@@ -76,7 +76,10 @@ class Layer:
     ``in_elements`` = A(F_in), ``out_elements`` = A(F_out), ``weight_elements`` = A(W) (0 when
     unweighted), ``bias_elements`` the bias. ``macs`` = forward multiply-accumulates.
     Non-weighted layers leave the matrix fields at 0 / () and keep ``attrs`` (e.g. ``axis``,
-    ``axes``, ``perm``) for their layout rules.
+    ``axes``, ``perm``) for their layout rules. ``module`` is the model's own name for where the
+    layer comes from, dotted like torch's ``named_modules()`` (``layers.0.self_attn.o_proj``;
+    :mod:`hypar.onnx.modules` reads it), None when the export does not say; ``name`` stays the
+    ONNX node's name.
     """
 
     name: str
@@ -98,6 +101,7 @@ class Layer:
     bias_elements: int = 0
     macs: int = 0
     attrs: tuple[tuple[str, object], ...] = field(default=())
+    module: str | None = None
 
     @property
     def weighted(self) -> bool:

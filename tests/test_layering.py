@@ -17,7 +17,7 @@ PACKAGE = ROOT / "hypar"
 RANK = {
     "hypar": 0, "errors": 0, "vocab": 0,
     "graph": 1, "array": 1,
-    "synthetic": 2, "onnx": 2, "ilp": 2, "config": 2,
+    "synthetic": 2, "onnx": 2, "ilp": 2, "config": 2, "shards": 2,
     "cost": 3,
     "sim": 4, "search": 4,
     "plan": 5,

@@ -15,14 +15,16 @@ top first: ``S(b)`` shards rows, ``S(f)`` columns, ``R`` replicates, ``P`` holds
 
 So each step at level h runs while every level below h is sharded, and the layout of the levels
 above is fixed by when it runs (:data:`PHASES`): its traffic depends on levels ``0..h`` of both
-tuples only. :class:`HierarchicalPricer` prices each step on the tensor *as laid out when
-it runs*, group class by group class: a region's size along an axis is ``bs`` (or ``fs``) split
-by :func:`hypar.array.split_counts` with the group class's fractions at every level sharding that
-axis, top first; a member's part at level h splits the group's region the same way. For even
-splits this equals SPEC's closed form (K, Q, T, B factors) exactly -- checked against the
-independent judge's :func:`hypar.sim.hierarchy.closed_form` in tests/cost/test_hierarchical.py; uneven and heterogeneous splits follow the same
-rule (named limitation: element-exact sizes there depend on which indices each split keeps; this
-prices by the sizes the rule gives, and the relay's virtual row slice by ``split_counts`` too).
+tuples only. :class:`HierarchicalPricer` prices each step on the tensor *as laid out when it
+runs*, group by group, by the one placement rule of :mod:`hypar.shards` (the simulator's too):
+a level-h group's region along an axis is the indices whose digits at the levels above sharding
+that axis are the group's coordinates there, and a member's part of it those whose level-h digit
+is also the member's (the relay's virtual row slice likewise by the level-h row digits). Groups
+alike (class, region, member parts) are priced once. For even splits this equals SPEC's closed
+form (K, Q, T, B factors) exactly -- checked against the independent judge's
+:func:`hypar.sim.hierarchy.closed_form` in tests/cost/test_hierarchical.py; for uneven and
+heterogeneous splits it equals, per level, what the simulator's execution of the order sends
+(tests/sim/test_uneven.py).
 
 Pairs where ``s`` has a P level and some level is R in both ``s`` and ``t`` ("P + RR") never arise
 on plan edges (a source with P comes from type III errors, which have no R level) and are
@@ -31,10 +33,10 @@ rejected (ValueError).
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
-from hypar.array import GroupClass, PEArray, split_counts
+from hypar.array import PEArray
+from hypar.shards import group_shares
 from hypar.cost.price import ZERO, Cost, Traffic, collective_cost
 from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
 
@@ -115,30 +117,39 @@ def overlap_above(s: tuple, t: tuple, h: int) -> RegionSpec:
             frozenset(g for g in range(h) if COLS in (s[g], t[g])))
 
 
-def member_cells(step: Step, rows: int, cols: int, fractions: tuple[float, ...]) -> list[int]:
-    """Cells each member of a level group receives in ``step`` (not a relay) when the group's
-    region is ``rows x cols`` cells and its members take ``fractions`` of a split axis."""
-    k = len(fractions)
-    size = (rows, cols)
-    x, y = size[step.axis], size[1 - step.axis]
-    px = split_counts(x, fractions)
+def member_cells(step: Step, x: tuple[int, ...], y: int | tuple[int, ...]) -> list[int]:
+    """Cells each member of a level group receives in ``step`` (not a relay): ``x`` holds each
+    member's part of the group's region along the step's axis, ``y`` the region's size along the
+    other axis (an all-to-all: each member's part of it)."""
+    k, whole = len(x), sum(x)
     if step.op == REDUCE_SCATTER:
-        return [(k - 1) * p * y for p in px]
+        return [(k - 1) * p * y for p in x]
     if step.op in (GATHER_HALF, ALL_GATHER):
-        return [(x - p) * y for p in px]
+        return [(whole - p) * y for p in x]
     if step.op == ALL_TO_ALL:
-        return [q * (x - p) for p, q in zip(px, split_counts(y, fractions))]
+        return [q * (whole - p) for p, q in zip(x, y)]
     raise ValueError(f"no cell count for {step.op}")
 
 
-def relay_cells(final: tuple[int, int], held: tuple[int, int], fractions: tuple[float, ...]) -> list[int]:
-    """Cells each member of an R -> R level group receives in the relay: the group's final
-    region ``final`` (rows, cols) less the part it held from the start ``held``, less what
-    arrived from above inside the member's virtual row slice."""
-    (rf, cf), (rh, ch) = final, held
-    new = rf * cf - rh * ch
-    return [new - (pf * cf - ph * ch)
-            for pf, ph in zip(split_counts(rf, fractions), split_counts(rh, fractions))]
+def relay_cells(final_rows: tuple[int, ...], final_cols: int, held_rows: tuple[int, ...], held_cols: int) -> list[int]:
+    """Cells each member of an R -> R level group receives in the relay: the group's final region
+    (each member's virtual row slice of it ``final_rows``, all its columns ``final_cols``) less the
+    part it held from the start (``held_rows`` x ``held_cols``), less what arrived from above
+    inside the member's virtual row slice."""
+    new = sum(final_rows) * final_cols - sum(held_rows) * held_cols
+    return [new - (pf * final_cols - ph * held_cols) for pf, ph in zip(final_rows, held_rows)]
+
+
+def step_queries(step: Step, specs: tuple[RegionSpec, ...], bs: int, fs: int) -> tuple:
+    """What :func:`hypar.shards.group_shares` must answer to price ``step`` on a ``bs x fs`` grid
+    whose region the ``specs`` give (a relay: final and held; else one): per axis of each spec,
+    (size, levels above sharding it, whether per member)."""
+    sizes = (bs, fs)
+    if step.op == RELAY:
+        member = (True, False)
+    else:
+        member = (step.axis == 0 or step.op == ALL_TO_ALL, step.axis == 1 or step.op == ALL_TO_ALL)
+    return tuple((sizes[a], tuple(sorted(spec[a])), member[a]) for spec in specs for a in (0, 1))
 
 
 class HierarchicalPricer:
@@ -151,33 +162,26 @@ class HierarchicalPricer:
 
     def __init__(self, array: PEArray):
         self.array = array
-        self._regions: dict = {}
+        self._cells: dict = {}
         self._costs: dict = {}
 
-    def regions(self, h: int, bs: int, fs: int, specs: tuple[RegionSpec, ...]) -> dict[tuple, int]:
-        """The level-h groups' regions: {(group class key, (rows, cols) per spec flattened): number
-        of groups}, each spec's sizes split top first as the module docstring says."""
-        key = (h, bs, fs, specs)
-        hit = self._regions.get(key)
+    def step_cells(self, h: int, step: Step, bs: int, fs: int, specs: tuple[RegionSpec, ...]) -> tuple:
+        """The level-h groups in ``step`` on a ``bs x fs`` grid laid out as ``specs`` say (module
+        docstring): ((group class key, cells each member receives, number of groups), ...),
+        sorted; memoised."""
+        key = (h, step, bs, fs, specs)
+        hit = self._cells.get(key)
         if hit is None:
-            hit = self._regions[key] = self._split_regions(h, bs, fs, specs)
+            out = []
+            for ck, answers, m in group_shares(self.array, h, step_queries(step, specs, bs, fs)):
+                if step.op == RELAY:
+                    cells = relay_cells(*answers)
+                else:
+                    x, y = (answers[0], answers[1]) if step.axis == 0 else (answers[1], answers[0])
+                    cells = member_cells(step, x, y)
+                out.append((ck, tuple(cells), m))
+            hit = self._cells[key] = tuple(sorted(out))
         return hit
-
-    def _split_regions(self, h: int, bs: int, fs: int, specs: tuple[RegionSpec, ...]) -> dict[tuple, int]:
-        """:meth:`regions` computed, level by level from the whole array."""
-        current = {(self.array.root_key, (bs, fs) * len(specs)): 1}
-        for g in range(h):
-            nxt: dict[tuple, int] = defaultdict(int)
-            for (ck, sizes), m in current.items():
-                gc = self.array.classes[g][ck]
-                fr = tuple(c[1] for c in gc.children)
-                parts = [split_counts(n, fr) if (g in specs[i // 2][i % 2]) else None
-                         for i, n in enumerate(sizes)]
-                for j, (child, _f, _n) in enumerate(gc.children):
-                    new = tuple(n if p is None else p[j] for n, p in zip(sizes, parts))
-                    nxt[(child, new)] += m
-            current = dict(nxt)
-        return current
 
     def level_cost(self, h: int, sig: tuple[int, int, int], s: tuple, t: tuple) -> Cost:
         """Cost at level h of converting a tensor of signature ``sig`` from ``s`` into ``t`` (full
@@ -215,17 +219,8 @@ class HierarchicalPricer:
             else:
                 specs = (region_above(s, t, h, step.phase),)
             traffic = []
-            for (ck, sizes), m in sorted(self.regions(h, bs, fs, specs).items()):
+            for ck, cells, m in self.step_cells(h, step, bs, fs, specs):
                 gc = self.array.classes[h][ck]
-                cells = self._member_cells(step, sizes, gc)
                 traffic.append((gc, m, [cell * c for c in cells], len(gc.children) - 1))
             out.append(traffic)
         return out
-
-    @staticmethod
-    def _member_cells(step: Step, sizes: tuple[int, ...], gc: GroupClass) -> list[int]:
-        """Cells each member of a group of class ``gc`` receives in ``step`` (regions ``sizes``)."""
-        fr = tuple(c[1] for c in gc.children)
-        if step.op == RELAY:
-            return relay_cells(sizes[0:2], sizes[2:4], fr)
-        return member_cells(step, sizes[0], sizes[1], fr)

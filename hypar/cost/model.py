@@ -36,8 +36,10 @@ from hypar.cost.conventions import HierarchicalEdges, ReferenceEdges
 from hypar.cost.hierarchical import HierarchicalPricer
 from hypar.cost.price import OBJECTIVES, ZERO, Cost, collective_cost
 from hypar.cost.sharing import Conversion
+from hypar.cost.statistics import STATS_QUANTITIES, StatsTerm, stats_level_cost, stats_term
 from hypar.cost.strategies import FULL, NodeModel, macs_view, quantity, tensor_view, weight_view
 from hypar.cost.structure import SPACES, EdgeModel, Structure
+from hypar.shards import group_shares
 from hypar.vocab import Convention, parse
 
 __all__ = ["OBJECTIVES", "SPACES", "Cost", "CostModel", "Evaluation"]
@@ -65,8 +67,10 @@ class CostModel:
         self.convention = parse(Convention, convention)
         self.structure = Structure(g, space)
         self.array = array
-        self.edge_pricing = (HierarchicalEdges(self.structure.nodes, HierarchicalPricer(array))
-                             if self.convention == Convention.HIERARCHICAL else ReferenceEdges(self))
+        # hierarchical only: the pricer of conversions, shared with the norm statistics
+        self.pricer = HierarchicalPricer(array) if self.convention == Convention.HIERARCHICAL else None
+        self.edge_pricing = (HierarchicalEdges(self.structure.nodes, self.pricer)
+                             if self.pricer is not None else ReferenceEdges(self))
         self.n_levels = array.n_levels
         self.use_factors = True       # fanned-out tensors as factor terms (else group terms)
         self._views: dict = {}
@@ -75,6 +79,7 @@ class CostModel:
         self._eval_cache: dict = {}
         self._intra_cache: dict = {}
         self._sig_cache: dict = {}
+        self._stats_terms: dict[int, StatsTerm | None] = {}
 
     # -- structure (read from self.structure)
     @property
@@ -123,13 +128,25 @@ class CostModel:
     # -- views
     def views(self, i: int, prefix: tuple) -> dict[tuple, int]:
         """Distribution of node ``i``'s view at level len(prefix) under the types ``prefix`` above:
-        {(group class key, node dims in view): number of groups}."""
+        {(group class key, node dims in view): number of groups}.
+
+        ``hierarchical``: a group's dims are what the simulator places there
+        (:mod:`hypar.shards`): per node axis, the indices whose digits at the levels of
+        ``prefix`` splitting that axis are the group's coordinates. ``reference``: each level's
+        view split on its own, top first, by ``split_counts`` with the group class's fractions
+        (the same numbers on one level, and on a homogeneous array whose PE count divides every
+        split axis)."""
         key = (i, prefix)
         hit = self._views.get(key)
         if hit is not None:
             return hit
         node = self.nodes[i]
-        if not prefix:
+        if self.convention == Convention.HIERARCHICAL:
+            axes = [node.strategy(label).split_axis for label in prefix]
+            queries = tuple((n, tuple(g for g, x in enumerate(axes) if x == a), False)
+                            for a, n in zip(node.axes, node.sizes))
+            out = {(ck, dims): m for ck, dims, m in group_shares(self.array, len(prefix), queries)}
+        elif not prefix:
             out = {(self.array.root_key, node.sizes): 1}
         else:
             h = len(prefix) - 1
@@ -149,10 +166,17 @@ class CostModel:
     # -- communication
     def intra_cost(self, i: int, types: tuple, h: int) -> Cost:
         """Collectives inside node i at level h (all-reduce of dW, of F_out, norm statistics)
-        under its types ``types`` (levels 0..h used). The same under both conventions.
+        under its types ``types`` (levels 0..h used).
 
-        Why ``hierarchical`` needs no other price (HIER_SEMANTICS.md §4): the dW all-reduce of a
-        type-I level h is the conversion of dW from P -> R at h, where dW is P at every type-I
+        Norm statistics (BatchNorm, LayerNorm, softmax over a split axis): ``reference`` prices
+        today's all-reduce of the level-h group's statistics at the levels whose strategy splits
+        the summed axis; ``hierarchical`` prices what the SPEC's order sends converting the
+        statistics tensors from partial to replicated, at every level (also a replicated level
+        below a partial one, and with the channels split above), by
+        :func:`hypar.cost.statistics.stats_level_cost` (its docstring: why levels 0..h suffice).
+
+        Why ``hierarchical`` needs no other price for dW and F_out (HIER_SEMANTICS.md §4): the
+        dW all-reduce of a type-I level h is the conversion of dW from P -> R at h, where dW is P at every type-I
         level above (a partial sum over each batch split) and sharded at every type-II/III level
         (the weight is split there), in both source and target. In the SPEC's closed form both
         the reduce-scatter (K) and the all-gather (T) factors are then the product k_I of the
@@ -171,14 +195,19 @@ class CostModel:
         return hit
 
     def _intra_cost_uncached(self, i: int, types: tuple, h: int) -> Cost:
-        """:meth:`intra_cost` computed: one all-reduce per quantity of the level-h strategy."""
+        """:meth:`intra_cost` computed: one all-reduce per quantity of the level-h strategy
+        (under ``hierarchical``, the statistics priced by :func:`stats_level_cost` instead)."""
         node = self.nodes[i]
-        strat = node.strategy(types[h])
-        if not strat.intra:
-            return ZERO
+        quantities = node.strategy(types[h]).intra
         total = ZERO
+        if self.pricer is not None:
+            quantities = tuple(q for q in quantities if q not in STATS_QUANTITIES)
+            term = self._stats_term(i)
+            if term is not None:
+                layouts = tuple(node.strategy(label).out_layout for label in types[:h + 1])
+                total = stats_level_cost(self.pricer, term, layouts, h)
         classes = self.array.classes[h]
-        for q in strat.intra:
+        for q in quantities:
             traffic = []
             for (ck, dims), m in self.views(i, tuple(types[:h])).items():
                 gc = classes[ck]
@@ -186,6 +215,12 @@ class CostModel:
                 traffic.append((gc, m, allreduce(quantity(node, dims, q), fr), 2 * (len(fr) - 1)))
             total = total + collective_cost(self.array.levels[h], self.array.dtype_bytes, traffic)
         return total
+
+    def _stats_term(self, i: int) -> StatsTerm | None:
+        """Node i's norm statistics (:func:`hypar.cost.statistics.stats_term`), memoised."""
+        if i not in self._stats_terms:
+            self._stats_terms[i] = stats_term(self.nodes[i])
+        return self._stats_terms[i]
 
     def edge_view(self, e: EdgeModel, ctypes: tuple, h: int) -> tuple:
         """Signature of edge e's tensor in its consumer's view at level h, the consumer taking

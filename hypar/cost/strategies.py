@@ -9,8 +9,13 @@ error, reduced once per tensor). SPEC.md §2: a weighted layer's
     type III (output) : in R,    out S(f), error in P,    needs error out S(f); (E_in reduced per tensor)
 
 Grouped convolutions split groups instead (II: everything S(f), no reduction), attention MatMuls
-split batch (I) or heads (II), embeddings take I/II/III with the id input never differentiable.
-Non-weighted nodes (``full`` space only) take one layout for everything: S(b), S(f) or R.
+split batch (I) or heads (II), embeddings take I/II/III with the id input never differentiable
+(with constant ids, I replicates the lookup and its gradient).
+Non-weighted nodes (``full`` space only) take one layout for everything: S(b), S(f) or R -- an
+input broadcast along the split axis stays R (its error, when needed, a partial sum all-reduced
+inside the node: ``operand_err<slot>``), and a mean or sum over the feature axis splits its input
+by features (S(f)) with its output R (the partial results all-reduced: ``reduced``), so a
+decomposed LayerNorm pays for its statistics what LayerNormalization pays (4 x rows).
 
 A node's *axes* are the dims its choices split, with sizes; a tensor's view at a level scales
 its element count by each mapped axis' share (see :class:`NodeModel`).
@@ -20,6 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import networkx as nx
+
 from hypar import graph as G
 from hypar.graph import Layer, Tensor
 from hypar.vocab import Layout
@@ -28,6 +35,17 @@ ROWS, COLS, FULL, PARTIAL = (Layout.ROWS.value, Layout.COLS.value, Layout.FULL.v
 
 # Quantities a collective may move, evaluated on a node's view.
 Q_WEIGHT, Q_OUT, Q_STATS_BN, Q_ROWS3, Q_ROWS4 = "weight", "out", "bn_stats", "rows3", "rows4"
+Q_REDUCED = "reduced"            # a reduction's output, partial over its split reduced axis (forward)
+Q_OPERAND_ERR = "operand_err"    # + input slot: a broadcast operand's error, partial over a split axis (backward)
+# Reductions whose partial results over the parts of an axis add up.
+LINEAR_REDUCTIONS = ("ReduceMean", "ReduceSum")
+
+
+def operand_error(slot: int) -> str:
+    """The quantity all-reduced for the error of input ``slot`` of an elementwise op of two
+    activations, when the node splits an axis along which that operand is broadcast (whole on
+    every PE: each PE's error is a partial sum over its share of the axis)."""
+    return f"{Q_OPERAND_ERR}{slot}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +150,11 @@ def _weighted_strategies(n_in: int) -> tuple[Strategy, ...]:
 
 
 def _layout_strategies(node_axes: dict[str, int], ins: list[Tensor | None], out: Tensor | None,
-                       kind: str, layer: Layer) -> tuple[tuple[Strategy, ...], tuple[tuple[str | None, str | None], ...]]:
-    """Layouts a non-weighted node may take, with per-slot maps (broadcast slots need R)."""
+                       kind: str, layer: Layer, err_slots: tuple[bool, ...]
+                       ) -> tuple[tuple[Strategy, ...], tuple[tuple[str | None, str | None], ...]]:
+    """Layouts a non-weighted node may take, with per-slot maps (broadcast slots need R; under a
+    split, the error of a broadcast operand of an elementwise op, when needed (``err_slots``), is
+    all-reduced inside the node)."""
     in_maps = []
     for t in ins:
         if kind == G.RESHAPE:
@@ -145,12 +166,11 @@ def _layout_strategies(node_axes: dict[str, int], ins: list[Tensor | None], out:
             bm = "b" if "b" in node_axes and _axis_size(t, "b") == node_axes["b"] else None
             fm = "f" if "f" in node_axes and _axis_size(t, "f") == node_axes["f"] else None
         in_maps.append((bm, fm))
-    reduced_axes = _reduced_axes(kind, layer, ins)
     strategies = [Strategy(FULL, None, (FULL,) * len(ins), FULL, (FULL,) * len(ins), FULL)]
     if kind == G.OPAQUE:
         return tuple(strategies), tuple(in_maps)
     for axis, layout in (("b", ROWS), ("f", COLS)):
-        if axis not in node_axes or axis in reduced_axes or node_axes[axis] < 2:
+        if axis not in node_axes or node_axes[axis] < 2:
             continue
         slot_layouts = tuple(layout if m[0 if axis == "b" else 1] else FULL for m in in_maps)
         if ins and all(sl == FULL for sl in slot_layouts):
@@ -159,22 +179,19 @@ def _layout_strategies(node_axes: dict[str, int], ins: list[Tensor | None], out:
             intra: tuple[str, ...] = (Q_STATS_BN,) if kind == G.BATCHNORM else ()
         else:
             intra = _feature_split_intra(kind, layer, out)
+        if kind == G.BINARY:
+            intra += tuple(operand_error(k) for k, sl in enumerate(slot_layouts)
+                           if sl == FULL and ins[k] is not None and err_slots[k])
         strategies.append(Strategy(layout, axis, slot_layouts, layout, slot_layouts, layout, intra))
     return tuple(strategies), tuple(in_maps)
 
 
-def _reduced_axes(kind: str, layer: Layer, ins: list[Tensor | None]) -> set[str]:
-    """Node axes ("b", "f") a Reduce node reduces over (they cannot be split); empty otherwise."""
-    reduced: set[str] = set()
-    if kind == G.REDUCE and ins and ins[0] is not None:
-        axes = layer.attr("axes")
-        rank = len(ins[0].shape)
-        axes = tuple(range(rank)) if axes is None else tuple(a % rank for a in axes)  # type: ignore[union-attr]
-        if ins[0].batch_axis in axes:
-            reduced.add("b")
-        if ins[0].feature_axis in axes:
-            reduced.add("f")
-    return reduced
+def _reduced_axes(layer: Layer, x: Tensor) -> set[str]:
+    """Node axes ("b", "f") a reduction of input ``x`` reduces over (all when it records none)."""
+    axes = layer.attr("axes")
+    rank = len(x.shape)
+    axes = tuple(range(rank)) if axes is None else tuple(a % rank for a in axes)  # type: ignore[union-attr]
+    return {a for a, ax in (("b", x.batch_axis), ("f", x.feature_axis)) if ax in axes}
 
 
 def _feature_split_intra(kind: str, layer: Layer, out: Tensor | None) -> tuple[str, ...]:
@@ -196,16 +213,37 @@ def _feature_split_intra(kind: str, layer: Layer, out: Tensor | None) -> tuple[s
     return ()
 
 
-def node_model(g, name: str, space: str) -> NodeModel:
+def node_model(g, name: str, space: str, needs_error: dict[str, bool] | None = None) -> NodeModel:
     """Build the :class:`NodeModel` of layer ``name`` of graph ``g`` for partition space ``space``.
 
     ``space``: "hypar" (types I, II), "accpar" (I, II, III) or "full" (I, II, III and layouts
     for non-weighted nodes). Decision kinds are built by :data:`DECISION_BUILDERS`, every other
-    kind takes layouts (:func:`_layout_node`).
+    kind takes layouts (:func:`_layout_node`; a reduction :func:`_reduce_node`). ``needs_error``:
+    per layer name, is its output's error needed in the backward pass (found from ``g`` when None).
     """
     layer: Layer = g.nodes[name]["layer"]
-    build = DECISION_BUILDERS.get(layer.kind, _layout_node)
-    return build(name, layer, _input_tensors(g, name, layer), _output_tensor(g, name), space)
+    ins, out = _input_tensors(g, name, layer), _output_tensor(g, name)
+    build = DECISION_BUILDERS.get(layer.kind)
+    if build is not None:
+        return build(name, layer, ins, out, space)
+    err_slots = _error_slots(g, name, layer, needs_error)
+    return (_reduce_node if layer.kind == G.REDUCE else _layout_node)(name, layer, ins, out, err_slots)
+
+
+def _error_slots(g, name: str, layer: Layer, needs_error: dict[str, bool] | None) -> tuple[bool, ...]:
+    """Per input slot of layer ``name``: is the error of the tensor it reads needed (its producer
+    or an ancestor holds weights; a graph input's never is)."""
+    producer: dict[int, str] = {}
+    for p, _, data in g.in_edges(name, data=True):
+        for s in data["slots"]:
+            producer[s] = p
+
+    def needed(p: str) -> bool:
+        if needs_error is not None:
+            return needs_error[p]
+        return any(g.nodes[a]["layer"].weighted for a in nx.ancestors(g, p) | {p})
+
+    return tuple(s in producer and needed(producer[s]) for s in range(len(layer.inputs)))
 
 
 def _input_tensors(g, name: str, layer: Layer) -> list[Tensor | None]:
@@ -244,10 +282,19 @@ def _matrix_node(name: str, layer: Layer, ins: list[Tensor | None], out: Tensor 
 
 
 def _embedding_node(name: str, layer: Layer, ins: list[Tensor | None], out: Tensor | None, space: str) -> NodeModel:
-    """Embedding lookup: types I, II, III ("hypar": I, II); the id input never takes an error."""
+    """Embedding lookup: types I, II, III ("hypar": I, II); the id input never takes an error.
+    With constant indices (no activation input: position rows, a relative-position bias) there
+    is no batch to split: type I replicates the lookup on every PE (output R). Its needed error
+    is R, complete on every PE (whoever broadcasts the rows over a split batch all-reduces their
+    error: ``operand_err<slot>``), so every PE computes the whole table gradient: nothing to
+    all-reduce."""
     n_in = len(ins)
+    if n_in:
+        data_parallel = Strategy("I", "b", (ROWS,) * n_in, ROWS, (FULL,) * n_in, ROWS, (Q_WEIGHT,))
+    else:
+        data_parallel = Strategy("I", None, (), FULL, (), FULL, ())
     strategies = (
-        Strategy("I", "b", (ROWS,) * n_in, ROWS, (FULL,) * n_in, ROWS, (Q_WEIGHT,)),
+        data_parallel,
         Strategy("II", "i", (FULL,) * n_in, FULL, (FULL,) * n_in, FULL, (Q_OUT,)),
         Strategy("III", "o", (FULL,) * n_in, COLS, (FULL,) * n_in, COLS, ()),
     )
@@ -271,8 +318,10 @@ def _matmul_act_node(name: str, layer: Layer, ins: list[Tensor | None], out: Ten
                      ("b", "h" if heads > 1 else None), (), ("b", "h"), tuple(strategies))
 
 
-def _layout_node(name: str, layer: Layer, ins: list[Tensor | None], out: Tensor | None, space: str) -> NodeModel:
-    """A non-weighted node: axes from its output tensor (else its first input), one layout each."""
+def _layout_node(name: str, layer: Layer, ins: list[Tensor | None], out: Tensor | None,
+                 err_slots: tuple[bool, ...]) -> NodeModel:
+    """A non-weighted node: axes from its output tensor (else its first input), one layout each
+    (``err_slots``: per input slot, is its error needed)."""
     node_axes: dict[str, int] = {}
     ref = out if out is not None else next((t for t in ins if t is not None), None)
     if ref is not None:
@@ -280,11 +329,49 @@ def _layout_node(name: str, layer: Layer, ins: list[Tensor | None], out: Tensor 
             node_axes["b"] = ref.shape[ref.batch_axis]
         if ref.feature_axis is not None:
             node_axes["f"] = ref.shape[ref.feature_axis]
-    strategies, in_maps = _layout_strategies(node_axes, ins, out, layer.kind, layer)
+    strategies, in_maps = _layout_strategies(node_axes, ins, out, layer.kind, layer, err_slots)
     axes = tuple(node_axes)
     out_map = ("b" if "b" in node_axes else None, "f" if "f" in node_axes else None)
     return NodeModel(name, layer, axes, tuple(node_axes[a] for a in axes), tuple(ins), in_maps, out,
                      out_map, (), (), strategies)
+
+
+def _feature_reduction(layer: Layer, x: Tensor | None, out: Tensor | None) -> bool:
+    """A mean or sum of one activation over exactly its (non-batch) feature axis, dims kept."""
+    return (layer.op in LINEAR_REDUCTIONS and len(layer.inputs) == 1 and x is not None and out is not None
+            and x.feature_axis is not None and x.feature_axis != x.batch_axis
+            and tuple(layer.attr("axes") or ()) == (x.feature_axis,) and layer.attr("keepdims", 1) == 1
+            and len(out.shape) == len(x.shape) and x.shape[x.feature_axis] >= 2)
+
+
+def _reduce_node(name: str, layer: Layer, ins: list[Tensor | None], out: Tensor | None,
+                 err_slots: tuple[bool, ...]) -> NodeModel:
+    """A reduction (ReduceMean, ArgMax, ...): its axes are its input's (so the input's signature
+    is the one its other consumers see); it splits an axis it does not reduce (S(b) or S(f), one
+    layout for input and output, no messages), and a mean or sum over the feature axis
+    (:func:`_feature_reduction`) also its input's features (S(f)): every PE reduces its share, the
+    partial results are all-reduced (:data:`Q_REDUCED`) and the output -- size 1 along the
+    features -- is whole (R) on every PE; its error goes back to each PE's share with no messages."""
+    x = ins[0] if ins else None
+    if x is None:
+        return _layout_node(name, layer, ins, out, err_slots)
+    reduced = _reduced_axes(layer, x)
+    node_axes = {a: x.shape[ax] for a, ax in (("b", x.batch_axis), ("f", x.feature_axis)) if ax is not None}
+    n = len(ins)
+    rest = (FULL,) * (n - 1)
+    strategies = [Strategy(FULL, None, (FULL,) * n, FULL, (FULL,) * n, FULL)]
+    for axis, layout in (("b", ROWS), ("f", COLS)):
+        if node_axes.get(axis, 0) < 2:
+            continue
+        if axis not in reduced:
+            strategies.append(Strategy(layout, axis, (layout,) + rest, layout, (layout,) + rest, layout))
+        elif axis == "f" and _feature_reduction(layer, x, out):
+            strategies.append(Strategy(COLS, "f", (COLS,), FULL, (COLS,), FULL, (Q_REDUCED,)))
+    in_map = tuple(a if a in node_axes else None for a in ("b", "f"))
+    out_map = tuple(a if a in node_axes and a not in reduced else None for a in ("b", "f"))
+    axes = tuple(node_axes)
+    return NodeModel(name, layer, axes, tuple(node_axes[a] for a in axes), tuple(ins),
+                     (in_map,) + ((None, None),) * (n - 1), out, out_map, (), (), tuple(strategies))
 
 
 # Layer kind -> builder of its NodeModel, for every decision kind (graph.DECISION_KINDS).
@@ -314,12 +401,15 @@ def quantity(node: NodeModel, dims: tuple[int, ...], q: str) -> int:
     """Elements all-reduced for quantity ``q`` at view ``dims`` (forward + backward combined)."""
     if q == Q_WEIGHT:
         return weight_view(node, dims)
+    if q.startswith(Q_OPERAND_ERR):
+        slot = int(q[len(Q_OPERAND_ERR):])
+        return tensor_view(node, dims, node.in_tensors[slot], node.in_maps[slot])[0]
     out = node.out_tensor
     if out is None:
         return 0
     elements, _, fs = tensor_view(node, dims, out, node.out_map,
                                   node.layer.out_elements or None)
-    if q == Q_OUT:
+    if q in (Q_OUT, Q_REDUCED):
         return elements
     rows = elements // max(fs, 1)
     if q == Q_STATS_BN:

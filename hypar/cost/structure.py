@@ -65,8 +65,8 @@ class Structure:
             keep = [n for n in order if G.layer(g, n).decision or G.layer(g, n).kind == G.OPAQUE]
         self.names: list[str] = keep
         self.index: dict[str, int] = {n: i for i, n in enumerate(keep)}
-        self.nodes: list[NodeModel] = [node_model(g, n, space) for n in keep]
         self.needs_error: dict[str, bool] = self._needs_error(order)
+        self.nodes: list[NodeModel] = [node_model(g, n, space, self.needs_error) for n in keep]
         self.edges: list[EdgeModel] = self._full_edges(order) if space == "full" else self._folded_edges(order)
         self.in_edges: list[list[int]] = [[] for _ in keep]
         self.tensor_edges: dict[tuple[int, str], list[EdgeModel]] = defaultdict(list)

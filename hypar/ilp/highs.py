@@ -11,6 +11,8 @@ when another size is asked for. Solves are serialised by a lock.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,8 +28,35 @@ _highs_state = threading.local()
 _HIGHS_LOCK = threading.RLock()
 
 
+def _swallow_banner() -> None:
+    """Build the process's first ``highspy.Highs`` with file descriptor 1 pointed at /dev/null:
+    HiGHS writes its copyright banner to stdout from C++ once per process, on the first
+    construction, whatever ``output_flag`` says later (HiGHS 1.16). Later objects print nothing."""
+    global _BANNER_SWALLOWED
+    if _BANNER_SWALLOWED:
+        return
+    import highspy
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+    _BANNER_SWALLOWED = True
+
+
+_BANNER_SWALLOWED = False
+
+
 def use_highs_threads(threads: int) -> None:
-    """Make this OS thread's HiGHS pool ``threads`` workers (reset only when it changes)."""
+    """Make this OS thread's HiGHS pool ``threads`` workers (reset only when it changes); keep
+    HiGHS's one-time banner off stdout."""
+    _swallow_banner()
     if getattr(_highs_state, "threads", None) != threads:
         import highspy
 

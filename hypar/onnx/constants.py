@@ -1,8 +1,9 @@
 """Constant evaluation of small tensors: shape tensors, axes and split sizes computed in the
-graph (Shape -> Gather -> Concat -> Reshape ...), with numpy, one small evaluator per op.
+graph (Shape -> Gather -> Concat -> Reshape ...), with numpy, one small evaluator per op, and
+onnx's reference implementation for the other default-domain ops.
 
 Only tensors of at most :data:`~hypar.onnx.protos.SMALL_ELEMENTS` elements are ever decoded;
-weights are never read. An op without an evaluator, a failing evaluation or an input that
+weights are never read. A custom-domain op, a random op, a failing evaluation or an input that
 cannot be evaluated gives None.
 """
 
@@ -55,7 +56,8 @@ class ConstantEvaluator:
         return tuple(int(x) for x in v.reshape(-1)) if v is not None else None
 
     def _evaluate(self, t: str) -> Value | None:
-        """One evaluation of ``t`` (inputs through :meth:`value`); may raise."""
+        """One evaluation of ``t`` (inputs through :meth:`value`; a kernel here computes an op's
+        first output only); may raise."""
         init = self.index.initializers.get(t)
         if init is not None:
             return numpy_helper.to_array(init) if is_small(init) else None
@@ -71,7 +73,9 @@ class ConstantEvaluator:
         if any(v is None for i, v in enumerate(ins) if n.input[i]):
             return None
         fn = _FROM_VALUES.get(n.op_type)
-        return fn(ins, a, n) if fn is not None else None
+        if fn is not None:
+            return fn(ins, a, n) if t == n.output[0] else None
+        return _reference(n, ins, t, self.index.opset)
 
     def known_dims(self, t: str) -> list[int] | None:
         """Dims of ``t`` when fully known, else None."""
@@ -246,6 +250,24 @@ _FROM_VALUES: dict[str, Callable[[list[Value], Attrs, onnx.NodeProto], Value | N
     "Expand": lambda ins, a, n: ins[0] * np.ones([int(s) for s in ins[1].reshape(-1)], dtype=ins[0].dtype),
     "Transpose": lambda ins, a, n: np.transpose(ins[0], a.get("perm")),
 }
+
+# Ops never evaluated by the reference fallback: random, stateful or with subgraphs.
+_NOT_CONSTANT = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Bernoulli",
+                           "Multinomial", "If", "Loop", "Scan"})
+
+
+def _reference(n: onnx.NodeProto, ins: list[Value | None], t: str, opset: int) -> Value | None:
+    """Output ``t`` of a default-domain op without a kernel here, from onnx's reference
+    implementation of the one node (inputs all known and small); None for other domains and
+    for :data:`_NOT_CONSTANT` ops."""
+    if n.domain not in ("", "ai.onnx") or n.op_type in _NOT_CONSTANT:
+        return None
+    from onnx.reference import ReferenceEvaluator  # only here: importing it costs ~0.3 s
+
+    feeds = {x: v for x, v in zip(n.input, ins) if x}
+    out = ReferenceEvaluator(n, opsets={"": opset}).run([t], feeds)[0]
+    return np.asarray(out)
+
 
 # Ops with an evaluator (for tests and documentation).
 EVALUATED_OPS = frozenset(_FROM_NODE) | frozenset(_PASS_THROUGH) | frozenset(_FROM_VALUES)

@@ -137,14 +137,18 @@ def matmul_act(ctx: LayerContext, v: NodeView) -> tuple[Fields, Attrs]:
 
 
 def embedding(ctx: LayerContext, v: NodeView) -> tuple[Fields, Attrs]:
-    """Gather on a weight table: Di = table rows, Do = row size; batch from the indices."""
+    """Gather on a weight table: Di = table rows, Do = row size; batch from the indices, 1 when
+    they are constant (position ids, a relative-position index: every row of the batch reads
+    the same rows, so the indices' dims are all spatial)."""
     n = v.node
     data = ctx.weight_shape(n.input[0], v.name)
     idx = ctx.shape(n.input[1], v.name)
     y = ctx.shape(n.output[0], v.name)
     axis = norm_axis(int(v.attrs.get("axis", 0)), len(data))
     ba = ctx.axes_of(n.input[1], (0, None))[0]
-    if idx:
+    if not v.act_in:
+        batch, spatial = 1, tuple(idx)
+    elif idx:
         b = ba if ba is not None and ba < len(idx) else 0
         batch = idx[b]
         spatial = tuple(d for i, d in enumerate(idx) if i != b)

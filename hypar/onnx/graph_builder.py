@@ -14,7 +14,7 @@ import onnx
 from hypar import graph as G
 from hypar.errors import ModelStructureError
 from hypar.onnx.axes import AxisTracker, input_axes
-from hypar.onnx.batch import check_inputs_bound
+from hypar.onnx.expand import announced
 from hypar.onnx.index import ModelIndex
 from hypar.onnx.inference import Shapes
 from hypar.onnx.layer_context import LayerContext
@@ -40,11 +40,10 @@ def build_layer_graph(
 ) -> tuple[nx.DiGraph, list[str]]:
     """The layer graph of a shape-inferred model and the texts of its opaque-layer warnings.
 
-    ``batch`` is the bound batch (None: the first input's dim 0). Raises ShapeError when an
-    input or a needed shape is unknown. The graph may have no weighted layer (see
+    ``batch`` is the bound batch (None: the first input's dim 0). Raises ShapeError when a
+    needed shape is unknown (the inputs are bound already, see :mod:`~hypar.onnx.binding`). The graph may have no weighted layer (see
     :func:`require_weighted_layer`).
     """
-    check_inputs_bound(index, shapes.table)
     kept = [(i, n) for i, n in index.nodes
             if n.op_type not in SHAPE_OPS and any(index.is_act(o) for o in n.output if o)]
     names = layer_names(kept)
@@ -93,7 +92,7 @@ def _graph_inputs(index: ModelIndex, shapes: Shapes, axes: AxisTracker) -> list[
 def _add_layer(build: GraphBuild, ctx: LayerContext, n: onnx.NodeProto, lname: str) -> None:
     """Add node ``n``'s layer and record its output tensors (those of known shape)."""
     lay = build_layer(ctx, n, lname)
-    if lay.kind == G.OPAQUE:
+    if lay.kind == G.OPAQUE and not announced(n):       # (an unexpanded Attention was warned about)
         build.opaque[opaque_label(n)].append(lname)
     G.add_layer(build.graph, lay)
     for o in lay.outputs:
@@ -142,7 +141,8 @@ def layer_names(kept: list[tuple[int, onnx.NodeProto]]) -> list[str]:
 
 def fold_bias(g: nx.DiGraph, index: ModelIndex, shapes: Shapes) -> None:
     """MatMul + Add(bias) (the usual export of a linear layer): record the bias on the MatMul
-    (``bias_elements``, attrs ``bias`` = its source, ``bias_layer`` = the Add layer)."""
+    (``bias_elements``, attrs ``bias`` = its source, ``bias_layer`` = the Add layer); a MatMul
+    whose module is unknown takes the Add's (its weight is often unnamed, its bias ``q.bias``)."""
     for lname in list(g.nodes):
         lay = G.layer(g, lname)
         bias = _bias_of(g, lay, index, shapes)
@@ -152,8 +152,10 @@ def fold_bias(g: nx.DiGraph, index: ModelIndex, shapes: Shapes) -> None:
         attrs = dict(lay.attrs)
         attrs["bias"] = index.weight_source(t)
         attrs["bias_layer"] = next(iter(g.successors(lname)))
-        kept = {f: getattr(lay, f) for f in lay.__dataclass_fields__ if f not in ("bias_elements", "attrs")}
-        g.nodes[lname]["layer"] = G.Layer(**kept, bias_elements=prod(dims), attrs=tuple(sorted(attrs.items())))
+        kept = {f: getattr(lay, f) for f in lay.__dataclass_fields__ if f not in ("bias_elements", "attrs", "module")}
+        module = lay.module or G.layer(g, attrs["bias_layer"]).module
+        g.nodes[lname]["layer"] = G.Layer(**kept, bias_elements=prod(dims), attrs=tuple(sorted(attrs.items())),
+                                          module=module)
 
 
 def _bias_of(g: nx.DiGraph, lay: G.Layer, index: ModelIndex, shapes: Shapes) -> tuple[str, list[int]] | None:

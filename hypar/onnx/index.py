@@ -1,6 +1,7 @@
 """The structure of an ONNX graph, shapes aside: nodes in topological order, who produces and who
 consumes each tensor, which graph inputs are activations, and the class of every tensor
-(activation, parameter or shape-derived)."""
+(activation, parameter or shape-derived; a Gather of a trainable table yields an activation
+whatever its indices are)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import onnx
 
 from hypar.errors import ModelLoadError
 from hypar.onnx.ops import PARAM_SLOTS, SHAPE_OPS, WEIGHT_PASS
+from hypar.onnx.protos import FLOAT_TYPES, dims_of_type
 
 # Tensor classes.
 ACT = "act"      # an activation: depends on an activation graph input
@@ -129,7 +131,7 @@ class ModelIndex:
                 c = META
             elif n.op_type == "Constant":
                 c = PARAM
-            elif ACT in ins:
+            elif ACT in ins or (n.op_type == "Gather" and self.is_table(n.input[0], cls)):
                 c = ACT
             elif META in ins:
                 c = META
@@ -139,6 +141,25 @@ class ModelIndex:
                 if o:
                     cls[o] = c
         return cls
+
+    def is_table(self, t: str, cls: dict[str, str] | None = None) -> bool:
+        """True when ``t`` is a trainable table: a float parameter of rank >= 2 (an initializer
+        or a parameter graph input, followed back through weight-only ops) or a ConstantOfShape
+        weight. A Gather reading one is a layer whatever its indices are (``cls``: the classes
+        known so far, default :attr:`tensor_class`)."""
+        if (cls if cls is not None else self.tensor_class).get(t, PARAM) != PARAM:
+            return False
+        src = self.weight_source(t)
+        if src in self.initializers:
+            init = self.initializers[src]
+            return init.data_type in FLOAT_TYPES and len(init.dims) >= 2
+        if src in self.producer:
+            n = self.producer[src][1]
+            value = next((a.t for a in n.attribute if a.name == "value"), None)
+            return n.op_type == "ConstantOfShape" and (value is None or value.data_type in FLOAT_TYPES)
+        vi = next((vi for vi in self.model.graph.input if vi.name == src), None)
+        info = dims_of_type(vi.type) if vi is not None else None
+        return info is not None and info[0] in FLOAT_TYPES and info[1] is not None and len(info[1]) >= 2
 
     def is_act(self, t: str) -> bool:
         """True when tensor ``t`` is an activation."""

@@ -1,6 +1,7 @@
-"""Shape inference for the whole model: ONNX inference on the batch-bound skeleton (path-based
-above 2 GB), shapes of weight-only paths it leaves unknown, the symbolic fallback of
-onnxruntime when activation shapes stay unknown, and a same-shape guess for unknown ops.
+"""Shape inference for the whole model: ONNX inference on the input-bound skeleton (path-based
+above 2 GB), shapes of weight-only paths it leaves unknown, constant folding of the shape
+subgraphs where onnx stops, the symbolic fallback of onnxruntime when activation shapes stay
+unknown, and a same-shape guess for unknown ops.
 
 :func:`infer_shapes` runs these passes in order and returns the resulting :class:`Shapes`.
 """
@@ -12,10 +13,12 @@ import tempfile
 from dataclasses import dataclass, field
 from math import prod
 
+import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
-from hypar.onnx.batch import bind_batch, skeleton
+from hypar.onnx.batch import skeleton
+from hypar.onnx.binding import Binding, bind_inputs
 from hypar.onnx.constants import ConstantEvaluator
 from hypar.onnx.index import ModelIndex
 from hypar.onnx.ops import RESHAPING_UNARY, SAME_SHAPE, SHAPE_OPS, UNARY, WEIGHT_PASS, is_unknown_op
@@ -38,20 +41,76 @@ class Shapes:
     guessed: set[str] = field(default_factory=set)
 
 
-def infer_shapes(index: ModelIndex, batch: int | None) -> Shapes:
-    """Bind ``batch`` (see :func:`~hypar.onnx.batch.bind_batch`, which may raise
+def infer_shapes(index: ModelIndex, binding: Binding) -> Shapes:
+    """Bind the inputs (see :func:`~hypar.onnx.binding.bind_inputs`, which may raise
     :class:`ShapeError`) and derive every shape the model allows."""
     table = ShapeTable()
     found = Shapes(table, ConstantEvaluator(index, table))
     skel = skeleton(index)
-    bind_batch(skel, index, batch)
+    bind_inputs(skel, index, binding)
     inferred = run_onnx_inference(skel)
     table.collect(inferred)
     fill_param_shapes(index, found)
+    inferred = fold_shape_subgraphs(index, found, skel) or inferred
     if unknown_needed(index, table) and _try_symbolic(table, inferred):
         fill_param_shapes(index, found)
     _guess_shapes(index, found)
     return found
+
+
+# Rounds of folding and re-inference at most (each round folds what the previous one revealed).
+_MAX_FOLD_ROUNDS = 16
+FOLDED = "__hypar_folded"  # suffix of the initializers that hold folded values in the skeleton
+
+
+def fold_shape_subgraphs(index: ModelIndex, found: Shapes, skel: onnx.ModelProto) -> onnx.ModelProto | None:
+    """Where onnx's inference (with data propagation) stops: while needed shapes are unknown,
+    evaluate every non-activation operand that :class:`ConstantEvaluator` can compute (shape
+    arithmetic: Shape -> Gather -> Div -> Concat, Range, ConstantOfShape, ...), write its value
+    into skeleton ``skel`` as an initializer the consumers read instead, and re-run inference.
+
+    Returns the last inferred model (None when nothing was folded). ``found`` is updated: its
+    table keeps what it knew, and its evaluator is rebuilt after each round (the values it
+    memoised were computed with fewer shapes)."""
+    inferred = None
+    for _ in range(_MAX_FOLD_ROUNDS):
+        if not unknown_needed(index, found.table):
+            break
+        found.constants = ConstantEvaluator(index, found.table)
+        if not _fold_operands(skel, index, found.constants):
+            break
+        inferred = run_onnx_inference(skel)
+        before = found.table.entries
+        found.table.collect(inferred)
+        found.table.keep_known(before)
+        fill_param_shapes(index, found)
+    if inferred is not None:
+        found.constants = ConstantEvaluator(index, found.table)
+    return inferred
+
+
+def _fold_operands(m: onnx.ModelProto, index: ModelIndex, constants: ConstantEvaluator) -> bool:
+    """Point every computed, non-activation operand of ``m``'s nodes whose value ``constants``
+    knows at an initializer ``<tensor>__hypar_folded`` holding it (in place); True when any
+    operand was folded now."""
+    inits = {t.name for t in m.graph.initializer}
+    folded = False
+    for n in m.graph.node:
+        for k, t in enumerate(n.input):
+            if not t or t in inits or t.endswith(FOLDED) or index.is_act(t) or t not in index.producer:
+                continue
+            if index.producer[t][1].op_type == "Constant":
+                continue
+            v = constants.value(t)
+            if v is None:
+                continue
+            name = t + FOLDED
+            if name not in inits:
+                m.graph.initializer.append(numpy_helper.from_array(np.asarray(v), name))
+                inits.add(name)
+            n.input[k] = name
+            folded = True
+    return folded
 
 
 def run_onnx_inference(m: onnx.ModelProto) -> onnx.ModelProto:

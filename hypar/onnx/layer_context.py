@@ -95,6 +95,11 @@ class LayerContext:
         """Value of small constant ``t`` as flat ints, None when unknown."""
         return self.constants.ints(t)
 
+    def scalar(self, t: str) -> float | None:
+        """Value of constant ``t`` when it holds exactly one number, else None."""
+        v = self.constants.value(t)
+        return float(v.reshape(-1)[0]) if v is not None and v.size == 1 else None
+
     def axes_operand(self, v: NodeView) -> tuple[int, ...] | None:
         """The ``axes`` attribute, else the value of input 1 (opset >= 13), else None."""
         axes = v.attrs.get("axes")

@@ -12,6 +12,7 @@ from hypar import graph as G
 from hypar.onnx import decision_layers
 from hypar.onnx.index import ModelIndex
 from hypar.onnx.layer_context import Attrs, Fields, LayerContext, NodeView, pick
+from hypar.onnx.modules import module_path
 from hypar.onnx.ops import BINARY, CONV, FEATURENORM, MATMUL, POOL, REDUCE, RESHAPE, SOFTMAX, SPLIT, UNARY
 from hypar.onnx.protos import hashable, norm_axis
 
@@ -42,7 +43,7 @@ def layer_kind(n: onnx.NodeProto, act_in: tuple[str, ...], index: ModelIndex) ->
 
     Conv needs its data (and only it) to be an activation, else it is opaque; MatMul / Gemm
     with one activation operand is a GEMM, with two a MATMUL_ACT; Gather on a weight is an
-    EMBEDDING; a binary op with one activation operand is ELEMENTWISE; unknown ops are OPAQUE."""
+    EMBEDDING (also with constant indices, when the weight is a trainable table); a binary op with one activation operand is ELEMENTWISE; unknown ops are OPAQUE."""
     op = n.op_type
     if op in CONV and act_in and n.input[0] == act_in[0] and len(act_in) == 1:
         return G.CONV
@@ -50,7 +51,7 @@ def layer_kind(n: onnx.NodeProto, act_in: tuple[str, ...], index: ModelIndex) ->
         return G.GEMM
     if op in MATMUL and len(act_in) >= 2:
         return G.MATMUL_ACT
-    if op == "Gather" and not index.is_act(n.input[0]) and act_in:
+    if op == "Gather" and not index.is_act(n.input[0]) and (act_in or index.is_table(n.input[0])):
         return G.EMBEDDING
     if op in BINARY:
         return G.BINARY if len(act_in) >= 2 else G.ELEMENTWISE
@@ -66,7 +67,8 @@ def opaque_label(n: onnx.NodeProto) -> str:
 
 
 def build_layer(ctx: LayerContext, n: onnx.NodeProto, name: str) -> G.Layer:
-    """The layer of node ``n``, named ``name``; records its outputs' axes in ``ctx.axes``.
+    """The layer of node ``n``, named ``name``, with the module path it comes from (see
+    :mod:`~hypar.onnx.modules`); records its outputs' axes in ``ctx.axes``.
 
     Raises ShapeError when a shape the layer needs is unknown."""
     v = NodeView.of(n, name, ctx.index)
@@ -83,7 +85,8 @@ def build_layer(ctx: LayerContext, n: onnx.NodeProto, name: str) -> G.Layer:
     ctx.axes.propagate(v.op, kind, v.act_in, v.outputs, attrs)
     return G.Layer(
         name=name, op=v.op, kind=kind, inputs=v.act_in, outputs=v.outputs,
-        attrs=tuple(sorted((k, hashable(x)) for k, x in attrs.items())), **fields,
+        attrs=tuple(sorted((k, hashable(x)) for k, x in attrs.items())),
+        module=module_path(n, ctx.index), **fields,
     )
 
 
@@ -216,8 +219,14 @@ def _slice_attrs(ctx: LayerContext, v: NodeView, r: int) -> Attrs:
 
 
 def _elementwise(ctx: LayerContext, v: NodeView) -> tuple[Fields, Attrs]:
-    """Unary ops keep their parameters (alpha, approximate, ...); binary ops none."""
-    return {}, (pick(v.attrs, _UNARY_ATTRS) if v.op in UNARY else {})
+    """Unary ops keep their parameters (alpha, approximate, ...); binary ops none, but a Pow of an
+    activation keeps its ``exponent`` when it is a constant scalar (a decomposed norm's square)."""
+    attrs = pick(v.attrs, _UNARY_ATTRS) if v.op in UNARY else {}
+    if v.op == "Pow" and v.input(1) and not ctx.is_act(v.input(1)):
+        exponent = ctx.scalar(v.input(1))
+        if exponent is not None:
+            attrs["exponent"] = exponent
+    return {}, attrs
 
 
 def _opaque(ctx: LayerContext, v: NodeView) -> tuple[Fields, Attrs]:

@@ -20,6 +20,11 @@ INT_TYPES = frozenset({
     TensorProto.BOOL,
 })
 
+# Element types of trainable parameters (a Gather of such a table of rank >= 2 is a layer).
+FLOAT_TYPES = frozenset({
+    TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE,
+})
+
 # Attribute types that carry no plain value (tensors, graphs, types): not read.
 _OPAQUE_ATTRIBUTES = frozenset({
     onnx.AttributeProto.TENSOR, onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS,

@@ -1,9 +1,11 @@
 """A plan built from an evaluation: the dictionary ``hypar partition`` writes (schema
 ``hypar-plan/1``).
 
-It records the model, the array, the settings (objective, space, the pricing convention, search,
-solver), for every node its type per level (top first)
-with the placements of input / weight / output in S(dim)/R/P notation, its costs and (for a
+It records the model, the array, the batch, the input dims bound beyond it (``binding``: the
+``dims`` and ``input_shapes`` given, only when some were), the settings (objective, space, the
+pricing convention, search, solver), for every node its module path (``module``: the model's
+own name for it, e.g. ``layers.0.self_attn.o_proj``, null when the export does not say) and its
+type per level (top first) with the placements of input / weight / output in S(dim)/R/P notation, its costs and (for a
 weighted layer) which PEs hold which slice of its weight, the totals, and the baselines' totals
 with the improvement over each. Fields ending in ``wall_s`` are timings; everything else is
 byte-identical for identical inputs (floats keep 12 significant digits).
@@ -82,7 +84,7 @@ def build_plan(model: CostModel, ev: Evaluation, *, model_info: dict, objective:
         node = model.nodes[i]
         lay = node.layer
         entry = {
-            "name": row["name"], "op": lay.op, "kind": lay.kind, "weighted": lay.weighted,
+            "name": row["name"], "module": lay.module, "op": lay.op, "kind": lay.kind, "weighted": lay.weighted,
             "types": list(ev.assignment[i]),
             "placements": placements(node, ev.assignment[i]),
             "costs": {k: row[k] for k in ("comm_bytes", "compute_s", "time_s", "energy_j", "mem_bytes_per_pe")}
@@ -99,6 +101,7 @@ def build_plan(model: CostModel, ev: Evaluation, *, model_info: dict, objective:
         "model": model_info,
         "array": model.array.to_json(),
         "batch": model.g.graph.get("batch"),
+        **({"binding": model.g.graph["binding"]} if model.g.graph.get("binding") else {}),
         "objective": objective,
         "space": model.space,
         "convention": model.convention,

@@ -2,10 +2,11 @@
 and the typed :class:`Plan` the library costs.
 
 Two forms are read. A full plan is what ``hypar partition`` writes (schema ``hypar-plan/1``,
-``hypar/plan_schema.json``): it brings its array, batch, space, objective and pricing convention,
-and records the costs of every layer. A minimal plan is ``{"assignment": {"<layer>": ["I", "II",
-...]}}`` (one type per level, top first), optionally with a ``"convention"``: layers left out are
-type I everywhere, non-weighted nodes left out take their best layouts.
+``hypar/plan_schema.json``): it brings its array, batch (and input dims bound beyond it), space,
+objective and pricing convention, and records the costs of every layer. A minimal plan is
+``{"assignment": {"<layer>": ["I", "II", ...]}}`` (one type per level, top first), optionally
+with a ``"convention"``: layers left out are type I everywhere, non-weighted nodes left out take
+their best layouts.
 
 A full plan without ``"convention"`` was written before conventions existed, when every plan was
 priced as ``reference`` prices today: it is read as ``reference``, so its recorded costs still
@@ -100,7 +101,8 @@ class Plan:
     ``objective``: the full plan's (None for a minimal plan, or where a full plan leaves one
     out); ``convention``: how the plan was priced (a full plan without one: reference, see the
     module docstring; a minimal plan: its own, else None); ``document``: the full plan as read
-    (its recorded costs), None for a minimal plan.
+    (its recorded costs), None for a minimal plan; ``dims`` / ``input_shapes``: the input dims
+    the full plan's model was bound with beyond the batch (None when it records none).
     """
 
     types: dict[str, list]
@@ -110,6 +112,8 @@ class Plan:
     objective: Objective | None = None
     document: dict | None = None
     convention: Convention | None = None
+    dims: dict[str, int] | None = None
+    input_shapes: dict[str, list[int]] | None = None
 
     @property
     def full(self) -> bool:
@@ -128,10 +132,12 @@ class Plan:
         if "layers" not in plan:
             return cls(plan_types(plan), convention=_convention(plan.get("convention")))
         space, objective = plan.get("space"), plan.get("objective")
+        binding = plan.get("binding") or {}
         return cls(plan_types(plan), plan_array(plan), plan.get("batch"),
                    None if space is None else parse(Space, space),
                    None if objective is None else parse(Objective, objective), plan,
-                   _convention(plan.get("convention", LEGACY_CONVENTION)))
+                   _convention(plan.get("convention", LEGACY_CONVENTION)),
+                   binding.get("dims") or None, binding.get("input_shapes") or None)
 
 
 def _convention(value) -> Convention | None:

@@ -86,6 +86,7 @@ def inspect_dict(g: nx.DiGraph) -> dict[str, object]:
         lay = G.layer(g, n)
         layers.append({
             "name": lay.name,
+            "module": lay.module,
             "op": lay.op,
             "kind": lay.kind,
             "weighted": lay.weighted,
@@ -143,21 +144,23 @@ def _dims_text(lay: G.Layer) -> str:
 
 
 def inspect_table(g: nx.DiGraph, all_nodes: bool = False) -> str:
-    """A plain-text table of the decision layers (every node with ``all_nodes``) and totals."""
-    names = G.topo_layers(g) if all_nodes else G.decision_layers(g)
+    """A plain-text table of the decision layers (every node with ``all_nodes``) and totals; a
+    ``module`` column beside the layer (ONNX node) name when some layer has a module path."""
+    layers = [G.layer(g, n) for n in (G.topo_layers(g) if all_nodes else G.decision_layers(g))]
     head = ("layer", "op", "kind", "dims", "A(F_in)", "A(F_out)", "A(W)", "MACs", "params")
-    rows = []
-    for n in names:
-        lay = G.layer(g, n)
-        rows.append((lay.name, lay.op, lay.kind, _dims_text(lay), fmt_count(lay.in_elements),
-                     fmt_count(lay.out_elements), fmt_count(lay.weight_elements), fmt_count(lay.macs),
-                     fmt_count(lay.params)))
+    rows = [(lay.name, lay.op, lay.kind, _dims_text(lay), fmt_count(lay.in_elements),
+             fmt_count(lay.out_elements), fmt_count(lay.weight_elements), fmt_count(lay.macs),
+             fmt_count(lay.params)) for lay in layers]
     tot = totals(g)
     foot = ("total", "", "", "", "", "", fmt_count(tot["weight_elements"]), fmt_count(tot["macs"]),
             fmt_count(tot["params"]))
+    right, names = {4, 5, 6, 7, 8}, {0}          # right-aligned columns; name columns (<= 60 wide)
+    if any(lay.module for lay in layers):
+        head, foot = (head[0], "module", *head[1:]), (foot[0], "", *foot[1:])
+        rows = [(r[0], lay.module or "-", *r[1:]) for r, lay in zip(rows, layers)]
+        right, names = {i + 1 for i in right}, {0, 1}
     widths = [max(len(r[i]) for r in [head, foot, *rows]) for i in range(len(head))]
-    widths[0] = min(widths[0], 60)
-    right = {4, 5, 6, 7, 8}
+    widths = [min(w, 60) if i in names else w for i, w in enumerate(widths)]
 
     def line(r: tuple[str, ...]) -> str:
         cells = []

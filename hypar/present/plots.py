@@ -176,6 +176,12 @@ def _draw_type_map(plt, ax, layers: list[dict], plan: dict, all_nodes: bool, wid
               ncol=len(handles) if wide else 2, frameon=False)
 
 
+def layer_label(layer: dict) -> str:
+    """How a plot names a plan's layer: its module path (``layers.0.self_attn.o_proj``) when the
+    plan records one, else its ONNX node name."""
+    return layer.get("module") or layer["name"]
+
+
 def _draw_layer_costs(ax_t, ax_c, layers: list[dict]) -> None:
     """Per layer: step time (ms, compute and communication stacked) and bytes moved (MB)."""
     xs = range(len(layers))
@@ -188,7 +194,7 @@ def _draw_layer_costs(ax_t, ax_c, layers: list[dict]) -> None:
     ax_c.bar(xs, [l["costs"]["comm_bytes"] / 1e6 for l in layers], color="#c44e52")
     ax_c.set_ylabel("MB moved", fontsize=8)
     ax_c.set_xticks(list(xs))
-    ax_c.set_xticklabels([l["name"] for l in layers], rotation=90, fontsize=6 if len(layers) > 40 else 7)
+    ax_c.set_xticklabels([layer_label(l) for l in layers], rotation=90, fontsize=6 if len(layers) > 40 else 7)
     for a in (ax_t, ax_c):
         a.tick_params(axis="y", labelsize=7)
 

@@ -24,17 +24,22 @@ def totals_line(t: dict) -> str:
 
 
 def layer_map(layers: list[dict], only_weighted: bool = True) -> str:
-    """HyPar's layer x level map: one row per layer, one column per level, plus its costs."""
+    """HyPar's layer x level map: one row per layer, one column per level, plus its costs; the
+    module path beside the layer name when some row has one (``module`` of a plan's layers)."""
     rows = [l for l in layers if (l.get("weighted") or l.get("kind") == "matmul_act") or not only_weighted]
     if not rows:
         rows = layers
     n_levels = len(rows[0]["types"]) if rows else 0
     w = max([len(r["name"]) for r in rows] + [5])
-    head = f"{'layer':<{w}}  {'op':<14}" + "".join(f" L{h:<4}" for h in range(n_levels)) + "   comm        time"
+    wm = max([len(r.get("module") or "-") for r in rows] + [6]) if any(r.get("module") for r in rows) else 0
+    module = (lambda text: f"  {text:<{wm}}") if wm else (lambda text: "")
+    head = f"{'layer':<{w}}{module('module')}  {'op':<14}" + "".join(f" L{h:<4}" for h in range(n_levels)) \
+        + "   comm        time"
     out = [head, "-" * len(head)]
     for r in rows:
         c = r.get("costs", r)
-        out.append(f"{r['name']:<{w}}  {r['op']:<14}" + "".join(f" {t:<5}" for t in r["types"]) +
+        out.append(f"{r['name']:<{w}}{module(r.get('module') or '-')}  {r['op']:<14}" +
+                   "".join(f" {t:<5}" for t in r["types"]) +
                    f"   {si(c['comm_bytes'], 'B'):>10}  {si(c['time_s'], 's'):>10}")
     return "\n".join(out)
 

@@ -1,9 +1,10 @@
 """A plan's training step executed on virtual PEs in numpy, counting every byte sent.
 
-Modules, bottom up: ``errors``, ``result`` (SimResult), ``digits`` (which subgroup holds each
-index of a split axis), ``mesh`` (PEs and distributed tensors, as full-shape arrays or as blocks),
+Modules, bottom up: ``errors``, ``result`` (SimResult), ``mesh`` (PEs and distributed tensors, as
+full-shape arrays or as blocks; which PE holds which indices is :mod:`hypar.shards`),
 ``comm`` (counted sends and collectives), ``kernels`` / ``conv`` / ``ops`` (numpy layer ops and
-their dispatch), ``graphwalk`` (folded ops around kept nodes), ``hierorder`` (the
+their dispatch), ``broadcast`` (ops whose operands and output differ in shape: broadcasting
+elementwise ops, reductions), ``graphwalk`` (folded ops around kept nodes), ``hierorder`` (the
 ``hierarchical`` convention's conversion order executed), ``support`` (what can run, found before
 any step), ``reference`` (the one-device step), ``ledger`` (counting by step), ``norms`` /
 ``sharded`` / ``weighted`` (layer ops on shards), ``schedule`` / ``convert`` (edge conversions,

@@ -63,7 +63,8 @@ def _grouped_columns(cols: np.ndarray, taps: int, G: int) -> np.ndarray:
 
 
 def _groups(x_channels: int, cin: int) -> int:
-    """How many groups a block of ``x_channels`` input channels holds (``cin`` channels each)."""
+    """How many groups a block of ``x_channels`` input channels holds (``cin`` channels each; 0 for
+    an empty block of a grouped Conv)."""
     return x_channels // cin if cin else 1
 
 
@@ -83,6 +84,8 @@ def conv_forward(x: np.ndarray, w: np.ndarray, lay: G.Layer) -> np.ndarray:
     Ci / w's input channels), each its own product."""
     g = _Geometry(x.shape, lay)
     G_ = _groups(x.shape[1], w.shape[0])
+    if not G_:
+        return np.zeros((x.shape[0], w.shape[1], g.Ho, g.Wo), np.result_type(x, w))
     wg = _grouped_weight(w, G_)
     if _pointwise(g):
         return np.matmul(wg, _sampled(x, g, G_)).reshape(x.shape[0], w.shape[1], g.Ho, g.Wo)
@@ -103,6 +106,8 @@ def conv_weight_grad(x: np.ndarray, e: np.ndarray, lay: G.Layer) -> np.ndarray:
     cin = lay.d_in // max(lay.groups, 1) if lay.groups > 1 else x.shape[1]
     G_, Co, taps = _groups(x.shape[1], cin), e.shape[1], g.k[0] * g.k[1]
     dt = np.result_type(x, e)
+    if not G_:
+        return np.zeros((cin, Co, g.k[0], g.k[1]), dt)
     if _pointwise(g):
         eg = e.reshape(x.shape[0], G_, Co // G_, g.Ho * g.Wo)
         dwg = np.matmul(eg, _sampled(x, g, G_).transpose(0, 1, 3, 2)).sum(axis=0)
@@ -122,6 +127,8 @@ def conv_input_grad(x: np.ndarray, w: np.ndarray, e: np.ndarray, lay: G.Layer) -
     g = _Geometry(x.shape, lay)
     Ci, Co = x.shape[1], e.shape[1]
     G_ = _groups(Ci, w.shape[0])
+    if not G_:
+        return np.zeros(x.shape, np.result_type(w, e))
     wg = _grouped_weight(w, G_)
     taps = g.k[0] * g.k[1]
     if _pointwise(g):

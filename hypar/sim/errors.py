@@ -8,7 +8,9 @@ class SimulationError(RuntimeError):
 
 
 class UnevenSplit(SimulationError):
-    """An axis does not divide over the PEs that split it (uneven shards are not simulated)."""
+    """An axis that does not split evenly over several levels, under the ``reference`` convention
+    (its cost model rounds each level's view on its own; the hierarchical convention runs any
+    sizes)."""
 
 
 class Unsupported(Exception):

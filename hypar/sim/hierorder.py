@@ -18,7 +18,7 @@ The order (bottom = the last level, top = level 0; "shard" = S(b) rows or S(f) c
    PE receives only what is not in its memory.
 
 A gather receives, for each PE, the elements of its new logical region it does not hold, from a
-group member that holds them. Layouts nest by digits (:func:`hypar.sim.mesh.digits_for`): a PE's
+group member that holds them. Layouts nest by digits (:mod:`hypar.shards`, any sizes): a PE's
 part at level h is the indices whose level-h digit is its coordinate, so a split at one level is
 independent of the others and the order ends exactly in ``t`` (checked: SimulationError
 otherwise). The one family that would not move the SPEC's closed form -- ``s`` with a P level and
@@ -33,9 +33,8 @@ import numpy as np
 
 from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
 from hypar.sim.comm import Comm
-from hypar.sim.digits import balanced
-from hypar.sim.errors import SimulationError, UnevenSplit, Unsupported
-from hypar.sim.mesh import Dist, digits_for, put_block, share_replicas, take_block
+from hypar.sim.errors import SimulationError, Unsupported
+from hypar.sim.mesh import Dist, put_block, share_replicas, take_block
 
 SHARDS = (ROWS, COLS)
 AXIS = {ROWS: 0, COLS: 1}          # a shard layout -> which of (batch, feature) it splits
@@ -46,36 +45,18 @@ def is_p_and_rr(src: tuple, tgt: tuple) -> bool:
     return PARTIAL in src and any(s == t == FULL for s, t in zip(src, tgt))
 
 
-def free_axes(mesh, shape: tuple, axes: tuple, src: tuple, tgt: tuple) -> dict[int, int]:
+def free_axes(axes: tuple, src: tuple, tgt: tuple) -> dict[int, int]:
     """Level -> the axis (0 batch, 1 feature) its temporary split uses in the conversion
-    ``src -> tgt`` of a tensor of ``shape`` with (batch, feature) ``axes`` (R -> R virtual slice,
-    reduce-scatter of a P level going to R): the batch axis, else the feature axis, whichever keeps
-    every level splitting that axis during the conversion splitting it evenly (the sizes the
-    closed form assumes). Raises UnevenSplit when an axis is split unevenly (several levels only),
-    Unsupported when a temporary split finds no axis at all."""
+    ``src -> tgt`` of a tensor with (batch, feature) ``axes`` (R -> R virtual slice, reduce-scatter
+    of a P level going to R): the batch axis, else the feature axis (the cost model's rows, then
+    columns). Raises Unsupported when a temporary split finds no axis at all."""
     present = [a for a in (0, 1) if axes[a] is not None]
-    digits = {a: digits_for(mesh, shape[axes[a]]) for a in present}
-
-    def check(a: int, levels) -> None:
-        if mesh.H > 1 and not balanced(digits[a], mesh.fanouts, levels):
-            raise UnevenSplit(f"conversion {'/'.join(src)} -> {'/'.join(tgt)}: an axis of size {shape[axes[a]]} "
-                              f"split at levels {sorted(levels)} of {'x'.join(map(str, mesh.fanouts))} does not "
-                              "split evenly there")
-
-    used = {a: {h for h in range(mesh.H) if (ROWS, COLS)[a] in (src[h], tgt[h])} for a in present}
-    for a, levels in used.items():
-        check(a, levels)
     free = {}
-    for h in range(mesh.H):
-        if not (src[h] == tgt[h] == FULL or (src[h] == PARTIAL and tgt[h] == FULL)):
-            continue
-        if not present:
-            raise Unsupported("a tensor with neither a batch nor a feature axis converted over several levels")
-        ok = [a for a in present if mesh.H == 1 or balanced(digits[a], mesh.fanouts, used[a] | {h})]
-        if not ok:
-            check(present[0], used[present[0]] | {h})
-        free[h] = ok[0]
-        used[ok[0]].add(h)
+    for h, (x, y) in enumerate(zip(src, tgt)):
+        if y == FULL and x in (FULL, PARTIAL):
+            if not present:
+                raise Unsupported("a tensor with neither a batch nor a feature axis converted over several levels")
+            free[h] = present[0]
     return free
 
 
@@ -99,8 +80,8 @@ class _Order:
         self.present = [a for a in (0, 1) if d.axes[a] is not None]
         self.grid_axes = [d.axes[a] for a in self.present]
         self.fibre = int(np.prod([n for ax, n in enumerate(d.shape) if ax not in self.grid_axes]))
-        self.digits = {a: digits_for(self.mesh, d.shape[d.axes[a]]) for a in self.present}
-        self.free = free_axes(self.mesh, self.shape, self.axes, self.src, self.tgt)
+        self.digits = {a: self.mesh.axis_digits(d.shape[d.axes[a]]) for a in self.present}
+        self.free = free_axes(self.axes, self.src, self.tgt)
         self.sel = {a: [self._initial(a, p) for p in range(self.mesh.P)] for a in self.present}
         self.data, self.have = [], []
         for p in range(self.mesh.P):
@@ -319,8 +300,7 @@ def run_order(comm: Comm, d: Dist, tgt: tuple, virtual_first: bool = False) -> D
     independent groups, each reducing its own copy, as the all-reduce of today). This makes
     "P+RR" pairs run.
 
-    Raises Unsupported for a "P+RR" pair without ``virtual_first``, UnevenSplit when an axis the
-    order splits does not divide over the PEs as :func:`hypar.sim.mesh.digits_for` needs, and
+    Raises Unsupported for a "P+RR" pair without ``virtual_first`` and
     SimulationError when a PE lacks data a step needs or the order ends elsewhere."""
     tgt = tuple(tgt)
     if PARTIAL in tgt:

@@ -156,24 +156,59 @@ LOCAL = {
     # common case; the bounds do not change what is sent, and the reference uses the same
     "Clip": (lambda x, l: np.clip(x, 0.0, 6.0), lambda x, e, l: e * ((x > 0.0) & (x < 6.0)), False),
     "Erf": (lambda x, l: _erf(x), lambda x, e, l: e * (2.0 / math.sqrt(math.pi)) * np.exp(-x * x), False),
+    "Sqrt": (lambda x, l: np.sqrt(x), lambda x, e, l: e / (2.0 * np.sqrt(x)), False),
 }
 
 # Elementwise ops with one constant operand: run as ``x op c`` with a seeded scalar c (the
-# constant's values do not change what is sent; the reference uses the same c).
+# constant's values do not change what is sent; the reference uses the same c) -- except Pow,
+# run with the exponent the importer read (a seeded one could take roots of negative numbers).
 # op: (forward(x, c), input error(x, e, c)).
 CONST_OPS = {
     "Add": (lambda x, c: x + c, lambda x, e, c: e),
     "Sub": (lambda x, c: x - c, lambda x, e, c: e),
     "Mul": (lambda x, c: x * c, lambda x, e, c: e * c),
     "Div": (lambda x, c: x / c, lambda x, e, c: e / c),
+    "Pow": (lambda x, c: x ** c, lambda x, e, c: e * c * x ** (c - 1.0)),
 }
-# Elementwise ops of two activations of one shape: op: (forward(a, b), [error of a, error of b]).
+# Elementwise ops of two activations (numpy broadcasting; the errors here have the output's shape,
+# :func:`unbroadcast` sums them down to each operand's): op: (forward(a, b), [error of a, error of b]).
 BINARY_OPS = {
     "Mul": (lambda a, b: a * b, lambda a, b, e: [e * b, e * a]),
     "Sub": (lambda a, b: a - b, lambda a, b, e: [e, -e]),
     "Div": (lambda a, b: a / b, lambda a, b, e: [e / b, -e * a / (b * b)]),
 }
 SHAPE_OPS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze")
+# Reductions whose partial results over the parts of an axis add up (run with kept dims).
+REDUCE_OPS = ("ReduceMean", "ReduceSum")
+
+
+def unbroadcast(e: np.ndarray, shape: tuple) -> np.ndarray:
+    """The error of an operand of ``shape`` broadcast to ``e``'s shape: ``e`` summed over the
+    leading axes the operand lacks and over the axes where it has size 1 (numpy's rule)."""
+    shape = tuple(shape)
+    lead = e.ndim - len(shape)
+    out = e.sum(axis=tuple(range(lead))) if lead else e
+    axes = tuple(a for a, n in enumerate(shape) if n == 1 and out.shape[a] != 1)
+    return (out.sum(axis=axes, keepdims=True) if axes else out).reshape(shape)
+
+
+def reduce_scale(op: str, x_shape: tuple, axes: tuple) -> float:
+    """What a reduction's sums are multiplied by: 1 / (elements summed into each result) for a
+    mean over ``axes`` of a tensor of ``x_shape``, 1 for a sum."""
+    return 1.0 / float(np.prod([x_shape[a] for a in axes])) if op == "ReduceMean" else 1.0
+
+
+def reduce_fwd(x: np.ndarray, lay: G.Layer, full_shape: tuple | None = None) -> np.ndarray:
+    """ReduceMean / ReduceSum of x over the layer's axes (kept dims); ``full_shape``: the whole
+    tensor's shape when x is a part of it (the mean divides by the whole axis, so the parts' results
+    add up)."""
+    axes = tuple(lay.attr("axes"))
+    return x.sum(axis=axes, keepdims=True) * reduce_scale(lay.op, full_shape or x.shape, axes)
+
+
+def reduce_bwd(x: np.ndarray, e: np.ndarray, lay: G.Layer, full_shape: tuple | None = None) -> np.ndarray:
+    """The input error of :func:`reduce_fwd` (x's shape) for the output error e."""
+    return np.broadcast_to(e * reduce_scale(lay.op, full_shape or x.shape, tuple(lay.attr("axes"))), x.shape).copy()
 
 
 # ----------------------------------------------------------------------------- embedding

@@ -2,15 +2,14 @@
 distributed tensor (per-PE values, NaN outside the PE's shard), which elements each PE holds in a
 layout, and the message-free moves (load a whole tensor, slice, reassemble, add).
 
-Shards (digit nesting, :mod:`hypar.sim.digits`): every index of a split axis has one digit per
-level; a layout sharding the axis at levels L gives a PE the indices whose digits at L are its
-coordinates there, so a split at one level is independent of the splits at the others. When the
-axis divides over all P PEs the digits are those of the index's block ``r // (N / P)`` (mixed
-radix, top level first). Otherwise one level takes any sizes and heterogeneous subgroups
-(contiguous parts of ``split_counts``, as the cost model rounds them); several levels raise
-:class:`UnevenSplit` -- unless the mesh is ``balanced`` (the hierarchical convention), whose
-digits split evenly every set of levels whose fanouts divide the axis, and which refuses (same
-error) only a set of levels that does not split the axis evenly.
+Shards (digit nesting, :mod:`hypar.shards`, the rule the cost model prices by too): every index
+of a split axis has one digit per level -- the level's coordinate of the PE whose leaf block holds
+it, the axis cut into one contiguous block per PE, sizes split top first down the array's tree by
+throughput (``split_counts``); a layout sharding the axis at levels L gives a PE the indices whose
+digits at L are its coordinates there, so a split at one level is independent of the splits at
+the others. Blocks may be unequal or empty. A ``strict`` mesh (the ``reference`` convention,
+whose cost model rounds each level's view on its own) refuses an axis that does not split evenly
+over several levels (:class:`UnevenSplit`).
 """
 
 from __future__ import annotations
@@ -22,9 +21,9 @@ from typing import TypeVar
 
 import numpy as np
 
-from hypar.array import split_counts
+from hypar import shards
+from hypar.array import PEArray, array_from_levels
 from hypar.cost.strategies import COLS, FULL, ROWS
-from hypar.sim.digits import balanced, balanced_digits, even_digits
 from hypar.sim.errors import SimulationError, UnevenSplit
 
 T = TypeVar("T")
@@ -33,20 +32,19 @@ T = TypeVar("T")
 class Mesh:
     """P virtual PEs; PE p has one coordinate per level (its subgroup index there, top first)."""
 
-    def __init__(self, fanouts: tuple[int, ...], fractions: tuple[float, ...] | None = None,
-                 balanced: bool = False):
-        """``fanouts``: subgroups per level, top first. ``fractions``: for a single level, the
-        subgroups' throughput shares (heterogeneous arrays split an axis in proportion, rounded as
-        the cost model does); None for equal shares. ``balanced``: axes that do not divide over
-        all PEs get balanced digits (:func:`hypar.sim.digits.balanced_digits`) instead of raising
-        UnevenSplit."""
+    def __init__(self, fanouts: tuple[int, ...], array: PEArray | None = None, strict: bool = False):
+        """``fanouts``: subgroups per level, top first. ``array``: the PE array whose tree splits
+        every axis (:mod:`hypar.shards`; its fanouts must be ``fanouts``); None for equal
+        subgroups. ``strict``: on several levels, refuse (UnevenSplit) an axis whose blocks are
+        not all of one size (the ``reference`` convention's simulator)."""
         self.fanouts = tuple(fanouts)
-        self.fractions = tuple(fractions) if fractions is not None else None
-        self.balanced = balanced
+        self.array = array if array is not None else array_from_levels(list(self.fanouts))
+        if self.array.fanouts != self.fanouts:
+            raise ValueError(f"mesh fanouts {self.fanouts} differ from the array's {self.array.fanouts}")
+        self.strict = strict
         self.H = len(fanouts)
         self.P = prod(fanouts)
         self.coords = [self._digits(p) for p in range(self.P)]
-        self._digit_cache: dict[int, np.ndarray] = {}
         self._groups: dict[int, list[list[int]]] = {}
         self.index_cache: dict[tuple, list[np.ndarray]] = {}     # (axis size, levels) -> indices per PE
 
@@ -55,11 +53,12 @@ class Mesh:
         return tuple((q // prod(self.fanouts[h + 1:])) % self.fanouts[h] for h in range(self.H))
 
     def axis_digits(self, n: int) -> np.ndarray:
-        """(H, n) digits of every index of an axis of size n (n must divide by P)."""
-        hit = self._digit_cache.get(n)
-        if hit is None:
-            hit = self._digit_cache[n] = even_digits(n, self.fanouts)
-        return hit
+        """(H, n) digits of every index of an axis of size n (:func:`hypar.shards.axis_digits`;
+        read-only). A strict mesh raises UnevenSplit for an axis that does not split evenly over
+        several levels."""
+        if self.strict and self.H > 1 and not shards.is_even(self.array, n):
+            raise UnevenSplit(f"an axis of size {n} does not divide over {self.P} PEs")
+        return shards.axis_digits(self.array, n)
 
     def sibling_groups(self, h: int) -> list[list[int]]:
         """Groups of PEs that differ only in their level-h coordinate, ordered by it (cached; do
@@ -170,7 +169,7 @@ def same_regions(a: Dist, b: Dist) -> bool:
 
 def region_index(mesh: Mesh, shape: tuple, layouts: tuple, axes: tuple, p: int) -> tuple:
     """PE p's (batch indices, feature indices) under ``layouts``: int arrays, None where the axis
-    is absent or not split (the whole axis). Raises UnevenSplit as :func:`level_digits`."""
+    is absent or not split (the whole axis). Raises UnevenSplit as :meth:`Mesh.axis_digits`."""
     out = []
     for ax, lay in zip(axes, (ROWS, COLS)):
         levels = tuple(h for h, l in enumerate(layouts) if l == lay)
@@ -180,7 +179,7 @@ def region_index(mesh: Mesh, shape: tuple, layouts: tuple, axes: tuple, p: int) 
         key = (shape[ax], levels)
         hit = mesh.index_cache.get(key)
         if hit is None:
-            d = level_digits(mesh, shape[ax], levels)
+            d = mesh.axis_digits(shape[ax])
             hit = mesh.index_cache[key] = [np.flatnonzero(np.logical_and.reduce(
                 [d[h] == mesh.coords[q][h] for h in levels])) for q in range(mesh.P)]
         out.append(hit[p])
@@ -250,33 +249,6 @@ def sub_block(d: Dist, p: int, want: tuple) -> np.ndarray:
     return blk
 
 
-def digits_for(mesh: Mesh, n: int) -> np.ndarray:
-    """Digits (levels x n) of an axis of size n: mixed radix when n divides over the PEs of a
-    homogeneous array; on a single level, contiguous parts of split_counts(n, fractions) (uneven or
-    heterogeneous splits, as the cost model rounds them). Raises UnevenSplit otherwise."""
-    even = mesh.fractions is None or len(set(mesh.fractions)) == 1
-    if even and n % mesh.P == 0:
-        return mesh.axis_digits(n)
-    if mesh.H == 1:
-        k = mesh.fanouts[0]
-        parts = split_counts(n, mesh.fractions or [1.0 / k] * k)
-        return np.repeat(np.arange(k), parts)[None, :]
-    if mesh.balanced and even:
-        return balanced_digits(n, mesh.fanouts)
-    raise UnevenSplit(f"an axis of size {n} does not divide over {mesh.P} PEs")
-
-
-def level_digits(mesh: Mesh, n: int, levels) -> np.ndarray:
-    """:func:`digits_for`, checking that ``levels`` (the levels splitting the axis together) split
-    it evenly on several levels; raises UnevenSplit naming the axis size and levels otherwise."""
-    d = digits_for(mesh, n)
-    if mesh.H > 1 and n % mesh.P and not balanced(d, mesh.fanouts, levels):
-        fan = "x".join(map(str, mesh.fanouts))
-        raise UnevenSplit(f"an axis of size {n} split at levels {sorted(set(levels))} of {fan} does not split "
-                          "evenly there")
-    return d
-
-
 def shard_mask(mesh: Mesh, shape: tuple[int, ...], layouts: tuple[str, ...], p: int,
                axes: tuple = (0, 1)) -> np.ndarray:
     """PE p's elements of a tensor (a boolean array of ``shape``): ROWS splits the batch axis,
@@ -288,7 +260,7 @@ def shard_mask(mesh: Mesh, shape: tuple[int, ...], layouts: tuple[str, ...], p: 
             continue
         if ax is None:
             raise SimulationError(f"layout {lay} on a tensor without that axis")
-        d = level_digits(mesh, shape[ax], [h for h, l in enumerate(layouts) if l == lay])
+        d = mesh.axis_digits(shape[ax])
         r = np.ones(shape[ax], bool)
         for h, l in enumerate(layouts):
             if l == lay:
@@ -302,7 +274,7 @@ def axis_mask(mesh: Mesh, n: int, levels: list[int], p: int) -> np.ndarray:
     m = np.ones(n, bool)
     if not levels:
         return m
-    d = level_digits(mesh, n, levels)
+    d = mesh.axis_digits(n)
     for h in levels:
         m &= d[h] == mesh.coords[p][h]
     return m

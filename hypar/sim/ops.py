@@ -10,21 +10,29 @@ import numpy as np
 
 from hypar import graph as G
 from hypar.sim.conv import conv_forward, conv_input_grad, conv_weight_grad
-from hypar.sim.kernels import (BINARY_OPS, CONST_OPS, LOCAL, SHAPE_OPS, batchnorm, batchnorm_bwd, embedding_grad,
-                               layernorm, layernorm_bwd, lrn, lrn_bwd, softmax, softmax_bwd)
+from hypar.sim.kernels import (BINARY_OPS, CONST_OPS, LOCAL, REDUCE_OPS, SHAPE_OPS, batchnorm, batchnorm_bwd,
+                               embedding_grad, layernorm, layernorm_bwd, lrn, lrn_bwd, reduce_bwd, reduce_fwd, softmax,
+                               softmax_bwd, unbroadcast)
 
 WEIGHTED_KINDS = (G.GEMM, G.CONV, G.EMBEDDING)
 
 
 def is_const_op(lay: G.Layer) -> bool:
-    """An elementwise op of one activation and one constant (run with a seeded scalar)."""
+    """An elementwise op of one activation and one constant (run with a seeded scalar; a Pow only
+    with the exponent the importer read)."""
     return lay.kind == G.ELEMENTWISE and lay.op in CONST_OPS and lay.attr("const_inputs") == 1 \
-        and len(lay.inputs) == 1
+        and len(lay.inputs) == 1 and (lay.op != "Pow" or lay.attr("exponent") is not None)
 
 
 def is_binary(lay: G.Layer) -> bool:
     """Mul / Sub / Div of two activations."""
     return lay.kind == G.BINARY and lay.op in BINARY_OPS and len(lay.inputs) == 2 and not lay.attr("const_inputs")
+
+
+def is_reduce(lay: G.Layer) -> bool:
+    """ReduceMean / ReduceSum of one activation over recorded axes, dims kept."""
+    return lay.kind == G.REDUCE and lay.op in REDUCE_OPS and len(lay.inputs) == 1 and lay.attr("axes") is not None \
+        and lay.attr("keepdims", 1) == 1
 
 
 def is_shape_op(lay: G.Layer) -> bool:
@@ -117,6 +125,7 @@ CLASSES: tuple[tuple[str, Callable[[G.Layer], bool]], ...] = (
     ("batchnorm", lambda l: l.kind == G.BATCHNORM),
     ("lrn", lambda l: is_lrn(l)),
     ("concat", lambda l: is_concat(l)),
+    ("reduce", is_reduce),
 )
 
 
@@ -163,17 +172,18 @@ FORWARD: dict[str, Callable] = {
     "local": lambda lay, xs, w: LOCAL[lay.op][0](xs[0], lay),
     "lrn": lambda lay, xs, w: lrn(xs[0], lay),
     "concat": lambda lay, xs, w: np.concatenate(xs, axis=concat_axis(lay, xs[0].ndim)),
+    "reduce": lambda lay, xs, w: reduce_fwd(xs[0], lay),
 }
 
 # class -> backward(layer, input arrays, output error, parameters) -> [error of each input]
 BACKWARD: dict[str, Callable] = {
     "gemm": lambda lay, xs, e, w: [e @ w.T],
     "conv": lambda lay, xs, e, w: [conv_input_grad(xs[0], w, e, lay)],
-    "add": lambda lay, xs, e, w: [e for _ in xs],
+    "add": lambda lay, xs, e, w: [unbroadcast(e, x.shape) for x in xs],
     "embedding": lambda lay, xs, e, w: [np.zeros_like(xs[0])],          # token ids take no error
     "matmul_act": lambda lay, xs, e, w: [e @ np.swapaxes(xs[1], -1, -2), np.swapaxes(xs[0], -1, -2) @ e],
     "const": lambda lay, xs, e, w: [CONST_OPS[lay.op][1](xs[0], e, w)],
-    "binary": lambda lay, xs, e, w: BINARY_OPS[lay.op][1](xs[0], xs[1], e),
+    "binary": lambda lay, xs, e, w: [unbroadcast(d, x.shape) for d, x in zip(BINARY_OPS[lay.op][1](xs[0], xs[1], e), xs)],
     "shape": _reshape_bwd,
     "layernorm": lambda lay, xs, e, w: [layernorm_bwd(xs[0], e, w, lay)],
     "softmax": lambda lay, xs, e, w: [softmax_bwd(xs[0], e)],
@@ -182,6 +192,7 @@ BACKWARD: dict[str, Callable] = {
     "lrn": lambda lay, xs, e, w: [lrn_bwd(xs[0], e, lay)],
     "concat": lambda lay, xs, e, w: np.split(e, np.cumsum([x.shape[concat_axis(lay, e.ndim)] for x in xs])[:-1],
                                              axis=concat_axis(lay, e.ndim)),
+    "reduce": lambda lay, xs, e, w: [reduce_bwd(xs[0], e, lay)],
 }
 
 

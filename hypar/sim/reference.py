@@ -79,7 +79,8 @@ def _other_weights(g, rng: np.random.Generator, weights: dict, vocab: dict[str, 
             weights[n] = draw(rng, (lay.d_in, lay.d_out), dtype)
             vocab[lay.inputs[0]] = min(vocab.get(lay.inputs[0], lay.d_in), lay.d_in)
         elif is_const_op(lay):
-            weights[n] = float(rng.uniform(0.5, 1.5))
+            c = float(rng.uniform(0.5, 1.5))
+            weights[n] = float(lay.attr("exponent")) if lay.op == "Pow" else c
 
 
 def seeded_data(g, rng: np.random.Generator, dtype=np.float64) -> StepData:

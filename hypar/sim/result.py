@@ -34,8 +34,8 @@ class SimResult:
 
     ``counted[i][h]`` is the number of elements received at level h charged to kept node i
     (summed over every PE of every group; multiply by ``dtype_bytes`` for bytes); ``max_err[i]``
-    is the largest |distributed - reference| over node i's output, output error and weight
-    gradient, ``scale[i]`` the largest |reference| of those. ``unsupported`` non-empty means
+    is the largest |distributed - reference| over node i's output, output error (where the
+    backward pass needs it) and weight gradient, ``scale[i]`` the largest |reference| of those. ``unsupported`` non-empty means
     nothing was simulated (the other lists are then empty).
     """
 

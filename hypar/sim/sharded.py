@@ -2,7 +2,8 @@
 two activations -- each PE computes on its own shard, no messages -- and the normalisations
 (:mod:`hypar.sim.norms`), whose statistics the :class:`ShardContext` all-reduces over the levels
 that split their axis (BatchNorm: the batch; LayerNorm: a split last feature axis). A softmax over
-a split feature axis is unsupported.
+a split feature axis is unsupported. Reductions and elementwise ops of operands of different
+shapes run on the blocks in :mod:`hypar.sim.broadcast` (their partial sums all-reduced here too).
 
 Ops that keep the batch and feature axes (elementwise, pooling, softmax, a LayerNorm over whole
 features, products of two activations, Flatten of whole channels) run on the blocks; reshapes and
@@ -17,13 +18,14 @@ import numpy as np
 
 from hypar import graph as G
 from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
+from hypar.sim.broadcast import broadcast_backward, broadcast_forward, broadcasting, reduce_backward, reduce_forward
 from hypar.sim.errors import Unsupported
 from hypar.sim.hierorder import run_order
 from hypar.sim.ledger import Ledger, StatsKey
 from hypar.sim.mesh import Dist, per_pe, region_key, same_regions, shard_mask
 from hypar.sim.norms import BATCHNORM, LAYERNORM
-from hypar.sim.ops import (backward_op, concat_axis, forward_op, is_concat, is_layernorm, is_lrn, is_shape_op,
-                           is_softmax, is_split, split_slice)
+from hypar.sim.ops import (backward_op, concat_axis, forward_op, is_concat, is_layernorm, is_lrn, is_reduce,
+                           is_shape_op, is_softmax, is_split, split_slice)
 from hypar.sim.result import SimResult
 
 
@@ -143,6 +145,10 @@ def local_forward(lay: G.Layer, xs: list[Dist], ctx: ShardContext, charge: Charg
     Split). BatchNorm and a LayerNorm over a split feature axis talk (statistics); raises
     Unsupported for a softmax over a split axis or a reshape the shards do not map through."""
     x0 = xs[0]
+    if is_reduce(lay):
+        return reduce_forward(lay, x0, ctx, charge, ctx.axes.get(lay.outputs[0], x0.axes))
+    if broadcasting(lay, [x.shape for x in xs]):
+        return broadcast_forward(lay, xs, ctx.axes.get(lay.outputs[0], x0.axes))
     if lay.kind == G.BATCHNORM:
         return BATCHNORM.forward(ctx, lay, x0, charge)
     if is_split(lay):
@@ -160,7 +166,7 @@ def local_forward(lay: G.Layer, xs: list[Dist], ctx: ShardContext, charge: Charg
         return Dist(x0.mesh, _block_frame(x0, blocks[0], 0), x0.layouts, axes=out_axes, blocks=blocks)
     vals = [forward_op(lay, [x.vals[p] for x in xs], w) for p in range(x0.mesh.P)]
     res = Dist(x0.mesh, vals[0].shape, x0.layouts, vals, out_axes)
-    if is_shape_op(lay) and any(l in (ROWS, COLS) for l in x0.layouts):
+    if (is_shape_op(lay) or lay.op == "Flatten") and any(l in (ROWS, COLS) for l in x0.layouts):
         for p, v in enumerate(res.vals):
             if not np.array_equal(~np.isnan(v), shard_mask(res.mesh, res.shape, res.layouts, p, res.axes)):
                 raise Unsupported(f"{lay.name} ({lay.op}): the shards do not map through it (uneven split "
@@ -186,6 +192,10 @@ def local_backward(lay: G.Layer, xs: list[Dist], e: Dist, k: int, layouts: tuple
     x0 = xs[0]
     if is_split(lay):
         return _split_backward(lay, x0, e, layouts, out)
+    if is_reduce(lay):
+        return reduce_backward(lay, x0, e, layouts)
+    if broadcasting(lay, [x.shape for x in xs]):
+        return broadcast_backward(lay, xs, e, k, layouts, ctx, charge)
     if lay.kind == G.BATCHNORM:
         return BATCHNORM.backward(ctx, lay, x0, e, charge).relabelled(layouts)
     if is_layernorm(lay) and _norm_over_split_features(lay, x0):

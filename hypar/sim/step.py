@@ -49,8 +49,9 @@ from hypar.sim.errors import SimulationError, UnevenSplit, Unsupported
 from hypar.sim.graphwalk import folded_between, folded_error_to_sources, pre_chain, producers, tensor_meta
 from hypar.sim.ledger import Ledger
 from hypar.sim.mesh import Dist, Mesh, add, mask_to_layout, max_abs, max_abs_error, region_key, same_regions, scatter
-from hypar.sim.ops import WEIGHTED_KINDS, is_split
 from hypar.sim.background import Background
+from hypar.sim.broadcast import broadcasting
+from hypar.sim.ops import WEIGHTED_KINDS, is_reduce, is_split
 from hypar.sim.reference import Reference, seeded_data
 from hypar.sim.result import DEFAULT_TOL, SimResult, default_tol
 from hypar.sim.sharded import Charge, ShardContext, local_backward, local_forward
@@ -97,8 +98,7 @@ class TrainingStep:
         self.names = list(model.names)
         self.H = model.n_levels
         arr = model.array
-        fractions = tuple(c[1] for c in arr.classes[0][arr.root_key].children) if arr.n_levels == 1 else None
-        self.mesh = Mesh(arr.fanouts, fractions, balanced=model.convention == Convention.HIERARCHICAL)
+        self.mesh = Mesh(arr.fanouts, arr, strict=model.convention != Convention.HIERARCHICAL)
         self.comm = Comm(self.mesh)
         self.ledger = Ledger(self.comm, self.H)
         self.dtype = np.dtype(dtype)
@@ -265,8 +265,9 @@ class TrainingStep:
         """An unweighted kept node's output from its inputs (in its output layouts)."""
         lay = self.layer(i)
         out_l = self.layouts(i, "out_layout")
+        own = lay.kind == G.MATMUL_ACT or is_reduce(lay) or broadcasting(lay, [x.shape for x in slots])
         for s, x in enumerate(slots):
-            if x.layouts != out_l and lay.kind != G.MATMUL_ACT:
+            if x.layouts != out_l and not own:
                 raise SimulationError(f"{self.names[i]}: slot {s} in {x.layouts}, output {out_l}")
         charge = Charge("intra", i, "node")
         if lay.kind == G.MATMUL_ACT:
@@ -277,6 +278,8 @@ class TrainingStep:
             self.out[i] = self.split_outs[i][lay.outputs[0]]
         else:
             self.out[i] = local_forward(lay, slots, self.ctx, charge)
+        if self.out[i].layouts != out_l:
+            raise SimulationError(f"{self.names[i]}: output in {self.out[i].layouts}, the plan says {out_l}")
 
     def _activation_product(self, slots: list[Dist], out_l: tuple, axes: tuple) -> Dist:
         """slot 0 @ slot 1 on every PE: on the blocks when both and the output hold the same
@@ -318,7 +321,13 @@ class TrainingStep:
             if o not in self.e_outs[i]:
                 self.e_outs[i][o] = scatter(self.mesh, np.zeros(self.shape_of[o], self.dtype), lays, self.axes_of[o])
         eo = self.e_outs[i][out_t]
-        self.check(i, lambda ref: (max_abs_error(eo, ref.err.pop(out_t)), 0.0))
+        checked = self.model.structure.needs_error[self.names[i]]      # else no error is sent to it (a mask's path)
+
+        def error_check(ref: Reference) -> tuple[float, float]:
+            e_ref = ref.err.pop(out_t)
+            return (max_abs_error(eo, e_ref) if checked else 0.0), 0.0
+
+        self.check(i, error_check)
         needs = [e for e in self.model.in_edges[i] if self.model.edges[e].needs_error]
         e_slots = self._input_errors(i, eo)
         if needs:
@@ -367,7 +376,14 @@ class TrainingStep:
                 tot = add(tot, local_backward(lay, kept.slots, self.e_outs[i][o], 0, el, self.ctx, charge, out=o))
             return [tot]
         return [local_backward(lay, kept.slots, eo, s, self.layouts(i, "in_err_layouts", s), self.ctx, charge)
-                for s in range(len(lay.inputs))]
+                if self.error_needed(lay.inputs[s]) else None for s in range(len(lay.inputs))]
+
+    def error_needed(self, tensor: str) -> bool:
+        """Does the backward pass need the error of ``tensor`` (its producer or an ancestor holds
+        weights; a graph input's never): unneeded errors are not computed, so nothing is sent
+        for them (e.g. a broadcast attention mask's)."""
+        p = self.producer.get(tensor)
+        return p is not None and self.model.structure.needs_error[p]
 
     def _through_folded(self, i: int, e_slots: list[Dist]) -> dict[str, Dist]:
         """Each slot's error pushed back through node i's consumer-side folded ops (locally):
@@ -375,7 +391,8 @@ class TrainingStep:
         lay, kept = self.layer(i), self.kept[i]
         err_t: dict[str, Dist] = {}
         for s, d in enumerate(e_slots):
-            err_t[lay.inputs[s]] = add(err_t.get(lay.inputs[s]), d)
+            if d is not None:
+                err_t[lay.inputs[s]] = add(err_t.get(lay.inputs[s]), d)
         charge = Charge("fold", i, "post")
         for fn_ in reversed(folded_between(self.model, i)):
             fl = G.layer(self.g, fn_)
@@ -393,7 +410,8 @@ class TrainingStep:
             if eo_f is None:
                 continue
             for k, t in enumerate(fl.inputs):
-                err_t[t] = add(err_t.get(t), local_backward(fl, xs, eo_f, k, eo_f.layouts, self.ctx, charge))
+                if self.error_needed(t):
+                    err_t[t] = add(err_t.get(t), local_backward(fl, xs, eo_f, k, eo_f.layouts, self.ctx, charge))
         return err_t
 
     def _send_errors(self, i: int, needs: list[int], err_t: dict[str, Dist]) -> None:
@@ -457,9 +475,9 @@ def simulate(model, assignment: list[tuple], seed: int = 0, tol: float | None = 
     try:
         return step.run()
     except UnevenSplit as exc:
-        hint = (f"widths divisible by {model.array.n_pes}" if not step.mesh.balanced else
-                "widths divisible by the fanouts of the levels splitting them")
-        res.unsupported = [f"{step.node_name}: {exc} (uneven split over several levels; choose a batch / {hint})"]
+        # only a strict mesh (the reference convention) raises it
+        res.unsupported = [f"{step.node_name}: {exc} (uneven split over several levels; choose a batch / widths "
+                           f"divisible by {model.array.n_pes})"]
     except Unsupported as exc:
         res.unsupported = [str(exc)]
     res.clear_counts()

@@ -1,5 +1,6 @@
 """What a sweep computes: its arrays (:class:`ArraySpec`), its (model, array, batch) cases
-(:class:`Case`, each with a stable ``key``) and the model zoo's file list.
+(:class:`Case`, each with a stable ``key`` and the input dims it binds) and the model zoo's file
+list.
 
 The objective, space, search and pricing convention are checked here, once, where a sweep's settings enter the
 library (:func:`make_cases`); a bad one stops the sweep before any case runs.
@@ -10,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable
 
 from hypar.array import PEArray
 from hypar.config import SolverSettings, resolve_array
 from hypar.errors import HyparError
+from hypar.onnx import model_input_dims
 from hypar.vocab import Convention, Objective, Search, Space, parse
 
 
@@ -74,13 +76,19 @@ class Case:
     search_how: Search
     settings: SolverSettings | None = None
     convention: Convention = Convention.HIERARCHICAL
+    dims: tuple[tuple[str, int], ...] = ()
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     @property
     def key(self) -> str:
-        """``model@digest|array@digest|b<batch>|objective|space|search|convention``."""
+        """``model@digest|array@digest|b<batch>|objective|space|search|convention``, then
+        ``|dims:NAME=V,...`` and ``|shapes:INPUT=D0xD1...,...`` when the case binds those."""
         b = "default" if self.batch is None else f"b{self.batch}"
+        bound = "".join([f"|dims:{','.join(f'{k}={v}' for k, v in self.dims)}" if self.dims else "",
+                         f"|shapes:{','.join(k + '=' + 'x'.join(map(str, v)) for k, v in self.input_shapes)}"
+                         if self.input_shapes else ""])
         return (f"{self.model_name}@{self.model_digest}|{self.array.label}@{self.array.digest}|{b}|"
-                f"{self.objective}|{self.space}|{self.search_how}|{self.convention}")
+                f"{self.objective}|{self.space}|{self.search_how}|{self.convention}{bound}")
 
 
 def array_spec(pes: int | None = None, array_path: str | None = None) -> ArraySpec:
@@ -137,13 +145,44 @@ def zoo_models(directory: str | None = None) -> list[str]:
     return _manifest_files(d) or [os.path.join(d, f) for f in sorted(os.listdir(d)) if f.endswith(".onnx")]
 
 
+Bound = tuple[tuple[tuple[str, int], ...], tuple[tuple[str, tuple[int, ...]], ...]]
+
+
+def model_bindings(paths: list[str], dims: Mapping[str, int] | None,
+                   input_shapes: Mapping[str, Sequence[int]] | None) -> dict[str, Bound]:
+    """Per model path, the part of ``dims`` and ``input_shapes`` it takes: the dim names its
+    inputs have and the inputs it has (a model that cannot be read takes none and fails as its
+    own case). SweepError naming the option for a dim name or an input no model has."""
+    if not dims and not input_shapes:
+        return {p: ((), ()) for p in paths}
+    inputs = {}
+    for p in paths:
+        try:
+            inputs[p] = model_input_dims(p)
+        except HyparError:
+            inputs[p] = {}
+    names = {p: {d for ds in ins.values() for d in ds or () if isinstance(d, str)} for p, ins in inputs.items()}
+    for name in dims or {}:
+        if not any(name in n for n in names.values()):
+            raise SweepError.naming(f"{{dims}} {name}: no model's inputs have a dim named '{name}'; check the name "
+                                    "with the error `hypar inspect MODEL` gives without it")
+    for name in input_shapes or {}:
+        if not any(name in ins for ins in inputs.values()):
+            raise SweepError.naming(f"{{input_shapes}} {name}: no model has an input named '{name}'")
+    return {p: (tuple((k, int(v)) for k, v in (dims or {}).items() if k in names[p]),
+                tuple((k, tuple(int(x) for x in v)) for k, v in (input_shapes or {}).items() if k in inputs[p]))
+            for p in paths}
+
+
 def make_cases(models: Iterable[str], arrays: Iterable[ArraySpec], batches: Iterable[int | None] = (None,), *,
                objective: Objective | str = "time", space: Space | str = "full",
                search_how: Search | str = Search.AUTO, convention: Convention | str = Convention.HIERARCHICAL,
-               settings: SolverSettings | None = None) -> list[Case]:
+               settings: SolverSettings | None = None, dims: Mapping[str, int] | None = None,
+               input_shapes: Mapping[str, Sequence[int]] | None = None) -> list[Case]:
     """Every (model, array, batch) case in a fixed order: models as given, then arrays, then
-    batches; a repeated case once. SweepError for an unknown objective, space, search or
-    convention, or when there is no model or no array."""
+    batches; a repeated case once. Each model takes the ``dims`` names and ``input_shapes``
+    inputs it has (:func:`model_bindings`). SweepError for an unknown objective, space, search or
+    convention, a dim name or input no model has, or when there is no model or no array."""
     objective = parse(Objective, objective, error=SweepError)
     space = parse(Space, space, error=SweepError)
     search_how = parse(Search, search_how, "search", error=SweepError)
@@ -155,14 +194,15 @@ def make_cases(models: Iterable[str], arrays: Iterable[ArraySpec], batches: Iter
     if not arrays:
         raise SweepError.naming("no arrays: pass {pes} and/or {arrays}")
     cases, seen = [], set()
-    for m in models:
-        path = os.path.abspath(m)
+    paths = [os.path.abspath(m) for m in models]
+    bound = model_bindings(paths, dims, input_shapes)
+    for path in paths:
         name = os.path.splitext(os.path.basename(path))[0]
         digest = _file_digest(path)
         for a in arrays:
             for b in batches:
                 c = Case(len(cases), path, name, digest, a, None if b is None else int(b),
-                         objective, space, search_how, settings, convention)
+                         objective, space, search_how, settings, convention, *bound[path])
                 if c.key not in seen:
                     seen.add(c.key)
                     cases.append(c)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable
 
 from hypar.config import SolverSettings
 from hypar.sweep.cases import Case, SweepError, array_spec, make_cases
@@ -79,12 +79,15 @@ def sweep(models: Iterable[str], out_dir: str, *, pes: Iterable[int] = (), array
           space: Space | str = "full", search_how: Search | str = Search.AUTO,
           convention: Convention | str = Convention.HIERARCHICAL, settings: SolverSettings | None = None,
           jobs: int = 1, executor: str = "local", scheduler=None, progress: Progress = None,
-          retry_errors: bool = False) -> SweepSummary:
+          retry_errors: bool = False, dims: Mapping[str, int] | None = None,
+          input_shapes: Mapping[str, Sequence[int]] | None = None) -> SweepSummary:
     """Library entry point: every model on every array (``pes`` sizes, then ``arrays`` files) at
-    every batch, hypar's plan searched and priced under ``convention``, run by :func:`run_sweep`.
-    SweepError for bad settings (checked before any case runs); ArrayConfigError for a bad array."""
+    every batch, hypar's plan searched and priced under ``convention``, run by :func:`run_sweep`;
+    each model binds the ``dims`` names and ``input_shapes`` inputs it has. SweepError for bad
+    settings (checked before any case runs); ArrayConfigError for a bad array."""
     specs = [array_spec(pes=p) for p in pes] + [array_spec(array_path=a) for a in arrays]
     cases = make_cases(models, specs, list(batches) or [None], objective=objective, space=space,
-                       search_how=search_how, convention=convention, settings=settings)
+                       search_how=search_how, convention=convention, settings=settings, dims=dims,
+                       input_shapes=input_shapes)
     return run_sweep(cases, out_dir, jobs=jobs, executor=executor, scheduler=scheduler, progress=progress,
                      retry_errors=retry_errors)

@@ -21,7 +21,9 @@ def _base_row(case: Case) -> dict:
             "array": case.array.label, "array_source": case.array.value if case.array.kind == "file"
             else f"--pes {case.array.value}", "n_pes": case.array.n_pes,
             "batch_requested": case.batch, "objective": str(case.objective), "space": str(case.space),
-            "search": str(case.search_how), "convention": str(case.convention)}
+            "search": str(case.search_how), "convention": str(case.convention),
+            **({"dims": dict(case.dims)} if case.dims else {}),
+            **({"input_shapes": {k: list(v) for k, v in case.input_shapes}} if case.input_shapes else {})}
 
 
 def _ratio(a, b):

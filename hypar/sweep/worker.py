@@ -17,7 +17,8 @@ from hypar.sweep.rows import error_row, row_from_plan
 def partition_case(case: Case) -> dict:
     """The plan dictionary of one case (:func:`hypar.api.partition`)."""
     array = case.array.resolve()
-    return api.partition(case.model_path, array, batch=case.batch, objective=case.objective, space=case.space,
+    return api.partition(case.model_path, array, batch=case.batch, dims=dict(case.dims) or None,
+                         input_shapes=dict(case.input_shapes) or None, objective=case.objective, space=case.space,
                          search_how=case.search_how, convention=case.convention, settings=case.settings)
 
 

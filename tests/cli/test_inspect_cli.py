@@ -116,7 +116,9 @@ def test_model_without_weighted_layer(tmp_path, cli_run):
 
 def test_symbolic_batch(tmp_path, cli_run):
     p = write(tmp_path, "g (float[N, 8] x) => (float[N, 4] y) { y = Gemm(x, w) }", w=(8, 4))
-    one_error_line(cli_run("inspect", str(p)), r"^Error: input 'x' has symbolic dim 'N'; pass --batch N$")
+    # Issue 11 changed this message: the axis is named and --input-shape is offered as well.
+    one_error_line(cli_run("inspect", str(p)),
+                   r"^Error: input 'x' has symbolic dim 'N' at axis 0; pass --batch N \(or --input-shape x=N,8\)$")
     res = cli_run("inspect", str(p), "--batch", "16", "--json")
     assert res.exit_code == 0 and json.loads(res.stdout)["layers"][0]["dims"]["batch"] == 16
 

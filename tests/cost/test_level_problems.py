@@ -3,8 +3,8 @@
 - ``lower="fixed"`` (refine): for every assignment of the free level h (the other levels fixed),
   the problem's objective plus the levels above h (a constant) equals ``evaluate`` of the
   completed assignment -- every level below h included, conversions shared as evaluate shares
-  them (pair costs, factor tables, group terms). Hypothesis over small random DAGs with skips
-  and fan-out (hypar.synthetic.random_dag), spaces accpar and full, 2-3 levels, a heterogeneous
+  them (pair costs, factor tables, group terms). Hypothesis over small random DAGs with skips,
+  fan-out and norms (hypar.synthetic.random_dag), spaces accpar and full, 2-3 levels, a heterogeneous
   array, uneven batches, all three objectives and both fan-out encodings (factor / group terms).
 - ``lower="ideal"`` (greedy): the problem's objective plus the levels above is a lower bound of
   ``evaluate`` for every completion of the levels below.
@@ -71,8 +71,9 @@ cases = dict(n=st.integers(2, 5), seed=st.integers(0, 10 ** 6), array=st.sampled
 
 
 def build(n, seed, array, batch, space, convention, factors, data):
-    """A model on a random DAG and a random full assignment of it."""
-    g = random_dag(n, seed, batch=batch, width_choices=(4, 6, 8), skip_prob=0.6)
+    """A model on a random DAG (with BatchNorms and LayerNorms: kept in space full, their
+    statistics priced at every level) and a random full assignment of it."""
+    g = random_dag(n, seed, batch=batch, width_choices=(4, 6, 8), skip_prob=0.6, norm_prob=0.5)
     model = CostModel(g, make_array(array), space, convention)
     model.use_factors = factors
     base = [tuple(data.draw(st.sampled_from(model.labels(i))) for _ in range(model.n_levels))
@@ -143,7 +144,7 @@ def test_after_refine_no_single_level_resolve_improves(n, seed, array, batch, sp
     others fixed) improves the evaluated cost."""
     from hypar.search import SolverSettings, greedy, refine, solve_level
 
-    g = random_dag(n, seed, batch=batch, width_choices=(4, 6, 8), skip_prob=0.6)
+    g = random_dag(n, seed, batch=batch, width_choices=(4, 6, 8), skip_prob=0.6, norm_prob=0.5)
     model = CostModel(g, make_array(array), space, convention)
     solver = SolverSettings()
     plan = refine(model, [greedy(model, objective, solver)], objective, solver)

@@ -79,5 +79,10 @@ def test_unknown_op_only_takes_the_full_tensor():
 
 
 def test_reduce_over_the_split_axis_is_not_offered():
-    m = CostModel(_graph(G.REDUCE, "ReduceSum", (("axes", (1,)),)), array_from_levels([2]), "full")
+    # Issue 10 (H3) changed the rule: a ReduceSum / ReduceMean over the feature axis may now split
+    # it (S(f), its partial results all-reduced: test_feature_mean_all_reduces_its_rows), so this
+    # checks the rule on a reduction whose partial results do not add up (ReduceMax).
+    m = CostModel(_graph(G.REDUCE, "ReduceMax", (("axes", (1,)),)), array_from_levels([2]), "full")
     assert "S(f)" not in m.labels(1) and "S(b)" in m.labels(1)
+    m = CostModel(_graph(G.REDUCE, "ReduceSum", (("axes", (0,)),)), array_from_levels([2]), "full")
+    assert "S(b)" not in m.labels(1)

@@ -499,7 +499,10 @@ def test_batch_override_rederives_every_shape():
 
 def test_symbolic_batch_needs_batch():
     m = make("""g (float[N, 8] x) => (float[N, 8] y) { y = Gemm(x, w) }""", w=(8, 8))
-    with pytest.raises(ShapeError, match=r"^input 'x' has symbolic dim 'N'; pass --batch N$"):
+    # Issue 11 changed this message: one error names every unbound dim with its axis and gives
+    # every way to bind it (--batch, and --input-shape as the alternative).
+    with pytest.raises(ShapeError, match=r"^input 'x' has symbolic dim 'N' at axis 0; pass --batch N "
+                       r"\(or --input-shape x=N,8\)$"):
         load_layer_graph(m)
     g = load_layer_graph(m, batch=3)
     assert only(g, G.GEMM).batch == 3 and g.graph["outputs"][0].shape == (3, 8)

@@ -22,6 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from conftest import make_runner
 from sim_graphs import conv_layer, conv_net, random_assignment, relu_dag
+import hypar.cost.hierarchical
 import hypar.cost.model
 from hypar import graph as G
 from hypar.array import array_from_levels
@@ -130,22 +131,40 @@ def test_property_one_level_verifies(seed, n_layers, k, space, relu):
        fanouts=st.sampled_from([(2, 2), (3, 2), (2, 3), (2, 2, 2)]),
        space=st.sampled_from(["hypar", "accpar", "full"]), relu=st.booleans())
 def test_property_multi_level(seed, n_layers, fanouts, space, relu):
-    """Several levels: numerics always match; counted bytes match the cost model at every layer
-    and level except where the simulator proves no level-by-level order realises the model's
-    amount (a cost-model limitation, named in the reason) -- never an unexplained difference."""
+    """Several levels, a ``reference`` model: numerics always match; counted bytes match the cost
+    model at every layer and level except where the simulator proves no level-by-level order
+    realises the model's amount (a cost-model limitation, named in the reason) -- never an
+    unexplained difference.
+
+    Since issue 10's second session verify runs the hierarchical order under ``reference`` too (the
+    one real execution) and reports the reference prices' differences as information, not
+    failure: so the report always passes (numerics), never carries a byte reason, each
+    information line is a real difference whose sent bytes are the hierarchical price, and the
+    hierarchical model's report on the same plan passes with bytes exact at every level. The
+    reference simulator's own property (flags explain every difference) is checked on
+    ``simulate`` directly."""
     rng = random.Random(seed)
     P = int(np.prod(fanouts))
     g = (relu_dag if relu else random_dag)(n_layers, seed, 2 * P, (P, 2 * P))
     model = CostModel(g, array_from_levels(list(fanouts)), space)
     asg = random_assignment(model, rng)
     rep = verify_assignment(model, asg, seed=seed)
-    assert not rep.unsupported
+    assert not rep.unsupported and not rep.bytes_must_match
     for layer in rep.layers:
         for r in layer.reasons:
             assert "cost-model limitation" in r, report_table(rep)
+    assert rep.ok, report_table(rep)
+    for layer in rep.layers:
+        for info in layer.information:
+            assert info.counted_bytes == info.hierarchical_bytes != info.predicted_bytes, report_table(rep)
+    hier = verify_assignment(CostModel(g, model.array, space, convention="hierarchical"), asg, seed=seed)
+    assert hier.ok and hier.bytes_must_match, report_table(hier)
     res = simulate(model, asg, seed=seed)
     if not res.flags and not res.split_dedup:
-        assert rep.ok, report_table(rep)
+        ev = model.evaluate(asg)
+        for i in range(len(model.names)):
+            for h in range(model.n_levels):
+                assert res.counted[i][h] * 2 == pytest.approx(ev.comm[i][h].bytes, rel=1e-9), (model.names[i], h)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -199,20 +218,27 @@ def test_chain_two_levels_exact(types):
     model = CostModel(gemm_chain([8, 16, 8, 8], 8), array_from_levels([2, 2]), "accpar")
     rep = verify_assignment(model, types)
     assert rep.ok, report_table(rep)
+    # under reference the step runs the hierarchical order: its prices are exact at every level
+    hier = CostModel(gemm_chain([8, 16, 8, 8], 8), array_from_levels([2, 2]), "accpar", convention="hierarchical")
+    assert verify_assignment(hier, types).ok
 
 
 def test_three_way_and_two_way_levels_exact():
+    """A reference model on 3x2: every type pair passes. Was: producer II at both levels with the
+    consumer's error sharded at level 0 failed at fc2 level 0 (the reference simulator, looking for
+    an order with the model's per-level amounts, found none). Now the step runs the hierarchical
+    order (the one real execution) and the reference prices are information: fc2's level 1 is
+    priced 1,152 B below what is sent for (II, I) and (II, II), and 1,152 B above for (III, III);
+    the hierarchical prices are exact everywhere."""
     model = CostModel(gemm_chain([12, 24, 12], 12), array_from_levels([3, 2]), "accpar")
+    hier = CostModel(gemm_chain([12, 24, 12], 12), array_from_levels([3, 2]), "accpar", convention="hierarchical")
+    differ = {("II", "I"): (5184, 4032), ("II", "II"): (2880, 1728), ("III", "III"): (1728, 2880)}
     for t1, t2 in itertools.product(["I", "II", "III"], repeat=2):
         rep = verify_assignment(model, [(t1, t1), (t2, "I")])
-        if t1 == "II" and t2 != "III":
-            # producer II at both levels, consumer's error sharded at level 0: the known
-            # limitation (test_xfail_backward_double_all_gather), only at fc2 level 0
-            reasons = [(l.name, r) for l in rep.layers for r in l.reasons]
-            assert len(reasons) == 1 and reasons[0][0] == "fc2", report_table(rep)
-            assert reasons[0][1].startswith("level 0:") and "cost-model limitation" in reasons[0][1]
-        else:
-            assert rep.ok, report_table(rep)
+        assert rep.ok, report_table(rep)
+        info = [(l.name, i.level, i.counted_bytes, i.predicted_bytes) for l in rep.layers for i in l.information]
+        assert info == ([("fc2", 1, *differ[(t1, t2)])] if (t1, t2) in differ else []), report_table(rep)
+        assert verify_assignment(hier, [(t1, t1), (t2, "I")]).ok
 
 
 # ----------------------------------------------------------------------------- cost-model discrepancies
@@ -265,31 +291,6 @@ def test_flagged_conversions_are_below_the_information_bound():
             assert _model_total(s_, t, view) < bound, (s_, t, backward)
             checked += 1
     assert checked >= 8
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "cost model (hypar/cost.py, CostModel.level_edge_costs via _edge_view): backward conversion "
-    "priced in the consumer's view at each level. fc1 (II, II) <- fc2 (I, I), E(h1) 8x8 on 2x2 PEs: "
-    "the model charges level 0 R->full on 64 elements (32 per subgroup) and level 1 R->full on the "
-    "consumer's half view of 32 (16 per subgroup): 128 elements. Every PE of fc1 needs all 64 and "
-    "holds 16, so at least 4 x 48 = 192 must move; the simulator moves 128 at level 0 and 64 at "
-    "level 1. Expected level 0 (fc2) 256 + 2 x 128 = 512 bytes, model 384."))
-def test_xfail_backward_double_all_gather():
-    model = CostModel(gemm_chain([8, 8, 8], 8), array_from_levels([2, 2]), "accpar")
-    rep = verify_assignment(model, [("II", "II"), ("I", "I")])
-    assert rep.ok, report_table(rep)
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "cost model (hypar/cost.py, CostModel.level_edge_costs / convert): forward conversion with a "
-    "replica below. fc1 (I, II) -> fc2 (II, III), h1 8x8 on 2x2 PEs: the model charges level 0 "
-    "rows->cols 16 per subgroup (32 elements) and level 1 full->full 0. Both PEs of a level-0 "
-    "subgroup need their own copy (fc2 is III at level 1: full input), each missing 16: at least "
-    "4 x 16 = 64 elements. Expected fc2 level 0 448 bytes (320 intra + 128), model 384."))
-def test_xfail_forward_replica_below():
-    model = CostModel(gemm_chain([8, 8, 8], 8), array_from_levels([2, 2]), "accpar")
-    rep = verify_assignment(model, [("I", "II"), ("II", "III")])
-    assert rep.ok, report_table(rep)
 
 
 def test_batchnorm_statistics_of_the_channels_in_view():
@@ -500,7 +501,12 @@ def _model_and_types(path: Path, plan: dict):
 
 
 def test_mutated_transition_fails_naming_layer_and_level(monkeypatch):
-    """A wrong transition cell (rows -> cols doubled) makes verify fail at that layer and level."""
+    """A wrong transition cell (rows -> cols doubled) makes verify fail at that layer and level.
+
+    The reference convention's cell is checked on one level (there both conventions are the same
+    and bytes decide); on 2x2 under reference the byte differences are information since verify
+    runs the hierarchical order (issue 10), so the wrong cell shows there as information at that
+    layer and level only. The hierarchical pricer's cell (all-to-all doubled) fails on 2x2."""
     real = hypar.cost.model.convert
 
     def wrong(src, dst, a, bs, fs, fr):
@@ -508,13 +514,28 @@ def test_mutated_transition_fails_naming_layer_and_level(monkeypatch):
         return [2 * x for x in out] if (src, dst) == (ROWS, COLS) else out
 
     monkeypatch.setattr(hypar.cost.model, "convert", wrong)
-    model = CostModel(gemm_chain([8, 8, 8, 8], 8), array_from_levels([2, 2]), "accpar")
-    rep = verify_assignment(model, [("I", "I"), ("II", "I"), ("I", "I")])
-    assert not rep.ok
-    fails = rep.failures()
-    assert any(f.startswith("fc2: level 0: counted") for f in fails), fails
-    assert all(f.startswith("fc2: level 0") for f in fails), fails
-    assert "cost-model limitation" not in " ".join(fails)
+    for fanouts, types in (([2], [("I",), ("II",), ("I",)]), ([2, 2], [("I", "I"), ("II", "I"), ("I", "I")])):
+        model = CostModel(gemm_chain([8, 8, 8, 8], 8), array_from_levels(fanouts), "accpar")
+        rep = verify_assignment(model, types)
+        if len(fanouts) == 2:
+            assert rep.ok and [(l.name, i.level) for l in rep.layers for i in l.information] == [("fc2", 0)], \
+                report_table(rep)
+            continue
+        assert not rep.ok
+        fails = rep.failures()
+        assert any(f.startswith("fc2: level 0: counted") for f in fails), fails
+        assert all(f.startswith("fc2: level 0") for f in fails), fails
+        assert "cost-model limitation" not in " ".join(fails)
+    real_cells = hypar.cost.hierarchical.member_cells
+
+    def wrong_cells(step, *sizes):
+        out = real_cells(step, *sizes)
+        return [2 * x for x in out] if step.op == hypar.cost.hierarchical.ALL_TO_ALL else out
+
+    monkeypatch.setattr(hypar.cost.hierarchical, "member_cells", wrong_cells)
+    model = CostModel(gemm_chain([8, 8, 8, 8], 8), array_from_levels([2, 2]), "accpar", convention="hierarchical")
+    fails = verify_assignment(model, [("I", "I"), ("II", "I"), ("I", "I")]).failures()
+    assert fails == ["fc2: level 0: counted 384 bytes, cost model predicts 512"]
 
 
 def test_unsupported_ops_named(tmp_path):
@@ -533,10 +554,13 @@ def test_uneven_split_reported():
     # several levels: an axis that is split and does not divide is reported (no exact nesting)
     model = CostModel(gemm_chain([6, 8], 8), array_from_levels([2, 2]), "accpar")
     assert verify_assignment(model, [("I", "III")]).ok    # 6 input features are never split
-    rep = verify_assignment(model, [("II", "I")])
-    assert not rep.ok and rep.unsupported == [
-        "fc1: an axis of size 6 does not divide over 4 PEs (uneven split over several levels; choose a "
-        "batch / widths divisible by 4)"]
+    # 6 input features split at level 0 only: refused by the reference simulator ("does not divide
+    # over 4 PEs"); verify now runs the hierarchical order (issue 10), where they split evenly
+    assert verify_assignment(model, [("II", "I")]).ok
+    # split at both levels, 6 over 2 x 2: once refused ("does not split evenly there"); the one
+    # placement rule (hypar/shards.py) lays it out as blocks 2, 1, 2, 1 and it verifies
+    rep = verify_assignment(model, [("II", "II")])
+    assert rep.ok and not rep.unsupported
 
 
 def test_numerics_poisoned_when_a_message_is_lost(monkeypatch):
