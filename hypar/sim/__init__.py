@@ -6,7 +6,8 @@ full-shape arrays or as blocks; which PE holds which indices is :mod:`hypar.shar
 their dispatch), ``broadcast`` (ops whose operands and output differ in shape: broadcasting
 elementwise ops, reductions), ``graphwalk`` (folded ops around kept nodes), ``hierorder`` (the
 ``hierarchical`` convention's conversion order executed), ``support`` (what can run, found before
-any step), ``reference`` (the one-device step), ``ledger`` (counting by step), ``norms`` /
+any step), ``reference`` (the one-device step), ``background`` (the reference and the numerics
+checks on a thread beside the distributed step), ``ledger`` (counting by step), ``norms`` /
 ``sharded`` / ``weighted`` (layer ops on shards), ``schedule`` / ``convert`` (edge conversions,
 ``reference`` convention), ``edges`` (which conversions run and share under each convention),
 ``step`` (the distributed step and :func:`simulate`); ``hierarchy`` is the independent

@@ -1,6 +1,9 @@
 """The virtual PEs and the tensors spread over them: the mesh (one coordinate per level), a
 distributed tensor (per-PE values, NaN outside the PE's shard), which elements each PE holds in a
-layout, and the message-free moves (load a whole tensor, slice, reassemble, add).
+layout, the message-free moves (load a whole tensor, slice, reassemble, add), and the per-PE
+bookkeeping that keeps the step fast: blocks cut as views where indices are contiguous
+(:func:`as_cut`), replicas sharing one array (:func:`share_replicas`, :func:`per_pe`) and the
+comparison with the reference in cache-sized pieces (:func:`max_abs_diff`).
 
 Shards (digit nesting, :mod:`hypar.shards`, the rule the cost model prices by too): every index
 of a split axis has one digit per level -- the level's coordinate of the PE whose leaf block holds

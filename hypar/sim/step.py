@@ -5,13 +5,18 @@ element sent (numpy only).
 every kept node) and
 
 1. runs the *reference* step on one device, straight from the layer graph
-   (:mod:`hypar.sim.reference`);
+   (:mod:`hypar.sim.reference`), on a thread of its own beside the distributed step, with the
+   numerics checks queued behind it (:mod:`hypar.sim.background`);
 2. runs the *distributed* step (:class:`TrainingStep`): every virtual PE holds only its shards
-   (:class:`hypar.sim.mesh.Dist`: an array of the tensor's full shape that is NaN wherever the PE
-   holds nothing, so a missing element poisons the result instead of being read silently); every
-   exchange is explicit point-to-point sends between PEs of one group at one named level
-   (:mod:`hypar.sim.comm`), and every element received is counted per layer, per edge (or
-   intra-layer quantity) and per level (:mod:`hypar.sim.ledger`).
+   (:class:`hypar.sim.mesh.Dist`: its region's block, or an array of the tensor's full shape that
+   is NaN wherever the PE holds nothing; either way a missing element is NaN and poisons the
+   result instead of being read silently); every exchange is explicit point-to-point sends
+   between PEs of one group at one named level (:mod:`hypar.sim.comm`), and every element
+   received is counted per layer, per edge (or intra-layer quantity) and per level
+   (:mod:`hypar.sim.ledger`). Replicas holding equal values share one array and compute once
+   (:func:`hypar.sim.mesh.share_replicas`): what is sent is counted per PE all the same.
+
+Both steps compute in one float type (``dtype``: float64, or float32 with a looser tolerance).
 
 Amounts are elements received, summed over every PE of every group (SPEC.md §3 "Units"). Edge
 conversions follow the cost model's ``convention`` (:mod:`hypar.sim.edges`):
