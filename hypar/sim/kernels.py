@@ -55,9 +55,16 @@ def _unpad(dx: np.ndarray, pads: tuple, pshape: tuple) -> np.ndarray:
 
 
 def maxpool(x: np.ndarray, lay: G.Layer) -> np.ndarray:
-    """2-D max pooling of x (B, C, H, W)."""
-    win, *_ = _pool_windows(x, lay, -np.inf)
-    return win.max(axis=(4, 5))
+    """2-D max pooling of x (B, C, H, W) (NaN where a window holds one): the maximum over the
+    kernel positions' strided views, one position at a time (not a reduction over window axes,
+    which numpy runs slowly on these strides)."""
+    win, k, *_ = _pool_windows(x, lay, -np.inf)
+    out = win[..., 0, 0].copy()
+    for i in range(k[0]):
+        for j in range(k[1]):
+            if i or j:
+                np.maximum(out, win[..., i, j], out=out)
+    return out
 
 
 def maxpool_bwd(x: np.ndarray, e: np.ndarray, lay: G.Layer) -> np.ndarray:

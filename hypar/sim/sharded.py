@@ -126,9 +126,43 @@ def _blockwise(lay: G.Layer, xs: list[Dist], out_axes: tuple) -> bool:
         return False
     if lay.op == "Flatten" and any(x0.index(p)[1] is not None for p in range(x0.mesh.P)):
         return False
-    if any(b.size == 0 for x in xs for b in x.blocks):
-        return False                        # an empty share (uneven split): the kernels want data
-    return all(same_regions(x, x0) for x in xs[1:])
+    if not any(all(x.blocks[p].size for x in xs) for p in range(x0.mesh.P)):
+        return False                        # every share empty: nothing to shape the outputs by
+    return all(same_regions(x, x0) for x in xs[1:]) or _joined_along(lay, xs)
+
+
+def _on_blocks(P: int, xs: list[Dist], fn, like) -> list[np.ndarray]:
+    """``fn(p)`` on every PE whose input blocks all hold data (once per distinct arrays); a PE
+    with an empty share (uneven split: the kernels want data) gets an empty block shaped
+    ``like(p, proto)`` after a computed one."""
+    full = [p for p in range(P) if all(x.blocks[p].size for x in xs)]
+    done = dict(zip(full, per_pe(len(full), lambda k: tuple(id(x.blocks[full[k]]) for x in xs),
+                                 lambda k: fn(full[k]))))
+    proto = done[full[0]]
+    return [done[p] if p in done else np.empty(like(p, proto), proto.dtype) for p in range(P)]
+
+
+def _block_shape(x: Dist, p: int, proto: np.ndarray) -> tuple:
+    """PE p's block shape of an op keeping x's (batch, feature) axes, from another PE's ``proto``."""
+    shape = list(proto.shape)
+    for ax, idx in zip(x.axes, x.index(p)):
+        if ax is not None and idx is not None:
+            shape[ax] = len(idx)
+    return tuple(shape)
+
+
+def _joined_along(lay: G.Layer, ds: list[Dist]) -> bool:
+    """A Concat whose inputs (and output error) hold the same indices of every axis but the joined
+    one, which no PE splits: their blocks join and split as the whole tensors do."""
+    if not is_concat(lay):
+        return False
+    ax, d0 = concat_axis(lay, len(ds[0].shape)), ds[0]
+    for d in ds:
+        if region_key(d.layouts) != region_key(d0.layouts) or tuple(d.axes) != tuple(d0.axes):
+            return False
+        if any(a is not None and a != ax and d.shape[a] != d0.shape[a] for a in d.axes):
+            return False
+    return all(idx is None for d in ds for p in range(d.mesh.P) for a, idx in zip(d.axes, d.index(p)) if a == ax)
 
 
 def _block_frame(x0: Dist, blk: np.ndarray, p: int) -> tuple:
@@ -161,8 +195,8 @@ def local_forward(lay: G.Layer, xs: list[Dist], ctx: ShardContext, charge: Charg
     w = ctx.params.get(lay.name)
     out_axes = ctx.axes.get(lay.outputs[0], x0.axes)
     if _blockwise(lay, xs, out_axes):
-        blocks = per_pe(x0.mesh.P, lambda p: tuple(id(x.blocks[p]) for x in xs),
-                        lambda p: forward_op(lay, [x.blocks[p] for x in xs], w))
+        blocks = _on_blocks(x0.mesh.P, xs, lambda p: forward_op(lay, [x.blocks[p] for x in xs], w),
+                            lambda p, proto: _block_shape(x0, p, proto))
         return Dist(x0.mesh, _block_frame(x0, blocks[0], 0), x0.layouts, axes=out_axes, blocks=blocks)
     vals = [forward_op(lay, [x.vals[p] for x in xs], w) for p in range(x0.mesh.P)]
     res = Dist(x0.mesh, vals[0].shape, x0.layouts, vals, out_axes)
@@ -202,10 +236,12 @@ def local_backward(lay: G.Layer, xs: list[Dist], e: Dist, k: int, layouts: tuple
         return LAYERNORM.backward(ctx, lay, x0, e, charge).relabelled(layouts)
     w = ctx.params.get(lay.name)
     grads_axes = xs[k].axes
-    if _blockwise(lay, xs, e.axes) and same_regions(e, x0) and region_key(layouts) == region_key(e.layouts):
-        blocks = per_pe(e.mesh.P, lambda p: tuple(id(x.blocks[p]) for x in xs) + (id(e.blocks[p]),),
-                        lambda p: np.asarray(backward_op(lay, [x.blocks[p] for x in xs], e.blocks[p], w)[k],
-                                             dtype=e.dtype))
+    if _blockwise(lay, xs, e.axes) and (same_regions(e, x0) or _joined_along(lay, xs + [e])) \
+            and region_key(layouts) == region_key(e.layouts):
+        blocks = _on_blocks(e.mesh.P, xs + [e],
+                            lambda p: np.asarray(backward_op(lay, [x.blocks[p] for x in xs], e.blocks[p], w)[k],
+                                                 dtype=e.dtype),
+                            lambda p, proto: xs[k].blocks[p].shape)
         return Dist(e.mesh, xs[k].shape, layouts, axes=grads_axes, blocks=blocks)
     vals = [backward_op(lay, [x.vals[p] for x in xs], e.vals[p], w)[k] for p in range(e.mesh.P)]
     return Dist(e.mesh, vals[0].shape, layouts, vals, grads_axes).compact()
