@@ -5,7 +5,8 @@ residual Adds passing activations and errors)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +23,7 @@ class StepData:
     normalisations; a float for an elementwise op with a constant), whole graph inputs and output
     errors by tensor name."""
 
-    weights: dict
+    weights: Mapping
     inputs: dict[str, np.ndarray]
     out_err: dict[str, np.ndarray]
 
@@ -46,50 +47,66 @@ def draw(rng: np.random.Generator, shape: tuple, dtype, scale: float = 1.0) -> n
     return a
 
 
-def _dense_weights(g, rng: np.random.Generator, dtype) -> dict:
-    """GEMM (d_in, d_out) and Conv (d_in / groups, d_out, kh, kw) weights, scaled by 1/sqrt(fan-in)."""
-    weights = {}
+def _recipes(g, dtype) -> tuple[dict[str, Callable], dict[str, int]]:
+    """How to draw each layer's parameters (layer name -> function of a generator, in topological
+    order): GEMM (d_in, d_out) and Conv (d_in / groups, d_out, kh, kw) weights scaled by
+    1/sqrt(fan-in), normalisation (gamma ~ 1, beta ~ 0), embedding and constant-operand
+    parameters; and the smallest vocabulary reading each id tensor."""
+    meta = tensor_meta(g)
+    recipes: dict[str, Callable] = {}
+    vocab: dict[str, int] = {}
     for n in topo_order(g):
         lay = G.layer(g, n)
         if lay.kind == G.GEMM:
-            weights[n] = draw(rng, (lay.d_in, lay.d_out), dtype, 1.0 / np.sqrt(lay.d_in))
+            recipes[n] = lambda r, lay=lay: draw(r, (lay.d_in, lay.d_out), dtype, 1.0 / np.sqrt(lay.d_in))
         elif lay.kind == G.CONV:
             k = tuple(lay.kernel)
             cin = lay.d_in // max(lay.groups, 1)                  # grouped: each group's input channels
-            weights[n] = draw(rng, (cin, lay.d_out) + k, dtype, 1.0 / np.sqrt(cin * int(np.prod(k))))
-    return weights
-
-
-def _affine(rng: np.random.Generator, channels: int, dtype) -> tuple[np.ndarray, np.ndarray]:
-    """Normalisation parameters (gamma ~ 1, beta ~ 0)."""
-    return 1.0 + draw(rng, channels, dtype, 0.1), draw(rng, channels, dtype, 0.1)
-
-
-def _other_weights(g, rng: np.random.Generator, weights: dict, vocab: dict[str, int], dtype) -> None:
-    """Normalisation, embedding and constant-operand parameters (into ``weights``); the smallest
-    vocabulary reading each id tensor (into ``vocab``)."""
-    meta = tensor_meta(g)
-    for n in topo_order(g):
-        lay = G.layer(g, n)
-        if lay.kind == G.BATCHNORM:
-            weights[n] = _affine(rng, meta[lay.inputs[0]].shape[1], dtype)
-        elif is_layernorm(lay):
-            weights[n] = _affine(rng, meta[lay.inputs[0]].shape[-1], dtype)
+            recipes[n] = lambda r, shape=(cin, lay.d_out) + k: draw(r, shape, dtype, 1.0 / np.sqrt(np.prod(shape) / shape[1]))
+        elif lay.kind == G.BATCHNORM or is_layernorm(lay):
+            c = meta[lay.inputs[0]].shape[1 if lay.kind == G.BATCHNORM else -1]
+            recipes[n] = lambda r, c=c: (1.0 + draw(r, c, dtype, 0.1), draw(r, c, dtype, 0.1))
         elif lay.kind == G.EMBEDDING:
-            weights[n] = draw(rng, (lay.d_in, lay.d_out), dtype)
+            recipes[n] = lambda r, lay=lay: draw(r, (lay.d_in, lay.d_out), dtype)
             vocab[lay.inputs[0]] = min(vocab.get(lay.inputs[0], lay.d_in), lay.d_in)
         elif is_const_op(lay):
-            c = float(rng.uniform(0.5, 1.5))
-            weights[n] = float(lay.attr("exponent")) if lay.op == "Pow" else c
+            recipes[n] = lambda r, lay=lay: float(lay.attr("exponent")) if lay.op == "Pow" else float(r.uniform(0.5, 1.5))
+    return recipes, vocab
+
+
+class Weights(Mapping):
+    """The step's parameters by layer name, each drawn when first read -- by the reference's thread
+    or the distributed step, whichever comes first (one lock per layer) -- from a generator seeded
+    by (``base``, the layer's position), so the values do not depend on who draws them or when."""
+
+    def __init__(self, recipes: dict[str, Callable], base: int):
+        self._recipes, self._base = recipes, base
+        self._at = {n: k for k, n in enumerate(recipes)}
+        self._locks = {n: threading.Lock() for n in recipes}
+        self._drawn: dict[str, object] = {}
+
+    def __getitem__(self, name: str):
+        hit = self._drawn.get(name)
+        if hit is None:
+            with self._locks[name]:                   # KeyError for a layer without parameters
+                hit = self._drawn.get(name)
+                if hit is None:
+                    hit = self._drawn[name] = self._recipes[name](np.random.default_rng([self._base, self._at[name]]))
+        return hit
+
+    def __iter__(self):
+        return iter(self._recipes)
+
+    def __len__(self) -> int:
+        return len(self._recipes)
 
 
 def seeded_data(g, rng: np.random.Generator, dtype=np.float64) -> StepData:
-    """Weights, inputs (token ids below the vocabulary for embeddings) and output errors drawn
-    from ``rng`` in a fixed order, as arrays of ``dtype`` (the simulation's float type; scalar
-    constants stay Python floats)."""
-    weights = _dense_weights(g, rng, dtype)
-    vocab: dict[str, int] = {}
-    _other_weights(g, rng, weights, vocab, dtype)
+    """Weights (drawn when first read, :class:`Weights`), inputs (token ids below the vocabulary for
+    embeddings) and output errors drawn from ``rng`` in a fixed order, as arrays of ``dtype`` (the
+    simulation's float type; scalar constants stay Python floats)."""
+    recipes, vocab = _recipes(g, dtype)
+    weights = Weights(recipes, int(rng.integers(2 ** 62)))
     inputs = {t.name: (rng.integers(0, vocab[t.name], t.shape).astype(dtype) if t.name in vocab
                        else draw(rng, tuple(t.shape), dtype)) for t in g.graph.get("inputs", ())}
     out_err = {t.name: draw(rng, tuple(t.shape), dtype) for t in g.graph.get("outputs", ())}
