@@ -34,6 +34,7 @@ _KIND_OF_OP: dict[str, str] = {
 _FEATURENORM_ATTRS = ("axis", "epsilon", "num_groups", "size", "alpha", "beta", "bias", "p")
 _FEATURENORM_UNWEIGHTED = ("LRN", "LpNormalization", "MeanVarianceNormalization")
 _SKIP_NORMS = ("SkipLayerNormalization", "SkipSimplifiedLayerNormalization")  # (x, skip, w, b)
+_TRAINED_OPERAND_KINDS = (G.ELEMENTWISE, G.BINARY, G.CONCAT)
 _POOL_ATTRS = ("kernel_shape", "strides", "pads", "dilations", "ceil_mode", "auto_pad", "count_include_pad")
 _UNARY_ATTRS = ("alpha", "beta", "approximate", "ratio", "mode", "to")
 
@@ -76,6 +77,8 @@ def build_layer(ctx: LayerContext, n: onnx.NodeProto, name: str) -> G.Layer:
     fields, attrs = BUILDERS[kind](ctx, v)
     if kind in (G.ELEMENTWISE, G.BINARY) and v.const_in:
         attrs["const_inputs"] = len(v.const_in)
+    if kind in _TRAINED_OPERAND_KINDS:
+        _count_trained_operand(ctx, v, fields, attrs)
     if kind in G.DECISION_KINDS:
         in_elements = ctx.table.elements(v.act_in[0]) if v.act_in else 0
     else:
@@ -88,6 +91,34 @@ def build_layer(ctx: LayerContext, n: onnx.NodeProto, name: str) -> G.Layer:
         attrs=tuple(sorted((k, hashable(x)) for k, x in attrs.items())),
         module=module_path(n, ctx.index), **fields,
     )
+
+
+def _count_trained_operand(ctx: LayerContext, v: NodeView, fields: Fields, attrs: Attrs) -> None:
+    """A learned tensor an elementwise op or a Concat reads (a position table added, a norm scale
+    multiplied, a cls token joined) is a parameter of that layer: ``weight_elements`` and the
+    ``weight`` attribute: the tensor as read, so that one tensor read twice counts once, while
+    TorchScript's copies of equal initializers, named apart through Identity, count apart. Not after
+    a BatchNormalization: Caffe-style BN + Scale pairs (the ONNX zoo's DenseNet, Inception-v2) stand
+    for one per-channel affine, counted once, on the BN."""
+    for t in ([] if any(_affine_after_batchnorm(ctx, t) for t in v.act_in) else v.const_in):
+        n = ctx.index.trained_elements(t)
+        if n:
+            fields["weight_elements"] = n
+            attrs["weight"] = t
+            return
+
+
+def _affine_after_batchnorm(ctx: LayerContext, t: str, steps: int = 3) -> bool:
+    """Is activation ``t`` a BatchNormalization's output, or that output scaled / shifted by
+    constants (a chain of at most ``steps`` Mul / Add / Sub / Div with one activation operand)?"""
+    node = ctx.index.producer.get(t, (0, None))[1]
+    if node is None:
+        return False
+    if node.op_type == "BatchNormalization":
+        return True
+    acts = [x for x in node.input if x and ctx.is_act(x)]
+    return (steps > 0 and node.op_type in ("Mul", "Add", "Sub", "Div") and len(acts) == 1
+            and _affine_after_batchnorm(ctx, acts[0], steps - 1))
 
 
 # -- builders of the non-weighted kinds ----------------------------------------------------------
