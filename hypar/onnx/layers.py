@@ -220,8 +220,11 @@ def _slice_attrs(ctx: LayerContext, v: NodeView, r: int) -> Attrs:
 
 def _elementwise(ctx: LayerContext, v: NodeView) -> tuple[Fields, Attrs]:
     """Unary ops keep their parameters (alpha, approximate, ...); binary ops none, but a Pow of an
-    activation keeps its ``exponent`` when it is a constant scalar (a decomposed norm's square)."""
+    activation keeps its ``exponent`` when it is a constant scalar (a decomposed norm's square)
+    and an Expand its output ``shape`` (the broadcast target)."""
     attrs = pick(v.attrs, _UNARY_ATTRS) if v.op in UNARY else {}
+    if v.op == "Expand":
+        attrs["shape"] = tuple(ctx.shape(v.node.output[0], v.name))
     if v.op == "Pow" and v.input(1) and not ctx.is_act(v.input(1)):
         exponent = ctx.scalar(v.input(1))
         if exponent is not None:

@@ -1,6 +1,7 @@
 """Ops whose operands and output differ in shape, on every PE's blocks: elementwise ops of two
 activations under numpy broadcasting (the attention mask added to the scores, a decomposed
-LayerNorm's ``x - mean`` and ``d / std``), and reductions keeping the reduced axes as size 1
+LayerNorm's ``x - mean`` and ``d / std``), an Expand of one activation to a larger shape (its
+error summed back over the broadcast axes), and reductions keeping the reduced axes as size 1
 (ReduceMean / ReduceSum).
 
 Where a plan splits an axis such an op sums over, every PE's result is a partial sum over its
@@ -24,10 +25,10 @@ import numpy as np
 
 from hypar import graph as G
 from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
-from hypar.sim.errors import SimulationError
-from hypar.sim.kernels import reduce_bwd, reduce_fwd
+from hypar.sim.errors import SimulationError, Unsupported
+from hypar.sim.kernels import reduce_bwd, reduce_fwd, unbroadcast
 from hypar.sim.ledger import StatsKey
-from hypar.sim.mesh import Dist
+from hypar.sim.mesh import Dist, region_key
 from hypar.sim.ops import backward_op, forward_op, is_add, is_binary
 
 ROLES = ("batch", "feature")
@@ -129,6 +130,45 @@ def broadcast_backward(lay: G.Layer, xs: list[Dist], e: Dist, k: int, layouts: t
     d = Dist(e.mesh, xk.shape, lays, axes=xk.axes, blocks=blocks)
     d = allreduce_partial(ctx, StatsKey("operand", charge.node, lay.name, f"bwd{k}", charge.where), charge, d)
     return d.relabelled(layouts)
+
+
+def _expanded_axes(lay: G.Layer, x: Dist, out_axes: tuple) -> tuple[int, list[bool]]:
+    """(leading axes an Expand adds, per input axis: is it broadcast). Unsupported when the
+    output's batch or feature axis is not the input's (shifted by the added axes) while the input
+    splits it, or when a split axis is broadcast."""
+    shape = tuple(lay.attr("shape"))
+    lead = len(shape) - len(x.shape)
+    bcast = [n != shape[a + lead] for a, n in enumerate(x.shape)]
+    for role, xa, oa, split in zip(ROLES, x.axes, out_axes, (ROWS, COLS)):
+        if split not in x.layouts or xa is None:
+            continue
+        if oa != xa + lead or bcast[xa]:
+            raise Unsupported(f"{lay.name} (Expand): its input's split {role} axis {xa} is not the output's "
+                              f"{role} axis ({oa}) or is broadcast")
+    return lead, bcast
+
+
+def expand_forward(lay: G.Layer, x: Dist, out_axes: tuple) -> Dist:
+    """An Expand on every PE's block: each block broadcast to the output's shape along the
+    broadcast axes (its own share along the others); the output keeps x's layouts."""
+    shape = tuple(lay.attr("shape"))
+    lead, bcast = _expanded_axes(lay, x, out_axes)
+
+    def grown(b: np.ndarray) -> np.ndarray:
+        target = shape[:lead] + tuple(shape[a + lead] if bc else n for a, (n, bc) in enumerate(zip(b.shape, bcast)))
+        return np.array(np.broadcast_to(b, target))
+
+    return Dist(x.mesh, shape, x.layouts, axes=out_axes, blocks=[grown(b) for b in x.blocks])
+
+
+def expand_backward(lay: G.Layer, x: Dist, e: Dist, layouts: tuple) -> Dist:
+    """The input error of an Expand on every PE (no messages: the broadcast axes are whole on
+    every PE, so each PE sums its block of the output error over them to its input block)."""
+    _expanded_axes(lay, x, e.axes)
+    if region_key(e.layouts) != region_key(x.layouts):
+        raise SimulationError(f"{lay.name} (Expand): output error in {e.layouts}, input in {x.layouts}")
+    blocks = [unbroadcast(eb, xb.shape) for xb, eb in zip(x.blocks, e.blocks)]
+    return Dist(x.mesh, x.shape, layouts, axes=x.axes, blocks=blocks)
 
 
 def _reduced_levels(lay: G.Layer, x: Dist) -> list[bool]:

@@ -41,9 +41,19 @@ def is_shape_op(lay: G.Layer) -> bool:
         and (lay.op != "Transpose" or lay.attr("perm") is not None)
 
 
+def is_expand(lay: G.Layer) -> bool:
+    """An Expand of one activation to its recorded output shape (numpy broadcasting)."""
+    return lay.op == "Expand" and len(lay.inputs) == 1 and lay.attr("shape") is not None
+
+
 def is_split(lay: G.Layer) -> bool:
     """A Split with recorded sizes."""
     return lay.kind == G.SPLIT and lay.op == "Split" and lay.attr("split") is not None and len(lay.inputs) == 1
+
+
+def is_lookup(lay: G.Layer) -> bool:
+    """An embedding whose indices are constant (no activation input; :mod:`hypar.sim.lookup`)."""
+    return lay.kind == G.EMBEDDING and not lay.inputs
 
 
 def is_layernorm(lay: G.Layer) -> bool:
@@ -91,14 +101,14 @@ def is_bn(lay: G.Layer) -> bool:
 def is_chain_op(lay: G.Layer) -> bool:
     """A single-input op that may run folded on either side of a conversion."""
     return is_unary(lay) or is_bn(lay) or is_const_op(lay) or is_shape_op(lay) or is_layernorm(lay) \
-        or is_softmax(lay) or is_lrn(lay)
+        or is_softmax(lay) or is_lrn(lay) or is_expand(lay)
 
 
 def changes_shape(lay: G.Layer) -> bool:
-    """Does the op's output have another shape than its input (pooling, flatten, reshape)."""
+    """Does the op's output have another shape than its input (pooling, flatten, reshape, expand)."""
     if lay.op in LOCAL:
         return LOCAL[lay.op][2]
-    return is_shape_op(lay)
+    return is_shape_op(lay) or is_expand(lay)
 
 
 def split_slice(lay: G.Layer, ndim: int, out: str) -> tuple:
@@ -115,8 +125,10 @@ CLASSES: tuple[tuple[str, Callable[[G.Layer], bool]], ...] = (
     ("gemm", lambda l: l.kind == G.GEMM),
     ("conv", lambda l: l.kind == G.CONV),
     ("add", is_add),
+    ("lookup", is_lookup),
     ("embedding", lambda l: l.kind == G.EMBEDDING),
     ("matmul_act", lambda l: l.kind == G.MATMUL_ACT),
+    ("expand", is_expand),
     ("const", is_const_op),
     ("binary", is_binary),
     ("shape", is_shape_op),
@@ -161,8 +173,10 @@ FORWARD: dict[str, Callable] = {
     "gemm": lambda lay, xs, w: xs[0] @ w,
     "conv": lambda lay, xs, w: conv_forward(xs[0], w, lay),
     "add": _sum,
+    "lookup": lambda lay, xs, w: w.table[w.ids],                        # w: a sim.lookup.Lookup
     "embedding": lambda lay, xs, w: w[xs[0].astype(int)],
     "matmul_act": lambda lay, xs, w: xs[0] @ xs[1],
+    "expand": lambda lay, xs, w: np.array(np.broadcast_to(xs[0], lay.attr("shape"))),
     "const": lambda lay, xs, w: CONST_OPS[lay.op][0](xs[0], w),
     "binary": lambda lay, xs, w: BINARY_OPS[lay.op][0](xs[0], xs[1]),
     "shape": _reshape,
@@ -180,8 +194,10 @@ BACKWARD: dict[str, Callable] = {
     "gemm": lambda lay, xs, e, w: [e @ w.T],
     "conv": lambda lay, xs, e, w: [conv_input_grad(xs[0], w, e, lay)],
     "add": lambda lay, xs, e, w: [unbroadcast(e, x.shape) for x in xs],
+    "lookup": lambda lay, xs, e, w: [],                                 # constant indices: no input
     "embedding": lambda lay, xs, e, w: [np.zeros_like(xs[0])],          # token ids take no error
     "matmul_act": lambda lay, xs, e, w: [e @ np.swapaxes(xs[1], -1, -2), np.swapaxes(xs[0], -1, -2) @ e],
+    "expand": lambda lay, xs, e, w: [unbroadcast(e, xs[0].shape)],
     "const": lambda lay, xs, e, w: [CONST_OPS[lay.op][1](xs[0], e, w)],
     "binary": lambda lay, xs, e, w: [unbroadcast(d, x.shape) for d, x in zip(BINARY_OPS[lay.op][1](xs[0], xs[1], e), xs)],
     "shape": _reshape_bwd,

@@ -18,14 +18,15 @@ import numpy as np
 
 from hypar import graph as G
 from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
-from hypar.sim.broadcast import broadcast_backward, broadcast_forward, broadcasting, reduce_backward, reduce_forward
+from hypar.sim.broadcast import (broadcast_backward, broadcast_forward, broadcasting, expand_backward, expand_forward,
+                                 reduce_backward, reduce_forward)
 from hypar.sim.errors import Unsupported
 from hypar.sim.hierorder import run_order
 from hypar.sim.ledger import Ledger, StatsKey
 from hypar.sim.mesh import Dist, per_pe, region_key, same_regions, shard_mask
 from hypar.sim.norms import BATCHNORM, LAYERNORM
-from hypar.sim.ops import (backward_op, concat_axis, forward_op, is_concat, is_layernorm, is_lrn, is_reduce,
-                           is_shape_op, is_softmax, is_split, split_slice)
+from hypar.sim.ops import (backward_op, concat_axis, forward_op, is_concat, is_expand, is_layernorm, is_lrn,
+                           is_reduce, is_shape_op, is_softmax, is_split, split_slice)
 from hypar.sim.result import SimResult
 
 
@@ -183,6 +184,8 @@ def local_forward(lay: G.Layer, xs: list[Dist], ctx: ShardContext, charge: Charg
         return reduce_forward(lay, x0, ctx, charge, ctx.axes.get(lay.outputs[0], x0.axes))
     if broadcasting(lay, [x.shape for x in xs]):
         return broadcast_forward(lay, xs, ctx.axes.get(lay.outputs[0], x0.axes))
+    if is_expand(lay):
+        return expand_forward(lay, x0, ctx.axes.get(lay.outputs[0], x0.axes))
     if lay.kind == G.BATCHNORM:
         return BATCHNORM.forward(ctx, lay, x0, charge)
     if is_split(lay):
@@ -230,6 +233,8 @@ def local_backward(lay: G.Layer, xs: list[Dist], e: Dist, k: int, layouts: tuple
         return reduce_backward(lay, x0, e, layouts)
     if broadcasting(lay, [x.shape for x in xs]):
         return broadcast_backward(lay, xs, e, k, layouts, ctx, charge)
+    if is_expand(lay):
+        return expand_backward(lay, x0, e, layouts)
     if lay.kind == G.BATCHNORM:
         return BATCHNORM.backward(ctx, lay, x0, e, charge).relabelled(layouts)
     if is_layernorm(lay) and _norm_over_split_features(lay, x0):

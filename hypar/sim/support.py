@@ -2,7 +2,7 @@
 plan is either simulated whole or reported as unsupported (nothing skipped silently).
 
 Coverage: Gemm / MatMul with a weight (also over sequence positions), Conv (im2col; 2-D, grouped
-or depthwise too), embeddings (Gather of graph-input ids), attention MatMuls (batch or heads), residual
+or depthwise too), embeddings (Gather of graph-input ids, or of constant indices: :mod:`hypar.sim.lookup`), attention MatMuls (batch or heads), residual
 Add and elementwise Mul/Sub/Div of two activations (broadcasting a smaller operand along size-1
 axes where the op is a node of the plan: :mod:`hypar.sim.broadcast`), elementwise ops with a
 constant operand (run with a seeded scalar; Pow with its constant exponent),
@@ -26,7 +26,8 @@ from hypar.sim.errors import Unsupported
 from hypar.sim.graphwalk import folded_between, pre_chain, producers, tensor_meta, topo_order
 from hypar.sim.hierorder import free_axes, is_p_and_rr
 from hypar.sim.kernels import pool_supported
-from hypar.sim.ops import is_add, is_binary, is_chain_op, is_concat, is_reduce, is_split
+from hypar.sim.lookup import lookup_problem
+from hypar.sim.ops import is_add, is_binary, is_chain_op, is_concat, is_lookup, is_reduce, is_split
 from hypar.vocab import Convention
 
 
@@ -45,8 +46,11 @@ def _kept_weighted(n: str, lay: G.Layer, kept: set) -> list[str]:
 
 
 def _embedding(n: str, lay: G.Layer, kept: set, meta: dict, input_names: set) -> list[str]:
+    if is_lookup(lay) and n in kept:
+        why = lookup_problem(lay, meta[lay.outputs[0]].shape if lay.outputs[0] in meta else None)
+        return [why] if why else []
     if lay.op != "Gather" or n not in kept or not lay.inputs or lay.inputs[0] not in input_names:
-        return [f"{n} ({lay.op}): only a Gather of graph-input ids is simulated"]
+        return [f"{n} ({lay.op}): only a Gather of graph-input ids or of constant indices is simulated"]
     return []
 
 
