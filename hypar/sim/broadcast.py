@@ -173,15 +173,16 @@ def expand_backward(lay: G.Layer, x: Dist, e: Dist, layouts: tuple) -> Dist:
 
 def _reduced_levels(lay: G.Layer, x: Dist) -> list[bool]:
     """Per level: does x's layout split an axis the reduction sums over."""
-    axes = set(lay.attr("axes"))
+    axes = {a % len(x.shape) for a in lay.attr("axes")}
     return [(l == ROWS and x.axes[0] in axes) or (l == COLS and x.axes[1] in axes) for l in x.layouts]
 
 
 def reduce_forward(lay: G.Layer, x: Dist, ctx, charge, out_axes: tuple) -> Dist:
-    """ReduceMean / ReduceSum on every PE's block; the levels splitting a reduced axis leave
-    partial sums, all-reduced by ``ctx`` (the output is whole there)."""
-    axes = set(lay.attr("axes"))
-    shape = tuple(1 if a in axes else n for a, n in enumerate(x.shape))
+    """ReduceMean / ReduceSum on every PE's block (reduced dims kept as size 1 or dropped); the
+    levels splitting a reduced axis leave partial sums, all-reduced by ``ctx`` (the output is whole there)."""
+    axes = {a % len(x.shape) for a in lay.attr("axes")}
+    keep = lay.attr("keepdims", 1) == 1
+    shape = tuple(1 if a in axes else n for a, n in enumerate(x.shape) if keep or a not in axes)
     lays = tuple(PARTIAL if red else l for red, l in zip(_reduced_levels(lay, x), x.layouts))
     d = Dist(x.mesh, shape, lays, axes=out_axes, blocks=[reduce_fwd(b, lay, x.shape) for b in x.blocks])
     return allreduce_partial(ctx, StatsKey("reduce", charge.node, lay.name, "fwd", charge.where), charge, d)
