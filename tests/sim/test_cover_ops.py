@@ -191,9 +191,9 @@ def test_sequence_pattern_fixture_verifies(levels):
     assert rep.ok, rep.failures()[:3]
 
 
-@pytest.mark.xfail(strict=True, reason="proj_matmul's input has no feature axis (the importer's axes lose it "
-                                       "through the q/k/v Gather of the qkv axis): not simulated")
-@pytest.mark.parametrize("levels", ["2,2", "2,2,2"])
+@pytest.mark.parametrize("levels", ["2,2", pytest.param("2,2,2", marks=pytest.mark.xfail(
+    strict=True, reason="2 heads over 8 PEs: the merge of heads back into features does not map the "
+                        "shards (a reshape across an uneven split; the placement in units is being built)"))])
 def test_windowed_attention_fixture_verifies(levels):
     path = str(FIXTURES / "windowed_attention_dynamic.onnx")
     arr = api.resolve_array(levels=levels)
