@@ -164,6 +164,11 @@ LOCAL = {
     "Clip": (lambda x, l: np.clip(x, 0.0, 6.0), lambda x, e, l: e * ((x > 0.0) & (x < 6.0)), False),
     "Erf": (lambda x, l: _erf(x), lambda x, e, l: e * (2.0 / math.sqrt(math.pi)) * np.exp(-x * x), False),
     "Sqrt": (lambda x, l: np.sqrt(x), lambda x, e, l: e / (2.0 * np.sqrt(x)), False),
+    "Neg": (lambda x, l: -x, lambda x, e, l: -e, False),
+    "Reciprocal": (lambda x, l: 1.0 / x, lambda x, e, l: -e / (x * x), False),
+    # Where(condition, value, x) with a constant condition and value (a causal mask filled in):
+    # run as x (which elements are masked does not change what is sent; the reference does the same)
+    "Where": (lambda x, l: x, lambda x, e, l: e, False),
 }
 
 # Elementwise ops with one constant operand: run as ``x op c`` with a seeded scalar c (the

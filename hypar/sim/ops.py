@@ -103,8 +103,12 @@ def is_add(lay: G.Layer) -> bool:
 
 
 def is_unary(lay: G.Layer) -> bool:
-    """One of the ``kernels.LOCAL`` ops on one activation (Clip with its constant bounds)."""
-    if lay.op not in LOCAL or len(lay.inputs) != 1 or (lay.attr("const_inputs") and lay.op != "Clip"):
+    """One of the ``kernels.LOCAL`` ops on one activation (Clip with its constant bounds, Where
+    with its constant condition and value)."""
+    consts = lay.attr("const_inputs")
+    if lay.op not in LOCAL or len(lay.inputs) != 1 or (consts and lay.op not in ("Clip", "Where")):
+        return False
+    if lay.op == "Where" and consts != 2:
         return False
     return lay.op != "Flatten" or lay.attr("axis", 1) == 1
 
