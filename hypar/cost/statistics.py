@@ -10,8 +10,9 @@ prices them, one per all-reduce (what hypar.sim.norms builds):
 - BatchNorm (``Q_STATS_BN``): 2 x C, rows the two statistics (sum, sum of squares forward; two
   error sums backward), columns the C channels; two tensors (forward, backward).
 - per-row statistics (``Q_ROWS4``: a norm, two tensors of 2 per row; ``Q_ROWS3``: a softmax,
-  three of 1 per row -- max and sum forward, one dot backward): B x 1 cells, B the batch size,
-  a cell holding the statistics of every row (position) of one sample.
+  three of 1 per row -- max and sum forward, one dot backward; ``Q_ROWS2``: an RMS norm, two of
+  1 per row -- the sum of squares forward, the sum of e x scale x x backward): B x 1 cells, B the
+  batch size, a cell holding the statistics of every row (position) of one sample.
 
 At a level where the node shards the summed axis the statistics are partial sums (P), where it
 shards the kept axis they are sharded like it (BatchNorm: channels, the grid's columns; per-row:
@@ -43,9 +44,9 @@ from dataclasses import dataclass
 
 from hypar.cost.hierarchical import HierarchicalPricer
 from hypar.cost.price import ZERO, Cost
-from hypar.cost.strategies import FULL, PARTIAL, Q_ROWS3, Q_ROWS4, Q_STATS_BN, ROWS, NodeModel, tensor_view
+from hypar.cost.strategies import FULL, PARTIAL, Q_ROWS2, Q_ROWS3, Q_ROWS4, Q_STATS_BN, ROWS, NodeModel, tensor_view
 
-STATS_QUANTITIES = (Q_STATS_BN, Q_ROWS4, Q_ROWS3)
+STATS_QUANTITIES = (Q_STATS_BN, Q_ROWS4, Q_ROWS3, Q_ROWS2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +81,7 @@ def _tensors(node: NodeModel, q: str) -> tuple[tuple[int, int, int], ...]:
     rows = elements // max(features, 1)
     if q == Q_ROWS4:
         return ((2 * rows, batch, 1),) * 2
-    return ((rows, batch, 1),) * 3
+    return ((rows, batch, 1),) * (2 if q == Q_ROWS2 else 3)
 
 
 def stats_layouts(summed: str, layouts: tuple) -> tuple[tuple, tuple]:

@@ -35,10 +35,14 @@ ROWS, COLS, FULL, PARTIAL = (Layout.ROWS.value, Layout.COLS.value, Layout.FULL.v
 
 # Quantities a collective may move, evaluated on a node's view.
 Q_WEIGHT, Q_OUT, Q_STATS_BN, Q_ROWS3, Q_ROWS4 = "weight", "out", "bn_stats", "rows3", "rows4"
+Q_ROWS2 = "rows2"                # an RMS norm's statistics: one sum per row forward, one backward
 Q_REDUCED = "reduced"            # a reduction's output, partial over its split reduced axis (forward)
 Q_OPERAND_ERR = "operand_err"    # + input slot: a broadcast operand's error, partial over a split axis (backward)
 # Reductions whose partial results over the parts of an axis add up.
 LINEAR_REDUCTIONS = ("ReduceMean", "ReduceSum")
+# Norms dividing by the root mean square over the normalised axes, no mean subtracted (one
+# statistic per row each way: Q_ROWS2); the Skip form normalises the sum of its two inputs.
+RMS_NORM_OPS = ("RMSNormalization", "SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization")
 
 
 def operand_error(slot: int) -> str:
@@ -196,7 +200,8 @@ def _reduced_axes(layer: Layer, x: Tensor) -> set[str]:
 
 def _feature_split_intra(kind: str, layer: Layer, out: Tensor | None) -> tuple[str, ...]:
     """Quantities all-reduced when a non-weighted node splits its feature axis: per-row
-    statistics of a Softmax or a norm whose normalised axes include the features."""
+    statistics of a Softmax or a norm whose normalised axes include the features (an RMS norm
+    :data:`Q_ROWS2`, any other :data:`Q_ROWS4`)."""
     if out is None or out.feature_axis is None:
         return ()
     norm_axis = layer.attr("axis", -1)
@@ -204,12 +209,12 @@ def _feature_split_intra(kind: str, layer: Layer, out: Tensor | None) -> tuple[s
     if kind == G.SOFTMAX and isinstance(norm_axis, int) and norm_axis % rank == out.feature_axis:
         return (Q_ROWS3,)
     if kind == G.FEATURENORM:
-        if layer.op == "LayerNormalization":
+        if layer.op == "LayerNormalization" or layer.op in RMS_NORM_OPS:
             covered = isinstance(norm_axis, int) and out.feature_axis >= norm_axis % rank
         else:
             covered = True
         if covered:
-            return (Q_ROWS4,)
+            return (Q_ROWS2,) if layer.op in RMS_NORM_OPS else (Q_ROWS4,)
     return ()
 
 
@@ -419,4 +424,6 @@ def quantity(node: NodeModel, dims: tuple[int, ...], q: str) -> int:
         return 3 * rows                                          # softmax: max, sum forward; one dot backward
     if q == Q_ROWS4:
         return 4 * rows                                          # norm: mean, var forward; two sums backward
+    if q == Q_ROWS2:
+        return 2 * rows                                          # RMS norm: sum of squares; one sum backward
     raise KeyError(q)

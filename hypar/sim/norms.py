@@ -1,10 +1,12 @@
 """Normalisations on every PE's block: per-PE partial sums of the statistics, all-reduced over the
-levels that split the summed axis (BatchNorm: the batch, per channel; LayerNorm: a split last
-feature axis, per row), then the affine map (forward) or the input error (backward) on the block.
+levels that split the summed axis (BatchNorm: the batch, per channel; LayerNorm and RMSNorm: a
+split last feature axis, per row), then the affine map (forward) or the input error (backward) on
+the block; and the one-device RMSNorm (:func:`rms_norm`, :func:`rms_norm_bwd`).
 
 The statistics are a tensor of their own (BatchNorm (2, C): sum and sum of squares per channel;
-LayerNorm (..., 2) per row), partial at the levels that split the summed axis, split like the
-kept axis elsewhere; the context (:class:`hypar.sim.sharded.ShardContext`) all-reduces them as a
+LayerNorm (..., 2) per row; RMSNorm (..., 1) per row: the sum of squares forward, the sum of
+e x scale x x backward), partial at the levels that split the summed axis, split like the kept
+axis elsewhere; the context (:class:`hypar.sim.sharded.ShardContext`) all-reduces them as a
 counted step.
 """
 
@@ -189,4 +191,99 @@ class LayerNormShards(NormShards):
         return inner
 
 
-BATCHNORM, LAYERNORM = BatchNormShards(), LayerNormShards()
+def rms_axes(lay: G.Layer, ndim: int) -> tuple[int, ...]:
+    """The axes an RMSNorm normalises over: ``axis`` (default -1) to the last."""
+    return tuple(range(int(lay.attr("axis", -1)) % ndim, ndim))
+
+
+def rms_norm(x: np.ndarray, scale: np.ndarray, lay: G.Layer) -> np.ndarray:
+    """RMSNorm of x over :func:`rms_axes`: ``x / sqrt(mean(x^2) + epsilon) * scale`` (``scale``
+    shaped like the normalised axes)."""
+    axes = rms_axes(lay, x.ndim)
+    inv = 1.0 / np.sqrt(np.mean(x * x, axis=axes, keepdims=True) + float(lay.attr("epsilon", 1e-5)))
+    return x * inv * scale
+
+
+def rms_norm_bwd(x: np.ndarray, e: np.ndarray, scale: np.ndarray, lay: G.Layer) -> np.ndarray:
+    """The input error of :func:`rms_norm` for the output error e: with g = e x scale, r = 1 /
+    sqrt(mean(x^2) + epsilon) and n the elements normalised together,
+    ``dx = r (g - x r^2 sum(g x) / n)`` (d r / d x_j = -r^3 x_j / n)."""
+    axes = rms_axes(lay, x.ndim)
+    n = int(np.prod([x.shape[a] for a in axes]))
+    inv = 1.0 / np.sqrt(np.mean(x * x, axis=axes, keepdims=True) + float(lay.attr("epsilon", 1e-5)))
+    g = e * scale
+    return inv * (g - x * (inv ** 2 * np.sum(g * x, axis=axes, keepdims=True) / n))
+
+
+class RMSNormShards(NormShards):
+    """RMSNorm over the last (feature) axis: one statistic per row each way (forward the sum of
+    squares, backward the sum of e x scale x x), half of LayerNorm's; its parameter is the scale
+    alone (``ctx.params[name]``, one value per feature)."""
+
+    tag, summed = "rms", COLS
+
+    def count(self, shape):
+        return shape[-1]
+
+    def sums(self, a, b):
+        """Sum of a x b over the last axis, kept as a size-1 axis (the one statistic)."""
+        return np.einsum("...d,...d->...", a, b)[..., None]
+
+    def stats_frame(self, x):
+        return x.shape[:-1] + (1,), (x.axes[0], None)
+
+    def param(self, a, cols, blk):
+        return a if cols is None else a[cols]
+
+    @staticmethod
+    def _inv(st: np.ndarray, n: int, eps: float) -> np.ndarray:
+        """1 / sqrt(mean square + eps) per row from the all-reduced sums of squares."""
+        return 1.0 / np.sqrt(st / n + eps)
+
+    def forward(self, ctx, lay: G.Layer, x: Dist, charge) -> Dist:
+        """The normalised output on every PE (the sums of squares all-reduced by ``ctx``, counted)."""
+        scale = ctx.params[lay.name]
+        eps, n = float(lay.attr("epsilon", 1e-5)), self.count(x.shape)
+        st = ctx.allreduce_stats(StatsKey(self.tag, charge.node, lay.name, "fwd", charge.where), charge,
+                                 self._x_stats(x))
+
+        def normalised(p: int) -> np.ndarray:
+            blk = x.blocks[p]
+            y = blk * self._inv(st.blocks[p], n, eps)
+            y *= self.param(scale, x.index(p)[1], blk)
+            return y
+
+        out = per_pe(x.mesh.P, lambda p: self._key(x, p, st), normalised)
+        return Dist(x.mesh, x.shape, x.layouts, axes=x.axes, blocks=out)
+
+    def backward(self, ctx, lay: G.Layer, x: Dist, e: Dist, charge) -> Dist:
+        """The input error on every PE (in e's layouts; the per-row sums of e x scale x x
+        all-reduced, counted): :func:`rms_norm_bwd` on the blocks."""
+        if not same_regions(x, e):
+            raise SimulationError(f"{lay.name}: input in {x.layouts}, output error in {e.layouts}")
+        scale = ctx.params[lay.name]
+        eps, n = float(lay.attr("epsilon", 1e-5)), self.count(x.shape)
+        stx = ctx.recomputed_stats(self._x_stats(x))
+
+        def carried(p: int) -> tuple:
+            blk = x.blocks[p]
+            g_ = e.blocks[p] * self.param(scale, x.index(p)[1], blk)
+            return self._inv(stx.blocks[p], n, eps), g_, self.sums(g_, blk)
+
+        key = lambda p: self._key(x, p, stx) + (id(e.blocks[p]),)           # noqa: E731
+        parts = per_pe(x.mesh.P, key, carried)
+        st = ctx.allreduce_stats(StatsKey(self.tag, charge.node, lay.name, "bwd", charge.where), charge,
+                                 self.stats(e, [t[2] for t in parts]))
+
+        def error(p: int) -> np.ndarray:
+            inv, g_, _part = parts[p]
+            inner = x.blocks[p] * (-(inv ** 2) * st.blocks[p] / n)       # g - x r^2 s / n, in place
+            inner += g_
+            inner *= inv
+            return inner
+
+        out = per_pe(x.mesh.P, lambda p: key(p) + (st.blocks[p].tobytes(),), error)
+        return Dist(x.mesh, x.shape, e.layouts, axes=x.axes, blocks=out)
+
+
+BATCHNORM, LAYERNORM, RMSNORM = BatchNormShards(), LayerNormShards(), RMSNormShards()

@@ -9,10 +9,12 @@ from collections.abc import Callable
 import numpy as np
 
 from hypar import graph as G
+from hypar.cost.strategies import RMS_NORM_OPS
 from hypar.sim.conv import conv_forward, conv_input_grad, conv_weight_grad
 from hypar.sim.kernels import (BINARY_OPS, CONST_OPS, LOCAL, REDUCE_OPS, SHAPE_OPS, batchnorm, batchnorm_bwd,
                                embedding_grad, layernorm, layernorm_bwd, lrn, lrn_bwd, reduce_bwd, reduce_fwd, softmax,
                                softmax_bwd, unbroadcast)
+from hypar.sim.norms import rms_norm, rms_norm_bwd
 
 WEIGHTED_KINDS = (G.GEMM, G.CONV, G.EMBEDDING)
 
@@ -92,6 +94,11 @@ def is_layernorm(lay: G.Layer) -> bool:
     return lay.kind == G.FEATURENORM and lay.op == "LayerNormalization" and len(lay.inputs) == 1
 
 
+def is_rmsnorm(lay: G.Layer) -> bool:
+    """RMSNormalization / SimplifiedLayerNormalization of one activation (its scale a parameter)."""
+    return lay.kind == G.FEATURENORM and lay.op in RMS_NORM_OPS and len(lay.inputs) == 1
+
+
 def is_softmax(lay: G.Layer) -> bool:
     """Softmax of one activation."""
     return lay.kind == G.SOFTMAX and lay.op == "Softmax" and len(lay.inputs) == 1
@@ -136,7 +143,7 @@ def is_bn(lay: G.Layer) -> bool:
 def is_chain_op(lay: G.Layer) -> bool:
     """A single-input op that may run folded on either side of a conversion."""
     return is_unary(lay) or is_bn(lay) or is_const_op(lay) or is_shape_op(lay) or is_layernorm(lay) \
-        or is_softmax(lay) or is_lrn(lay) or is_expand(lay) or is_pad(lay)
+        or is_rmsnorm(lay) or is_softmax(lay) or is_lrn(lay) or is_expand(lay) or is_pad(lay)
 
 
 def changes_shape(lay: G.Layer) -> bool:
@@ -179,6 +186,7 @@ CLASSES: tuple[tuple[str, Callable[[G.Layer], bool]], ...] = (
     ("binary", is_binary),
     ("shape", is_shape_op),
     ("layernorm", is_layernorm),
+    ("rmsnorm", is_rmsnorm),
     ("softmax", is_softmax),
     ("batchnorm", lambda l: l.kind == G.BATCHNORM),
     ("lrn", lambda l: is_lrn(l)),
@@ -228,6 +236,7 @@ FORWARD: dict[str, Callable] = {
     "binary": lambda lay, xs, w: BINARY_OPS[lay.op][0](xs[0], xs[1]),
     "shape": _reshape,
     "layernorm": lambda lay, xs, w: layernorm(xs[0], w, lay),
+    "rmsnorm": lambda lay, xs, w: rms_norm(xs[0], w, lay),
     "softmax": lambda lay, xs, w: softmax(xs[0]),
     "batchnorm": lambda lay, xs, w: batchnorm(xs[0], w, lay),
     "local": lambda lay, xs, w: LOCAL[lay.op][0](xs[0], lay),
@@ -250,6 +259,7 @@ BACKWARD: dict[str, Callable] = {
     "binary": lambda lay, xs, e, w: [unbroadcast(d, x.shape) for d, x in zip(BINARY_OPS[lay.op][1](xs[0], xs[1], e), xs)],
     "shape": _reshape_bwd,
     "layernorm": lambda lay, xs, e, w: [layernorm_bwd(xs[0], e, w, lay)],
+    "rmsnorm": lambda lay, xs, e, w: [rms_norm_bwd(xs[0], e, w, lay)],
     "softmax": lambda lay, xs, e, w: [softmax_bwd(xs[0], e)],
     "batchnorm": lambda lay, xs, e, w: [batchnorm_bwd(xs[0], e, w, lay)],
     "local": lambda lay, xs, e, w: [LOCAL[lay.op][1](xs[0], e, lay)],

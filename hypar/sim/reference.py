@@ -14,8 +14,8 @@ import numpy as np
 from hypar import graph as G
 from hypar.sim.graphwalk import tensor_meta, topo_order
 from hypar.sim.lookup import draw_lookup, lookup_grad
-from hypar.sim.ops import WEIGHTED_KINDS, backward_op, forward_op, is_const_op, is_layernorm, is_lookup, is_split, \
-    split_slice, weight_grad
+from hypar.sim.ops import WEIGHTED_KINDS, backward_op, forward_op, is_const_op, is_layernorm, is_lookup, is_rmsnorm, \
+    is_split, split_slice, weight_grad
 
 
 @dataclass
@@ -51,7 +51,7 @@ def draw(rng: np.random.Generator, shape: tuple, dtype, scale: float = 1.0) -> n
 def _recipes(g, dtype) -> tuple[dict[str, Callable], dict[str, int]]:
     """How to draw each layer's parameters (layer name -> function of a generator, in topological
     order): GEMM (d_in, d_out) and Conv (d_in / groups, d_out, kh, kw) weights scaled by
-    1/sqrt(fan-in), normalisation (gamma ~ 1, beta ~ 0), embedding (with constant indices: a
+    1/sqrt(fan-in), normalisation (gamma ~ 1, beta ~ 0; an RMS norm's scale ~ 1), embedding (with constant indices: a
     :class:`hypar.sim.lookup.Lookup`) and constant-operand parameters; and the smallest vocabulary reading each id tensor."""
     meta = tensor_meta(g)
     recipes: dict[str, Callable] = {}
@@ -67,6 +67,9 @@ def _recipes(g, dtype) -> tuple[dict[str, Callable], dict[str, int]]:
         elif lay.kind == G.BATCHNORM or is_layernorm(lay):
             c = meta[lay.inputs[0]].shape[1 if lay.kind == G.BATCHNORM else -1]
             recipes[n] = lambda r, c=c: (1.0 + draw(r, c, dtype, 0.1), draw(r, c, dtype, 0.1))
+        elif is_rmsnorm(lay):
+            c = meta[lay.inputs[0]].shape[-1]
+            recipes[n] = lambda r, c=c: 1.0 + draw(r, c, dtype, 0.1)
         elif is_lookup(lay):
             recipes[n] = lambda r, lay=lay: draw_lookup(r, lay, dtype, draw)
         elif lay.kind == G.EMBEDDING:

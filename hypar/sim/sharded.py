@@ -24,9 +24,10 @@ from hypar.sim.errors import Unsupported
 from hypar.sim.hierorder import run_order
 from hypar.sim.ledger import Ledger, StatsKey
 from hypar.sim.mesh import Dist, per_pe, region_key, same_regions, shard_mask
-from hypar.sim.norms import BATCHNORM, LAYERNORM
+from hypar.sim.norms import BATCHNORM, LAYERNORM, RMSNORM
 from hypar.sim.ops import (backward_op, concat_axis, forward_op, is_concat, is_expand, is_layernorm, is_lrn,
-                           is_pad, is_reduce, is_shape_op, is_softmax, is_split, pad_widths, split_slice)
+                           is_pad, is_reduce, is_rmsnorm, is_shape_op, is_softmax, is_split, pad_widths,
+                           split_slice)
 from hypar.sim.result import SimResult
 
 
@@ -92,8 +93,9 @@ class ShardContext:
 
 
 def _norm_over_split_features(lay: G.Layer, x: Dist) -> bool:
-    """A LayerNorm / Softmax whose (last) feature axis is split: its statistics need messages."""
-    return (is_layernorm(lay) or is_softmax(lay)) and x.axes[1] == len(x.shape) - 1 and COLS in x.layouts
+    """A LayerNorm / RMSNorm / Softmax whose (last) feature axis is split: its statistics need
+    messages."""
+    return (is_layernorm(lay) or is_rmsnorm(lay) or is_softmax(lay)) and x.axes[1] == len(x.shape) - 1 and COLS in x.layouts
 
 
 def _split_forward(lay: G.Layer, x0: Dist, ctx: ShardContext, out: str | None) -> Dist:
@@ -213,7 +215,7 @@ def local_forward(lay: G.Layer, xs: list[Dist], ctx: ShardContext, charge: Charg
     if _norm_over_split_features(lay, x0):
         if is_softmax(lay):
             raise Unsupported(f"{lay.name} (Softmax): softmax over a split feature axis")
-        return LAYERNORM.forward(ctx, lay, x0, charge)
+        return (RMSNORM if is_rmsnorm(lay) else LAYERNORM).forward(ctx, lay, x0, charge)
     _check_local(lay, xs)
     w = ctx.params.get(lay.name)
     out_axes = ctx.axes.get(lay.outputs[0], x0.axes)
@@ -257,8 +259,8 @@ def local_backward(lay: G.Layer, xs: list[Dist], e: Dist, k: int, layouts: tuple
         return expand_backward(lay, x0, e, layouts)
     if lay.kind == G.BATCHNORM:
         return BATCHNORM.backward(ctx, lay, x0, e, charge).relabelled(layouts)
-    if is_layernorm(lay) and _norm_over_split_features(lay, x0):
-        return LAYERNORM.backward(ctx, lay, x0, e, charge).relabelled(layouts)
+    if (is_layernorm(lay) or is_rmsnorm(lay)) and _norm_over_split_features(lay, x0):
+        return (RMSNORM if is_rmsnorm(lay) else LAYERNORM).backward(ctx, lay, x0, e, charge).relabelled(layouts)
     w = ctx.params.get(lay.name)
     grads_axes = xs[k].axes
     if _blockwise(lay, xs, e.axes) and (same_regions(e, x0) or _joined_along(lay, xs + [e])) \

@@ -10,7 +10,8 @@ with a seeded scalar; Pow with its constant exponent), Relu/Tanh/Sigmoid/Gelu/Er
 Dropout, Expand (broadcast to a larger shape), ReduceMean/ReduceSum (dims kept or dropped;
 partial sums all-reduced over the levels that split a reduced axis), MaxPool/AveragePool/
 GlobalAveragePool, Flatten/Reshape/Transpose/(Un)Squeeze, Split and Slice (a crop with positive
-steps), Softmax (not over a split axis), LayerNorm and BatchNorm (training statistics all-reduced
+steps), Softmax (not over a split axis), LayerNorm, RMSNorm (RMSNormalization /
+SimplifiedLayerNormalization over the last axis) and BatchNorm (training statistics all-reduced
 over the levels that split their axis), LRN over whole channels, Concat along an unsplit axis,
 in every partition space (folded ops run locally on the consumer's side, or on the producer's
 side before a conversion when they change the shape), with any split sizes under the
@@ -28,7 +29,8 @@ from hypar.sim.graphwalk import folded_between, pre_chain, producers, tensor_met
 from hypar.sim.hierorder import free_axes, is_p_and_rr
 from hypar.sim.kernels import pool_supported
 from hypar.sim.lookup import lookup_problem
-from hypar.sim.ops import is_add, is_binary, is_chain_op, is_concat, is_lookup, is_reduce, is_split
+from hypar.sim.norms import rms_axes
+from hypar.sim.ops import is_add, is_binary, is_chain_op, is_concat, is_lookup, is_reduce, is_rmsnorm, is_split
 from hypar.vocab import Convention
 
 
@@ -79,6 +81,9 @@ def _other(n: str, lay: G.Layer, kept: set, meta: dict, input_names: set) -> lis
         return [why] if why else []
     if lay.op == "Pow" and lay.kind == G.ELEMENTWISE and lay.attr("exponent") is None:
         return [f"{n} (Pow): an exponent that is not a constant scalar"]
+    if is_rmsnorm(lay) and lay.inputs[0] in meta and rms_axes(lay, len(meta[lay.inputs[0]].shape)) != \
+            (len(meta[lay.inputs[0]].shape) - 1,):
+        return [f"{n} ({lay.op}): only an RMS norm over the last axis is simulated"]
     if lay.kind == G.REDUCE and not is_reduce(lay):
         return [f"{n} ({lay.op}, kind reduce): only ReduceMean / ReduceSum over known axes are simulated"]
     if not (is_add(lay) or is_chain_op(lay) or is_split(lay) or is_concat(lay) or is_reduce(lay)):

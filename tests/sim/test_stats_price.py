@@ -26,6 +26,7 @@ NORMS = {  # name -> (kind, op, attrs, summed layout, statistics tensors' count,
     "bn": (G.BATCHNORM, "BatchNormalization", (("epsilon", 1e-5),), ROWS, 2, 2),
     "ln": (G.FEATURENORM, "LayerNormalization", (("axis", -1), ("epsilon", 1e-5)), COLS, 2, 2),
     "softmax": (G.SOFTMAX, "Softmax", (("axis", -1),), COLS, 3, 1),
+    "rms": (G.FEATURENORM, "RMSNormalization", (("axis", -1), ("epsilon", 1e-5)), COLS, 2, 1),
 }
 AROUND = {ROWS: ("I", "I"), COLS: ("III", "II"), FULL: ("II", "III")}   # fc1, fc2 types per norm layout
 
@@ -80,7 +81,7 @@ def test_price_is_the_executed_amounts(fanouts, norm):
         assert priced(model, layouts) == expected(fanouts, norm, layouts), layouts
 
 
-@pytest.mark.parametrize("norm", ["bn", "ln"])
+@pytest.mark.parametrize("norm", ["bn", "ln", "rms"])
 @pytest.mark.parametrize("fanouts", [pytest.param(f, marks=pytest.mark.slow) if len(f) > 2 else f for f in FANOUTS],
                          ids=lambda f: "x".join(map(str, f)))
 def test_price_equals_the_simulated_statistics(fanouts, norm):

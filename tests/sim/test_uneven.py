@@ -164,13 +164,13 @@ def test_property_batchnorm_uneven_numerics(seed, name, batch):
     assert all(res.ok_numerics), res.max_err
 
 
-def gemm_layernorm_gemm(B: int, d: int):
-    """x (B, d) -> Gemm (d) -> LayerNormalization over the features -> Gemm (d)."""
+def gemm_layernorm_gemm(B: int, d: int, op: str = "LayerNormalization"):
+    """x (B, d) -> Gemm (d) -> LayerNormalization (or ``op``, an RMS norm) over the features -> Gemm (d)."""
     g = G.new_graph("gln", B)
     g.graph["inputs"] = (G.Tensor("x", (B, d), 0, 1),)
     G.add_layer(g, gemm_layer("fc0", B, d, d, ("x",), "h"))
     g.graph["input_consumers"] = {"x": ("fc0",)}
-    G.add_layer(g, G.Layer(name="ln", op="LayerNormalization", kind=G.FEATURENORM, inputs=("h",), outputs=("n",),
+    G.add_layer(g, G.Layer(name="ln", op=op, kind=G.FEATURENORM, inputs=("h",), outputs=("n",),
                            attrs=(("axis", -1), ("epsilon", 1e-5))))
     G.add_edge(g, "fc0", "ln", G.Tensor("h", (B, d), 0, 1), 0)
     G.add_layer(g, gemm_layer("fc1", B, d, d, ("n",), "y"))
@@ -179,17 +179,18 @@ def gemm_layernorm_gemm(B: int, d: int):
     return g
 
 
+@pytest.mark.parametrize("op", ["LayerNormalization", "RMSNormalization"])
 @pytest.mark.parametrize("name", ["3x2", "2x2x2", "het2x3"])
-def test_layernorm_over_unequal_feature_blocks(name):
-    """LayerNorm over features split unequally (5 over 6 or 8 PEs: some PEs hold none) and a batch
+def test_layernorm_over_unequal_feature_blocks(name, op):
+    """LayerNorm (RMSNorm) over features split unequally (5 over 6 or 8 PEs: some PEs hold none) and a batch
     of 3: its row statistics are all-reduced over the levels splitting the features. Every layout
     of the norm runs with exact numerics, and every one that verifies on even sizes (batch and
     features a multiple of the PEs) verifies here too: counted == predicted. (Statistics with a
     replicated level below a partial one are priced apart from the placement rule and differ on
     even sizes too.)"""
     arr = ARRAYS[name]
-    even = CostModel(gemm_layernorm_gemm(2 * arr.n_pes, 2 * arr.n_pes), arr, "full", convention="hierarchical")
-    model = CostModel(gemm_layernorm_gemm(3, 5), arr, "full", convention="hierarchical")
+    even = CostModel(gemm_layernorm_gemm(2 * arr.n_pes, 2 * arr.n_pes, op), arr, "full", convention="hierarchical")
+    model = CostModel(gemm_layernorm_gemm(3, 5, op), arr, "full", convention="hierarchical")
     checked = 0
     for ln in itertools.product(model.labels(1), repeat=model.n_levels):
         asg = [("III",) * model.n_levels, ln, ("II",) * model.n_levels]
