@@ -36,8 +36,9 @@ from hypar.cost.conventions import HierarchicalEdges, ReferenceEdges
 from hypar.cost.hierarchical import HierarchicalPricer
 from hypar.cost.price import OBJECTIVES, ZERO, Cost, collective_cost
 from hypar.cost.sharing import Conversion
-from hypar.cost.statistics import STATS_QUANTITIES, StatsTerm, stats_level_cost, stats_term
-from hypar.cost.strategies import FULL, NodeModel, macs_view, quantity, tensor_view, weight_view
+from hypar.cost.statistics import (STATS_QUANTITIES, StatsTerm, replicated_out_level_cost, stats_level_cost,
+                                   stats_term)
+from hypar.cost.strategies import FULL, Q_OUT, NodeModel, macs_view, quantity, tensor_view, weight_view
 from hypar.cost.structure import SPACES, EdgeModel, Structure
 from hypar.shards import group_shares
 from hypar.vocab import Convention, parse
@@ -206,6 +207,10 @@ class CostModel:
             if term is not None:
                 layouts = tuple(node.strategy(label).out_layout for label in types[:h + 1])
                 total = stats_level_cost(self.pricer, term, layouts, h)
+            out_price = replicated_out_level_cost(self.pricer, node, types, h)
+            if out_price is not None:                  # F_out with a replicated level below a partial one
+                quantities = tuple(q for q in quantities if q != Q_OUT)
+                total = total + out_price
         classes = self.array.classes[h]
         for q in quantities:
             traffic = []

@@ -33,6 +33,16 @@ level h's price depends on the node's types at levels 0..h only -- what
 :meth:`hypar.cost.model.CostModel.intra_cost` memoises on and the level problems
 (:mod:`hypar.cost.problems`) assume.
 
+The same order prices the partial output (``F_out``) of a constant-index lookup whose type I
+(R: nothing split, every replica holds the same partial output) lies below a type II level
+(P): :func:`replicated_out_level_cost`. The R level is sliced virtually first, so over the type
+II level each replica reduces only its slice -- one copy in all, as a GEMM's type II above type I
+(the level below splits the batch) -- and the type I level gathers the slices: on 2x2, (II, I)
+sends 2A elements at level 0 (what the F_out all-reduce is priced everywhere else) and 2A at
+level 1 (A the output's elements), where each replica all-reducing its own copy would send 4A at
+level 0. Checked against the simulator's execution (hypar.sim.lookup) for every type pair on 2x2
+(tests/sim/test_cover_ops.py).
+
 Bytes are exact for every split (even or not): every step here is a reduce-scatter, an
 all-gather or a relay of nothing, whose total over a level does not depend on how the levels
 above split the grid; the time (slowest member) follows the pricer's split rule.
@@ -44,7 +54,8 @@ from dataclasses import dataclass
 
 from hypar.cost.hierarchical import HierarchicalPricer
 from hypar.cost.price import ZERO, Cost
-from hypar.cost.strategies import FULL, PARTIAL, Q_ROWS2, Q_ROWS3, Q_ROWS4, Q_STATS_BN, ROWS, NodeModel, tensor_view
+from hypar.cost.strategies import (COLS, FULL, PARTIAL, Q_OUT, Q_ROWS2, Q_ROWS3, Q_ROWS4, Q_STATS_BN, ROWS, NodeModel,
+                                   tensor_view)
 
 STATS_QUANTITIES = (Q_STATS_BN, Q_ROWS4, Q_ROWS3, Q_ROWS2)
 
@@ -89,15 +100,37 @@ def stats_layouts(summed: str, layouts: tuple) -> tuple[tuple, tuple]:
     (its layout at each level, top first): P where the node has ``summed``, else the node's
     layout; the target R at every P level; in the source, a level R in both below a partial
     level reads S(b) (sliced virtually first, module docstring)."""
+    return _virtual_first(tuple(PARTIAL if x == summed else x for x in layouts), ROWS)
+
+
+def _virtual_first(partial: tuple, virtual: str) -> tuple[tuple, tuple]:
+    """(source, target) of converting a tensor with per-level layouts ``partial`` (P where
+    partial) to R at its P levels, a level R in both below a P level read as ``virtual`` (the
+    shard it is sliced into first) in the source."""
     src, tgt = [], []
-    for x in layouts:
-        s = PARTIAL if x == summed else x
+    for s in partial:
         t = FULL if s == PARTIAL else s
         if s == t == FULL and PARTIAL in src:
-            s = ROWS
+            s = virtual
         src.append(s)
         tgt.append(t)
     return tuple(src), tuple(tgt)
+
+
+def replicated_out_level_cost(pricer: HierarchicalPricer, node: NodeModel, types: tuple, h: int) -> Cost | None:
+    """Level-h cost of the F_out conversion of ``node`` with ``types`` (levels 0..h read) when a
+    level R in both (a strategy splitting nothing: a constant-index lookup's type I) lies below a
+    partial one at or above h (module docstring); None otherwise (the F_out all-reduce's usual
+    price holds). The virtual slice runs along the output's batch axis, else its features (the
+    simulator's rule, hypar.sim.hierorder.free_axes)."""
+    strategies = [node.strategy(label) for label in types[:h + 1]]
+    partial = tuple(PARTIAL if Q_OUT in st.intra else st.out_layout for st in strategies)
+    out = node.out_tensor
+    if out is None or not any(x == PARTIAL and FULL in partial[g + 1:] for g, x in enumerate(partial)):
+        return None
+    src, tgt = _virtual_first(partial, ROWS if out.batch_axis is not None else COLS)
+    sig = tensor_view(node, node.sizes, out, node.out_map, node.layer.out_elements or None)
+    return pricer.level_cost(h, sig, src, tgt)
 
 
 def stats_level_cost(pricer: HierarchicalPricer, term: StatsTerm, layouts: tuple, h: int) -> Cost:

@@ -21,6 +21,7 @@ import numpy as np
 from hypar import graph as G
 from hypar.cost.strategies import FULL, PARTIAL
 from hypar.sim.errors import SimulationError
+from hypar.sim.hierorder import run_order
 from hypar.sim.kernels import embedding_grad
 from hypar.sim.ledger import IntraKey, Ledger
 from hypar.sim.mesh import Dist, as_cut, axis_mask, per_pe, sub_block
@@ -72,11 +73,25 @@ def _own(mesh, w: Lookup, strat: list, p: int) -> tuple[np.ndarray, np.ndarray]:
     return axis_mask(mesh, rows, _levels(strat, "i"), p), np.flatnonzero(axis_mask(mesh, cols, _levels(strat, "o"), p))
 
 
-def lookup_forward(ledger: Ledger, i: int, lay: G.Layer, w: Lookup, strat: list, out_axes: tuple) -> Dist:
+def replicated_below_partial(layouts: tuple) -> bool:
+    """Does a level replicate (R: type I) below a partial (P: type II) one in ``layouts``?"""
+    return any(l == PARTIAL and FULL in layouts[h + 1:] for h, l in enumerate(layouts))
+
+
+def lookup_forward(ledger: Ledger, i: int, lay: G.Layer, w: Lookup, strat: list, out_axes: tuple,
+                   hierarchical: bool = False) -> Dist:
     """Node i's output on every PE: its rows of the table at the indices (zero where another PE
     holds the row: type II), its columns (type III); the partial output all-reduced over the
     type II levels (counted as ``IntraKey(i, "F_out")``). Raises SimulationError when the output's
-    layouts are not the strategy's."""
+    layouts are not the strategy's.
+
+    Under the ``hierarchical`` convention, a type-I level (R: nothing split, every replica holds
+    the same partial output) below a type-II level converts P -> R in the SPEC's order with that
+    level sliced virtually first (:func:`hypar.sim.hierorder.run_order` ``virtual_first``, as
+    norm statistics with a replicated level below, SPEC §3): each replica reduces only its slice
+    over the type-II level -- one copy in all, as a GEMM's type II above type I (whose level below
+    splits the batch) -- and gathers the other slices at the type-I level. Otherwise (and under
+    ``reference``) every group all-reduces its blocks (:func:`reduced_blocks`)."""
     mesh = ledger.comm.mesh
     owned = [_own(mesh, w, strat, p) for p in range(mesh.P)]
 
@@ -88,8 +103,14 @@ def lookup_forward(ledger: Ledger, i: int, lay: G.Layer, w: Lookup, strat: list,
 
     blocks = per_pe(mesh.P, lambda p: (owned[p][0].tobytes(), owned[p][1].tobytes()), block)
     lays = tuple(OUT_LAYOUT[s.split_axis] for s in strat)
-    blocks = reduced_blocks(ledger, IntraKey(i, "F_out"), blocks, lays)
     out_l = tuple(FULL if l == PARTIAL else l for l in lays)
+    if hierarchical and replicated_below_partial(lays):
+        part = Dist(mesh, w.out_shape, lays, axes=out_axes, blocks=blocks)
+        key = IntraKey(i, "F_out")
+        blocks = ledger.run(key, "intra", key.what, i,
+                            lambda: run_order(ledger.comm, part, out_l, virtual_first=True)).blocks
+    else:
+        blocks = reduced_blocks(ledger, IntraKey(i, "F_out"), blocks, lays)
     if out_l != tuple(s.out_layout for s in strat):
         raise SimulationError(f"{lay.name}: output layouts {out_l} differ from the strategy's")
     return Dist(mesh, w.out_shape, out_l, axes=out_axes, blocks=blocks)

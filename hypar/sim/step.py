@@ -210,7 +210,7 @@ class TrainingStep:
         out_t = lay.outputs[0]
         if is_lookup(lay):
             self.out[i] = lookup_forward(self.ledger, i, lay, self.data.weights[self.names[i]], self.strat[i],
-                                         self.axes_of[out_t])
+                                         self.axes_of[out_t], self.ctx.hierarchical)
         elif weighted:
             self.out[i] = weighted_forward(self.ledger, i, lay, self.data.weights[self.names[i]], kept.slots[0],
                                            self.strat[i], self.shape_of[out_t], self.axes_of[out_t])
