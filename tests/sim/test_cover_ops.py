@@ -1,5 +1,6 @@
 """The kernels added for the exporter-pattern fixtures, each on small sharded cases against plain
-numpy (forward and backward): constant-index embedding lookups (every type per level on 2x2),
+numpy (forward and backward): constant-index embedding lookups (every type per level on 2x2; the
+F_out of every type pair priced as executed),
 Expand, Slice crops, Gathers of constant indices, reductions dropping their dims, constant Pads;
 and verify of the two pattern fixtures on 2x2 and 2x2x2."""
 
@@ -13,6 +14,7 @@ import pytest
 
 from hypar import api
 from hypar import graph as G
+from hypar.cost import CostModel
 from hypar.cost.strategies import COLS, FULL, Q_OUT, ROWS, Strategy
 from hypar.sim.comm import Comm
 from hypar.sim.errors import Unsupported
@@ -23,7 +25,7 @@ from hypar.sim.mesh import Mesh, gather, scatter
 from hypar.sim.ops import backward_op, forward_op, is_pad, is_split
 from hypar.sim.result import SimResult
 from hypar.sim.sharded import Charge, ShardContext, local_backward, local_forward
-from hypar.verify import verify_plan
+from hypar.verify import verify_assignment, verify_plan
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 LOOKUP_TYPES = {"I": Strategy("I", None, (), FULL, (), FULL, ()),
@@ -72,6 +74,59 @@ def test_lookup_type_ii_all_reduces_partial_rows_and_type_i_sends_nothing():
         res = SimResult(["pos"], 1, 2)
         ledger.attribute(res, 1)
         assert res.counted == [[sent]], label
+
+
+def _lookup_counts(types: tuple, hierarchical: bool) -> list[int]:
+    """Elements the F_out step of a (3, 4) -> rows of 6 lookup sends per level on 2x2 (A = 72)."""
+    rng = np.random.default_rng(2)
+    mesh = Mesh((2, 2))
+    w = Lookup(rng.normal(size=(5, 6)), rng.integers(0, 5, (3, 4)), (3, 4, 6))
+    lay = G.Layer(name="pos", op="Gather", kind=G.EMBEDDING, inputs=(), outputs=("y",), d_in=5, d_out=6,
+                  in_spatial=(3, 4), attrs=(("axis", 0),))
+    ledger = Ledger(Comm(mesh), 2)
+    out = lookup_forward(ledger, 0, lay, w, [LOOKUP_TYPES[t] for t in types], (None, 2), hierarchical)
+    np.testing.assert_allclose(gather(out), w.table[w.ids])
+    res = SimResult(["pos"], 2, 2)
+    ledger.attribute(res, 1)
+    return res.counted[0]
+
+
+def test_lookup_type_ii_above_type_i_reduces_one_copy_then_gathers():
+    """(II, I) on 2x2: both level-1 replicas hold the same partial output. In the SPEC's order
+    (hierarchical) the replicated level is sliced virtually first: each replica reduces half over
+    level 0 (2A in all, one copy, as a GEMM's type II above type I) and level 1 gathers the
+    halves (2A); today's all-reduce per replica (reference) sends 4A at level 0 and nothing below."""
+    A = 3 * 4 * 6
+    assert _lookup_counts(("II", "I"), hierarchical=True) == [2 * A, 2 * A]
+    assert _lookup_counts(("II", "I"), hierarchical=False) == [4 * A, 0]
+
+
+SEQ_PATH = str(FIXTURES / "sequence_pattern_dynamic.onnx")
+# pos_gather of sequence_pattern_dynamic (ids 4 x 8): its output (1, 8, 32), A = 256 elements.
+# Elements its F_out sends per level on 2x2, every type pair: II all-reduces one copy per group
+# holding a distinct block (2A over a 2-way level: each member receives A); I above II leaves two
+# independent groups (4A at level 1); II above I reduces one copy, then gathers (2A, 2A).
+LOOKUP_PAIRS = {("I", "I"): (0, 0), ("I", "II"): (0, 4), ("I", "III"): (0, 0),
+                ("II", "I"): (2, 2), ("II", "II"): (2, 4), ("II", "III"): (2, 0),
+                ("III", "I"): (0, 0), ("III", "II"): (0, 2), ("III", "III"): (0, 0)}
+
+
+def test_lookup_every_type_pair_on_2x2_priced_as_executed():
+    """The hierarchical cost model's intra price of pos_gather equals the pinned amounts (in units
+    of A) and what verify counts, per level, for every type pair on 2x2."""
+    g = api.load_layer_graph(SEQ_PATH, **SEQUENCE)
+    model = CostModel(g, api.resolve_array(levels="2,2"), "full", convention="hierarchical")
+    i = model.names.index("pos_gather")
+    A = 8 * 32
+    base = [(model.labels(j)[0],) * 2 for j in range(len(model.names))]
+    assert set(LOOKUP_PAIRS) == set(itertools.product(model.labels(i), repeat=2))
+    for types, units in LOOKUP_PAIRS.items():
+        want = tuple(u * A * model.array.dtype_bytes for u in units)
+        assert tuple(model.intra_cost(i, types, h).bytes for h in range(2)) == want, types
+        rep = verify_assignment(model, base[:i] + [types] + base[i + 1:])
+        lc = rep.layers[i]
+        assert tuple(l.counted_bytes for l in lc.levels) == want, types
+        assert tuple(l.predicted_bytes for l in lc.levels) == want and lc.max_err < 1e-9, types
 
 
 def test_expand_on_split_features_equals_numpy():
