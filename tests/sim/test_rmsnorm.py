@@ -1,13 +1,18 @@
 """RMSNorm (RMSNormalization, SimplifiedLayerNormalization): the one-device kernel against numpy
 and a numerical gradient, the kernel on shards against it with the statistics it all-reduces
-(one value per row each way), and the cost model's quantity for a feature split."""
+(one value per row each way), the cost model's quantity for a feature split, and the opset-23 decoder verifying with its norms
+split by features."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from hypar import api
 from hypar import graph as G
+from hypar.cost import CostModel
 from hypar.cost.strategies import COLS, FULL, Q_ROWS2, Q_ROWS4, RMS_NORM_OPS, ROWS, _feature_split_intra
 from hypar.sim.comm import Comm
 from hypar.sim.ledger import Ledger, StatsKey
@@ -16,6 +21,7 @@ from hypar.sim.norms import LAYERNORM, RMSNORM, rms_norm, rms_norm_bwd
 from hypar.sim.ops import op_class
 from hypar.sim.result import SimResult
 from hypar.sim.sharded import Charge, ShardContext
+from hypar.verify import verify_assignment
 
 EPS = 1e-6
 
@@ -106,3 +112,26 @@ def test_feature_split_prices_two_values_per_row(op):
     assert _feature_split_intra(G.FEATURENORM, rms_layer("LayerNormalization", axis=2), out) == (Q_ROWS4,)
     feat1 = G.Tensor("y", (6, 16, 10), 0, 1)
     assert _feature_split_intra(G.FEATURENORM, rms_layer(op, axis=2), feat1) == ()
+
+
+DECODER23 = Path(__file__).resolve().parent.parent / "fixtures" / "decoder_dynamo_opset23.onnx"
+
+
+@pytest.mark.parametrize("levels", ["2,2", "2,2,2"])
+def test_decoder_opset23_verifies_with_its_rms_norms_feature_split(levels):
+    """decoder_dynamo_opset23 (five RMSNormalization ops; batch 2, sequence 16): every other
+    node takes its first choice at every level and the norms split their features at every level,
+    then batch above features, then features above replicas: every plan verifies (numerics and
+    counted == predicted per layer and level), and the norms' statistics are priced Q_ROWS2.
+    (The partitioner's own plans on 2x2 and 2x2x2 stop earlier, at a GQA Reshape whose shards
+    do not map: the placement work, not the norms.)"""
+    g = api.load_layer_graph(str(DECODER23), batch=2, dims={"sequence": 16})
+    model = CostModel(g, api.resolve_array(levels=levels), "full", convention="hierarchical")
+    H = model.n_levels
+    rms = [i for i, n in enumerate(model.names) if model.nodes[i].layer.op == "RMSNormalization"]
+    assert len(rms) == 5 and all(model.nodes[i].strategy(COLS).intra == (Q_ROWS2,) for i in rms)
+    base = [(model.labels(j)[0],) * H for j in range(len(model.names))]
+    for lays in [(COLS,) * H, (ROWS,) + (COLS,) * (H - 1), (COLS,) + (FULL,) * (H - 1)]:
+        rep = verify_assignment(model, [lays if j in rms else base[j] for j in range(len(model.names))])
+        assert rep.ok and not rep.unsupported, (lays, rep.failures()[:3])
+        assert all(sum(l.counted_bytes for l in rep.layers[i].levels) > 0 for i in rms)
