@@ -21,7 +21,8 @@ from hypar.onnx.batch import skeleton
 from hypar.onnx.binding import Binding, bind_inputs
 from hypar.onnx.constants import ConstantEvaluator
 from hypar.onnx.index import ModelIndex
-from hypar.onnx.ops import RESHAPING_UNARY, SAME_SHAPE, SHAPE_OPS, UNARY, WEIGHT_PASS, is_unknown_op
+from hypar.onnx.ops import (RESHAPING_UNARY, SAME_SHAPE, SAME_SHAPE_OUTPUTS, SHAPE_OPS, UNARY, WEIGHT_PASS, is_unknown_op,
+                            same_shape_outputs)
 from hypar.onnx.protos import known, node_attrs
 from hypar.onnx.shapes import ShapeTable
 
@@ -252,16 +253,23 @@ def _guess_shapes(index: ModelIndex, found: Shapes) -> None:
 
 def _same_shape_guesses(index: ModelIndex, table: ShapeTable) -> dict[str, tuple[int, list[int]]]:
     """``{output: (elem_type, dims)}`` for each unknown-shaped activation output of an unknown
-    or same-shape op that has an activation input of known shape."""
+    op (its first output) or a same-shape op (the outputs :func:`same_shape_outputs` names: a
+    com.microsoft skip norm's input + skip sum too) that has an activation input of known shape."""
     new: dict[str, tuple[int, list[int]]] = {}
     for _, n in index.nodes:
-        o = n.output[0] if n.output else ""
-        if not o or not index.is_act(o) or n.op_type in SHAPE_OPS or table.is_known(o):
+        if n.op_type in SHAPE_OPS:
             continue
-        if not (is_unknown_op(n) or (n.op_type in SAME_SHAPE and len(n.output) == 1)):
+        if n.op_type in SAME_SHAPE and (len(n.output) == 1 or n.op_type in SAME_SHAPE_OUTPUTS):
+            positions = same_shape_outputs(n)
+        elif is_unknown_op(n):
+            positions = (0,)
+        else:
             continue
+        outs = [n.output[k] for k in positions if k < len(n.output) and n.output[k]]
+        outs = [o for o in outs if index.is_act(o) and not table.is_known(o)]
         src = next((t for t in n.input if t and index.is_act(t) and table.is_known(t)), None)
-        if src is None:
+        if not outs or src is None:
             continue
-        new[o] = (table.elem_type(o) or table.elem_type(src), list(table.dims(src)))
+        for o in outs:
+            new[o] = (table.elem_type(o) or table.elem_type(src), list(table.dims(src)))
     return new
