@@ -8,8 +8,7 @@ sqrt(scale), K transposed, MatMul, an optional causal mask, Softmax, MatMul with
 :func:`split_heads`, :func:`repeat_kv` and :func:`merge_heads` move between 3-D (batch, sequence,
 heads x head size) tensors and 4-D (batch, heads, sequence, head size) ones. Every target shape
 is a constant that copies the batch and sequence from the input (Reshape's 0 and -1), so the
-expansion holds for any bound dims. :class:`ShapeLookup` reads shapes before the fused ops are
-gone (an op onnx cannot infer, such as com.microsoft's RotaryEmbedding, passes its input's).
+expansion holds for any bound dims.
 """
 
 from __future__ import annotations
@@ -19,12 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
-from hypar.onnx.ops import SAME_SHAPE
-from hypar.onnx.shapes import ShapeTable
-
-_MAX_WALK = 64  # same-shape ops followed back to a known shape
 
 
 class Names:
@@ -40,33 +35,6 @@ class Names:
             cand, k = f"{base}_{k}", k + 1
         self.used.add(cand)
         return cand
-
-
-class ShapeLookup:
-    """Shapes of a model's tensors from an inferred :class:`ShapeTable`; a tensor onnx left
-    unknown takes the shape (and element type) of the first input of the same-shape op
-    (:data:`~hypar.onnx.ops.SAME_SHAPE`) producing it, followed back."""
-
-    def __init__(self, model: onnx.ModelProto, table: ShapeTable) -> None:
-        self.table = table
-        self.producer = {o: n for n in model.graph.node for o in n.output if o}
-
-    def _source(self, t: str) -> str:
-        """``t`` followed back through same-shape ops while its shape is unknown."""
-        for _ in range(_MAX_WALK):
-            n = self.producer.get(t)
-            if self.table.dims(t) is not None or n is None or n.op_type not in SAME_SHAPE or not n.input:
-                return t
-            t = n.input[0]
-        return t
-
-    def dims(self, t: str) -> list | None:
-        """Dims of ``t`` (ints, or names / None where symbolic), None when the rank is unknown."""
-        return self.table.dims(self._source(t))
-
-    def elem_type(self, t: str) -> int:
-        """ONNX element type of ``t`` (FLOAT when unknown)."""
-        return self.table.elem_type(self._source(t)) or TensorProto.FLOAT
 
 
 @dataclass

@@ -27,12 +27,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import onnx
+from onnx import TensorProto
 
 from hypar.onnx import expand_ort
-from hypar.onnx.attention_ops import Emitter, Names, ShapeLookup, scaled_dot_product
+from hypar.onnx.attention_ops import Emitter, Names, scaled_dot_product
 from hypar.onnx.batch import skeleton
 from hypar.onnx.index import ModelIndex
-from hypar.onnx.inference import run_onnx_inference
+from hypar.onnx.constants import ConstantEvaluator
+from hypar.onnx.inference import Shapes, guess_shapes, run_onnx_inference
 from hypar.onnx.protos import node_attrs
 from hypar.onnx.shapes import ShapeTable
 
@@ -44,7 +46,7 @@ _WORKS = ("hypar reads an Attention op as its two attention MatMuls and a Softma
           "export with opset 22 or lower to get the attention as MatMul and Softmax ops hypar reads")
 
 
-def _refusal(n: onnx.NodeProto, shapes: ShapeLookup) -> str | None:
+def _refusal(n: onnx.NodeProto, shapes: ShapeTable) -> str | None:
     """What Attention node ``n`` has that :func:`_expansion` does not express, or None."""
     a = node_attrs(n)
     extra = [what for pos, what in _EXTRA_INPUTS.items() if len(n.input) > pos and n.input[pos]]
@@ -67,12 +69,12 @@ def _refusal(n: onnx.NodeProto, shapes: ShapeLookup) -> str | None:
     return None
 
 
-def _expansion(e: Emitter, shapes: ShapeLookup) -> None:
+def _expansion(e: Emitter, shapes: ShapeTable) -> None:
     """The ops of Attention node ``e.node`` (module docstring)."""
     n = e.node
     a = node_attrs(n)
     scale = float(a["scale"]) if "scale" in a else 1.0 / math.sqrt(shapes.dims(n.input[0])[3])
-    scaled_dot_product(e, tuple(n.input[:3]), n.output[0], scale, shapes.elem_type(n.input[0]))
+    scaled_dot_product(e, tuple(n.input[:3]), n.output[0], scale, shapes.elem_type(n.input[0]) or TensorProto.FLOAT)
 
 
 @dataclass(frozen=True)
@@ -83,8 +85,8 @@ class Expander:
     does not read (their producers go when nothing else reads them)."""
 
     label: str
-    refusal: Callable[[onnx.NodeProto, ShapeLookup], str | None]
-    expansion: Callable[[Emitter, ShapeLookup], None]
+    refusal: Callable[[onnx.NodeProto, ShapeTable], str | None]
+    expansion: Callable[[Emitter, ShapeTable], None]
     works: str
     dropped: tuple[int, ...] = ()
 
@@ -117,9 +119,10 @@ def expand_composites(model: onnx.ModelProto, owned: bool) -> tuple[onnx.ModelPr
     found = [pos for pos, n in enumerate(model.graph.node) if announced(n)]
     if not found:
         return model, []
-    table = ShapeTable()
-    table.collect(run_onnx_inference(skeleton(ModelIndex(model))))
-    shapes = ShapeLookup(model, table)
+    index = ModelIndex(model)
+    shapes = ShapeTable()
+    shapes.collect(run_onnx_inference(skeleton(index)))
+    guess_shapes(index, Shapes(shapes, ConstantEvaluator(index, shapes)), partial=True)  # past ops onnx lacks
     refusals = {pos: _expander(model.graph.node[pos]).refusal(model.graph.node[pos], shapes) for pos in found}
     texts = [_warning(n, refusals[pos]) for pos, n in enumerate(model.graph.node) if refusals.get(pos)]
     if all(refusals.values()):

@@ -23,9 +23,11 @@ from __future__ import annotations
 import math
 
 import onnx
+from onnx import TensorProto
 
-from hypar.onnx.attention_ops import Emitter, ShapeLookup, merge_heads, repeat_kv, scaled_dot_product, split_heads
+from hypar.onnx.attention_ops import Emitter, merge_heads, repeat_kv, scaled_dot_product, split_heads
 from hypar.onnx.protos import node_attrs
+from hypar.onnx.shapes import ShapeTable
 
 DOMAIN = "com.microsoft"
 MHA_WORKS = ("hypar reads a MultiHeadAttention op as its attention MatMuls and a Softmax only for 3-D query, key "
@@ -53,7 +55,7 @@ def _present(n: onnx.NodeProto, inputs: dict[int, str], outputs: dict[int, str])
     return got + [what for pos, what in outputs.items() if len(n.output) > pos and n.output[pos]]
 
 
-def _hidden_sizes(n: onnx.NodeProto, shapes: ShapeLookup) -> str | list[int]:
+def _hidden_sizes(n: onnx.NodeProto, shapes: ShapeTable) -> str | list[int]:
     """The last dims of Q, K, V when all three are 3-D with a known last dim, else what is wrong."""
     if len(n.input) < 3 or not n.input[1] or not n.input[2]:
         return "packed QKV (no separate key and value inputs)"
@@ -66,7 +68,7 @@ def _hidden_sizes(n: onnx.NodeProto, shapes: ShapeLookup) -> str | list[int]:
     return [d[2] for d in dims]
 
 
-def mha_refusal(n: onnx.NodeProto, shapes: ShapeLookup) -> str | None:
+def mha_refusal(n: onnx.NodeProto, shapes: ShapeTable) -> str | None:
     """What MultiHeadAttention node ``n`` has that :func:`mha_expansion` does not express, or None."""
     extra = _present(n, _MHA_EXTRA, _MHA_OUTPUTS)
     if extra:
@@ -80,7 +82,7 @@ def mha_refusal(n: onnx.NodeProto, shapes: ShapeLookup) -> str | None:
     return None
 
 
-def mha_expansion(e: Emitter, shapes: ShapeLookup) -> None:
+def mha_expansion(e: Emitter, shapes: ShapeTable) -> None:
     """The ops of MultiHeadAttention node ``e.node`` (module docstring)."""
     n = e.node
     a = node_attrs(n)
@@ -90,11 +92,12 @@ def mha_expansion(e: Emitter, shapes: ShapeLookup) -> None:
     q, k, v = (split_heads(e, t, heads, size // heads, tag) for t, size, tag in zip(n.input[:3], (hq, hq, hv), "qkv"))
     ctx = e.tensor("context")
     scale = float(a.get("scale", 0.0)) or 1.0 / math.sqrt(d)  # 0: the default, as onnxruntime reads it
-    scaled_dot_product(e, (q, k, v), ctx, scale, shapes.elem_type(n.input[0]), causal=bool(a.get("unidirectional", 0)))
+    elem = shapes.elem_type(n.input[0]) or TensorProto.FLOAT
+    scaled_dot_product(e, (q, k, v), ctx, scale, elem, causal=bool(a.get("unidirectional", 0)))
     merge_heads(e, ctx, n.output[0])
 
 
-def gqa_refusal(n: onnx.NodeProto, shapes: ShapeLookup) -> str | None:
+def gqa_refusal(n: onnx.NodeProto, shapes: ShapeTable) -> str | None:
     """What GroupQueryAttention node ``n`` has that :func:`gqa_expansion` does not express, or None."""
     a = node_attrs(n)
     extra = _present(n, _GQA_EXTRA, {3: "an output_qk output"})
@@ -113,7 +116,7 @@ def gqa_refusal(n: onnx.NodeProto, shapes: ShapeLookup) -> str | None:
     return None
 
 
-def gqa_expansion(e: Emitter, shapes: ShapeLookup) -> None:
+def gqa_expansion(e: Emitter, shapes: ShapeTable) -> None:
     """The ops of GroupQueryAttention node ``e.node`` (module docstring)."""
     n = e.node
     a = node_attrs(n)
@@ -129,5 +132,6 @@ def gqa_expansion(e: Emitter, shapes: ShapeLookup) -> None:
         k, v = (repeat_kv(e, t, kv_heads, groups, d, tag) for t, tag in ((k, "k"), (v, "v")))
     ctx = e.tensor("context")
     scale = float(a.get("scale", 0.0)) or 1.0 / math.sqrt(d)  # 0: the default, as onnxruntime reads it
-    scaled_dot_product(e, (q, k, v), ctx, scale, shapes.elem_type(n.input[0]), causal=bool(a.get("causal", 1)))
+    elem = shapes.elem_type(n.input[0]) or TensorProto.FLOAT
+    scaled_dot_product(e, (q, k, v), ctx, scale, elem, causal=bool(a.get("causal", 1)))
     merge_heads(e, ctx, n.output[0])
