@@ -206,16 +206,19 @@ def reduce_scale(op: str, x_shape: tuple, axes: tuple) -> float:
 
 
 def reduce_fwd(x: np.ndarray, lay: G.Layer, full_shape: tuple | None = None) -> np.ndarray:
-    """ReduceMean / ReduceSum of x over the layer's axes (kept dims); ``full_shape``: the whole
-    tensor's shape when x is a part of it (the mean divides by the whole axis, so the parts' results
-    add up)."""
-    axes = tuple(lay.attr("axes"))
-    return x.sum(axis=axes, keepdims=True) * reduce_scale(lay.op, full_shape or x.shape, axes)
+    """ReduceMean / ReduceSum of x over the layer's axes (dims kept as size 1, or dropped when the
+    layer's ``keepdims`` is 0); ``full_shape``: the whole tensor's shape when x is a part of it
+    (the mean divides by the whole axis, so the parts' results add up)."""
+    axes = tuple(a % x.ndim for a in lay.attr("axes"))
+    return x.sum(axis=axes, keepdims=lay.attr("keepdims", 1) == 1) * reduce_scale(lay.op, full_shape or x.shape, axes)
 
 
 def reduce_bwd(x: np.ndarray, e: np.ndarray, lay: G.Layer, full_shape: tuple | None = None) -> np.ndarray:
     """The input error of :func:`reduce_fwd` (x's shape) for the output error e."""
-    return np.broadcast_to(e * reduce_scale(lay.op, full_shape or x.shape, tuple(lay.attr("axes"))), x.shape).copy()
+    axes = tuple(a % x.ndim for a in lay.attr("axes"))
+    if lay.attr("keepdims", 1) != 1:
+        e = np.expand_dims(e, axes)
+    return np.broadcast_to(e * reduce_scale(lay.op, full_shape or x.shape, axes), x.shape).copy()
 
 
 # ----------------------------------------------------------------------------- embedding
