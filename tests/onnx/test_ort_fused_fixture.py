@@ -20,6 +20,7 @@ from hypar.errors import HyparWarning
 from hypar.onnx import load_layer_graph
 
 from paths import FIXTURES
+from test_llm_fixtures import assert_megatron
 
 PATH = FIXTURES / "decoder_ort_fused.onnx"
 VOCAB, HIDDEN, HEADS, KV_HEADS, MLP, LAYERS = 128, 64, 4, 2, 128, 2
@@ -96,11 +97,5 @@ def test_plan_is_megatrons_by_module_name():
     II) at both tensor-parallel levels, as for the dynamo export of the same decoder."""
     g = load()
     plan = api.partition("decoder_ort_fused.onnx", array_from_levels([2, 2]), graph=g)
-    types = {row["module"]: row["types"] for row in plan["layers"] if row["kind"] == G.GEMM}
-    for i in range(LAYERS):
-        blk = f"model.layers.{i}"
-        for m in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj", "mlp.up_proj"):
-            assert types[f"{blk}.{m}"] == ["III", "III"], (m, types[f"{blk}.{m}"])
-        for m in ("self_attn.o_proj", "mlp.down_proj"):
-            assert types[f"{blk}.{m}"] == ["II", "II"], (m, types[f"{blk}.{m}"])
+    assert_megatron(plan, LAYERS)
     assert plan["model"]["parameters"] == PARAMS
