@@ -20,7 +20,7 @@ from typing import Protocol
 from hypar.cost.hierarchical import HierarchicalPricer, check_pair
 from hypar.cost.price import ZERO, Cost
 from hypar.cost.sharing import Conversion, full_conversions, share_by, share_conversions
-from hypar.cost.strategies import PARTIAL, NodeModel, tensor_view
+from hypar.cost.strategies import PARTIAL, NodeModel, tensor_units, tensor_view
 from hypar.cost.structure import EdgeModel
 
 Shared = dict[Conversion, list[tuple[int, int]]]   # as sharing.share_by returns
@@ -78,19 +78,21 @@ class HierarchicalEdges:
     def __init__(self, nodes: list[NodeModel], pricer: HierarchicalPricer):
         self.nodes = nodes
         self.pricer = pricer
-        self._signatures: dict[int, tuple[int, int, int]] = {}
+        self._signatures: dict[int, tuple[int, int, int, int, int]] = {}
         self._keys: dict[tuple, tuple[Conversion, ...]] = {}
         self._layouts: dict[tuple, tuple[tuple, tuple]] = {}
         self._sums: dict[tuple, Cost] = {}
 
-    def signature(self, e: EdgeModel) -> tuple[int, int, int]:
+    def signature(self, e: EdgeModel) -> tuple[int, int, int, int, int]:
         """Edge e's tensor at the root as its consumer reads it: (elements, batch size, feature
-        size), the grid :mod:`hypar.cost.hierarchical` splits (1 for an unmapped axis)."""
+        size, batch unit, feature unit), the grid :mod:`hypar.cost.hierarchical` splits (size and
+        unit 1 for an unmapped axis)."""
         hit = self._signatures.get(id(e))
         if hit is None:
             node = self.nodes[e.c]
             amap = node.in_maps[e.slot] if e.slot < len(node.in_maps) else (None, None)
-            hit = self._signatures[id(e)] = tensor_view(node, node.sizes, e.tensor, amap)
+            hit = tensor_view(node, node.sizes, e.tensor, amap) + tensor_units(node, amap)
+            self._signatures[id(e)] = hit
         return hit
 
     def _edge_keys(self, e: EdgeModel, types: tuple) -> tuple[Conversion, ...]:
