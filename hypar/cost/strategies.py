@@ -137,6 +137,15 @@ def tensor_units(node: NodeModel, amap: tuple[str | None, str | None]) -> tuple[
     return tuple(node.unit(a) if a else 1 for a in amap)
 
 
+def tensor_grid(t: Tensor) -> tuple[int, int, int, int, int]:
+    """(elements, batch size, feature size, batch unit, feature unit) of tensor ``t`` whole (size
+    and unit 1 for an axis it lacks)."""
+    bs, fs = _axis_size(t, "b") or 1, _axis_size(t, "f") or 1
+    bu = t.batch_unit if t.batch_axis is not None else 1
+    fu = t.feature_unit if t.feature_axis is not None else 1
+    return t.elements, bs, fs, bu, fu
+
+
 def axis_unit(t: Tensor | None, which: str, n: int) -> int:
     """The unit of a node axis of ``n`` indices read from tensor ``t``'s batch ("b") or feature
     ("f") axis: the tensor's unit when the sizes agree, else the unit holding as many units
