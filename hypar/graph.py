@@ -50,18 +50,27 @@ class Tensor:
 
     ``batch_axis`` is the axis holding the batch (type I splits it; None when the tensor has
     none); ``feature_axis`` is the channel / hidden / head axis (types II/III split it; None when
-    there is none, e.g. token ids).
+    there is none, e.g. token ids). ``batch_unit`` / ``feature_unit``: how many consecutive
+    indices of that axis the placement rule keeps together (:mod:`hypar.shards` "Units"; a
+    divisor of the axis' size, 1 unless :mod:`hypar.onnx.units` says otherwise, e.g. 16 on the
+    features of a projection later reshaped into heads of 16).
     """
 
     name: str
     shape: tuple[int, ...]
     batch_axis: int | None = 0
     feature_axis: int | None = None
+    batch_unit: int = 1
+    feature_unit: int = 1
 
     @property
     def elements(self) -> int:
         """Element count A(.) of the whole tensor."""
         return prod(self.shape)
+
+    def unit(self, which: str) -> int:
+        """The unit of the batch ("b") or feature ("f") axis (1 when the tensor has no such axis)."""
+        return self.batch_unit if which == "b" else self.feature_unit
 
 
 @dataclass(frozen=True, slots=True)

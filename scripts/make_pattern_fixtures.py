@@ -13,6 +13,15 @@ folding shape subgraphs are tested on the patterns themselves:
   whose length dim has no name: Shape -> Slice -> Squeeze -> Range position ids gathered from a
   position table, ConstantOfShape token-type ids, Expand to the batch, Reshape targets built by
   Shape -> Slice -> Concat, and Gemms on the flattened (batch x length) rows.
+- ``decoder_ort_fused.onnx`` -- what onnxruntime's transformer optimizer writes for a 2-block
+  Llama-style decoder (the prompt model, no KV cache): embedding Gather, SimplifiedLayerNormalization
+  / com.microsoft SkipSimplifiedLayerNormalization (residual sums as their 4th output), q/k/v
+  MatMuls, com.microsoft RotaryEmbedding on q and k (position ids a graph input, cos/sin caches),
+  com.microsoft GroupQueryAttention (4 query / 2 key-value heads; seqlens_k and
+  total_sequence_length from the attention mask as onnxruntime computes them), o MatMul, SwiGLU
+  (gate, Sigmoid, Mul, up, Mul, down), final norm, lm_head; batch and sequence symbolic.
+  onnx's checker rejects onnxruntime's default-domain SimplifiedLayerNormalization, so this file
+  is not checked with it.
 
 Weights are seeded numpy values stored inline. Usage::
 
@@ -38,6 +47,9 @@ OPSET = 17
 W_CH, W_WIN, W_HEADS, W_PATCH, W_CLASSES = 16, 4, 2, 4, 10
 # sequence model: vocabulary, hidden, FFN, position table rows, token types
 S_VOCAB, S_HID, S_FFN, S_POS, S_TYPES = 100, 32, 64, 64, 2
+# fused decoder: vocabulary, hidden, query heads, key/value heads, MLP, blocks, rotary cache rows
+D_VOCAB, D_HID, D_HEADS, D_KV, D_MLP, D_LAYERS, D_MAX_POS = 128, 64, 4, 2, 128, 2, 64
+ORT = "com.microsoft"
 
 
 class Graph:
@@ -54,6 +66,11 @@ class Graph:
         """Add one node named ``name`` (also its output's name); returns the output."""
         self.nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
         return name
+
+    def ort(self, op: str, inputs: list[str], outputs: list[str], name: str, **attrs) -> str:
+        """Add one com.microsoft node; returns its first output."""
+        self.nodes.append(helper.make_node(op, inputs, outputs, name=name, domain=ORT, **attrs))
+        return outputs[0]
 
     def weight(self, name: str, shape: list[int]) -> str:
         """A trainable float initializer of seeded values."""
@@ -88,13 +105,16 @@ class Graph:
                          self.op("Unsqueeze", [p, self.ints([0])], f"{name}_u{k}"))
         return self.op("Concat", items, name, axis=0)
 
-    def model(self, name: str, inputs, outputs) -> onnx.ModelProto:
-        """The checked model (IR 8, opset :data:`OPSET`), its trainable count in the doc string."""
+    def model(self, name: str, inputs, outputs, ort: bool = False) -> onnx.ModelProto:
+        """The model (IR 8, opset :data:`OPSET`; com.microsoft 1 too when ``ort``), its trainable
+        count in the doc string; checked by onnx's checker unless ``ort``."""
         g = helper.make_graph(self.nodes, name, inputs, outputs, self.inits)
-        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8,
+        opsets = [helper.make_opsetid("", OPSET)] + ([helper.make_opsetid(ORT, 1)] if ort else [])
+        m = helper.make_model(g, opset_imports=opsets, ir_version=8,
                               producer_name="hypar scripts/make_pattern_fixtures.py")
         m.doc_string = f"trainable parameters: {self.params}"
-        onnx.checker.check_model(m, full_check=True)
+        if not ort:
+            onnx.checker.check_model(m, full_check=True)
         return m
 
 
@@ -225,7 +245,79 @@ def sequence_pattern() -> onnx.ModelProto:
                    [helper.make_tensor_value_info("lm_head", TensorProto.FLOAT, ["batch", None, S_VOCAB])])
 
 
-FIXTURES_BUILT = {"windowed_attention_dynamic": windowed_attention, "sequence_pattern_dynamic": sequence_pattern}
+def _rotary_caches(g: Graph) -> tuple[str, str]:
+    """cos / sin caches (max positions, head size / 2) of base 10000 (constants, not trained)."""
+    half = D_HID // D_HEADS // 2
+    freqs = np.outer(np.arange(D_MAX_POS), 10000.0 ** (-np.arange(half) / half))
+    for name, f in (("cos_cache", np.cos), ("sin_cache", np.sin)):
+        g.inits.append(numpy_helper.from_array(f(freqs).astype(np.float32), name))
+    return "cos_cache", "sin_cache"
+
+
+def _fused_attention(g: Graph, x: str, i: int, lengths: tuple[str, str]) -> str:
+    """q/k/v projections, rotary on q and k, GroupQueryAttention, o projection (block ``i``)."""
+    p, path, kv = f"model.layers.{i}.self_attn", f"/model/layers.{i}/self_attn", D_HID // D_HEADS * D_KV
+    q, k, v = (g.op("MatMul", [x, g.weight(f"{p}.{m}_proj.weight", [D_HID, n])], f"{path}/{m}_proj/MatMul")
+               for m, n in (("q", D_HID), ("k", kv), ("v", kv)))
+    q, k = (g.ort("RotaryEmbedding", [t, "position_ids", "cos_cache", "sin_cache"], [f"{path}/{m}_rotary"],
+                  f"{path}/{m}_rotary/RotaryEmbedding", interleaved=0) for t, m in ((q, "q"), (k, "k")))
+    a = g.ort("GroupQueryAttention", [q, k, v, "", "", *lengths], [f"{path}/GroupQueryAttention"],
+              f"{path}/GroupQueryAttention", num_heads=D_HEADS, kv_num_heads=D_KV)
+    return g.op("MatMul", [a, g.weight(f"{p}.o_proj.weight", [D_HID, D_HID])], f"{path}/o_proj/MatMul")
+
+
+def _swiglu(g: Graph, x: str, i: int) -> str:
+    """down(silu(gate(x)) * up(x)) with silu = gate * Sigmoid(gate)."""
+    p, path = f"model.layers.{i}.mlp", f"/model/layers.{i}/mlp"
+    gate, up = (g.op("MatMul", [x, g.weight(f"{p}.{m}_proj.weight", [D_HID, D_MLP])], f"{path}/{m}_proj/MatMul")
+                for m in ("gate", "up"))
+    silu = g.op("Mul", [gate, g.op("Sigmoid", [gate], f"{path}/act_fn/Sigmoid")], f"{path}/act_fn/Mul")
+    h = g.op("Mul", [silu, up], f"{path}/Mul")
+    return g.op("MatMul", [h, g.weight(f"{p}.down_proj.weight", [D_MLP, D_HID])], f"{path}/down_proj/MatMul")
+
+
+def _skip_norm(g: Graph, x: str, residual: str, weight: str, name: str) -> tuple[str, str]:
+    """SkipSimplifiedLayerNormalization: (normalised x + residual, the sum) -- its outputs 0 and 3."""
+    out, total = f"{name}_output_0", f"{name}_output_3"
+    g.ort("SkipSimplifiedLayerNormalization", [x, residual, g.weight(weight, [D_HID])], [out, "", "", total], name,
+          epsilon=1e-6)
+    return out, total
+
+
+def decoder_ort_fused() -> onnx.ModelProto:
+    """The optimised Llama-style decoder (module docstring)."""
+    g = Graph(seed=2)
+    h = g.op("Gather", [g.weight("model.embed_tokens.weight", [D_VOCAB, D_HID]), "input_ids"],
+             "/model/embed_tokens/Gather", axis=0)
+    mask_sum = g.op("ReduceSum", ["attention_mask", g.ints([1])], "/model/attn_mask_reformat/ReduceSum", keepdims=0)
+    seqlens = g.op("Cast", [g.op("Sub", [mask_sum, g.ints([1], "one")], "/model/attn_mask_reformat/Sub")],
+                   "/model/attn_mask_reformat/seqlens_k", to=TensorProto.INT32)
+    width = g.op("Gather", [g.op("Shape", ["attention_mask"], "/model/attn_mask_reformat/Shape"), g.scalar(1)],
+                 "/model/attn_mask_reformat/Gather", axis=0)
+    total = g.op("Cast", [width], "/model/attn_mask_reformat/total_seq_len", to=TensorProto.INT32)
+    _rotary_caches(g)
+    x = g.op("SimplifiedLayerNormalization", [h, g.weight("model.layers.0.input_layernorm.weight", [D_HID])],
+             "/model/layers.0/input_layernorm/LayerNorm", axis=-1, epsilon=1e-6)
+    residual = h
+    for i in range(D_LAYERS):
+        if i:
+            x, residual = _skip_norm(g, x, residual, f"model.layers.{i}.input_layernorm.weight",
+                                     f"/model/layers.{i}/input_layernorm/SkipLayerNorm")
+        attn = _fused_attention(g, x, i, (seqlens, total))
+        x, residual = _skip_norm(g, attn, residual, f"model.layers.{i}.post_attention_layernorm.weight",
+                                 f"/model/layers.{i}/post_attention_layernorm/SkipLayerNorm")
+        x = _swiglu(g, x, i)
+    x, _ = _skip_norm(g, x, residual, "model.norm.weight", "/model/norm/SkipLayerNorm")
+    g.op("MatMul", [x, g.weight("lm_head.weight", [D_HID, D_VOCAB])], "logits")
+    ints = [("input_ids", ["batch", "sequence"]), ("attention_mask", ["batch", "sequence"]),
+            ("position_ids", ["batch", "sequence"])]
+    return g.model("decoder_ort_fused", [helper.make_tensor_value_info(n, TensorProto.INT64, s) for n, s in ints],
+                   [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "sequence", D_VOCAB])],
+                   ort=True)
+
+
+FIXTURES_BUILT = {"windowed_attention_dynamic": windowed_attention, "sequence_pattern_dynamic": sequence_pattern,
+                  "decoder_ort_fused": decoder_ort_fused}
 
 
 def main(argv: list[str] | None = None) -> int:

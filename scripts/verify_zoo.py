@@ -29,6 +29,7 @@ BINDINGS = {"windowed_attention_dynamic": lambda b: {"dims": {"height": 16, "wid
             "sequence_pattern_dynamic": lambda b: {"input_shapes": {"ids": [b, 8]}},
             "decoder_dynamo": lambda b: {"dims": {"sequence": 16}},
             "decoder_dynamo_opset23": lambda b: {"dims": {"sequence": 16}},
+            "decoder_ort_fused": lambda b: {"dims": {"sequence": 16}},
             "windowed_vit_torchscript": lambda b: {"dims": {"height": 24, "width": 40}}}
 
 

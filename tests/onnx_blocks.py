@@ -57,6 +57,17 @@ def _heads_to_output(ctx: str) -> tuple[list, list]:
     return nodes, [_const("out_shape", [B, S, D], np.int64), _weight("Wo", (D, D), 9)]
 
 
+def plain_attention() -> onnx.ModelProto:
+    """Self-attention without mask or scale: heads, scores, softmax, context, heads merged, output
+    projection (H heads of DH features: split unevenly on 3 or 8 PEs)."""
+    nodes, inits = _projections_to_heads((0, 2, 3, 1))
+    nodes += [helper.make_node("MatMul", ["q_h", "k_h"], ["scores"], name="scores"),
+              helper.make_node("Softmax", ["scores"], ["probs"], name="softmax", axis=-1),
+              helper.make_node("MatMul", ["probs", "v_h"], ["ctx"], name="context")]
+    more_nodes, more_inits = _heads_to_output("ctx")
+    return _model(nodes + more_nodes, [_x()], inits + more_inits, 17, "plain_attention")
+
+
 def masked_attention() -> onnx.ModelProto:
     """BERT's self-attention: scores (B, H, S, S) / sqrt(DH) + the mask (B, 1, 1, S) computed from
     the graph input ``mask`` (B, S) by Unsqueeze, Sub and Mul with constants; softmax; context."""

@@ -146,3 +146,54 @@ def test_group_keys_follow_the_pe_row():
     assert shards.group_keys(arr, 0) == (arr.root_key,)
     assert shards.group_keys(arr, 1) == ((("k120", 2),), (("k40", 2),))
     assert shards.group_keys(arr, 2) == ((("k120", 1),),) * 2 + ((("k40", 1),),) * 2
+
+
+# -- units: an axis of n in units of u is cut as n / u units, each unit's u indices sharing its digits
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_an_axis_in_units_counts_u_times_its_units(data):
+    arr = data.draw(st.sampled_from(all_arrays()))
+    units, unit = data.draw(st.integers(0, 13)), data.draw(st.integers(1, 6))
+    n = units * unit
+    np.testing.assert_array_equal(shards.block_sizes(arr, n, unit), unit * shards.block_sizes(arr, units))
+    np.testing.assert_array_equal(shards.axis_digits(arr, n, unit),
+                                  np.repeat(shards.axis_digits(arr, units), unit, axis=1))
+    levels = tuple(sorted(data.draw(st.sets(st.integers(0, arr.n_levels - 1)))))
+    np.testing.assert_array_equal(shards.level_counts(arr, n, levels, unit), unit * shards.level_counts(arr, units, levels))
+    assert shards.is_even(arr, n, unit) == shards.is_even(arr, units)
+
+
+def test_units_by_hand():
+    # 64 features in heads of 16 over 3 PEs: the 4 heads split 2, 1, 1 -> 32, 16, 16 features
+    assert shards.block_sizes(array_from_levels([3]), 64, 16).tolist() == [32, 16, 16]
+    assert shards.block_sizes(array_from_levels([3]), 64).tolist() == [22, 21, 21]     # without: not heads
+    # 4 heads over 4x2 PEs: one head (16 features) per level-0 group, on its first PE
+    assert shards.block_sizes(array_from_levels([4, 2]), 64, 16).tolist() == [16, 0] * 4
+    assert shards.level_counts(array_from_levels([4, 2]), 64, [1], 16).tolist() == [64, 0]
+    assert shards.held(array_from_levels([3, 2]), 9216, [0], [0], 36) == 86 * 36     # alexnet's flatten
+    with pytest.raises(ValueError):
+        shards.axis_digits(array_from_levels([2]), 10, 4)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_group_shares_with_units_are_u_times_those_of_the_units(data):
+    arr = data.draw(st.sampled_from(all_arrays()))
+    h = data.draw(st.integers(0, arr.n_levels))
+    plain, with_units, units = [], [], []
+    for _ in range(data.draw(st.integers(1, 3))):
+        n, unit = data.draw(st.integers(0, 12)), data.draw(st.integers(1, 5))
+        levels = tuple(sorted(data.draw(st.sets(st.integers(0, h - 1))) if h else ()))
+        member = h < arr.n_levels and data.draw(st.booleans())
+        plain.append((n, levels, member))
+        with_units.append((n * unit, levels, member, unit))
+        units.append(unit)
+    got = shards.group_shares(arr, h, tuple(with_units))
+    want = shards.group_shares(arr, h, tuple(plain))
+
+    def scaled(a, u):
+        return tuple(u * x for x in a) if isinstance(a, tuple) else u * a
+    assert [(k, a, m) for k, a, m in got] == [(k, tuple(scaled(x, u) for x, u in zip(a, units)), m) for k, a, m in want]
+    assert shards.group_shares(arr, h, tuple(plain)) == shards.group_shares(arr, h, tuple(q + (1,) for q in plain))

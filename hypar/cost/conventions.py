@@ -20,7 +20,7 @@ from typing import Protocol
 from hypar.cost.hierarchical import HierarchicalPricer, check_pair
 from hypar.cost.price import ZERO, Cost
 from hypar.cost.sharing import Conversion, full_conversions, share_by, share_conversions
-from hypar.cost.strategies import PARTIAL, NodeModel, tensor_view
+from hypar.cost.strategies import PARTIAL, NodeModel, tensor_grid
 from hypar.cost.structure import EdgeModel
 
 Shared = dict[Conversion, list[tuple[int, int]]]   # as sharing.share_by returns
@@ -78,19 +78,20 @@ class HierarchicalEdges:
     def __init__(self, nodes: list[NodeModel], pricer: HierarchicalPricer):
         self.nodes = nodes
         self.pricer = pricer
-        self._signatures: dict[int, tuple[int, int, int]] = {}
+        self._signatures: dict[int, tuple[int, int, int, int, int]] = {}
         self._keys: dict[tuple, tuple[Conversion, ...]] = {}
         self._layouts: dict[tuple, tuple[tuple, tuple]] = {}
         self._sums: dict[tuple, Cost] = {}
 
-    def signature(self, e: EdgeModel) -> tuple[int, int, int]:
-        """Edge e's tensor at the root as its consumer reads it: (elements, batch size, feature
-        size), the grid :mod:`hypar.cost.hierarchical` splits (1 for an unmapped axis)."""
+    def signature(self, e: EdgeModel) -> tuple[int, int, int, int, int]:
+        """Edge e's tensor at the root: (elements, batch size, feature size, batch unit, feature
+        unit), the grid :mod:`hypar.cost.hierarchical` splits (size and unit 1 for an axis the
+        tensor lacks). The tensor's own axes, not the consumer's: a reshape consumer that has no
+        axis for the features its producer splits (heads merged into the batch) still receives
+        a tensor split along them."""
         hit = self._signatures.get(id(e))
         if hit is None:
-            node = self.nodes[e.c]
-            amap = node.in_maps[e.slot] if e.slot < len(node.in_maps) else (None, None)
-            hit = self._signatures[id(e)] = tensor_view(node, node.sizes, e.tensor, amap)
+            hit = self._signatures[id(e)] = tensor_grid(e.tensor)
         return hit
 
     def _edge_keys(self, e: EdgeModel, types: tuple) -> tuple[Conversion, ...]:

@@ -2,7 +2,8 @@
 ``t`` sends at each level of a PE array (SPEC.md §3 "Several levels", HIER_SEMANTICS.md).
 
 A tensor is a grid of ``bs x fs`` cells (batch rows x feature columns; a cell holds
-``a / (bs fs)`` elements, ``a`` the tensor's elements). ``s`` and ``t`` hold one layout per level,
+``a / (bs fs)`` elements, ``a`` the tensor's elements), its rows placed in units of ``bu`` and its
+columns in units of ``fu`` (:mod:`hypar.shards` "Units"; 1 unless the graph says otherwise). ``s`` and ``t`` hold one layout per level,
 top first: ``S(b)`` shards rows, ``S(f)`` columns, ``R`` replicates, ``P`` holds partial sums
 (sources only). The conversion runs the SPEC's order:
 
@@ -140,24 +141,25 @@ def relay_cells(final_rows: tuple[int, ...], final_cols: int, held_rows: tuple[i
     return [new - (pf * final_cols - ph * held_cols) for pf, ph in zip(final_rows, held_rows)]
 
 
-def step_queries(step: Step, specs: tuple[RegionSpec, ...], bs: int, fs: int) -> tuple:
+def step_queries(step: Step, specs: tuple[RegionSpec, ...], bs: int, fs: int, units: tuple[int, int] = (1, 1)) -> tuple:
     """What :func:`hypar.shards.group_shares` must answer to price ``step`` on a ``bs x fs`` grid
-    whose region the ``specs`` give (a relay: final and held; else one): per axis of each spec,
-    (size, levels above sharding it, whether per member)."""
+    (rows and columns in ``units``) whose region the ``specs`` give (a relay: final and held;
+    else one): per axis of each spec, (size, levels above sharding it, whether per member, unit)."""
     sizes = (bs, fs)
     if step.op == RELAY:
         member = (True, False)
     else:
         member = (step.axis == 0 or step.op == ALL_TO_ALL, step.axis == 1 or step.op == ALL_TO_ALL)
-    return tuple((sizes[a], tuple(sorted(spec[a])), member[a]) for spec in specs for a in (0, 1))
+    return tuple((sizes[a], tuple(sorted(spec[a])), member[a], units[a]) for spec in specs for a in (0, 1))
 
 
 class HierarchicalPricer:
     """Prices conversions on one PE array under the hierarchical convention, memoised per
     (level, tensor signature, source prefix, target prefix).
 
-    A tensor signature is ``(elements, batch size, feature size)``: the tensor's ``a`` elements
-    on a ``bs x fs`` grid of cells (module docstring).
+    A tensor signature is ``(elements, batch size, feature size[, batch unit, feature unit])``: the
+    tensor's ``a`` elements on a ``bs x fs`` grid of cells placed in those units (module
+    docstring; without them, units 1).
     """
 
     def __init__(self, array: PEArray):
@@ -165,15 +167,16 @@ class HierarchicalPricer:
         self._cells: dict = {}
         self._costs: dict = {}
 
-    def step_cells(self, h: int, step: Step, bs: int, fs: int, specs: tuple[RegionSpec, ...]) -> tuple:
-        """The level-h groups in ``step`` on a ``bs x fs`` grid laid out as ``specs`` say (module
-        docstring): ((group class key, cells each member receives, number of groups), ...),
-        sorted; memoised."""
-        key = (h, step, bs, fs, specs)
+    def step_cells(self, h: int, step: Step, bs: int, fs: int, specs: tuple[RegionSpec, ...],
+                   units: tuple[int, int] = (1, 1)) -> tuple:
+        """The level-h groups in ``step`` on a ``bs x fs`` grid (rows and columns in ``units``)
+        laid out as ``specs`` say (module docstring): ((group class key, cells each member
+        receives, number of groups), ...), sorted; memoised."""
+        key = (h, step, bs, fs, specs, units)
         hit = self._cells.get(key)
         if hit is None:
             out = []
-            for ck, answers, m in group_shares(self.array, h, step_queries(step, specs, bs, fs)):
+            for ck, answers, m in group_shares(self.array, h, step_queries(step, specs, bs, fs, units)):
                 if step.op == RELAY:
                     cells = relay_cells(*answers)
                 else:
@@ -183,7 +186,7 @@ class HierarchicalPricer:
             hit = self._cells[key] = tuple(sorted(out))
         return hit
 
-    def level_cost(self, h: int, sig: tuple[int, int, int], s: tuple, t: tuple) -> Cost:
+    def level_cost(self, h: int, sig: tuple, s: tuple, t: tuple) -> Cost:
         """Cost at level h of converting a tensor of signature ``sig`` from ``s`` into ``t`` (full
         tuples or prefixes through level h; levels below h are not read). Zero when the prefixes
         through h are equal. The caller checks the full pair (:func:`check_pair`)."""
@@ -196,21 +199,22 @@ class HierarchicalPricer:
             hit = self._costs[key] = self._price(h, sig, s, t)
         return hit
 
-    def level_elements(self, h: int, sig: tuple[int, int, int], s: tuple, t: tuple) -> float:
+    def level_elements(self, h: int, sig: tuple, s: tuple, t: tuple) -> float:
         """Elements crossing level-h links (summed over all PEs) for :meth:`level_cost`."""
         return sum(m * sum(received) for step in self.traffic(h, sig, s, t) for _gc, m, received, _n in step)
 
-    def _price(self, h: int, sig: tuple[int, int, int], s: tuple, t: tuple) -> Cost:
+    def _price(self, h: int, sig: tuple, s: tuple, t: tuple) -> Cost:
         """:meth:`level_cost` computed: one collective per step, their costs added."""
         total = ZERO
         for traffic in self.traffic(h, sig, s, t):
             total = total + collective_cost(self.array.levels[h], self.array.dtype_bytes, traffic)
         return total
 
-    def traffic(self, h: int, sig: tuple[int, int, int], s: tuple, t: tuple) -> list[list[Traffic]]:
+    def traffic(self, h: int, sig: tuple, s: tuple, t: tuple) -> list[list[Traffic]]:
         """Per step at level h (SPEC order), each group class's :data:`Traffic`: elements each
         member receives, in ``k - 1`` messages."""
-        a, bs, fs = sig
+        a, bs, fs = sig[:3]
+        units = tuple(sig[3:5]) if len(sig) == 5 else (1, 1)
         cell = a / (bs * fs) if bs * fs else 0.0
         out = []
         for step in level_steps(s[h], t[h]):
@@ -219,7 +223,7 @@ class HierarchicalPricer:
             else:
                 specs = (region_above(s, t, h, step.phase),)
             traffic = []
-            for ck, cells, m in self.step_cells(h, step, bs, fs, specs):
+            for ck, cells, m in self.step_cells(h, step, bs, fs, specs, units):
                 gc = self.array.classes[h][ck]
                 traffic.append((gc, m, [cell * c for c in cells], len(gc.children) - 1))
             out.append(traffic)

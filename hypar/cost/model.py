@@ -133,7 +133,8 @@ class CostModel:
 
         ``hierarchical``: a group's dims are what the simulator places there
         (:mod:`hypar.shards`): per node axis, the indices whose digits at the levels of
-        ``prefix`` splitting that axis are the group's coordinates. ``reference``: each level's
+        ``prefix`` splitting that axis are the group's coordinates, the axis placed in its unit
+        (:attr:`NodeModel.units`). ``reference``: each level's
         view split on its own, top first, by ``split_counts`` with the group class's fractions
         (the same numbers on one level, and on a homogeneous array whose PE count divides every
         split axis)."""
@@ -144,7 +145,7 @@ class CostModel:
         node = self.nodes[i]
         if self.convention == Convention.HIERARCHICAL:
             axes = [node.strategy(label).split_axis for label in prefix]
-            queries = tuple((n, tuple(g for g, x in enumerate(axes) if x == a), False)
+            queries = tuple((n, tuple(g for g, x in enumerate(axes) if x == a), False, node.unit(a))
                             for a, n in zip(node.axes, node.sizes))
             out = {(ck, dims): m for ck, dims, m in group_shares(self.array, len(prefix), queries)}
         elif not prefix:

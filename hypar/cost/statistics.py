@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from hypar.cost.hierarchical import HierarchicalPricer
 from hypar.cost.price import ZERO, Cost
 from hypar.cost.strategies import (COLS, FULL, PARTIAL, Q_OUT, Q_ROWS2, Q_ROWS3, Q_ROWS4, Q_STATS_BN, ROWS, NodeModel,
-                                   tensor_view)
+                                   tensor_units, tensor_view)
 
 STATS_QUANTITIES = (Q_STATS_BN, Q_ROWS4, Q_ROWS3, Q_ROWS2)
 
@@ -63,11 +63,12 @@ STATS_QUANTITIES = (Q_STATS_BN, Q_ROWS4, Q_ROWS3, Q_ROWS2)
 @dataclass(frozen=True, slots=True)
 class StatsTerm:
     """A node's statistics: ``summed``, the node layout that splits the summed axis (its levels
-    leave the statistics partial); ``tensors``, the signature (elements, grid rows, grid columns)
-    of each statistics tensor all-reduced, one all-reduce each."""
+    leave the statistics partial); ``tensors``, the signature (elements, grid rows, grid columns,
+    row unit, column unit) of each statistics tensor all-reduced, one all-reduce each: BatchNorm's
+    columns in the channels' unit, the rows of per-row statistics in the batch's."""
 
     summed: str
-    tensors: tuple[tuple[int, int, int], ...]
+    tensors: tuple[tuple[int, int, int, int, int], ...]
 
 
 def stats_term(node: NodeModel) -> StatsTerm | None:
@@ -80,19 +81,20 @@ def stats_term(node: NodeModel) -> StatsTerm | None:
     return None
 
 
-def _tensors(node: NodeModel, q: str) -> tuple[tuple[int, int, int], ...]:
+def _tensors(node: NodeModel, q: str) -> tuple[tuple[int, int, int, int, int], ...]:
     """The statistics tensors' signatures of quantity ``q`` on ``node`` (whole tensor)."""
     out = node.out_tensor
     if out is None:
         return ()
     elements, batch, features = tensor_view(node, node.sizes, out, node.out_map, node.layer.out_elements or None)
+    batch_unit = tensor_units(node, node.out_map)[0]
     if q == Q_STATS_BN:
-        channels = node.size("f") if "f" in node.axes else out.shape[1]
-        return ((2 * channels, 2, channels),) * 2
+        channels, unit = (node.size("f"), node.unit("f")) if "f" in node.axes else (out.shape[1], 1)
+        return ((2 * channels, 2, channels, 1, unit),) * 2
     rows = elements // max(features, 1)
     if q == Q_ROWS4:
-        return ((2 * rows, batch, 1),) * 2
-    return ((rows, batch, 1),) * (2 if q == Q_ROWS2 else 3)
+        return ((2 * rows, batch, 1, batch_unit, 1),) * 2
+    return ((rows, batch, 1, batch_unit, 1),) * (2 if q == Q_ROWS2 else 3)
 
 
 def stats_layouts(summed: str, layouts: tuple) -> tuple[tuple, tuple]:
@@ -129,7 +131,8 @@ def replicated_out_level_cost(pricer: HierarchicalPricer, node: NodeModel, types
     if out is None or not any(x == PARTIAL and FULL in partial[g + 1:] for g, x in enumerate(partial)):
         return None
     src, tgt = _virtual_first(partial, ROWS if out.batch_axis is not None else COLS)
-    sig = tensor_view(node, node.sizes, out, node.out_map, node.layer.out_elements or None)
+    sig = tensor_view(node, node.sizes, out, node.out_map, node.layer.out_elements or None) + \
+        tensor_units(node, node.out_map)
     return pricer.level_cost(h, sig, src, tgt)
 
 

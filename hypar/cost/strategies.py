@@ -73,6 +73,9 @@ class NodeModel:
     the tensor's batch and feature axis (None when unmapped: that tensor is not scaled by it).
     ``weight_axes``/``macs_axes``: axes whose share scales the weight and the MACs.
     ``products``: forward/backward/gradient matrix products this node computes per MAC count.
+    ``units``: per axis, its unit (:mod:`hypar.shards` "Units", read from the tensor that gives
+    the axis: a weighted layer's rows from its input's features, its columns from its output's);
+    empty means 1 everywhere.
     """
 
     name: str
@@ -86,10 +89,16 @@ class NodeModel:
     weight_axes: tuple[str, ...]
     macs_axes: tuple[str, ...]
     strategies: tuple[Strategy, ...]
+    units: tuple[int, ...] = ()
 
     def size(self, axis: str) -> int:
         """The size of node axis ``axis`` (ValueError if the node has no such axis)."""
         return self.sizes[self.axes.index(axis)]
+
+    def unit(self, axis: str) -> int:
+        """The unit of node axis ``axis`` (ValueError if the node has no such axis)."""
+        i = self.axes.index(axis)
+        return self.units[i] if self.units else 1
 
     def labels(self) -> tuple[str, ...]:
         """The labels of the node's strategies, in order."""
@@ -124,6 +133,32 @@ def tensor_view(node: NodeModel, dims: tuple[int, ...], tensor: Tensor, amap: tu
     bs = dims[node.axes.index(b_ax)] if b_ax else 1
     fs = dims[node.axes.index(f_ax)] if f_ax else 1
     return round(total * _ratio(node, dims, amap)), bs, fs
+
+
+def tensor_units(node: NodeModel, amap: tuple[str | None, str | None]) -> tuple[int, int]:
+    """(batch unit, feature unit) of a tensor mapped to node axes ``amap`` (1 where unmapped): the
+    units of the grid :func:`tensor_view` gives its sizes."""
+    return tuple(node.unit(a) if a else 1 for a in amap)
+
+
+def tensor_grid(t: Tensor) -> tuple[int, int, int, int, int]:
+    """(elements, batch size, feature size, batch unit, feature unit) of tensor ``t`` whole (size
+    and unit 1 for an axis it lacks)."""
+    bs, fs = _axis_size(t, "b") or 1, _axis_size(t, "f") or 1
+    bu = t.batch_unit if t.batch_axis is not None else 1
+    fu = t.feature_unit if t.feature_axis is not None else 1
+    return t.elements, bs, fs, bu, fu
+
+
+def axis_unit(t: Tensor | None, which: str, n: int) -> int:
+    """The unit of a node axis of ``n`` indices read from tensor ``t``'s batch ("b") or feature
+    ("f") axis: the tensor's unit when the sizes agree, else the unit holding as many units
+    as the tensor's axis when that divides (a reshape's other side), else 1."""
+    size = _axis_size(t, which)
+    if not size or not n:
+        return 1
+    units = size // t.unit(which)
+    return n // units if n % units == 0 else 1
 
 
 def weight_view(node: NodeModel, dims: tuple[int, ...]) -> int:
@@ -272,18 +307,21 @@ def _matrix_node(name: str, layer: Layer, ins: list[Tensor | None], out: Tensor 
     the groups instead (I over batch, II over groups, no reduction)."""
     n_in = len(ins)
     B = max(layer.batch, 1)
+    x = next((t for t in ins if t is not None), None)
     if layer.groups > 1:
         strategies = (
             Strategy("I", "b", (ROWS,) * n_in, ROWS, (ROWS,) * n_in, ROWS, (Q_WEIGHT,)),
             Strategy("II", "g", (COLS,) * n_in, COLS, (COLS,) * n_in, COLS, ()),
         )
         return NodeModel(name, layer, ("b", "g"), (B, layer.groups), tuple(ins), (("b", "g"),) * n_in, out,
-                         ("b", "g"), ("g",), ("b", "g"), strategies)
+                         ("b", "g"), ("g",), ("b", "g"), strategies, (axis_unit(x, "b", B), 1))
     strategies = _weighted_strategies(n_in)
     if space == "hypar":
         strategies = strategies[:2]
-    return NodeModel(name, layer, ("b", "i", "o"), (B, max(layer.d_in, 1), max(layer.d_out, 1)), tuple(ins),
-                     (("b", "i"),) * n_in, out, ("b", "o"), ("i", "o"), ("b", "i", "o"), strategies)
+    sizes = (B, max(layer.d_in, 1), max(layer.d_out, 1))
+    units = (axis_unit(x, "b", B), axis_unit(x, "f", sizes[1]), axis_unit(out, "f", sizes[2]))
+    return NodeModel(name, layer, ("b", "i", "o"), sizes, tuple(ins),
+                     (("b", "i"),) * n_in, out, ("b", "o"), ("i", "o"), ("b", "i", "o"), strategies, units)
 
 
 def _embedding_node(name: str, layer: Layer, ins: list[Tensor | None], out: Tensor | None, space: str) -> NodeModel:
@@ -305,8 +343,10 @@ def _embedding_node(name: str, layer: Layer, ins: list[Tensor | None], out: Tens
     )
     if space == "hypar":
         strategies = strategies[:2]
-    return NodeModel(name, layer, ("b", "i", "o"), (max(layer.batch, 1), max(layer.d_in, 1), max(layer.d_out, 1)),
-                     tuple(ins), (("b", None),) * n_in, out, ("b", "o"), ("i", "o"), ("b", "i", "o"), strategies)
+    sizes = (max(layer.batch, 1), max(layer.d_in, 1), max(layer.d_out, 1))
+    units = (axis_unit(ins[0] if ins else None, "b", sizes[0]), 1, axis_unit(out, "f", sizes[2]))
+    return NodeModel(name, layer, ("b", "i", "o"), sizes, tuple(ins), (("b", None),) * n_in, out, ("b", "o"),
+                     ("i", "o"), ("b", "i", "o"), strategies, units)
 
 
 def _matmul_act_node(name: str, layer: Layer, ins: list[Tensor | None], out: Tensor | None,
@@ -319,8 +359,11 @@ def _matmul_act_node(name: str, layer: Layer, ins: list[Tensor | None], out: Ten
     if heads > 1:
         strategies.append(Strategy("II", "h", tuple(COLS if m[1] else FULL for m in maps), COLS,
                                    tuple(COLS if m[1] else FULL for m in maps), COLS))
-    return NodeModel(name, layer, ("b", "h"), (max(layer.batch, 1), heads), tuple(ins), maps, out,
-                     ("b", "h" if heads > 1 else None), (), ("b", "h"), tuple(strategies))
+    sizes = (max(layer.batch, 1), heads)
+    x = ins[0] if ins else None
+    units = (axis_unit(x, "b", sizes[0]), axis_unit(x, "f", heads) if heads > 1 else 1)
+    return NodeModel(name, layer, ("b", "h"), sizes, tuple(ins), maps, out,
+                     ("b", "h" if heads > 1 else None), (), ("b", "h"), tuple(strategies), units)
 
 
 def _layout_node(name: str, layer: Layer, ins: list[Tensor | None], out: Tensor | None,
@@ -338,7 +381,7 @@ def _layout_node(name: str, layer: Layer, ins: list[Tensor | None], out: Tensor 
     axes = tuple(node_axes)
     out_map = ("b" if "b" in node_axes else None, "f" if "f" in node_axes else None)
     return NodeModel(name, layer, axes, tuple(node_axes[a] for a in axes), tuple(ins), in_maps, out,
-                     out_map, (), (), strategies)
+                     out_map, (), (), strategies, tuple(axis_unit(ref, a, node_axes[a]) for a in axes))
 
 
 def _feature_reduction(layer: Layer, x: Tensor | None, out: Tensor | None) -> bool:
@@ -376,7 +419,8 @@ def _reduce_node(name: str, layer: Layer, ins: list[Tensor | None], out: Tensor 
     out_map = tuple(a if a in node_axes and a not in reduced else None for a in ("b", "f"))
     axes = tuple(node_axes)
     return NodeModel(name, layer, axes, tuple(node_axes[a] for a in axes), tuple(ins),
-                     (in_map,) + ((None, None),) * (n - 1), out, out_map, (), (), tuple(strategies))
+                     (in_map,) + ((None, None),) * (n - 1), out, out_map, (), (), tuple(strategies),
+                     tuple(axis_unit(x, a, node_axes[a]) for a in axes))
 
 
 # Layer kind -> builder of its NodeModel, for every decision kind (graph.DECISION_KINDS).

@@ -1,6 +1,7 @@
 """Assembling the layer graph: one layer per kept ONNX node (unique names), edges for the
 activations between them, graph inputs and outputs, MatMul + Add(bias) folded into the MatMul,
-and the list of opaque layers to warn about."""
+the units of the split axes (:mod:`hypar.onnx.units`), and the list of opaque layers to warn
+about."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from hypar.onnx.inference import Shapes
 from hypar.onnx.layer_context import LayerContext
 from hypar.onnx.layers import build_layer, opaque_label
 from hypar.onnx.ops import SHAPE_OPS
+from hypar.onnx.units import assign_units
 
 
 @dataclass
@@ -65,6 +67,7 @@ def build_layer_graph(
     g.graph["outputs"] = tuple(
         build.tensors[o.name] for o in index.model.graph.output if o.name in build.tensors)
     g.graph["input_consumers"] = {t: tuple(v) for t, v in build.input_consumers.items()}
+    assign_units(g)
     return g, [_opaque_warning(g, label, where, shapes.guessed) for label, where in build.opaque.items()]
 
 

@@ -21,7 +21,8 @@ from hypar.onnx.batch import skeleton
 from hypar.onnx.binding import Binding, bind_inputs
 from hypar.onnx.constants import ConstantEvaluator
 from hypar.onnx.index import ModelIndex
-from hypar.onnx.ops import RESHAPING_UNARY, SAME_SHAPE, SHAPE_OPS, UNARY, WEIGHT_PASS, is_unknown_op
+from hypar.onnx.ops import (RESHAPING_UNARY, SAME_SHAPE, SAME_SHAPE_OUTPUTS, SHAPE_OPS, UNARY, WEIGHT_PASS, index_inputs,
+                            is_unknown_op, same_shape_outputs)
 from hypar.onnx.protos import known, node_attrs
 from hypar.onnx.shapes import ShapeTable
 
@@ -54,7 +55,7 @@ def infer_shapes(index: ModelIndex, binding: Binding) -> Shapes:
     inferred = fold_shape_subgraphs(index, found, skel) or inferred
     if unknown_needed(index, table) and _try_symbolic(table, inferred):
         fill_param_shapes(index, found)
-    _guess_shapes(index, found)
+    guess_shapes(index, found)
     return found
 
 
@@ -230,12 +231,14 @@ def _try_symbolic(table: ShapeTable, m: onnx.ModelProto) -> bool:
     return True
 
 
-def _guess_shapes(index: ModelIndex, found: Shapes) -> None:
+def guess_shapes(index: ModelIndex, found: Shapes, partial: bool = False) -> None:
     """Ops that shape inference does not know (custom domains, unknown ops): assume their
-    output has the shape of their first activation input, then re-infer downstream."""
+    output has the shape of their first activation input, then re-infer downstream. ``partial``:
+    from inputs of known rank whatever their dims (symbolic before binding), to outputs of unknown
+    rank; else from and to fully known shapes."""
     table = found.table
     for _ in range(len(index.nodes)):
-        new = _same_shape_guesses(index, table)
+        new = _same_shape_guesses(index, table, partial)
         if not new:
             return
         found.guessed.update(new)
@@ -250,18 +253,31 @@ def _guess_shapes(index: ModelIndex, found: Shapes) -> None:
         fill_param_shapes(index, found)
 
 
-def _same_shape_guesses(index: ModelIndex, table: ShapeTable) -> dict[str, tuple[int, list[int]]]:
+def _same_shape_guesses(index: ModelIndex, table: ShapeTable, partial: bool) -> dict[str, tuple[int, list]]:
     """``{output: (elem_type, dims)}`` for each unknown-shaped activation output of an unknown
-    or same-shape op that has an activation input of known shape."""
-    new: dict[str, tuple[int, list[int]]] = {}
+    op (its first output) or a same-shape op (the outputs :func:`same_shape_outputs` names: a
+    com.microsoft skip norm's input + skip sum too) that has an activation input of known shape
+    (``partial``: of known rank, to outputs of unknown rank)."""
+    new: dict[str, tuple[int, list]] = {}
+
+    def known(t: str) -> bool:
+        return table.dims(t) is not None if partial else table.is_known(t)
+
     for _, n in index.nodes:
-        o = n.output[0] if n.output else ""
-        if not o or not index.is_act(o) or n.op_type in SHAPE_OPS or table.is_known(o):
+        if n.op_type in SHAPE_OPS:
             continue
-        if not (is_unknown_op(n) or (n.op_type in SAME_SHAPE and len(n.output) == 1)):
+        if n.op_type in SAME_SHAPE and (len(n.output) == 1 or n.op_type in SAME_SHAPE_OUTPUTS):
+            positions = same_shape_outputs(n)
+        elif is_unknown_op(n):
+            positions = (0,)
+        else:
             continue
-        src = next((t for t in n.input if t and index.is_act(t) and table.is_known(t)), None)
-        if src is None:
+        outs = [n.output[k] for k in positions if k < len(n.output) and n.output[k]]
+        outs = [o for o in outs if index.is_act(o) and not known(o)]
+        data = [t for k, t in enumerate(n.input) if k not in index_inputs(n)]  # not a rotary's position ids
+        src = next((t for t in data if t and index.is_act(t) and known(t)), None)
+        if not outs or src is None:
             continue
-        new[o] = (table.elem_type(o) or table.elem_type(src), list(table.dims(src)))
+        for o in outs:
+            new[o] = (table.elem_type(o) or table.elem_type(src), list(table.dims(src)))
     return new

@@ -12,6 +12,7 @@ import onnx
 from hypar.onnx.axes import Axes, AxisTracker
 from hypar.onnx.index import ModelIndex
 from hypar.onnx.inference import Shapes
+from hypar.onnx.ops import index_inputs
 from hypar.onnx.protos import node_attrs
 
 Fields = dict[str, object]  # keyword arguments of hypar.graph.Layer (batch, d_in, macs, ...)
@@ -23,7 +24,9 @@ class NodeView:
     """One ONNX node about to become layer ``name``.
 
     ``attrs`` are its ONNX attributes; ``act_in`` its activation inputs and ``const_in`` its
-    other inputs, in ONNX order; ``outputs`` the activation outputs the layer graph keeps."""
+    other inputs, in ONNX order -- an index input read beside the data (a rotary embedding's
+    position ids, :data:`~hypar.onnx.ops.INDEX_INPUTS`) is neither; ``outputs`` the activation
+    outputs the layer graph keeps."""
 
     node: onnx.NodeProto
     name: str
@@ -38,10 +41,11 @@ class NodeView:
         output, or the node's first output."""
         outs = tuple(o for o in n.output if o and index.is_act(o)
                      and (o in index.consumers or o in index.graph_outputs or o == n.output[0]))
+        ins = [t for k, t in enumerate(n.input) if t and k not in index_inputs(n)]
         return cls(
             node=n, name=name, attrs=node_attrs(n),
-            act_in=tuple(t for t in n.input if t and index.is_act(t)),
-            const_in=tuple(t for t in n.input if t and not index.is_act(t)),
+            act_in=tuple(t for t in ins if index.is_act(t)),
+            const_in=tuple(t for t in ins if not index.is_act(t)),
             outputs=outs,
         )
 

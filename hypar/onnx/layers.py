@@ -13,7 +13,8 @@ from hypar.onnx import decision_layers
 from hypar.onnx.index import ModelIndex
 from hypar.onnx.layer_context import Attrs, Fields, LayerContext, NodeView, pick
 from hypar.onnx.modules import module_path
-from hypar.onnx.ops import BINARY, CONV, FEATURENORM, MATMUL, POOL, REDUCE, RESHAPE, SOFTMAX, SPLIT, UNARY
+from hypar.onnx.ops import (BINARY, CONV, FEATURENORM, MATMUL, POOL, REDUCE, RESHAPE, SOFTMAX, SPLIT, UNARY,
+                            UNTRAINED_OPERANDS)
 from hypar.onnx.protos import hashable, norm_axis
 
 Builder = Callable[[LayerContext, NodeView], tuple[Fields, Attrs]]
@@ -33,7 +34,7 @@ _KIND_OF_OP: dict[str, str] = {
 
 _FEATURENORM_ATTRS = ("axis", "epsilon", "num_groups", "size", "alpha", "beta", "bias", "p")
 _FEATURENORM_UNWEIGHTED = ("LRN", "LpNormalization", "MeanVarianceNormalization")
-_SKIP_NORMS = ("SkipLayerNormalization", "SkipSimplifiedLayerNormalization")  # (x, skip, w, b)
+_SKIP_NORMS = ("SkipLayerNormalization", "SkipSimplifiedLayerNormalization")  # (x, skip, gamma, [beta,] bias)
 _TRAINED_OPERAND_KINDS = (G.ELEMENTWISE, G.BINARY, G.CONCAT)
 _POOL_ATTRS = ("kernel_shape", "strides", "pads", "dilations", "ceil_mode", "auto_pad", "count_include_pad")
 _UNARY_ATTRS = ("alpha", "beta", "approximate", "ratio", "mode", "to")
@@ -77,7 +78,7 @@ def build_layer(ctx: LayerContext, n: onnx.NodeProto, name: str) -> G.Layer:
     fields, attrs = BUILDERS[kind](ctx, v)
     if kind in (G.ELEMENTWISE, G.BINARY) and v.const_in:
         attrs["const_inputs"] = len(v.const_in)
-    if kind in _TRAINED_OPERAND_KINDS:
+    if kind in _TRAINED_OPERAND_KINDS and v.op not in UNTRAINED_OPERANDS:
         _count_trained_operand(ctx, v, fields, attrs)
     if kind in G.DECISION_KINDS:
         in_elements = ctx.table.elements(v.act_in[0]) if v.act_in else 0
@@ -134,7 +135,9 @@ def _batchnorm(ctx: LayerContext, v: NodeView) -> tuple[Fields, Attrs]:
 
 def _featurenorm(ctx: LayerContext, v: NodeView) -> tuple[Fields, Attrs]:
     """Normalisations over features: ``axis`` normalised (last axis for LayerNorm by
-    default); scale and bias inputs counted as weight and bias."""
+    default); scale input counted as the weight, the other parameter inputs (a shift, and a skip
+    norm's bias added before normalising) together as the bias. A skip norm's skip input is an
+    activation."""
     attrs = pick(v.attrs, _FEATURENORM_ATTRS)
     x = ctx.shape(v.act_in[0], v.name)
     if "axis" in attrs:
@@ -144,12 +147,12 @@ def _featurenorm(ctx: LayerContext, v: NodeView) -> tuple[Fields, Attrs]:
     fields: Fields = {}
     if v.op in _FEATURENORM_UNWEIGHTED:
         return fields, attrs
-    params = v.node.input[2:4] if v.op in _SKIP_NORMS else v.node.input[1:]
+    params = v.node.input[2:] if v.op in _SKIP_NORMS else v.node.input[1:]
     p = [t for t in params if t and not ctx.is_act(t)]
     if p:
         fields["weight_elements"] = ctx.weight_elements(p[0], v.name)
     if len(p) > 1:
-        fields["bias_elements"] = ctx.weight_elements(p[1], v.name)
+        fields["bias_elements"] = sum(ctx.weight_elements(t, v.name) for t in p[1:])
     return fields, attrs
 
 

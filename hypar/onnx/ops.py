@@ -15,7 +15,7 @@ UNARY = frozenset({
     "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "Clip", "Dropout",
     "Identity", "Cast", "CastLike", "Not", "IsNaN", "IsInf", "Mish", "Swish", "ThresholdedRelu",
     "Shrink", "Pad", "Resize", "Upsample", "Expand", "Tile", "Trilu", "CumSum", "Bernoulli",
-    "BitwiseNot", "QuantizeLinear", "DequantizeLinear",
+    "BitwiseNot", "QuantizeLinear", "DequantizeLinear", "RotaryEmbedding",
 })
 BINARY = frozenset({
     "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Where", "Equal", "Less",
@@ -58,12 +58,31 @@ PARAM_SLOTS = {
     "LayerNormalization": 1, "GroupNormalization": 1, "PRelu": 1, "Gemm": 1,
 }
 
+# Inputs that are indices read whole beside the data, not data a layout splits, by (op, domain):
+# the position ids of the rotary embeddings (ONNX opset 23 and com.microsoft order them apart).
+INDEX_INPUTS = {("RotaryEmbedding", ""): (3,), ("RotaryEmbedding", "com.microsoft"): (1,)}
+# Ops whose constant operands are not trained (a rotary embedding's cos / sin caches).
+UNTRAINED_OPERANDS = frozenset({"RotaryEmbedding"})
+# Output positions that have the first input's shape, for ops with several outputs (the skip
+# norms' normalised output and their input + skip sum); other SAME_SHAPE ops: output 0.
+SAME_SHAPE_OUTPUTS = {"SkipLayerNormalization": (0, 3), "SkipSimplifiedLayerNormalization": (0, 3)}
+
 KNOWN_OPS = (
     UNARY | BINARY | FEATURENORM | SOFTMAX | REDUCE | POOL | RESHAPE | SPLIT | SHAPE_OPS | CONV
     | MATMUL | {"BatchNormalization", "Concat", "Constant", "ConstantOfShape", "Range"}
 )
 # Known ops whose output has the shape of their (first) input.
 SAME_SHAPE = (UNARY - RESHAPING_UNARY) | FEATURENORM | SOFTMAX
+
+
+def index_inputs(n: onnx.NodeProto) -> tuple[int, ...]:
+    """Input positions of node ``n`` that are indices read beside its data (:data:`INDEX_INPUTS`)."""
+    return INDEX_INPUTS.get((n.op_type, "" if n.domain == "ai.onnx" else n.domain), ())
+
+
+def same_shape_outputs(n: onnx.NodeProto) -> tuple[int, ...]:
+    """Output positions of a SAME_SHAPE node ``n`` that have its first input's shape."""
+    return SAME_SHAPE_OUTPUTS.get(n.op_type, (0,))
 
 
 def is_unknown_op(n: onnx.NodeProto) -> bool:

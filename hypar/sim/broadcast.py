@@ -28,7 +28,7 @@ from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
 from hypar.sim.errors import SimulationError, Unsupported
 from hypar.sim.kernels import reduce_bwd, reduce_fwd, unbroadcast
 from hypar.sim.ledger import StatsKey
-from hypar.sim.mesh import Dist, region_key
+from hypar.sim.mesh import Dist, TensorAxes, region_key, units_of
 from hypar.sim.ops import backward_op, forward_op, is_add, is_binary
 
 ROLES = ("batch", "feature")
@@ -104,8 +104,9 @@ def broadcast_forward(lay: G.Layer, xs: list[Dist], out_axes: tuple) -> Dist:
 
 
 def _dense_axes(d: Dist) -> tuple:
-    """d's (batch, feature) axes without a size-1 one (whole everywhere: never a split to use)."""
-    return tuple(None if a is None or d.shape[a] == 1 else a for a in d.axes)
+    """d's (batch, feature) axes without a size-1 one (whole everywhere: never a split to use),
+    with their units."""
+    return TensorAxes(tuple(None if a is None or d.shape[a] == 1 else a for a in d.axes), units_of(d.axes))
 
 
 def allreduce_partial(ctx, key: StatsKey, charge, d: Dist) -> Dist:

@@ -34,7 +34,7 @@ import numpy as np
 from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
 from hypar.sim.comm import Comm
 from hypar.sim.errors import SimulationError, Unsupported
-from hypar.sim.mesh import Dist, put_block, share_replicas, take_block
+from hypar.sim.mesh import Dist, put_block, share_replicas, take_block, units_of
 
 SHARDS = (ROWS, COLS)
 AXIS = {ROWS: 0, COLS: 1}          # a shard layout -> which of (batch, feature) it splits
@@ -80,7 +80,7 @@ class _Order:
         self.present = [a for a in (0, 1) if d.axes[a] is not None]
         self.grid_axes = [d.axes[a] for a in self.present]
         self.fibre = int(np.prod([n for ax, n in enumerate(d.shape) if ax not in self.grid_axes]))
-        self.digits = {a: self.mesh.axis_digits(d.shape[d.axes[a]]) for a in self.present}
+        self.digits = {a: self.mesh.axis_digits(d.shape[d.axes[a]], units_of(d.axes)[a]) for a in self.present}
         self.free = free_axes(self.axes, self.src, self.tgt)
         self.sel = {a: [self._initial(a, p) for p in range(self.mesh.P)] for a in self.present}
         self.data, self.have = [], []

@@ -10,7 +10,10 @@ of a split axis has one digit per level -- the level's coordinate of the PE whos
 it, the axis cut into one contiguous block per PE, sizes split top first down the array's tree by
 throughput (``split_counts``); a layout sharding the axis at levels L gives a PE the indices whose
 digits at L are its coordinates there, so a split at one level is independent of the splits at
-the others. Blocks may be unequal or empty. A ``strict`` mesh (the ``reference`` convention,
+the others. Blocks may be unequal or empty. An axis may carry a unit (``hypar.shards`` "Units",
+from the graph's tensors, :class:`TensorAxes`): its indices are then placed in units of that many
+consecutive indices, which is what keeps the shards mapping through a reshape regrouping heads
+into features. A ``strict`` mesh (the ``reference`` convention,
 whose cost model rounds each level's view on its own) refuses an axis that does not split evenly
 over several levels (:class:`UnevenSplit`).
 """
@@ -32,6 +35,32 @@ from hypar.sim.errors import SimulationError, UnevenSplit
 T = TypeVar("T")
 
 
+class TensorAxes(tuple):
+    """A tensor's (batch axis, feature axis) -- each an int or None -- with ``units``, the unit of
+    each (:mod:`hypar.shards` "Units"; the graph tensor's ``batch_unit`` / ``feature_unit``). It
+    is the 2-tuple of axes (unpacks, indexes and compares as one); the units ride along."""
+
+    units: tuple[int, int]
+
+    def __new__(cls, axes: tuple = (0, 1), units: tuple[int, int] = (1, 1)) -> "TensorAxes":
+        out = super().__new__(cls, tuple(axes))
+        out.units = (int(units[0]), int(units[1]))
+        return out
+
+    def __reduce__(self):
+        return TensorAxes, (tuple(self), self.units)
+
+    @staticmethod
+    def of(t) -> "TensorAxes":
+        """The axes and units of graph tensor ``t`` (:class:`hypar.graph.Tensor`)."""
+        return TensorAxes((t.batch_axis, t.feature_axis), (t.batch_unit, t.feature_unit))
+
+
+def units_of(axes: tuple) -> tuple[int, int]:
+    """The (batch, feature) units of ``axes``: its own for :class:`TensorAxes`, else (1, 1)."""
+    return getattr(axes, "units", (1, 1))
+
+
 class Mesh:
     """P virtual PEs; PE p has one coordinate per level (its subgroup index there, top first)."""
 
@@ -49,19 +78,19 @@ class Mesh:
         self.P = prod(fanouts)
         self.coords = [self._digits(p) for p in range(self.P)]
         self._groups: dict[int, list[list[int]]] = {}
-        self.index_cache: dict[tuple, list[np.ndarray]] = {}     # (axis size, levels) -> indices per PE
+        self.index_cache: dict[tuple, list[np.ndarray]] = {}     # (axis size, unit, levels) -> indices per PE
 
     def _digits(self, q: int) -> tuple[int, ...]:
         """The mixed-radix digits of q (one per level, top first)."""
         return tuple((q // prod(self.fanouts[h + 1:])) % self.fanouts[h] for h in range(self.H))
 
-    def axis_digits(self, n: int) -> np.ndarray:
-        """(H, n) digits of every index of an axis of size n (:func:`hypar.shards.axis_digits`;
-        read-only). A strict mesh raises UnevenSplit for an axis that does not split evenly over
-        several levels."""
-        if self.strict and self.H > 1 and not shards.is_even(self.array, n):
+    def axis_digits(self, n: int, unit: int = 1) -> np.ndarray:
+        """(H, n) digits of every index of an axis of size n in units of ``unit``
+        (:func:`hypar.shards.axis_digits`; read-only). A strict mesh raises UnevenSplit for an
+        axis that does not split evenly over several levels."""
+        if self.strict and self.H > 1 and not shards.is_even(self.array, n, unit):
             raise UnevenSplit(f"an axis of size {n} does not divide over {self.P} PEs")
-        return shards.axis_digits(self.array, n)
+        return shards.axis_digits(self.array, n, unit)
 
     def sibling_groups(self, h: int) -> list[list[int]]:
         """Groups of PEs that differ only in their level-h coordinate, ordered by it (cached; do
@@ -99,11 +128,12 @@ class Dist:
                  vals: list[np.ndarray] | None = None, axes: tuple = (0, 1),
                  blocks: list[np.ndarray] | None = None):
         """``vals[p]``: PE p's array of the full ``shape``, or ``blocks[p]``: its region's values
-        (exactly one of the two); ``axes``: (batch axis, feature axis), either may be None."""
+        (exactly one of the two); ``axes``: (batch axis, feature axis), either may be None, a
+        :class:`TensorAxes` when an axis has a unit other than 1."""
         if (vals is None) == (blocks is None):
             raise ValueError("a Dist takes either vals or blocks")
         self.mesh, self.shape, self.layouts = mesh, tuple(shape), tuple(layouts)
-        self.axes = tuple(axes)
+        self.axes = axes if isinstance(axes, TensorAxes) else tuple(axes)
         self._vals, self._blocks = vals, blocks
 
     @property
@@ -164,9 +194,9 @@ def region_key(layouts: tuple) -> tuple:
 
 def same_regions(a: Dist, b: Dist) -> bool:
     """Do a and b hold the same (batch, feature) indices on every PE: the same levels split each
-    axis, of the same size (so their blocks line up)."""
+    axis, of the same size and unit (so their blocks line up)."""
     def sizes(d: Dist) -> tuple:
-        return tuple(None if ax is None else d.shape[ax] for ax in d.axes)
+        return tuple(None if ax is None else d.shape[ax] for ax in d.axes), units_of(d.axes)
     return region_key(a.layouts) == region_key(b.layouts) and sizes(a) == sizes(b)
 
 
@@ -174,15 +204,15 @@ def region_index(mesh: Mesh, shape: tuple, layouts: tuple, axes: tuple, p: int) 
     """PE p's (batch indices, feature indices) under ``layouts``: int arrays, None where the axis
     is absent or not split (the whole axis). Raises UnevenSplit as :meth:`Mesh.axis_digits`."""
     out = []
-    for ax, lay in zip(axes, (ROWS, COLS)):
+    for ax, lay, unit in zip(axes, (ROWS, COLS), units_of(axes)):
         levels = tuple(h for h, l in enumerate(layouts) if l == lay)
         if ax is None or not levels:
             out.append(None)
             continue
-        key = (shape[ax], levels)
+        key = (shape[ax], unit, levels)
         hit = mesh.index_cache.get(key)
         if hit is None:
-            d = mesh.axis_digits(shape[ax])
+            d = mesh.axis_digits(shape[ax], unit)
             hit = mesh.index_cache[key] = [np.flatnonzero(np.logical_and.reduce(
                 [d[h] == mesh.coords[q][h] for h in levels])) for q in range(mesh.P)]
         out.append(hit[p])
@@ -255,15 +285,16 @@ def sub_block(d: Dist, p: int, want: tuple) -> np.ndarray:
 def shard_mask(mesh: Mesh, shape: tuple[int, ...], layouts: tuple[str, ...], p: int,
                axes: tuple = (0, 1)) -> np.ndarray:
     """PE p's elements of a tensor (a boolean array of ``shape``): ROWS splits the batch axis,
-    COLS the feature axis (``axes``). Raises SimulationError for a split of a missing axis."""
+    COLS the feature axis (``axes``, with their units). Raises SimulationError for a split of a
+    missing axis."""
     bax, fax = axes
     m = np.ones(tuple(shape), bool)
-    for ax, lay in ((bax, ROWS), (fax, COLS)):
+    for ax, lay, unit in ((bax, ROWS, units_of(axes)[0]), (fax, COLS, units_of(axes)[1])):
         if lay not in layouts:
             continue
         if ax is None:
             raise SimulationError(f"layout {lay} on a tensor without that axis")
-        d = mesh.axis_digits(shape[ax])
+        d = mesh.axis_digits(shape[ax], unit)
         r = np.ones(shape[ax], bool)
         for h, l in enumerate(layouts):
             if l == lay:
@@ -272,12 +303,13 @@ def shard_mask(mesh: Mesh, shape: tuple[int, ...], layouts: tuple[str, ...], p: 
     return m
 
 
-def axis_mask(mesh: Mesh, n: int, levels: list[int], p: int) -> np.ndarray:
-    """PE p's indices of an axis of size n split at ``levels`` (boolean, length n)."""
+def axis_mask(mesh: Mesh, n: int, levels: list[int], p: int, unit: int = 1) -> np.ndarray:
+    """PE p's indices of an axis of size n (in units of ``unit``) split at ``levels`` (boolean,
+    length n)."""
     m = np.ones(n, bool)
     if not levels:
         return m
-    d = mesh.axis_digits(n)
+    d = mesh.axis_digits(n, unit)
     for h in levels:
         m &= d[h] == mesh.coords[p][h]
     return m

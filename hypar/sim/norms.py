@@ -19,7 +19,7 @@ from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
 from hypar.sim.errors import SimulationError
 from hypar.sim.kernels import bn_shape
 from hypar.sim.ledger import StatsKey
-from hypar.sim.mesh import Dist, per_pe, same_regions
+from hypar.sim.mesh import Dist, TensorAxes, per_pe, same_regions, units_of
 
 
 class NormShards:
@@ -147,7 +147,7 @@ class BatchNormShards(NormShards):
         return np.stack([ar.sum(axis=(0, 2)), np.einsum("bcn,bcn->c", ar, br)])
 
     def stats_frame(self, x):
-        return (2, x.shape[1]), (0, 1)
+        return (2, x.shape[1]), TensorAxes((0, 1), (1, units_of(x.axes)[1]))
 
     def stat(self, s, k, blk):
         return s[k].reshape(bn_shape(blk))
@@ -175,7 +175,7 @@ class LayerNormShards(NormShards):
         return np.stack([a.sum(axis=-1), np.einsum("...d,...d->...", a, b)], axis=-1)
 
     def stats_frame(self, x):
-        return x.shape[:-1] + (2,), (x.axes[0], None)
+        return x.shape[:-1] + (2,), TensorAxes((x.axes[0], None), (units_of(x.axes)[0], 1))
 
     def stat(self, s, k, blk):
         return s[..., k:k + 1]

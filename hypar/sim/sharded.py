@@ -23,7 +23,7 @@ from hypar.sim.broadcast import (broadcast_backward, broadcast_forward, broadcas
 from hypar.sim.errors import Unsupported
 from hypar.sim.hierorder import run_order
 from hypar.sim.ledger import Ledger, StatsKey
-from hypar.sim.mesh import Dist, per_pe, region_key, same_regions, shard_mask
+from hypar.sim.mesh import Dist, per_pe, region_key, same_regions, shard_mask, units_of
 from hypar.sim.norms import BATCHNORM, LAYERNORM, RMSNORM
 from hypar.sim.ops import (backward_op, concat_axis, forward_op, is_concat, is_expand, is_layernorm, is_lrn,
                            is_pad, is_reduce, is_rmsnorm, is_shape_op, is_softmax, is_split, pad_widths,
@@ -145,7 +145,7 @@ def _blockwise(lay: G.Layer, xs: list[Dist], out_axes: tuple) -> bool:
     """Can the op run on the blocks: it keeps the batch and feature axes where they are (a Flatten
     only of whole channels), its inputs' blocks line up and none is empty."""
     x0 = xs[0]
-    if is_shape_op(lay) or is_split(lay) or tuple(out_axes) != tuple(x0.axes):
+    if is_shape_op(lay) or is_split(lay) or tuple(out_axes) != tuple(x0.axes) or units_of(out_axes) != units_of(x0.axes):
         return False
     if lay.op == "Flatten" and any(x0.index(p)[1] is not None for p in range(x0.mesh.P)):
         return False
@@ -181,7 +181,8 @@ def _joined_along(lay: G.Layer, ds: list[Dist]) -> bool:
         return False
     ax, d0 = concat_axis(lay, len(ds[0].shape)), ds[0]
     for d in ds:
-        if region_key(d.layouts) != region_key(d0.layouts) or tuple(d.axes) != tuple(d0.axes):
+        if region_key(d.layouts) != region_key(d0.layouts) or tuple(d.axes) != tuple(d0.axes) \
+                or units_of(d.axes) != units_of(d0.axes):
             return False
         if any(a is not None and a != ax and d.shape[a] != d0.shape[a] for a in d.axes):
             return False

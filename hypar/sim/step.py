@@ -53,7 +53,8 @@ from hypar.sim.edges import edges_for
 from hypar.sim.errors import SimulationError, UnevenSplit, Unsupported
 from hypar.sim.graphwalk import folded_between, folded_error_to_sources, pre_chain, producers, tensor_meta
 from hypar.sim.ledger import Ledger
-from hypar.sim.mesh import Dist, Mesh, add, mask_to_layout, max_abs, max_abs_error, region_key, same_regions, scatter
+from hypar.sim.mesh import (Dist, Mesh, TensorAxes, add, mask_to_layout, max_abs, max_abs_error, region_key, same_regions,
+                             scatter)
 from hypar.sim.background import Background
 from hypar.sim.broadcast import broadcasting
 from hypar.sim.lookup import lookup_backward, lookup_forward
@@ -114,7 +115,7 @@ class TrainingStep:
         self.checks: dict[int, list[Future]] = defaultdict(list)   # node -> (max error, scale) futures
         self.strat = [[model.nodes[i].strategy(t) for t in assignment[i]] for i in range(len(self.names))]
         meta = tensor_meta(self.g)
-        self.axes_of = {name: (t.batch_axis, t.feature_axis) for name, t in meta.items()}
+        self.axes_of = {name: TensorAxes.of(t) for name, t in meta.items()}
         self.shape_of = {name: tuple(t.shape) for name, t in meta.items()}
         self.ctx = ShardContext(self.ledger, self.data.weights, res, self.axes_of,
                                 model.convention == Convention.HIERARCHICAL)

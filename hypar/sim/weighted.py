@@ -12,7 +12,7 @@ from hypar import graph as G
 from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
 from hypar.sim.errors import SimulationError, Unsupported
 from hypar.sim.ledger import IntraKey, Ledger
-from hypar.sim.mesh import Dist, as_cut, axis_mask, max_abs_diff, sub_block
+from hypar.sim.mesh import Dist, as_cut, axis_mask, max_abs_diff, sub_block, units_of
 from hypar.sim.kernels import embedding_grad
 from hypar.sim.ops import backward_op, forward_op, weight_grad
 
@@ -26,23 +26,31 @@ class _Blocks:
 
     A grouped Conv splits (batch, groups) instead: a PE owns the input and output channels of its
     groups, its weight block is every group input channel (W is (Ci/G, Co, kh, kw)) by its output
-    channels."""
+    channels.
 
-    def __init__(self, lay: G.Layer, x: Dist, w: np.ndarray, strat: list):
+    Units (:mod:`hypar.shards` "Units"): the batch and W's rows take the units of the input's
+    batch and feature axes, W's columns that of the output's features (``out``: the output or its
+    error, whose axes carry it); groups take 1."""
+
+    def __init__(self, lay: G.Layer, x: Dist, w: np.ndarray, strat: list, out: tuple):
         self.mesh, self.name = x.mesh, lay.name
         self.grouped = lay.kind == G.CONV and lay.groups > 1
+        (bu, fu), out_unit = units_of(x.axes), units_of(out)[1]
         if self.grouped:
             self.cin, self.cout = w.shape[0], w.shape[1] // lay.groups
             self.sizes = (x.shape[x.axes[0]], lay.groups, lay.groups)
+            self.units = (bu, 1, 1)
             axes = "bgg"
         else:
             self.sizes = (x.shape[x.axes[0]], w.shape[0], w.shape[1])
+            in_unit = fu if x.axes[1] is not None and x.shape[x.axes[1]] == w.shape[0] else 1
+            self.units = (bu, in_unit, out_unit)
             axes = "bio"
         self.levels = tuple([h for h in range(len(strat)) if strat[h].split_axis == a] for a in axes)
 
     def masks(self, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """PE p's (batch, input, output) masks (a grouped Conv: batch, groups, groups)."""
-        return tuple(axis_mask(self.mesh, n, lv, p) for n, lv in zip(self.sizes, self.levels))
+        return tuple(axis_mask(self.mesh, n, lv, p, u) for n, lv, u in zip(self.sizes, self.levels, self.units))
 
     def index(self, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """PE p's (batch, input, output) indices (a grouped Conv: its groups' channels)."""
@@ -191,14 +199,14 @@ def weighted_forward(ledger: Ledger, i: int, lay: G.Layer, w: np.ndarray, x: Dis
     """Node i's output: local products on every PE's shard, then the all-reduce of the partial
     output (type II levels; counted as ``IntraKey(i, "F_out")``). ``strat``: the node's strategy
     per level. Raises SimulationError when the output's layouts are not the strategy's."""
-    out_blocks = _forward_blocks(lay, w, x, _Blocks(lay, x, w, strat), out_axes)
+    out_blocks = _forward_blocks(lay, w, x, _Blocks(lay, x, w, strat, out_axes), out_axes)
     lays = tuple(OUT_LAYOUT[s.split_axis] for s in strat)
     reduced = reduced_blocks(ledger, IntraKey(i, "F_out"), out_blocks, lays)
     out_l = tuple(FULL if l == PARTIAL else l for l in lays)
     if out_l != tuple(s.out_layout for s in strat):
         raise SimulationError(f"{lay.name}: output layouts {out_l} differ from the strategy's")
     out = Dist(x.mesh, out_shape, out_l, axes=out_axes, blocks=reduced)
-    blocks = _Blocks(lay, x, w, strat)
+    blocks = _Blocks(lay, x, w, strat, out_axes)
     for p in range(x.mesh.P):
         blocks.check_channels(out, p, blocks.index(p)[2], "output")
     return out
@@ -256,7 +264,7 @@ def weighted_backward(ledger: Ledger, i: int, lay: G.Layer, w: np.ndarray, x: Di
     """(dW, E_in) of node i for output error ``eo``: dW on every PE's block, all-reduced over
     type I levels (counted as ``IntraKey(i, "dW")``, on the blocks as :func:`reduced_blocks` says);
     E_in left partial over type III levels (None for an embedding: token ids take no error)."""
-    blocks = _Blocks(lay, x, w, strat)
+    blocks = _Blocks(lay, x, w, strat, eo.axes)
     dw_vals, ei_blocks = _gradient_blocks(lay, w, x, eo, blocks)
     lays = tuple(PARTIAL if s.split_axis == "b" else FULL for s in strat)
     index = [blocks.weight_index(p) for p in range(x.mesh.P)]

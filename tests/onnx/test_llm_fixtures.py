@@ -94,14 +94,20 @@ def test_decoder_plan_is_megatrons_by_module_name():
     MLP, and the plan says so under the names the user knows."""
     g = load("decoder_dynamo", batch=2, dims={"sequence": 16})
     plan = api.partition("decoder_dynamo.onnx", array_from_levels([2, 2]), graph=g)
+    assert_megatron(plan, LAYERS)
+    assert plan["model"]["parameters"] == DECODER_PARAMS
+
+
+def assert_megatron(plan: dict, layers: int) -> None:
+    """Every block of a two-level ``plan`` of a Llama-style decoder (Hugging Face module names):
+    q/k/v/gate/up type III and o/down type II at both levels."""
     types = {row["module"]: row["types"] for row in plan["layers"] if row["kind"] == G.GEMM}
-    for i in range(LAYERS):
+    for i in range(layers):
         blk = f"model.layers.{i}"
         for m in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj", "mlp.up_proj"):
             assert types[f"{blk}.{m}"] == ["III", "III"], (m, types[f"{blk}.{m}"])
         for m in ("self_attn.o_proj", "mlp.down_proj"):
             assert types[f"{blk}.{m}"] == ["II", "II"], (m, types[f"{blk}.{m}"])
-    assert plan["model"]["parameters"] == DECODER_PARAMS
 
 
 @pytest.mark.parametrize("hw", [(24, 40), (16, 16), (36, 20)])

@@ -295,7 +295,9 @@ def test_flatten_keeps_channels_as_feature():
         f = Flatten<axis=1>(x)
         y = Gemm<transB=1>(f, w) }""", w=(10, 200))
     g = load_layer_graph(m)
-    assert g.edges["Flatten_0", "Gemm_1"]["tensor"] == G.Tensor("f", (4, 200), 0, 1)
+    # 200 = 8 channels x 25 pixels: the flattened features are placed in units of 25
+    # (hypar/onnx/units.py), so that a split of the channels maps onto them
+    assert g.edges["Flatten_0", "Gemm_1"]["tensor"] == G.Tensor("f", (4, 200), 0, 1, feature_unit=25)
     assert lay(g, "Flatten_0").kind == G.RESHAPE and lay(g, "Flatten_0").attr("axis") == 1
 
 

@@ -60,10 +60,10 @@ def plan_pairs(H: int) -> list[tuple[tuple, tuple]]:
     return sorted(pairs)
 
 
-def distributed(mesh: Mesh, truth: np.ndarray, s: tuple, rng: np.random.Generator) -> Dist:
-    """``truth`` laid out in ``s``; at P levels the members of each P-group hold random parts summing
-    to it."""
-    d = scatter(mesh, truth, tuple(FULL if x == PARTIAL else x for x in s))
+def distributed(mesh: Mesh, truth: np.ndarray, s: tuple, rng: np.random.Generator, axes: tuple = (0, 1)) -> Dist:
+    """``truth`` laid out in ``s`` (its (batch, feature) ``axes``, with their units when a
+    TensorAxes); at P levels the members of each P-group hold random parts summing to it."""
+    d = scatter(mesh, truth, tuple(FULL if x == PARTIAL else x for x in s), axes)
     plevels = [h for h, x in enumerate(s) if x == PARTIAL]
     if not plevels:
         return d
