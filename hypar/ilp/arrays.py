@@ -144,35 +144,71 @@ class _Columns:
 
 
 class _Rows:
-    """Rows being collected in blocks of equal-length rows: per block its columns and
-    coefficients (2-D, one line per row) and the rows' bounds."""
+    """Rows being collected in runs: per run its terms' columns and coefficients (flat), each
+    row's length, and the run's bounds (one pair for every row of the run)."""
 
     def __init__(self) -> None:
-        self.cols: list[np.ndarray] = []
-        self.coefs: list[np.ndarray] = []
-        self.bounds: list[tuple[int, float, float]] = []      # (rows, lower, upper)
+        self.index: list[np.ndarray] = []
+        self.value: list[np.ndarray] = []
+        self.lengths: list[np.ndarray] = []
+        self.bounds: list[tuple[float, float]] = []
 
     def add(self, cols, coefs, lower: float, upper: float) -> None:
         """One row."""
-        self.block(np.asarray(cols, np.int64).reshape(1, -1),
-                   np.asarray(coefs, float).reshape(1, -1), lower, upper)
+        cols = np.asarray(cols, np.int64).ravel()
+        self.run(cols, np.asarray(coefs, float).ravel(), np.array([len(cols)]), lower, upper)
 
     def block(self, cols: np.ndarray, coefs: np.ndarray, lower: float, upper: float) -> None:
         """One row per line of the 2-D ``cols`` / ``coefs`` (same shape)."""
-        if len(cols):
-            self.cols.append(cols)
-            self.coefs.append(coefs)
-            self.bounds.append((len(cols), lower, upper))
+        self.run(cols.ravel(), coefs.ravel(), np.full(len(cols), cols.shape[1]), lower, upper)
+
+    def run(self, index: np.ndarray, value: np.ndarray, lengths: np.ndarray, lower: float,
+            upper: float) -> None:
+        """Rows of ``lengths`` terms each, their terms ``index`` / ``value`` one after another."""
+        if len(lengths):
+            self.index.append(index)
+            self.value.append(value)
+            self.lengths.append(lengths)
+            self.bounds.append((lower, upper))
 
     def arrays(self) -> tuple[np.ndarray, ...]:
         """(row_lower, row_upper, row lengths, index, value) of all rows in order."""
-        counts = np.array([n for n, _, _ in self.bounds], np.int64)
-        lower = np.repeat([lo for _, lo, _ in self.bounds], counts).astype(float)
-        upper = np.repeat([up for _, _, up in self.bounds], counts).astype(float)
-        lengths = np.repeat([c.shape[1] for c in self.cols], counts).astype(np.int64)
-        index = np.concatenate([c.ravel() for c in self.cols]) if self.cols else np.zeros(0)
-        value = np.concatenate([c.ravel() for c in self.coefs]) if self.coefs else np.zeros(0)
-        return lower, upper, lengths, index.astype(np.int32), value.astype(float)
+        if not self.lengths:
+            return np.zeros(0), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0)
+        counts = [len(n) for n in self.lengths]
+        lower = np.repeat([lo for lo, _ in self.bounds], counts).astype(float)
+        upper = np.repeat([up for _, up in self.bounds], counts).astype(float)
+        return (lower, upper, np.concatenate(self.lengths).astype(np.int64),
+                np.concatenate(self.index).astype(np.int32), np.concatenate(self.value).astype(float))
+
+
+@functools.lru_cache(maxsize=None)
+def _pair_pattern(tu: int, tv: int) -> tuple[np.ndarray, np.ndarray]:
+    """(coefficients, row lengths) of one pair's marginal rows: ``tu`` rows ``sum_t y - x_u``,
+    then ``tv - 1`` rows ``sum_s y - x_v``."""
+    coefs = np.concatenate([np.tile([1.0] * tv + [-1.0], tu), np.tile([1.0] * tu + [-1.0], tv - 1)])
+    return coefs, np.array([tv + 1] * tu + [tu + 1] * (tv - 1), np.int64)
+
+
+def _pair_rows(pairs, cols: "_Columns", rows: _Rows) -> None:
+    """Every pair's marginal rows, pair after pair, built for all pairs of one shape at once."""
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for p, (_u, _v, m) in enumerate(pairs):
+        by_shape.setdefault(m.shape, []).append(p)
+    segments: list[np.ndarray | None] = [None] * len(pairs)
+    for (tu, tv), ps in by_shape.items():
+        y = np.stack([cols.y[p] for p in ps])                               # k, tu, tv
+        xu = np.stack([cols.x[pairs[p][0]] for p in ps])[:, :, None]        # k, tu, 1
+        xv = np.stack([cols.x[pairs[p][1]] for p in ps])[:, :tv - 1, None]  # k, tv-1, 1
+        flat = np.concatenate([np.concatenate([y, xu], axis=2).reshape(len(ps), -1),
+                               np.concatenate([y.transpose(0, 2, 1)[:, :tv - 1], xv],
+                                              axis=2).reshape(len(ps), -1)], axis=1)
+        for j, p in enumerate(ps):
+            segments[p] = flat[j]
+    if pairs:
+        patterns = [_pair_pattern(*m.shape) for _u, _v, m in pairs]
+        rows.run(np.concatenate(segments), np.concatenate([c for c, _ in patterns]),
+                 np.concatenate([n for _, n in patterns]), 0.0, 0.0)
 
 
 def build_arrays(red: ReducedProblem) -> ArrayModel:
@@ -197,11 +233,7 @@ def build_arrays(red: ReducedProblem) -> ArrayModel:
     for (u, v, m), ys in zip(pairs, cols.y):
         ypos[(u, v)] = ys
         put(ys, m)
-        tu, tv = m.shape
-        xu, xv = cols.x[u], cols.x[v]
-        rows.block(np.column_stack([ys, xu]), np.tile([1.0] * tv + [-1.0], (tu, 1)), 0.0, 0.0)
-        rows.block(np.column_stack([ys.T[:tv - 1], xv[:tv - 1]]),
-                   np.tile([1.0] * tu + [-1.0], (tv - 1, 1)), 0.0, 0.0)
+    _pair_rows(pairs, cols, rows)
     _factor_rows(red, cols, rows, put)
     for g, k in zip(red.groups, cols.aux):
         put(np.array([k]), [g.cost])
