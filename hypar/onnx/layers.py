@@ -204,15 +204,27 @@ def _concat(ctx: LayerContext, v: NodeView) -> tuple[Fields, Attrs]:
     return {}, {"axis": norm_axis(int(v.attrs.get("axis", 0)), r)}
 
 
+# A Gather's constant indices are recorded (attribute ``indices``) up to this many.
+MAX_RECORDED_INDICES = 64
+
+
 def _split(ctx: LayerContext, v: NodeView) -> tuple[Fields, Attrs]:
     """Split (``axis``, ``split`` sizes), Slice (``starts`` / ``ends`` / ``axes`` / ``steps``
-    where known) and the Gathers (``axis``)."""
+    where known) and the Gathers (``axis``; a Gather's constant ``indices`` when there are at most
+    :data:`MAX_RECORDED_INDICES`: an int for a scalar index, a tuple for a 1-D one)."""
     r = len(ctx.shape(v.node.input[0], v.name))
     if v.op == "Split":
         return {}, _split_attrs(ctx, v, r)
     if v.op == "Slice":
         return {}, _slice_attrs(ctx, v, r)
-    return {}, {"axis": norm_axis(int(v.attrs.get("axis", 0)), r)}
+    attrs: Attrs = {"axis": norm_axis(int(v.attrs.get("axis", 0)), r)}
+    idx = ctx.constants.value(v.input(1)) if v.op == "Gather" and v.input(1) else None
+    if idx is not None and idx.ndim <= 1 and idx.size <= MAX_RECORDED_INDICES:
+        n = ctx.shape(v.node.input[0], v.name)[attrs["axis"]]
+        flat = tuple(int(i) % n for i in idx.reshape(-1))
+        attrs["indices"] = flat[0] if idx.ndim == 0 else flat
+    return {}, attrs
+
 
 
 def _split_attrs(ctx: LayerContext, v: NodeView, r: int) -> Attrs:
@@ -251,8 +263,17 @@ def _slice_attrs(ctx: LayerContext, v: NodeView, r: int) -> Attrs:
 
 def _elementwise(ctx: LayerContext, v: NodeView) -> tuple[Fields, Attrs]:
     """Unary ops keep their parameters (alpha, approximate, ...); binary ops none, but a Pow of an
-    activation keeps its ``exponent`` when it is a constant scalar (a decomposed norm's square)."""
+    activation keeps its ``exponent`` when it is a constant scalar (a decomposed norm's square)
+    and an Expand its output ``shape`` (the broadcast target); a Pad its constant ``pads``
+    (begins then ends, per axis) and ``value`` (0 when absent) when known."""
     attrs = pick(v.attrs, _UNARY_ATTRS) if v.op in UNARY else {}
+    if v.op == "Expand":
+        attrs["shape"] = tuple(ctx.shape(v.node.output[0], v.name))
+    if v.op == "Pad" and v.input(1) and "axes" not in v.attrs and not v.input(3):
+        pads = ctx.ints(v.input(1))
+        value = ctx.scalar(v.input(2)) if v.input(2) else 0.0
+        if pads is not None and value is not None:
+            attrs["pads"], attrs["value"] = tuple(int(p) for p in pads), value
     if v.op == "Pow" and v.input(1) and not ctx.is_act(v.input(1)):
         exponent = ctx.scalar(v.input(1))
         if exponent is not None:

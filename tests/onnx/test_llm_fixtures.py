@@ -116,3 +116,20 @@ def test_windowed_vit_imports_at_any_size_with_its_parameters(hw):
     assert all(ran[t] == s for t, s in got.items()), {t: (s, ran[t]) for t, s in got.items() if ran[t] != s}
     table = next(G.layer(g, n) for n in G.decision_layers(g) if G.layer(g, n).kind == G.EMBEDDING)
     assert (table.module, table.weight_elements) == ("attn", 98)   # the module whose forward gathers it
+
+
+@pytest.mark.parametrize("stem, dims", [("windowed_vit_torchscript", {"height": 16, "width": 16}),
+                                        ("windowed_attention_dynamic", {"height": 16, "width": 16})])
+def test_picking_q_out_of_packed_qkv_keeps_the_heads_as_features(stem, dims):
+    """qkv (.., 3 x heads x head size) -> reshape -> permute -> Gather(0): q's heads are its
+    feature axis (the packed dim's next part), so the attention and the projection after it
+    split by heads like an unpacked export's."""
+    g = load(stem, batch=2, dims=dims)
+    for n in G.decision_layers(g):
+        lay = G.layer(g, n)
+        if lay.kind == G.MATMUL_ACT:
+            (t,) = {d["tensor"] for _, _, d in g.in_edges(n, data=True) if d["slots"] == (0,)} or {None}
+            assert t is not None and t.feature_axis == 1 and t.shape[1] == 2, (n, t)   # (windows x B, heads, ...)
+    proj = next(n for n in G.decision_layers(g) if (G.layer(g, n).module or "").endswith("attn.proj"))
+    (x,) = {d["tensor"] for _, _, d in g.in_edges(proj, data=True)}
+    assert x.feature_axis == len(x.shape) - 1
