@@ -326,6 +326,11 @@ def _issue12_targets(plan, results: dict) -> None:
     if t100 and t3000:
         _verdict("chain 100 -> 3000 layers, time per layer ratio", (t3000 / 3000) / (t100 / 100),
                  1.2, "x")
+    _export_ratio(plan, results)
+
+
+def _export_ratio(plan, results: dict) -> None:
+    """Partition seconds at 64 PEs over ``onnx.load`` seconds of each ``--export`` file."""
     for name, kind, _n, _p in plan:
         if kind == "export":
             r = results.get((name, 64), {})
@@ -353,6 +358,7 @@ def main(argv=None) -> int:
     if a.issue12:
         _issue12_targets(plan, results)
         return 0
+    _export_ratio(plan, results)
     print("targets (issue 4, end to end = import + solve + plan + JSON write, this machine):")
     for name, pes, target in TARGETS:
         r = results.get((name, pes))
