@@ -55,6 +55,7 @@ from hypar.sim.graphwalk import folded_between, folded_error_to_sources, pre_cha
 from hypar.sim.ledger import Ledger
 from hypar.sim.mesh import Dist, Mesh, add, mask_to_layout, max_abs, max_abs_error, region_key, same_regions, scatter
 from hypar.sim.background import Background
+from hypar.sim.blas import blas_threads
 from hypar.sim.broadcast import broadcasting
 from hypar.sim.ops import WEIGHTED_KINDS, is_reduce, is_split
 from hypar.sim.reference import Reference, seeded_data
@@ -478,7 +479,8 @@ def simulate(model, assignment: list[tuple], seed: int = 0, tol: float | None = 
         raise ValueError("simulate needs every level of every node decided")
     step = TrainingStep(model, assignment, seed, res, dtype)
     try:
-        return step.run()
+        with blas_threads():          # this thread's share of the cores (the reference's thread has its own)
+            return step.run()
     except UnevenSplit as exc:
         # only a strict mesh (the reference convention) raises it
         res.unsupported = [f"{step.node_name}: {exc} (uneven split over several levels; choose a batch / widths "
