@@ -38,18 +38,23 @@ class _Blocks:
             self.sizes = (x.shape[x.axes[0]], w.shape[0], w.shape[1])
             axes = "bio"
         self.levels = tuple([h for h in range(len(strat)) if strat[h].split_axis == a] for a in axes)
+        self._index: dict[int, tuple] = {}
 
     def masks(self, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """PE p's (batch, input, output) masks (a grouped Conv: batch, groups, groups)."""
         return tuple(axis_mask(self.mesh, n, lv, p) for n, lv in zip(self.sizes, self.levels))
 
     def index(self, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """PE p's (batch, input, output) indices (a grouped Conv: its groups' channels)."""
-        ri, ii, oi = (np.flatnonzero(m) for m in self.masks(p))
-        if self.grouped:
-            ii = (ii[:, None] * self.cin + np.arange(self.cin)).ravel()
-            oi = (oi[:, None] * self.cout + np.arange(self.cout)).ravel()
-        return ri, ii, oi
+        """PE p's (batch, input, output) indices (a grouped Conv: its groups' channels); computed
+        once per PE (read-only)."""
+        hit = self._index.get(p)
+        if hit is None:
+            ri, ii, oi = (np.flatnonzero(m) for m in self.masks(p))
+            if self.grouped:
+                ii = (ii[:, None] * self.cin + np.arange(self.cin)).ravel()
+                oi = (oi[:, None] * self.cout + np.arange(self.cout)).ravel()
+            hit = self._index[p] = (ri, ii, oi)
+        return hit
 
     def weight(self, w: np.ndarray, ii: np.ndarray, oi: np.ndarray) -> np.ndarray:
         """The weight block a PE with input indices ``ii`` and output indices ``oi`` uses (a view
@@ -190,14 +195,14 @@ def weighted_forward(ledger: Ledger, i: int, lay: G.Layer, w: np.ndarray, x: Dis
     """Node i's output: local products on every PE's shard, then the all-reduce of the partial
     output (type II levels; counted as ``IntraKey(i, "F_out")``). ``strat``: the node's strategy
     per level. Raises SimulationError when the output's layouts are not the strategy's."""
-    out_blocks = _forward_blocks(lay, w, x, _Blocks(lay, x, w, strat), out_axes)
+    blocks = _Blocks(lay, x, w, strat)
+    out_blocks = _forward_blocks(lay, w, x, blocks, out_axes)
     lays = tuple(_OUT_LAYOUT[s.split_axis] for s in strat)
     reduced = _reduced(ledger, IntraKey(i, "F_out"), out_blocks, lays)
     out_l = tuple(FULL if l == PARTIAL else l for l in lays)
     if out_l != tuple(s.out_layout for s in strat):
         raise SimulationError(f"{lay.name}: output layouts {out_l} differ from the strategy's")
     out = Dist(x.mesh, out_shape, out_l, axes=out_axes, blocks=reduced)
-    blocks = _Blocks(lay, x, w, strat)
     for p in range(x.mesh.P):
         blocks.check_channels(out, p, blocks.index(p)[2], "output")
     return out
