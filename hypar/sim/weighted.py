@@ -12,7 +12,7 @@ from hypar import graph as G
 from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
 from hypar.sim.errors import SimulationError, Unsupported
 from hypar.sim.ledger import IntraKey, Ledger
-from hypar.sim.mesh import Dist, as_cut, axis_mask, max_abs_diff, sub_block
+from hypar.sim.mesh import MAX_PIECES, Dist, as_cut, axis_mask, max_abs_diff, runs, sub_block
 from hypar.sim.kernels import embedding_grad
 from hypar.sim.ops import backward_op, forward_op, weight_grad
 
@@ -82,21 +82,10 @@ def block_of(a: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return a[r].take(c, axis=1) if isinstance(r, slice) else a[np.ix_(r, c)]   # (not a[r][:, c]: slow)
 
 
-MAX_PIECES = 64        # products per GEMM block at most when cut into runs; beyond, the block is copied
-
-
-def _runs(idx: np.ndarray) -> list[tuple[int, int, int]]:
-    """(position in ``idx``, first index, length) of each run of consecutive increasing indices."""
-    if len(idx) == 0:
-        return []
-    breaks = np.flatnonzero(np.diff(idx) != 1) + 1
-    return [(int(a), int(idx[a]), int(b - a)) for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(idx)])]
-
-
 def _pieces(rows: np.ndarray, cols: np.ndarray) -> list | None:
     """The (row run, column run) pairs covering the block ``a[rows][:, cols]`` (None when more
     than :data:`MAX_PIECES`): each a view of ``a``, so nothing is copied."""
-    rr, rc = _runs(rows), _runs(cols)
+    rr, rc = runs(rows), runs(cols)
     return [(r, c) for r in rr for c in rc] if len(rr) * len(rc) <= MAX_PIECES else None
 
 
