@@ -53,11 +53,12 @@ def load_graph(model_path: str, batch: int | None = None, array: PEArray | None 
 
 
 def model_info(model_path: str | None, g) -> dict:
-    """Name, path and sha256 of the model file (path and digest None for an in-memory graph)."""
+    """Name, path and sha256 of the model file (path and digest None for an in-memory graph) and
+    its trainable parameter count (``parameters``: :func:`hypar.graph.parameter_count`)."""
     exists = model_path is not None and os.path.isfile(model_path)
     name = g.graph.get("name") or (os.path.splitext(os.path.basename(model_path))[0] if model_path else "model")
     return {"name": name, "path": os.fspath(model_path) if exists else None,
-            "sha256": model_sha256(model_path) if exists else None}
+            "sha256": model_sha256(model_path) if exists else None, "parameters": G.parameter_count(g)}
 
 
 def paper_baseline(model: CostModel, which: Baseline | str, objective: Objective | str, settings: SolverSettings,

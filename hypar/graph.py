@@ -126,6 +126,22 @@ class Layer:
         return default
 
 
+def parameter_count(g: nx.DiGraph) -> int:
+    """Trainable parameters of the model: every layer's weight and bias elements, a weight that
+    several layers read (their ``weight`` attribute names it) once."""
+    seen: set[object] = set()
+    total = 0
+    for n in g.nodes:
+        lay = layer(g, n)
+        w = lay.attr("weight")
+        total += lay.bias_elements
+        if w is None or w not in seen:
+            total += lay.weight_elements
+            if w is not None:
+                seen.add(w)
+    return total
+
+
 def new_graph(name: str, batch: int) -> nx.DiGraph:
     """An empty layer graph with its graph-level attributes set."""
     g = nx.DiGraph(name=name, batch=batch, inputs=(), outputs=(), input_consumers={})

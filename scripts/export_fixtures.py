@@ -35,7 +35,12 @@ Files (``<model>_<exporter>[_<variant>].onnx``):
   so this one holds the decomposed forms (ReduceMean/Sub/Pow/Sqrt/Div..., Erf...);
 - transformer_sdpa_{dynamo,torchscript}: how each exporter decomposes SDPA at its default opset;
   transformer_sdpa_dynamo_opset23: the single ONNX ``Attention`` op (opset 23);
-- *_dynbatch: the batch dim is symbolic ("batch"), for the ``--batch`` binding and its error.
+- *_dynbatch: the batch dim is symbolic ("batch"), for the ``--batch`` binding and its error;
+- decoder_dynamo: scripts/fixture_llm.py's Llama-style decoder (GQA, RMSNorm, rotary, SwiGLU),
+  batch and sequence symbolic ("batch", "sequence"); decoder_dynamo_opset23: the same at opset 23
+  (RMSNormalization as one op);
+- windowed_vit_torchscript: scripts/fixture_llm.py's windowed-attention ViT through the
+  TorchScript exporter with ``dynamic_axes`` batch, height and width (run-time padding arithmetic).
 """
 
 from __future__ import annotations
@@ -60,6 +65,9 @@ except ImportError:  # pragma: no cover - dev-only script
         "(installs torch==2.13.0 and onnxscript; the CPU wheel is enough)"
     )
 import onnx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fixture_llm  # noqa: E402  (the decoder and windowed-attention models)
 
 SEED = 0
 BATCH = 2
@@ -136,6 +144,10 @@ def _example(model_name: str, batch: int = BATCH) -> tuple[torch.Tensor, str]:
     g = torch.Generator().manual_seed(SEED)
     if model_name == "cnn":
         return torch.randn(batch, 3, IMG, IMG, generator=g), "x"
+    if model_name == "decoder":
+        return torch.randint(0, fixture_llm.VOCAB, (batch, fixture_llm.SEQ), generator=g), "input_ids"
+    if model_name == "windowed_vit":
+        return torch.randn(batch, 3, 24, 40, generator=g), "pixel_values"
     return torch.randint(0, VOCAB, (batch, SEQ), generator=g), "ids"  # transformer*
 
 
@@ -143,14 +155,36 @@ def _build(model_name: str) -> nn.Module:
     torch.manual_seed(SEED)
     if model_name == "cnn":
         model: nn.Module = ResidualCNN()
+    elif model_name == "decoder":
+        model = fixture_llm.Decoder()
+    elif model_name == "windowed_vit":
+        model = fixture_llm.WindowedViT()
     else:
         model = EncoderLM(sdpa=model_name == "transformer_sdpa")
     # Non-trivial BN statistics so folding (TorchScript eval) visibly changes the weights.
+    # Trained-looking norm scales, so the dynamo exporter does not merge the all-ones initializers.
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.normal_(0, 0.1)
             m.running_var.uniform_(0.5, 1.5)
+        if isinstance(m, nn.RMSNorm):
+            nn.init.normal_(m.weight, 1.0, 0.1)
     return model.eval()
+
+
+def _dynamo_dims(model_name: str) -> dict:
+    """The symbolic dims of a dynamo export's input: batch, and the decoder's sequence."""
+    dims = {0: torch.export.Dim("batch", min=1, max=1024)}
+    if model_name == "decoder":
+        dims[1] = torch.export.Dim("sequence", min=2, max=4096)
+    return dims
+
+
+def _torchscript_axes(model_name: str, in_name: str) -> dict:
+    """The ``dynamic_axes`` of a TorchScript export: batch, and the ViT's height and width."""
+    if model_name == "windowed_vit":
+        return {in_name: {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch"}}
+    return {in_name: {0: "batch"}, "logits": {0: "batch"}}
 
 
 def export_one(model_name: str, exporter: str, path: Path, *, dynamic_batch: bool = False,
@@ -163,12 +197,12 @@ def export_one(model_name: str, exporter: str, path: Path, *, dynamic_batch: boo
         kwargs["opset_version"] = opset
     if exporter == "dynamo":
         if dynamic_batch:
-            kwargs["dynamic_shapes"] = {in_name: {0: torch.export.Dim("batch", min=1, max=1024)}}
+            kwargs["dynamic_shapes"] = {in_name: _dynamo_dims(model_name)}
         onnx_program = torch.onnx.export(model, (x,), dynamo=True, **kwargs)
         onnx_program.save(str(path), external_data=False)
     else:
         if dynamic_batch:
-            kwargs["dynamic_axes"] = {in_name: {0: "batch"}, "logits": {0: "batch"}}
+            kwargs["dynamic_axes"] = _torchscript_axes(model_name, in_name)
         if training == "preserve":
             kwargs["training"] = torch.onnx.TrainingMode.PRESERVE
             kwargs["do_constant_folding"] = False
@@ -191,6 +225,11 @@ FIXTURES = [
     ("cnn_dynamo_dynbatch", "cnn", "dynamo", True, None, "eval"),
     ("transformer_dynamo_dynbatch", "transformer", "dynamo", True, None, "eval"),
     ("transformer_torchscript_dynbatch", "transformer", "torchscript", True, 17, "eval"),
+    ("decoder_dynamo", "decoder", "dynamo", True, None, "eval"),
+    ("decoder_dynamo_opset23", "decoder", "dynamo", True, 23, "eval"),
+    # A training export (no constant folding): eval's folding would bake the gathered
+    # relative-position bias into a constant and drop its trainable table.
+    ("windowed_vit_torchscript", "windowed_vit", "torchscript", True, 17, "preserve"),
 ]
 
 
@@ -210,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
     ap.add_argument("--summary", action="store_true", help="print each file's op types")
     ap.add_argument("--verbose", action="store_true", help="show exporter chatter")
+    ap.add_argument("--only", default="", help="comma-separated file stems to export (default: all)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.verbose:
@@ -220,7 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f", onnxscript {onnxscript.__version__}")
     except ImportError:
         print()
+    only = {x for x in args.only.split(",") if x}
     for stem, model_name, exporter, dyn, opset, training in FIXTURES:
+        if only and stem not in only:
+            continue
         path = args.out / f"{stem}.onnx"
         sink = contextlib.nullcontext() if args.verbose else contextlib.redirect_stdout(io.StringIO())
         with sink, warnings.catch_warnings():

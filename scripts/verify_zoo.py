@@ -22,11 +22,14 @@ from hypar.verify import verify_plan
 ROOT = Path(__file__).resolve().parent.parent
 ARRAYS = {"2": "2", "2x2": "2,2", "4x2": "4,2", "2x2x2": "2,2,2", "3x2": "3,2",
           "hetero": str(ROOT / "tests" / "golden" / "hetero_2x2.yaml")}
-TRANSFORMER_HINTS = ("bert", "gpt", "transformer")
+TRANSFORMER_HINTS = ("bert", "gpt", "transformer", "decoder")
 # Dims the exporter-pattern fixtures leave symbolic besides the batch, as a user binds them with
 # --dim / --input-shape (a function of the batch).
 BINDINGS = {"windowed_attention_dynamic": lambda b: {"dims": {"height": 16, "width": 16}},
-            "sequence_pattern_dynamic": lambda b: {"input_shapes": {"ids": [b, 8]}}}
+            "sequence_pattern_dynamic": lambda b: {"input_shapes": {"ids": [b, 8]}},
+            "decoder_dynamo": lambda b: {"dims": {"sequence": 16}},
+            "decoder_dynamo_opset23": lambda b: {"dims": {"sequence": 16}},
+            "windowed_vit_torchscript": lambda b: {"dims": {"height": 24, "width": 40}}}
 
 
 def cases(models: set[str]) -> list[Path]:

@@ -3,9 +3,12 @@ features (channels, hidden size or heads), from the graph inputs through every l
 reshapes and transposes.
 
 Through a reshape the axes are followed as atoms: each axis of a tensor is a list of factors
-``(label, size)``, outermost first, with label "B" (batch), "F" (feature/head) or None. A
-reshape regroups the factors, so a head axis merged into the batch ((B, H) -> (B*H)) is
-recovered when it is split out again.
+``(label, size)``, outermost first, with label "B" (batch), "F" (feature/head), "f" (an inner
+part of a feature dim split by a reshape: the head size of 64 -> 4 x 16, the heads of a packed
+q/k/v projection 3 x heads x head size) or None. A reshape regroups the factors, so a head axis
+merged into the batch ((B, H) -> (B*H)) is recovered when it is split out again; a Gather that
+picks one part of a packed feature axis (q out of q/k/v) hands the feature label to the next
+part of that dim (the heads).
 """
 
 from __future__ import annotations
@@ -119,7 +122,7 @@ def regroup(atoms: Atoms, out_shape: tuple[int, ...]) -> Atoms | None:
                     return None
                 cur.append((lab, need))
                 p *= need
-                flat[i] = (None, s // need)
+                flat[i] = ("f" if lab in ("F", "f") else None, s // need)
         res.append(cur)
     return res
 
@@ -288,6 +291,24 @@ def _output_atoms(case: AxisCase, kind: str, src_atoms: Atoms | None, ax: Axes) 
     if kind == G.RESHAPE and case.op in _REGROUPED:
         atoms = regroup(src_atoms, case.out_shape)
         return atoms, (atoms_axes(atoms) if atoms is not None else ax)
+    if kind == G.SPLIT and case.op == "Gather" and ax[1] is None:
+        return _packed_pick(case, src_atoms, ax)
     if case.out_shape == case.src_shape and ax == case.src_axes:
         return src_atoms, ax
+    return None, ax
+
+
+def _packed_pick(case: AxisCase, src_atoms: Atoms, ax: Axes) -> tuple[Atoms | None, Axes]:
+    """A Gather of one index (a scalar) along the feature axis of a packed dim (q, k, v stacked
+    before the heads): the output's feature axis is the next part of that dim, the first axis
+    whose outer factor is "f" (module docstring); the axes as they were when there is none."""
+    gax = case.attrs.get("axis", 0)
+    if case.src_axes[1] != gax or case.r_out != case.r_in - 1:
+        return None, ax
+    atoms = [list(a) for i, a in enumerate(src_atoms) if i != gax]
+    for a in atoms:
+        big = [k for k, (_lab, s) in enumerate(a) if s > 1]
+        if big and a[big[0]][0] == "f":
+            a[big[0]] = ("F", a[big[0]][1])
+            return atoms, atoms_axes(atoms)
     return None, ax

@@ -4,6 +4,8 @@ and the list of opaque layers to warn about."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections import defaultdict
 from dataclasses import dataclass, field
 from math import prod
@@ -156,6 +158,15 @@ def fold_bias(g: nx.DiGraph, index: ModelIndex, shapes: Shapes) -> None:
         module = lay.module or G.layer(g, attrs["bias_layer"]).module
         g.nodes[lname]["layer"] = G.Layer(**kept, bias_elements=prod(dims), attrs=tuple(sorted(attrs.items())),
                                           module=module)
+        _drop_weight(g, attrs["bias_layer"])
+
+
+def _drop_weight(g: nx.DiGraph, lname: str) -> None:
+    """Layer ``lname`` no longer holds the parameter it read (the MatMul holds it as its bias)."""
+    lay = G.layer(g, lname)
+    if lay.weight_elements:
+        attrs = tuple((k, x) for k, x in lay.attrs if k != "weight")
+        g.nodes[lname]["layer"] = dataclasses.replace(lay, weight_elements=0, attrs=attrs)
 
 
 def _bias_of(g: nx.DiGraph, lay: G.Layer, index: ModelIndex, shapes: Shapes) -> tuple[str, list[int]] | None:

@@ -6,7 +6,9 @@ whatever its indices are)."""
 from __future__ import annotations
 
 import heapq
+import re
 from collections import defaultdict
+from math import prod
 
 import onnx
 
@@ -20,6 +22,13 @@ PARAM = "param"  # a parameter or constant (initializer, Constant, weight-only p
 META = "meta"    # derived from a shape (Shape, Size and what is computed from them)
 
 _MAX_WEIGHT_PASS_DEPTH = 32  # weight-only ops followed back to a weight's source
+# Initializer names exporters generate for constants they fold or create (dynamo's ``val_12`` and
+# ``unsqueeze_1``, TorchScript's ``onnx::Mul_7`` and ``/blk/Constant_output_0``, onnxruntime's
+# ``ortshared_...``, tf2onnx's ``const_fold_opt__12``, renumbered tensors such as ``r12``): not a
+# parameter a user trains.
+_GENERATED_NAME = re.compile(
+    r"^([a-zA-Z]\d+|val_\d+|_val_\d+|[a-z]+(_[a-z]+)*_\d+|onnx::.*|/.*|.*_output_\d+|ortshared_.*|const(ant)?_.*|Constant.*|\d+)$")
+_SHAPE_ONLY_PASS = ("Expand", "Tile")  # a trained tensor broadcast (a cls token expanded to the batch)
 
 
 def topo_nodes(g: onnx.GraphProto) -> list[tuple[int, onnx.NodeProto]]:
@@ -160,6 +169,30 @@ class ModelIndex:
         vi = next((vi for vi in self.model.graph.input if vi.name == src), None)
         info = dims_of_type(vi.type) if vi is not None else None
         return info is not None and info[0] in FLOAT_TYPES and info[1] is not None and len(info[1]) >= 2
+
+    def trained_elements(self, t: str) -> int:
+        """Parameters behind tensor ``t`` read by an elementwise op or a Concat: the element count
+        of the float initializer (or parameter graph input) it comes from -- through weight-only
+        ops and broadcasts -- when that tensor has more than one element and a name a user gave it
+        (a learned position table, a norm scale applied by Mul, a cls token); 0 for constants and
+        exporter-generated names (:data:`_GENERATED_NAME`)."""
+        if self.tensor_class.get(t, PARAM) != PARAM:
+            return 0
+        src = self.weight_source(t)
+        while src in self.producer and self.producer[src][1].op_type in _SHAPE_ONLY_PASS:
+            src = self.weight_source(self.producer[src][1].input[0])
+        if _GENERATED_NAME.match(src):
+            return 0
+        if src in self.initializers:
+            init = self.initializers[src]
+            ok, dims = init.data_type in FLOAT_TYPES, tuple(init.dims)
+        else:
+            vi = next((vi for vi in self.model.graph.input if vi.name == src), None)
+            info = dims_of_type(vi.type) if vi is not None else None
+            if info is None or info[1] is None or any(not isinstance(d, int) for d in info[1]):
+                return 0
+            ok, dims = info[0] in FLOAT_TYPES, tuple(info[1])
+        return prod(dims) if ok and prod(dims) > 1 else 0
 
     def is_act(self, t: str) -> bool:
         """True when tensor ``t`` is an activation."""

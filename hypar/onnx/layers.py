@@ -34,6 +34,7 @@ _KIND_OF_OP: dict[str, str] = {
 _FEATURENORM_ATTRS = ("axis", "epsilon", "num_groups", "size", "alpha", "beta", "bias", "p")
 _FEATURENORM_UNWEIGHTED = ("LRN", "LpNormalization", "MeanVarianceNormalization")
 _SKIP_NORMS = ("SkipLayerNormalization", "SkipSimplifiedLayerNormalization")  # (x, skip, w, b)
+_TRAINED_OPERAND_KINDS = (G.ELEMENTWISE, G.BINARY, G.CONCAT)
 _POOL_ATTRS = ("kernel_shape", "strides", "pads", "dilations", "ceil_mode", "auto_pad", "count_include_pad")
 _UNARY_ATTRS = ("alpha", "beta", "approximate", "ratio", "mode", "to")
 
@@ -76,6 +77,8 @@ def build_layer(ctx: LayerContext, n: onnx.NodeProto, name: str) -> G.Layer:
     fields, attrs = BUILDERS[kind](ctx, v)
     if kind in (G.ELEMENTWISE, G.BINARY) and v.const_in:
         attrs["const_inputs"] = len(v.const_in)
+    if kind in _TRAINED_OPERAND_KINDS:
+        _count_trained_operand(ctx, v, fields, attrs)
     if kind in G.DECISION_KINDS:
         in_elements = ctx.table.elements(v.act_in[0]) if v.act_in else 0
     else:
@@ -88,6 +91,34 @@ def build_layer(ctx: LayerContext, n: onnx.NodeProto, name: str) -> G.Layer:
         attrs=tuple(sorted((k, hashable(x)) for k, x in attrs.items())),
         module=module_path(n, ctx.index), **fields,
     )
+
+
+def _count_trained_operand(ctx: LayerContext, v: NodeView, fields: Fields, attrs: Attrs) -> None:
+    """A learned tensor an elementwise op or a Concat reads (a position table added, a norm scale
+    multiplied, a cls token joined) is a parameter of that layer: ``weight_elements`` and the
+    ``weight`` attribute: the tensor as read, so that one tensor read twice counts once, while
+    TorchScript's copies of equal initializers, named apart through Identity, count apart. Not after
+    a BatchNormalization: Caffe-style BN + Scale pairs (the ONNX zoo's DenseNet, Inception-v2) stand
+    for one per-channel affine, counted once, on the BN."""
+    for t in ([] if any(_affine_after_batchnorm(ctx, t) for t in v.act_in) else v.const_in):
+        n = ctx.index.trained_elements(t)
+        if n:
+            fields["weight_elements"] = n
+            attrs["weight"] = t
+            return
+
+
+def _affine_after_batchnorm(ctx: LayerContext, t: str, steps: int = 3) -> bool:
+    """Is activation ``t`` a BatchNormalization's output, or that output scaled / shifted by
+    constants (a chain of at most ``steps`` Mul / Add / Sub / Div with one activation operand)?"""
+    node = ctx.index.producer.get(t, (0, None))[1]
+    if node is None:
+        return False
+    if node.op_type == "BatchNormalization":
+        return True
+    acts = [x for x in node.input if x and ctx.is_act(x)]
+    return (steps > 0 and node.op_type in ("Mul", "Add", "Sub", "Div") and len(acts) == 1
+            and _affine_after_batchnorm(ctx, acts[0], steps - 1))
 
 
 # -- builders of the non-weighted kinds ----------------------------------------------------------
@@ -173,15 +204,27 @@ def _concat(ctx: LayerContext, v: NodeView) -> tuple[Fields, Attrs]:
     return {}, {"axis": norm_axis(int(v.attrs.get("axis", 0)), r)}
 
 
+# A Gather's constant indices are recorded (attribute ``indices``) up to this many.
+MAX_RECORDED_INDICES = 64
+
+
 def _split(ctx: LayerContext, v: NodeView) -> tuple[Fields, Attrs]:
     """Split (``axis``, ``split`` sizes), Slice (``starts`` / ``ends`` / ``axes`` / ``steps``
-    where known) and the Gathers (``axis``)."""
+    where known) and the Gathers (``axis``; a Gather's constant ``indices`` when there are at most
+    :data:`MAX_RECORDED_INDICES`: an int for a scalar index, a tuple for a 1-D one)."""
     r = len(ctx.shape(v.node.input[0], v.name))
     if v.op == "Split":
         return {}, _split_attrs(ctx, v, r)
     if v.op == "Slice":
         return {}, _slice_attrs(ctx, v, r)
-    return {}, {"axis": norm_axis(int(v.attrs.get("axis", 0)), r)}
+    attrs: Attrs = {"axis": norm_axis(int(v.attrs.get("axis", 0)), r)}
+    idx = ctx.constants.value(v.input(1)) if v.op == "Gather" and v.input(1) else None
+    if idx is not None and idx.ndim <= 1 and idx.size <= MAX_RECORDED_INDICES:
+        n = ctx.shape(v.node.input[0], v.name)[attrs["axis"]]
+        flat = tuple(int(i) % n for i in idx.reshape(-1))
+        attrs["indices"] = flat[0] if idx.ndim == 0 else flat
+    return {}, attrs
+
 
 
 def _split_attrs(ctx: LayerContext, v: NodeView, r: int) -> Attrs:
@@ -220,8 +263,17 @@ def _slice_attrs(ctx: LayerContext, v: NodeView, r: int) -> Attrs:
 
 def _elementwise(ctx: LayerContext, v: NodeView) -> tuple[Fields, Attrs]:
     """Unary ops keep their parameters (alpha, approximate, ...); binary ops none, but a Pow of an
-    activation keeps its ``exponent`` when it is a constant scalar (a decomposed norm's square)."""
+    activation keeps its ``exponent`` when it is a constant scalar (a decomposed norm's square)
+    and an Expand its output ``shape`` (the broadcast target); a Pad its constant ``pads``
+    (begins then ends, per axis) and ``value`` (0 when absent) when known."""
     attrs = pick(v.attrs, _UNARY_ATTRS) if v.op in UNARY else {}
+    if v.op == "Expand":
+        attrs["shape"] = tuple(ctx.shape(v.node.output[0], v.name))
+    if v.op == "Pad" and v.input(1) and "axes" not in v.attrs and not v.input(3):
+        pads = ctx.ints(v.input(1))
+        value = ctx.scalar(v.input(2)) if v.input(2) else 0.0
+        if pads is not None and value is not None:
+            attrs["pads"], attrs["value"] = tuple(int(p) for p in pads), value
     if v.op == "Pow" and v.input(1) and not ctx.is_act(v.input(1)):
         exponent = ctx.scalar(v.input(1))
         if exponent is not None:

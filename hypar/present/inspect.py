@@ -7,6 +7,8 @@ the same ``weight`` attribute) once.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import networkx as nx
 
 from hypar import graph as G
@@ -51,19 +53,16 @@ def _jsonable(v: object) -> object:
 
 
 def totals(g: nx.DiGraph) -> dict[str, int]:
-    """Totals over all layers: counts by role, parameters (shared weights once), MACs."""
+    """Totals over all layers: counts by role, parameters (shared weights once), MACs, and the
+    op types kept opaque with how many layers each (``opaque_ops``)."""
     layers = [G.layer(g, n) for n in G.topo_layers(g)]
     seen: set[object] = set()
-    params = weights = 0
+    weights = 0
     for lay in layers:
         w = lay.attr("weight")
-        if w is not None:
-            if w in seen:
-                params += lay.bias_elements
-                continue
-            seen.add(w)
+        if w is None or w not in seen:
             weights += lay.weight_elements
-        params += lay.params
+            seen.add(w)
     return {
         "layers": len(layers),
         "decision_layers": sum(1 for lay in layers if lay.decision),
@@ -73,7 +72,8 @@ def totals(g: nx.DiGraph) -> dict[str, int]:
         "embedding": sum(1 for lay in layers if lay.kind == G.EMBEDDING),
         "matmul_act": sum(1 for lay in layers if lay.kind == G.MATMUL_ACT),
         "opaque": sum(1 for lay in layers if lay.kind == G.OPAQUE),
-        "params": params,
+        "opaque_ops": dict(sorted(Counter(lay.op for lay in layers if lay.kind == G.OPAQUE).items())),
+        "params": G.parameter_count(g),
         "weight_elements": weights,
         "macs": sum(lay.macs for lay in layers),
     }
@@ -174,8 +174,11 @@ def inspect_table(g: nx.DiGraph, all_nodes: bool = False) -> str:
     shown = "all nodes" if all_nodes else "decision layers (--all for every node)"
     out = [f"model {g.graph.get('name')}  batch {g.graph.get('batch')}  inputs {inputs}",
            f"{len(rows)} {shown}", "", line(head), rule, *(line(r) for r in rows), rule, line(foot)]
-    parts = [f"{tot[k]} {k}" for k in ("conv", "gemm", "embedding", "matmul_act", "opaque") if tot[k]]
+    parts = [f"{tot[k]} {k}" for k in ("conv", "gemm", "embedding", "matmul_act") if tot[k]]
     out.append(f"{tot['weighted_layers']} weighted layers ({', '.join(parts)}), {tot['layers']} nodes, "
                f"{tot['params']:,} parameters, {tot['macs']:,} forward MACs")
+    if tot["opaque_ops"]:
+        ops = ", ".join(f"{op} x{n}" for op, n in tot["opaque_ops"].items())
+        out.append(f"not understood, kept as opaque layers (whole tensors, no split): {ops}")
     return "\n".join(out)
 

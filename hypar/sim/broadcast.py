@@ -1,6 +1,7 @@
 """Ops whose operands and output differ in shape, on every PE's blocks: elementwise ops of two
 activations under numpy broadcasting (the attention mask added to the scores, a decomposed
-LayerNorm's ``x - mean`` and ``d / std``), and reductions keeping the reduced axes as size 1
+LayerNorm's ``x - mean`` and ``d / std``), an Expand of one activation to a larger shape (its
+error summed back over the broadcast axes), and reductions keeping the reduced axes as size 1
 (ReduceMean / ReduceSum).
 
 Where a plan splits an axis such an op sums over, every PE's result is a partial sum over its
@@ -24,10 +25,10 @@ import numpy as np
 
 from hypar import graph as G
 from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
-from hypar.sim.errors import SimulationError
-from hypar.sim.kernels import reduce_bwd, reduce_fwd
+from hypar.sim.errors import SimulationError, Unsupported
+from hypar.sim.kernels import reduce_bwd, reduce_fwd, unbroadcast
 from hypar.sim.ledger import StatsKey
-from hypar.sim.mesh import Dist
+from hypar.sim.mesh import Dist, region_key
 from hypar.sim.ops import backward_op, forward_op, is_add, is_binary
 
 ROLES = ("batch", "feature")
@@ -131,17 +132,57 @@ def broadcast_backward(lay: G.Layer, xs: list[Dist], e: Dist, k: int, layouts: t
     return d.relabelled(layouts)
 
 
+def _expanded_axes(lay: G.Layer, x: Dist, out_axes: tuple) -> tuple[int, list[bool]]:
+    """(leading axes an Expand adds, per input axis: is it broadcast). Unsupported when the
+    output's batch or feature axis is not the input's (shifted by the added axes) while the input
+    splits it, or when a split axis is broadcast."""
+    shape = tuple(lay.attr("shape"))
+    lead = len(shape) - len(x.shape)
+    bcast = [n != shape[a + lead] for a, n in enumerate(x.shape)]
+    for role, xa, oa, split in zip(ROLES, x.axes, out_axes, (ROWS, COLS)):
+        if split not in x.layouts or xa is None:
+            continue
+        if oa != xa + lead or bcast[xa]:
+            raise Unsupported(f"{lay.name} (Expand): its input's split {role} axis {xa} is not the output's "
+                              f"{role} axis ({oa}) or is broadcast")
+    return lead, bcast
+
+
+def expand_forward(lay: G.Layer, x: Dist, out_axes: tuple) -> Dist:
+    """An Expand on every PE's block: each block broadcast to the output's shape along the
+    broadcast axes (its own share along the others); the output keeps x's layouts."""
+    shape = tuple(lay.attr("shape"))
+    lead, bcast = _expanded_axes(lay, x, out_axes)
+
+    def grown(b: np.ndarray) -> np.ndarray:
+        target = shape[:lead] + tuple(shape[a + lead] if bc else n for a, (n, bc) in enumerate(zip(b.shape, bcast)))
+        return np.array(np.broadcast_to(b, target))
+
+    return Dist(x.mesh, shape, x.layouts, axes=out_axes, blocks=[grown(b) for b in x.blocks])
+
+
+def expand_backward(lay: G.Layer, x: Dist, e: Dist, layouts: tuple) -> Dist:
+    """The input error of an Expand on every PE (no messages: the broadcast axes are whole on
+    every PE, so each PE sums its block of the output error over them to its input block)."""
+    _expanded_axes(lay, x, e.axes)
+    if region_key(e.layouts) != region_key(x.layouts):
+        raise SimulationError(f"{lay.name} (Expand): output error in {e.layouts}, input in {x.layouts}")
+    blocks = [unbroadcast(eb, xb.shape) for xb, eb in zip(x.blocks, e.blocks)]
+    return Dist(x.mesh, x.shape, layouts, axes=x.axes, blocks=blocks)
+
+
 def _reduced_levels(lay: G.Layer, x: Dist) -> list[bool]:
     """Per level: does x's layout split an axis the reduction sums over."""
-    axes = set(lay.attr("axes"))
+    axes = {a % len(x.shape) for a in lay.attr("axes")}
     return [(l == ROWS and x.axes[0] in axes) or (l == COLS and x.axes[1] in axes) for l in x.layouts]
 
 
 def reduce_forward(lay: G.Layer, x: Dist, ctx, charge, out_axes: tuple) -> Dist:
-    """ReduceMean / ReduceSum on every PE's block; the levels splitting a reduced axis leave
-    partial sums, all-reduced by ``ctx`` (the output is whole there)."""
-    axes = set(lay.attr("axes"))
-    shape = tuple(1 if a in axes else n for a, n in enumerate(x.shape))
+    """ReduceMean / ReduceSum on every PE's block (reduced dims kept as size 1 or dropped); the
+    levels splitting a reduced axis leave partial sums, all-reduced by ``ctx`` (the output is whole there)."""
+    axes = {a % len(x.shape) for a in lay.attr("axes")}
+    keep = lay.attr("keepdims", 1) == 1
+    shape = tuple(1 if a in axes else n for a, n in enumerate(x.shape) if keep or a not in axes)
     lays = tuple(PARTIAL if red else l for red, l in zip(_reduced_levels(lay, x), x.layouts))
     d = Dist(x.mesh, shape, lays, axes=out_axes, blocks=[reduce_fwd(b, lay, x.shape) for b in x.blocks])
     return allreduce_partial(ctx, StatsKey("reduce", charge.node, lay.name, "fwd", charge.where), charge, d)

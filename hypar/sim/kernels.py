@@ -164,6 +164,11 @@ LOCAL = {
     "Clip": (lambda x, l: np.clip(x, 0.0, 6.0), lambda x, e, l: e * ((x > 0.0) & (x < 6.0)), False),
     "Erf": (lambda x, l: _erf(x), lambda x, e, l: e * (2.0 / math.sqrt(math.pi)) * np.exp(-x * x), False),
     "Sqrt": (lambda x, l: np.sqrt(x), lambda x, e, l: e / (2.0 * np.sqrt(x)), False),
+    "Neg": (lambda x, l: -x, lambda x, e, l: -e, False),
+    "Reciprocal": (lambda x, l: 1.0 / x, lambda x, e, l: -e / (x * x), False),
+    # Where(condition, value, x) with a constant condition and value (a causal mask filled in):
+    # run as x (which elements are masked does not change what is sent; the reference does the same)
+    "Where": (lambda x, l: x, lambda x, e, l: e, False),
 }
 
 # Elementwise ops with one constant operand: run as ``x op c`` with a seeded scalar c (the
@@ -206,16 +211,19 @@ def reduce_scale(op: str, x_shape: tuple, axes: tuple) -> float:
 
 
 def reduce_fwd(x: np.ndarray, lay: G.Layer, full_shape: tuple | None = None) -> np.ndarray:
-    """ReduceMean / ReduceSum of x over the layer's axes (kept dims); ``full_shape``: the whole
-    tensor's shape when x is a part of it (the mean divides by the whole axis, so the parts' results
-    add up)."""
-    axes = tuple(lay.attr("axes"))
-    return x.sum(axis=axes, keepdims=True) * reduce_scale(lay.op, full_shape or x.shape, axes)
+    """ReduceMean / ReduceSum of x over the layer's axes (dims kept as size 1, or dropped when the
+    layer's ``keepdims`` is 0); ``full_shape``: the whole tensor's shape when x is a part of it
+    (the mean divides by the whole axis, so the parts' results add up)."""
+    axes = tuple(a % x.ndim for a in lay.attr("axes"))
+    return x.sum(axis=axes, keepdims=lay.attr("keepdims", 1) == 1) * reduce_scale(lay.op, full_shape or x.shape, axes)
 
 
 def reduce_bwd(x: np.ndarray, e: np.ndarray, lay: G.Layer, full_shape: tuple | None = None) -> np.ndarray:
     """The input error of :func:`reduce_fwd` (x's shape) for the output error e."""
-    return np.broadcast_to(e * reduce_scale(lay.op, full_shape or x.shape, tuple(lay.attr("axes"))), x.shape).copy()
+    axes = tuple(a % x.ndim for a in lay.attr("axes"))
+    if lay.attr("keepdims", 1) != 1:
+        e = np.expand_dims(e, axes)
+    return np.broadcast_to(e * reduce_scale(lay.op, full_shape or x.shape, axes), x.shape).copy()
 
 
 # ----------------------------------------------------------------------------- embedding

@@ -30,9 +30,8 @@ def is_binary(lay: G.Layer) -> bool:
 
 
 def is_reduce(lay: G.Layer) -> bool:
-    """ReduceMean / ReduceSum of one activation over recorded axes, dims kept."""
-    return lay.kind == G.REDUCE and lay.op in REDUCE_OPS and len(lay.inputs) == 1 and lay.attr("axes") is not None \
-        and lay.attr("keepdims", 1) == 1
+    """ReduceMean / ReduceSum of one activation over recorded axes (dims kept or dropped)."""
+    return lay.kind == G.REDUCE and lay.op in REDUCE_OPS and len(lay.inputs) == 1 and lay.attr("axes") is not None
 
 
 def is_shape_op(lay: G.Layer) -> bool:
@@ -41,9 +40,51 @@ def is_shape_op(lay: G.Layer) -> bool:
         and (lay.op != "Transpose" or lay.attr("perm") is not None)
 
 
+def is_expand(lay: G.Layer) -> bool:
+    """An Expand of one activation to its recorded output shape (numpy broadcasting)."""
+    return lay.op == "Expand" and len(lay.inputs) == 1 and lay.attr("shape") is not None
+
+
+def is_pad(lay: G.Layer) -> bool:
+    """A constant-mode Pad of one activation by recorded non-negative pads."""
+    pads = lay.attr("pads")
+    return lay.op == "Pad" and len(lay.inputs) == 1 and lay.attr("mode", "constant") == "constant" \
+        and pads is not None and min(pads, default=0) >= 0
+
+
+def pad_widths(lay: G.Layer) -> list[tuple[int, int]]:
+    """A Pad's (before, after) per axis."""
+    pads = lay.attr("pads")
+    r = len(pads) // 2
+    return [(int(pads[a]), int(pads[a + r])) for a in range(r)]
+
+
+def _pad(lay: G.Layer, xs: list, w) -> np.ndarray:
+    return np.pad(xs[0], pad_widths(lay), constant_values=lay.attr("value", 0.0))
+
+
+def _pad_bwd(lay: G.Layer, xs: list, e: np.ndarray, w) -> list:
+    return [e[tuple(slice(b, b + n) for (b, _a), n in zip(pad_widths(lay), xs[0].shape))]]
+
+
 def is_split(lay: G.Layer) -> bool:
-    """A Split with recorded sizes."""
-    return lay.kind == G.SPLIT and lay.op == "Split" and lay.attr("split") is not None and len(lay.inputs) == 1
+    """A Split with recorded sizes, a Slice with recorded starts, ends, axes and positive steps (a
+    crop), or a Gather of recorded distinct constant indices (one output, the input's part at
+    :func:`split_slice`)."""
+    if lay.kind != G.SPLIT or len(lay.inputs) != 1:
+        return False
+    if lay.op == "Gather":
+        idx = lay.attr("indices")
+        return isinstance(idx, int) or (isinstance(idx, tuple) and len(set(idx)) == len(idx))
+    if lay.op == "Slice":
+        return all(lay.attr(k) is not None for k in ("starts", "ends", "axes", "steps")) \
+            and all(int(s) > 0 for s in lay.attr("steps"))
+    return lay.op == "Split" and lay.attr("split") is not None
+
+
+def is_lookup(lay: G.Layer) -> bool:
+    """An embedding whose indices are constant (no activation input; :mod:`hypar.sim.lookup`)."""
+    return lay.kind == G.EMBEDDING and not lay.inputs
 
 
 def is_layernorm(lay: G.Layer) -> bool:
@@ -62,8 +103,12 @@ def is_add(lay: G.Layer) -> bool:
 
 
 def is_unary(lay: G.Layer) -> bool:
-    """One of the ``kernels.LOCAL`` ops on one activation (Clip with its constant bounds)."""
-    if lay.op not in LOCAL or len(lay.inputs) != 1 or (lay.attr("const_inputs") and lay.op != "Clip"):
+    """One of the ``kernels.LOCAL`` ops on one activation (Clip with its constant bounds, Where
+    with its constant condition and value)."""
+    consts = lay.attr("const_inputs")
+    if lay.op not in LOCAL or len(lay.inputs) != 1 or (consts and lay.op not in ("Clip", "Where")):
+        return False
+    if lay.op == "Where" and consts != 2:
         return False
     return lay.op != "Flatten" or lay.attr("axis", 1) == 1
 
@@ -91,18 +136,28 @@ def is_bn(lay: G.Layer) -> bool:
 def is_chain_op(lay: G.Layer) -> bool:
     """A single-input op that may run folded on either side of a conversion."""
     return is_unary(lay) or is_bn(lay) or is_const_op(lay) or is_shape_op(lay) or is_layernorm(lay) \
-        or is_softmax(lay) or is_lrn(lay)
+        or is_softmax(lay) or is_lrn(lay) or is_expand(lay) or is_pad(lay)
 
 
 def changes_shape(lay: G.Layer) -> bool:
-    """Does the op's output have another shape than its input (pooling, flatten, reshape)."""
+    """Does the op's output have another shape than its input (pooling, flatten, reshape, expand,
+    pad)."""
     if lay.op in LOCAL:
         return LOCAL[lay.op][2]
-    return is_shape_op(lay)
+    return is_shape_op(lay) or is_expand(lay) or (is_pad(lay) and any(lay.attr("pads")))
 
 
 def split_slice(lay: G.Layer, ndim: int, out: str) -> tuple:
-    """The index of output ``out`` of a Split inside its input."""
+    """The index of output ``out`` of a Split (or of a Slice's or a Gather's output) inside its
+    input (a Gather's scalar index drops the axis)."""
+    if lay.op == "Gather":
+        idx = lay.attr("indices")
+        cut = idx if isinstance(idx, int) else np.array(idx, dtype=np.int64)
+        return tuple(cut if a == int(lay.attr("axis", 0)) % ndim else slice(None) for a in range(ndim))
+    if lay.op == "Slice":
+        cuts = {int(a) % ndim: slice(int(b), int(e), int(st)) for a, b, e, st in
+                zip(lay.attr("axes"), lay.attr("starts"), lay.attr("ends"), lay.attr("steps"))}
+        return tuple(cuts.get(a, slice(None)) for a in range(ndim))
     axis = int(lay.attr("axis", 0)) % ndim
     sizes = list(lay.attr("split"))
     k = list(lay.outputs).index(out)
@@ -115,8 +170,11 @@ CLASSES: tuple[tuple[str, Callable[[G.Layer], bool]], ...] = (
     ("gemm", lambda l: l.kind == G.GEMM),
     ("conv", lambda l: l.kind == G.CONV),
     ("add", is_add),
+    ("lookup", is_lookup),
     ("embedding", lambda l: l.kind == G.EMBEDDING),
     ("matmul_act", lambda l: l.kind == G.MATMUL_ACT),
+    ("expand", is_expand),
+    ("pad", is_pad),
     ("const", is_const_op),
     ("binary", is_binary),
     ("shape", is_shape_op),
@@ -161,8 +219,11 @@ FORWARD: dict[str, Callable] = {
     "gemm": lambda lay, xs, w: xs[0] @ w,
     "conv": lambda lay, xs, w: conv_forward(xs[0], w, lay),
     "add": _sum,
+    "lookup": lambda lay, xs, w: w.table[w.ids],                        # w: a sim.lookup.Lookup
     "embedding": lambda lay, xs, w: w[xs[0].astype(int)],
     "matmul_act": lambda lay, xs, w: xs[0] @ xs[1],
+    "expand": lambda lay, xs, w: np.array(np.broadcast_to(xs[0], lay.attr("shape"))),
+    "pad": _pad,
     "const": lambda lay, xs, w: CONST_OPS[lay.op][0](xs[0], w),
     "binary": lambda lay, xs, w: BINARY_OPS[lay.op][0](xs[0], xs[1]),
     "shape": _reshape,
@@ -180,8 +241,11 @@ BACKWARD: dict[str, Callable] = {
     "gemm": lambda lay, xs, e, w: [e @ w.T],
     "conv": lambda lay, xs, e, w: [conv_input_grad(xs[0], w, e, lay)],
     "add": lambda lay, xs, e, w: [unbroadcast(e, x.shape) for x in xs],
+    "lookup": lambda lay, xs, e, w: [],                                 # constant indices: no input
     "embedding": lambda lay, xs, e, w: [np.zeros_like(xs[0])],          # token ids take no error
     "matmul_act": lambda lay, xs, e, w: [e @ np.swapaxes(xs[1], -1, -2), np.swapaxes(xs[0], -1, -2) @ e],
+    "expand": lambda lay, xs, e, w: [unbroadcast(e, xs[0].shape)],
+    "pad": _pad_bwd,
     "const": lambda lay, xs, e, w: [CONST_OPS[lay.op][1](xs[0], e, w)],
     "binary": lambda lay, xs, e, w: [unbroadcast(d, x.shape) for d, x in zip(BINARY_OPS[lay.op][1](xs[0], xs[1], e), xs)],
     "shape": _reshape_bwd,

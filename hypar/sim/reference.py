@@ -13,7 +13,8 @@ import numpy as np
 
 from hypar import graph as G
 from hypar.sim.graphwalk import tensor_meta, topo_order
-from hypar.sim.ops import WEIGHTED_KINDS, backward_op, forward_op, is_const_op, is_layernorm, is_split, \
+from hypar.sim.lookup import draw_lookup, lookup_grad
+from hypar.sim.ops import WEIGHTED_KINDS, backward_op, forward_op, is_const_op, is_layernorm, is_lookup, is_split, \
     split_slice, weight_grad
 
 
@@ -50,8 +51,8 @@ def draw(rng: np.random.Generator, shape: tuple, dtype, scale: float = 1.0) -> n
 def _recipes(g, dtype) -> tuple[dict[str, Callable], dict[str, int]]:
     """How to draw each layer's parameters (layer name -> function of a generator, in topological
     order): GEMM (d_in, d_out) and Conv (d_in / groups, d_out, kh, kw) weights scaled by
-    1/sqrt(fan-in), normalisation (gamma ~ 1, beta ~ 0), embedding and constant-operand
-    parameters; and the smallest vocabulary reading each id tensor."""
+    1/sqrt(fan-in), normalisation (gamma ~ 1, beta ~ 0), embedding (with constant indices: a
+    :class:`hypar.sim.lookup.Lookup`) and constant-operand parameters; and the smallest vocabulary reading each id tensor."""
     meta = tensor_meta(g)
     recipes: dict[str, Callable] = {}
     vocab: dict[str, int] = {}
@@ -66,6 +67,8 @@ def _recipes(g, dtype) -> tuple[dict[str, Callable], dict[str, int]]:
         elif lay.kind == G.BATCHNORM or is_layernorm(lay):
             c = meta[lay.inputs[0]].shape[1 if lay.kind == G.BATCHNORM else -1]
             recipes[n] = lambda r, c=c: (1.0 + draw(r, c, dtype, 0.1), draw(r, c, dtype, 0.1))
+        elif is_lookup(lay):
+            recipes[n] = lambda r, lay=lay: draw_lookup(r, lay, dtype, draw)
         elif lay.kind == G.EMBEDDING:
             recipes[n] = lambda r, lay=lay: draw(r, (lay.d_in, lay.d_out), dtype)
             vocab[lay.inputs[0]] = min(vocab.get(lay.inputs[0], lay.d_in), lay.d_in)
@@ -208,6 +211,8 @@ def _backward_layer(lay: G.Layer, val: dict, err: dict, w, dW: dict) -> list[tup
         return [(lay.inputs[0], e_in)]
     e_out = err[lay.outputs[0]]
     xs = [val[t] for t in lay.inputs]
-    if lay.kind in WEIGHTED_KINDS:
+    if is_lookup(lay):
+        dW[lay.name] = lookup_grad(w, e_out)
+    elif lay.kind in WEIGHTED_KINDS:
         dW[lay.name] = weight_grad(lay, xs[0], e_out, lay.d_in)
     return list(zip(lay.inputs, backward_op(lay, xs, e_out, w)))

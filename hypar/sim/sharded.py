@@ -18,14 +18,15 @@ import numpy as np
 
 from hypar import graph as G
 from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
-from hypar.sim.broadcast import broadcast_backward, broadcast_forward, broadcasting, reduce_backward, reduce_forward
+from hypar.sim.broadcast import (broadcast_backward, broadcast_forward, broadcasting, expand_backward, expand_forward,
+                                 reduce_backward, reduce_forward)
 from hypar.sim.errors import Unsupported
 from hypar.sim.hierorder import run_order
 from hypar.sim.ledger import Ledger, StatsKey
 from hypar.sim.mesh import Dist, per_pe, region_key, same_regions, shard_mask
 from hypar.sim.norms import BATCHNORM, LAYERNORM
-from hypar.sim.ops import (backward_op, concat_axis, forward_op, is_concat, is_layernorm, is_lrn, is_reduce,
-                           is_shape_op, is_softmax, is_split, split_slice)
+from hypar.sim.ops import (backward_op, concat_axis, forward_op, is_concat, is_expand, is_layernorm, is_lrn,
+                           is_pad, is_reduce, is_shape_op, is_softmax, is_split, pad_widths, split_slice)
 from hypar.sim.result import SimResult
 
 
@@ -100,14 +101,34 @@ def _split_forward(lay: G.Layer, x0: Dist, ctx: ShardContext, out: str | None) -
     out_t = out or lay.outputs[0]
     sl = split_slice(lay, len(x0.shape), out_t)
     vals = [v[sl].copy() for v in x0.vals]
-    return Dist(x0.mesh, vals[0].shape, x0.layouts, vals, ctx.axes.get(out_t, x0.axes)).compact()
+    res = Dist(x0.mesh, vals[0].shape, x0.layouts, vals, ctx.axes.get(out_t, x0.axes))
+    if lay.op != "Split":
+        _check_mapped(lay, x0, res)
+    return res.compact()
+
+
+def _check_mapped(lay: G.Layer, x0: Dist, res: Dist) -> None:
+    """Unsupported unless every PE holds exactly its shard of ``res`` (``lay``'s output from its
+    full-shape values, NaN outside): an op that cuts or moves a split axis may leave a PE other
+    indices than its shard of the output (the cost model assumes it does not)."""
+    if not any(l in (ROWS, COLS) for l in x0.layouts):
+        return
+    for p, v in enumerate(res.vals):
+        if not np.array_equal(~np.isnan(v), shard_mask(res.mesh, res.shape, res.layouts, p, res.axes)):
+            raise Unsupported(f"{lay.name} ({lay.op}): the shards do not map through it (a split axis of "
+                              f"{x0.shape} cut or moved to {res.shape}); the cost model assumes they do")
 
 
 def _check_local(lay: G.Layer, xs: list[Dist]) -> None:
-    """Unsupported for a local op over an axis the layouts split: an LRN across split channels
-    (each channel needs its neighbours), a Concat along a split axis (the joined shards are not
-    the output's)."""
+    """Unsupported for a local op over an axis the layouts split: a Pad of a split axis (each
+    block would be padded), an LRN across split channels (each channel needs its neighbours), a
+    Concat along a split axis (the joined shards are not the output's)."""
     x0 = xs[0]
+    if is_pad(lay):
+        widths = pad_widths(lay)
+        for ax, idx_of in zip(x0.axes, (0, 1)):
+            if ax is not None and any(widths[ax]) and any(x0.index(p)[idx_of] is not None for p in range(x0.mesh.P)):
+                raise Unsupported(f"{lay.name} (Pad): padding a split axis")
     if is_lrn(lay) and x0.axes[1] == 1 and any(x0.index(p)[1] is not None for p in range(x0.mesh.P)):
         raise Unsupported(f"{lay.name} (LRN): normalisation across split channels")
     if is_concat(lay):
@@ -183,6 +204,8 @@ def local_forward(lay: G.Layer, xs: list[Dist], ctx: ShardContext, charge: Charg
         return reduce_forward(lay, x0, ctx, charge, ctx.axes.get(lay.outputs[0], x0.axes))
     if broadcasting(lay, [x.shape for x in xs]):
         return broadcast_forward(lay, xs, ctx.axes.get(lay.outputs[0], x0.axes))
+    if is_expand(lay):
+        return expand_forward(lay, x0, ctx.axes.get(lay.outputs[0], x0.axes))
     if lay.kind == G.BATCHNORM:
         return BATCHNORM.forward(ctx, lay, x0, charge)
     if is_split(lay):
@@ -230,6 +253,8 @@ def local_backward(lay: G.Layer, xs: list[Dist], e: Dist, k: int, layouts: tuple
         return reduce_backward(lay, x0, e, layouts)
     if broadcasting(lay, [x.shape for x in xs]):
         return broadcast_backward(lay, xs, e, k, layouts, ctx, charge)
+    if is_expand(lay):
+        return expand_backward(lay, x0, e, layouts)
     if lay.kind == G.BATCHNORM:
         return BATCHNORM.backward(ctx, lay, x0, e, charge).relabelled(layouts)
     if is_layernorm(lay) and _norm_over_split_features(lay, x0):

@@ -57,7 +57,8 @@ from hypar.sim.mesh import Dist, Mesh, add, mask_to_layout, max_abs, max_abs_err
 from hypar.sim.background import Background
 from hypar.sim.blas import blas_threads
 from hypar.sim.broadcast import broadcasting
-from hypar.sim.ops import WEIGHTED_KINDS, is_reduce, is_split
+from hypar.sim.lookup import lookup_backward, lookup_forward
+from hypar.sim.ops import WEIGHTED_KINDS, is_lookup, is_reduce, is_split
 from hypar.sim.reference import Reference, seeded_data
 from hypar.sim.result import DEFAULT_TOL, SimResult, default_tol
 from hypar.sim.sharded import Charge, ShardContext, local_backward, local_forward
@@ -201,13 +202,17 @@ class TrainingStep:
         """Node i's inputs (kept in ``self.kept[i]``) and output (``self.out[i]``)."""
         lay = self.layer(i)
         weighted = lay.kind in WEIGHTED_KINDS
-        dsts = [self.layouts(i, "in_layouts", s) for s in range(1 if weighted else len(lay.inputs))]
+        dsts = [self.layouts(i, "in_layouts", s) for s in range(min(1, len(lay.inputs)) if weighted
+                                                                 else len(lay.inputs))]
         kept = self.kept[i] = KeptInputs()
         folded = folded_between(self.model, i)
         for s, dst in enumerate(dsts):
             kept.slots.append(self._input_slot(i, s, dst, folded, kept))
         out_t = lay.outputs[0]
-        if weighted:
+        if is_lookup(lay):
+            self.out[i] = lookup_forward(self.ledger, i, lay, self.data.weights[self.names[i]], self.strat[i],
+                                         self.axes_of[out_t])
+        elif weighted:
             self.out[i] = weighted_forward(self.ledger, i, lay, self.data.weights[self.names[i]], kept.slots[0],
                                            self.strat[i], self.shape_of[out_t], self.axes_of[out_t])
         else:
@@ -371,6 +376,10 @@ class TrainingStep:
         lay, n = self.layer(i), self.names[i]
         kept = self.kept[i]
         charge = Charge("intra", i, "node")
+        if is_lookup(lay):
+            dw = lookup_backward(self.ledger, i, lay, self.data.weights[n], eo, self.strat[i])
+            self.check(i, lambda ref: (dw.max_abs_error(ref.dW[n]), max_abs(ref.dW.pop(n))))
+            return []
         if lay.kind in WEIGHTED_KINDS:
             dw, ein = weighted_backward(self.ledger, i, lay, self.data.weights[n], kept.slots[0], eo, self.strat[i])
             self.check(i, lambda ref: (dw.max_abs_error(ref.dW[n]), max_abs(ref.dW.pop(n))))

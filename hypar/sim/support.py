@@ -2,15 +2,16 @@
 plan is either simulated whole or reported as unsupported (nothing skipped silently).
 
 Coverage: Gemm / MatMul with a weight (also over sequence positions), Conv (im2col; 2-D, grouped
-or depthwise too), embeddings (Gather of graph-input ids), attention MatMuls (batch or heads), residual
-Add and elementwise Mul/Sub/Div of two activations (broadcasting a smaller operand along size-1
-axes where the op is a node of the plan: :mod:`hypar.sim.broadcast`), elementwise ops with a
-constant operand (run with a seeded scalar; Pow with its constant exponent),
-Relu/Tanh/Sigmoid/Gelu/Erf/Sqrt/Identity/Dropout, ReduceMean/ReduceSum with kept dims (partial
-sums all-reduced over the levels that split a reduced axis), MaxPool/AveragePool/
-GlobalAveragePool, Flatten/Reshape/Transpose/(Un)Squeeze, Softmax (not over a split axis),
-LayerNorm and BatchNorm (training statistics all-reduced over the levels that split their axis),
-LRN over whole channels, Concat along an unsplit axis,
+or depthwise too), embeddings (Gather of graph-input ids, or of constant indices:
+:mod:`hypar.sim.lookup`), attention MatMuls (batch or heads), residual Add and elementwise
+Mul/Sub/Div of two activations (broadcasting a smaller operand along size-1 axes where the op is
+a node of the plan: :mod:`hypar.sim.broadcast`), elementwise ops with a constant operand (run
+with a seeded scalar; Pow with its constant exponent), Relu/Tanh/Sigmoid/Gelu/Erf/Sqrt/Identity/
+Dropout, Expand (broadcast to a larger shape), ReduceMean/ReduceSum (dims kept or dropped;
+partial sums all-reduced over the levels that split a reduced axis), MaxPool/AveragePool/
+GlobalAveragePool, Flatten/Reshape/Transpose/(Un)Squeeze, Split and Slice (a crop with positive
+steps), Softmax (not over a split axis), LayerNorm and BatchNorm (training statistics all-reduced
+over the levels that split their axis), LRN over whole channels, Concat along an unsplit axis,
 in every partition space (folded ops run locally on the consumer's side, or on the producer's
 side before a conversion when they change the shape), with any split sizes under the
 hierarchical convention (:mod:`hypar.shards`). Anything else -- and, under the ``reference``
@@ -26,7 +27,8 @@ from hypar.sim.errors import Unsupported
 from hypar.sim.graphwalk import folded_between, pre_chain, producers, tensor_meta, topo_order
 from hypar.sim.hierorder import free_axes, is_p_and_rr
 from hypar.sim.kernels import pool_supported
-from hypar.sim.ops import is_add, is_binary, is_chain_op, is_concat, is_reduce, is_split
+from hypar.sim.lookup import lookup_problem
+from hypar.sim.ops import is_add, is_binary, is_chain_op, is_concat, is_lookup, is_reduce, is_split
 from hypar.vocab import Convention
 
 
@@ -45,8 +47,11 @@ def _kept_weighted(n: str, lay: G.Layer, kept: set) -> list[str]:
 
 
 def _embedding(n: str, lay: G.Layer, kept: set, meta: dict, input_names: set) -> list[str]:
+    if is_lookup(lay) and n in kept:
+        why = lookup_problem(lay, meta[lay.outputs[0]].shape if lay.outputs[0] in meta else None)
+        return [why] if why else []
     if lay.op != "Gather" or n not in kept or not lay.inputs or lay.inputs[0] not in input_names:
-        return [f"{n} ({lay.op}): only a Gather of graph-input ids is simulated"]
+        return [f"{n} ({lay.op}): only a Gather of graph-input ids or of constant indices is simulated"]
     return []
 
 
@@ -75,8 +80,7 @@ def _other(n: str, lay: G.Layer, kept: set, meta: dict, input_names: set) -> lis
     if lay.op == "Pow" and lay.kind == G.ELEMENTWISE and lay.attr("exponent") is None:
         return [f"{n} (Pow): an exponent that is not a constant scalar"]
     if lay.kind == G.REDUCE and not is_reduce(lay):
-        return [f"{n} ({lay.op}, kind reduce): only ReduceMean / ReduceSum over known axes with keepdims=1 "
-                "are simulated"]
+        return [f"{n} ({lay.op}, kind reduce): only ReduceMean / ReduceSum over known axes are simulated"]
     if not (is_add(lay) or is_chain_op(lay) or is_split(lay) or is_concat(lay) or is_reduce(lay)):
         return [f"{n} ({lay.op}, kind {lay.kind})"]
     if lay.kind == G.POOL and lay.attr("kernel_shape") is not None and not pool_supported(lay):

@@ -16,8 +16,9 @@ from hypar.sim.mesh import MAX_PIECES, Dist, as_cut, axis_mask, max_abs_diff, ru
 from hypar.sim.kernels import embedding_grad
 from hypar.sim.ops import backward_op, forward_op, weight_grad
 
-# the split axis of each level's strategy -> the layout of the local output there
-_OUT_LAYOUT = {"b": ROWS, "i": PARTIAL, "o": COLS, "g": COLS}
+# the split axis of each level's strategy -> the layout of the local output there (None: a
+# replicated constant-index lookup)
+OUT_LAYOUT = {"b": ROWS, "i": PARTIAL, "o": COLS, "g": COLS, None: FULL}
 
 
 class _Blocks:
@@ -120,7 +121,7 @@ def _input_block(lay: G.Layer, x: Dist, p: int, want: tuple, what: str) -> np.nd
     return blk
 
 
-def _reduced(ledger: Ledger, key: IntraKey, blocks: list[np.ndarray], layouts: tuple) -> list[np.ndarray]:
+def reduced_blocks(ledger: Ledger, key: IntraKey, blocks: list[np.ndarray], layouts: tuple) -> list[np.ndarray]:
     """The blocks all-reduced over the PARTIAL levels of ``layouts`` (counted under ``key``). The
     all-reduce runs on the blocks themselves: the PEs of one partial group hold the same block, so
     it sends exactly what it sends on full-shape arrays NaN outside the block."""
@@ -186,8 +187,8 @@ def weighted_forward(ledger: Ledger, i: int, lay: G.Layer, w: np.ndarray, x: Dis
     per level. Raises SimulationError when the output's layouts are not the strategy's."""
     blocks = _Blocks(lay, x, w, strat)
     out_blocks = _forward_blocks(lay, w, x, blocks, out_axes)
-    lays = tuple(_OUT_LAYOUT[s.split_axis] for s in strat)
-    reduced = _reduced(ledger, IntraKey(i, "F_out"), out_blocks, lays)
+    lays = tuple(OUT_LAYOUT[s.split_axis] for s in strat)
+    reduced = reduced_blocks(ledger, IntraKey(i, "F_out"), out_blocks, lays)
     out_l = tuple(FULL if l == PARTIAL else l for l in lays)
     if out_l != tuple(s.out_layout for s in strat):
         raise SimulationError(f"{lay.name}: output layouts {out_l} differ from the strategy's")
@@ -247,13 +248,13 @@ def _gradient_blocks(lay: G.Layer, w: np.ndarray, x: Dist, eo: Dist, blocks: _Bl
 def weighted_backward(ledger: Ledger, i: int, lay: G.Layer, w: np.ndarray, x: Dist, eo: Dist,
                       strat: list) -> tuple[WeightGrad, Dist | None]:
     """(dW, E_in) of node i for output error ``eo``: dW on every PE's block, all-reduced over
-    type I levels (counted as ``IntraKey(i, "dW")``, on the blocks as :func:`_reduced` says);
+    type I levels (counted as ``IntraKey(i, "dW")``, on the blocks as :func:`reduced_blocks` says);
     E_in left partial over type III levels (None for an embedding: token ids take no error)."""
     blocks = _Blocks(lay, x, w, strat)
     dw_vals, ei_blocks = _gradient_blocks(lay, w, x, eo, blocks)
     lays = tuple(PARTIAL if s.split_axis == "b" else FULL for s in strat)
     index = [blocks.weight_index(p) for p in range(x.mesh.P)]
-    grad = WeightGrad(index, _reduced(ledger, IntraKey(i, "dW"), dw_vals, lays))
+    grad = WeightGrad(index, reduced_blocks(ledger, IntraKey(i, "dW"), dw_vals, lays))
     if lay.kind == G.EMBEDDING:
         return grad, None
     return grad, Dist(x.mesh, x.shape, tuple(s.in_err_layouts[0] for s in strat), axes=x.axes, blocks=ei_blocks)

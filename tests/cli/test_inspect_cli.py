@@ -136,7 +136,8 @@ def test_unknown_op_warns_on_one_line(tmp_path, cli_run):
     assert res.exit_code == 0
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Warning: unknown op 'Frobnicate'"), res.stderr
-    assert "1 weighted layers (1 gemm, 1 opaque)" in res.stdout
+    assert "1 weighted layers (1 gemm), 2 nodes" in res.stdout
+    assert res.stdout.splitlines()[-1] == "not understood, kept as opaque layers (whole tensors, no split): Frobnicate x1"
 
 
 def test_help_ends_with_example(cli_run):

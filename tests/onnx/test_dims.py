@@ -13,7 +13,6 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper, parser
-from onnx.reference import ReferenceEvaluator
 
 from hypar import api
 from hypar import graph as G
@@ -22,6 +21,7 @@ from hypar.cost import CostModel
 from hypar.errors import ShapeError
 from hypar.onnx import load_layer_graph, model_input_dims
 
+from onnx_runs import graph_shapes, run_shapes
 from paths import FIXTURES, ROOT
 
 HEADER = '<ir_version: 8, opset_import: ["" : 17]>\n'
@@ -293,23 +293,6 @@ def test_small_integer_or_one_dim_tables_stay_constants():
 
 # ------------------------------------------------------------------------------------------------
 # The exporter-pattern fixtures
-
-
-def run_shapes(path, feeds: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
-    """Every node output's shape when onnx's reference implementation runs the model."""
-    m = onnx.load(path)
-    names = [o for n in m.graph.node for o in n.output if o]
-    del m.graph.output[:]
-    m.graph.output.extend(onnx.helper.make_empty_tensor_value_info(o) for o in names)
-    outs = ReferenceEvaluator(m).run(None, feeds)
-    return {n: tuple(np.shape(v)) for n, v in [*zip(names, outs), *feeds.items()]}
-
-
-def graph_shapes(g) -> dict[str, tuple[int, ...]]:
-    out = {t.name: t.shape for t in g.graph["inputs"] + g.graph["outputs"]}
-    for _, _, d in g.edges(data=True):
-        out[d["tensor"].name] = d["tensor"].shape
-    return out
 
 
 @pytest.mark.parametrize("hw", [(64, 48), (20, 24), (16, 36)])
