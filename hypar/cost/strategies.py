@@ -188,6 +188,12 @@ def _weighted_strategies(n_in: int) -> tuple[Strategy, ...]:
     )
 
 
+# Ops whose output at a channel reads neighbouring channels (a window across the features): a
+# channel split would need a halo exchange that is neither priced nor simulated, so they are not
+# offered a feature split (they take the batch split or whole tensors).
+_NEIGHBOUR_OPS = frozenset({"LRN"})
+
+
 def _layout_strategies(node_axes: dict[str, int], ins: list[Tensor | None], out: Tensor | None,
                        kind: str, layer: Layer, err_slots: tuple[bool, ...]
                        ) -> tuple[tuple[Strategy, ...], tuple[tuple[str | None, str | None], ...]]:
@@ -209,7 +215,7 @@ def _layout_strategies(node_axes: dict[str, int], ins: list[Tensor | None], out:
     if kind == G.OPAQUE:
         return tuple(strategies), tuple(in_maps)
     for axis, layout in (("b", ROWS), ("f", COLS)):
-        if axis not in node_axes or node_axes[axis] < 2:
+        if axis not in node_axes or node_axes[axis] < 2 or (axis == "f" and layer.op in _NEIGHBOUR_OPS):
             continue
         slot_layouts = tuple(layout if m[0 if axis == "b" else 1] else FULL for m in in_maps)
         if ins and all(sl == FULL for sl in slot_layouts):
