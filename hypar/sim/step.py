@@ -33,7 +33,6 @@ conversions follow the cost model's ``convention`` (:mod:`hypar.sim.edges`):
 
 Either way a conversion is charged to its first consumer, and partial sums inside a layer (dW,
 F_out, normalisation statistics) are all-reduced hierarchically (:meth:`Comm.allreduce_levels`).
-
 What runs and what is reported instead: :mod:`hypar.sim.support`.
 """
 
