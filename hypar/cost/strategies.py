@@ -216,6 +216,8 @@ def _layout_strategies(node_axes: dict[str, int], ins: list[Tensor | None], out:
             continue
         if axis == "b":
             intra: tuple[str, ...] = (Q_STATS_BN,) if kind == G.BATCHNORM else ()
+        elif cuts_rotation(layer, out):
+            continue
         else:
             intra = _feature_split_intra(kind, layer, out)
         if kind == G.BINARY:
@@ -223,6 +225,17 @@ def _layout_strategies(node_axes: dict[str, int], ins: list[Tensor | None], out:
                            if sl == FULL and ins[k] is not None and err_slots[k])
         strategies.append(Strategy(layout, axis, slot_layouts, layout, slot_layouts, layout, intra))
     return tuple(strategies), tuple(in_maps)
+
+
+def cuts_rotation(layer: Layer, out: Tensor | None) -> bool:
+    """Could a feature split of a RotaryEmbedding cut inside a head? Its rotation pairs elements
+    of one head (``rotary_head`` elements of the last axis), so a split is local only when the
+    feature axis is not the last one (4-D: the heads) or its unit holds whole heads; a rotary
+    whose head size is unknown may not split its last axis at all."""
+    if layer.op != "RotaryEmbedding" or out is None or out.feature_axis != len(out.shape) - 1:
+        return False
+    head = layer.attr("rotary_head")
+    return not head or out.feature_unit % int(head) != 0
 
 
 def _reduced_axes(layer: Layer, x: Tensor) -> set[str]:
