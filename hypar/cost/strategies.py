@@ -459,6 +459,13 @@ def _output_tensor(g, name: str) -> Tensor | None:
     return None
 
 
+def stats_elements(node: NodeModel) -> int | None:
+    """The whole-tensor elements per-row statistics are taken over (None: the output tensor's own):
+    the layer's output elements, but of one output when it has several -- a skip norm's second
+    output, x + skip, has the normalised output's shape and takes no statistics."""
+    return None if len(node.layer.outputs) > 1 else (node.layer.out_elements or None)
+
+
 def quantity(node: NodeModel, dims: tuple[int, ...], q: str) -> int:
     """Elements all-reduced for quantity ``q`` at view ``dims`` (forward + backward combined)."""
     if q == Q_WEIGHT:
@@ -473,6 +480,7 @@ def quantity(node: NodeModel, dims: tuple[int, ...], q: str) -> int:
                                   node.layer.out_elements or None)
     if q in (Q_OUT, Q_REDUCED):
         return elements
+    elements = tensor_view(node, dims, out, node.out_map, stats_elements(node))[0]
     rows = elements // max(fs, 1)
     if q == Q_STATS_BN:
         # mean + var forward, two sums backward, for the channels this group holds
