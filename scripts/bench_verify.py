@@ -13,9 +13,10 @@ and whether it passed. Nothing is asserted.
     python scripts/bench_verify.py --dtype float32 --threads 2     # float32 steps, BLAS on 2 threads
 
 Wall seconds on a busy machine are noisy; the CPU seconds of the process are printed too (every
-thread: the step's own, the reference's thread beside it, BLAS threads -- ``--threads 1`` keeps
-BLAS to one) and those of the main thread alone: on two idle cores the wall time is about the
-larger of the main thread's and the rest.
+thread: the step's own, the reference's thread beside it, BLAS threads) and those of the main
+thread alone: on two idle cores the wall time is about the larger of the main thread's and the
+rest. Unless ``--threads`` (or OPENBLAS_NUM_THREADS) says otherwise, each of the simulator's two
+threads calls BLAS with its share of the cores (:mod:`hypar.sim.blas`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ sys.path.insert(0, ROOT)          # this checkout's hypar, not an installed one
 from hypar import api  # noqa: E402
 from hypar.array import array_from_levels  # noqa: E402
 from hypar.cost import CostModel  # noqa: E402
+from hypar.sim.blas import share_of_cores  # noqa: E402
 from hypar.verify import verify_assignment  # noqa: E402
 
 TRANSFORMERS = ("bert_base", "gpt2_small")
@@ -121,7 +123,8 @@ def main() -> int:
     if args.threads:
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = str(args.threads)
-    print(f"# {args.dtype}, BLAS threads: {env.get('OPENBLAS_NUM_THREADS', 'unset (all cores)')}", flush=True)
+    share = f"unset (each simulator thread: {share_of_cores()})"
+    print(f"# {args.dtype}, BLAS threads: {env.get('OPENBLAS_NUM_THREADS', share)}", flush=True)
     for fanouts in args.arrays.split(","):
         for name, path in cases(args):
             batch = args.batch or default_batch(name)

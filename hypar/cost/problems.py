@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -69,6 +70,22 @@ class PricedModel(Protocol):
         """Producer levels a pass's prices read (CostModel.producer_levels)."""
 
 
+#: Per cost model, what its problems' tables are built from, memoised across problems (exact: a
+#: value is a function of its key and the model, which does not change): node costs by (level,
+#: objective, levels below fixed, node, types); a tensor's charges (or, on one edge with the
+#: producer's levels fixed, its consumer's costs) by (levels, the tensor's edges, objective,
+#: whether the producer's levels are fixed, the producer's and each consumer's choices).
+_MEMO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _memo(model: PricedModel) -> dict:
+    """``model``'s memo (created empty)."""
+    try:
+        return _MEMO.setdefault(model, {})
+    except TypeError:                      # a model that takes no weak reference: no memo
+        return {}
+
+
 def _check_objective(objective: str) -> None:
     """Raise ValueError unless ``objective`` is one of :data:`OBJECTIVES`."""
     if objective not in OBJECTIVES:
@@ -105,8 +122,17 @@ def level_problem(model: PricedModel, assignment: list[tuple], h: int, objective
     labels = [model.labels(i) if allowed is None or allowed[i] is None else tuple(allowed[i]) for i in range(n)]
     fixed_below = lower == "fixed"
     choices = [[_with_label(assignment[i], h, t, not fixed_below, model.n_levels) for t in labels[i]] for i in range(n)]
-    node_cost = [np.array([_level_node_cost(model, h, objective, fixed_below, i, ct).value(objective)
-                           for ct in choices[i]], dtype=float) for i in range(n)]
+    memo = _memo(model)
+    node_cost = []
+    for i in range(n):
+        values = []
+        for ct in choices[i]:
+            key = ("node", h, objective, fixed_below, i, ct)
+            hit = memo.get(key)
+            if hit is None:
+                hit = memo[key] = _level_node_cost(model, h, objective, fixed_below, i, ct).value(objective)
+            values.append(hit)
+        node_cost.append(np.array(values, dtype=float))
     levels = list(range(h, model.n_levels)) if fixed_below else [h]
     return _build_problem(model, choices, labels, levels, {h}, objective, node_cost, memory_cap_bytes)
 
@@ -206,14 +232,34 @@ class _Terms:
         self.edge_cost: list[np.ndarray] = []
         self.groups: list[GroupTerm] = []
         self.factors: list[FactorTerm] = []
+        self.memo = _memo(model)
+        self.choice_keys: dict[int, tuple] = {}
+
+    def _key(self, levels: tuple[int, ...], edges: list[EdgeModel], fixed_producer: bool) -> tuple:
+        """The memo key of a tensor's terms (see :data:`_MEMO`)."""
+        def choices_of(i: int) -> tuple:
+            hit = self.choice_keys.get(i)
+            if hit is None:
+                hit = self.choice_keys[i] = tuple(self.choices[i])
+            return hit
+        return ("tensor", levels, id(edges), self.objective, fixed_producer, choices_of(edges[0].p),
+                tuple(choices_of(e.c) for e in edges))
 
     def add_tensor(self, levels: tuple[int, ...], p: int, edges: list[EdgeModel]) -> None:
         """Charge the conversions at ``levels`` of the tensor producer ``p`` sends along ``edges``."""
-        if len(edges) == 1 and not (self.model.producer_levels(levels) & self.free):
-            self._add_consumer_costs(levels, p, edges[0])
+        fixed_producer = not (self.model.producer_levels(levels) & self.free)
+        key = self._key(levels, edges, fixed_producer)
+        hit = self.memo.get(key)
+        if len(edges) == 1 and fixed_producer:
+            if hit is None:
+                hit = self.memo[key] = self._consumer_costs(levels, p, edges[0])
+            if any(hit):
+                self.node_cost[edges[0].c] += hit
             return
         consumers = sorted({e.c for e in edges})
-        charges = self._charges(levels, p, edges)
+        if hit is None:
+            hit = self.memo[key] = self._charges(levels, p, edges)
+        charges = hit
         if len(consumers) == 1:
             self._add_pair_costs(p, consumers[0], charges)
             return
@@ -237,9 +283,9 @@ class _Terms:
                 out.append(_Charge(needers, values, False))
         return out
 
-    def _add_consumer_costs(self, levels: tuple[int, ...], p: int, e: EdgeModel) -> None:
+    def _consumer_costs(self, levels: tuple[int, ...], p: int, e: EdgeModel) -> list[float]:
         """A tensor on one edge priced without reading the producer's free levels: each
-        consumer choice's conversions on its own node cost (the same sums as the general path)."""
+        consumer choice's conversions, for its own node cost (the same sums as the general path)."""
         ptypes = self.choices[p][0]
         own = []
         for types in self.choices[e.c]:
@@ -247,8 +293,7 @@ class _Terms:
             for conv in self.model.share([e], {e.c: [types]}, levels[0]):
                 total += self._value(levels, conv, p, ptypes)
             own.append(total)
-        if any(own):
-            self.node_cost[e.c] += own
+        return own
 
     def _value(self, levels: tuple[int, ...], conv: Conversion, p: int, ptypes: tuple) -> float:
         """The objective's value of ``conv`` over ``levels`` with the producer taking ``ptypes``."""

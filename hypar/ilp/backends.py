@@ -9,7 +9,7 @@ import warnings
 import pulp
 
 from hypar.errors import SolverError
-from hypar.ilp.highs import HighsSolver
+from hypar.ilp.highs import HighsRun, HighsSolver
 
 #: hypar backend name -> PuLP solver name.
 BACKENDS = {"highs": "HiGHS", "cbc": "PULP_CBC_CMD"}
@@ -58,6 +58,18 @@ def check_backend(backend: str) -> None:
         raise _backend_error(backend, "is not available")
 
 
+#: HiGHS's options beyond time, gap and threads (both model paths).
+HIGHS_OPTIONS = {"random_seed": 0}
+#: HiGHS's absolute MIP gap (objective units of the scaled model).
+HIGHS_ABS_GAP = 1e-9
+
+
+def make_highs_run(time_limit_seconds: float, gap: float, threads: int) -> HighsRun:
+    """A quiet, seeded HiGHS run for a model given as arrays (the options of
+    :func:`make_solver`'s HiGHS)."""
+    return HighsRun(time_limit_seconds, gap, HIGHS_ABS_GAP, threads, LP_FIRST, HIGHS_OPTIONS)
+
+
 def make_solver(backend: str, time_limit_seconds: float, gap: float, threads: int,
                 warm_start: bool, tmp_dir: str | None = None) -> pulp.LpSolver:
     """A PuLP solver for one run: quiet, seeded, with a time limit, relative gap and threads.
@@ -74,9 +86,9 @@ def make_solver(backend: str, time_limit_seconds: float, gap: float, threads: in
         CBC only: where its files go (a killed run leaves them; the caller removes the folder).
     """
     if backend == "highs":
-        return HighsSolver(msg=False, timeLimit=time_limit_seconds, gapRel=gap, gapAbs=1e-9,
-                           threads=threads, warm_start=warm_start, lp_first=LP_FIRST,
-                           random_seed=0)
+        return HighsSolver(msg=False, timeLimit=time_limit_seconds, gapRel=gap,
+                           gapAbs=HIGHS_ABS_GAP, threads=threads, warm_start=warm_start,
+                           lp_first=LP_FIRST, **HIGHS_OPTIONS)
     found = _installed()
     kwargs = dict(msg=False, timeLimit=time_limit_seconds, gapRel=gap, gapAbs=1e-9,
                   threads=threads, warmStart=warm_start,

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pulp
 
+from hypar.ilp.arrays import objective_scale, pairs_with_anchor_links
 from hypar.ilp.exact import check_problem
 from hypar.ilp.problem import LevelProblem
 from hypar.ilp.reduce import ReducedGroup, ReducedProblem, reduce_problem
@@ -98,20 +99,6 @@ def _digits(count: int) -> int:
     return len(str(max(count - 1, 0)))
 
 
-def _objective_scale(red: ReducedProblem) -> float:
-    """The largest cost coefficient of the model (1 when there is none)."""
-    scale = 0.0
-    for c in red.lin.values():
-        scale = max(scale, float(np.max(c)))
-    for _, _, m in red.pairs:
-        scale = max(scale, float(np.max(np.abs(m))))
-    for g in red.groups:
-        scale = max(scale, g.cost)
-    for f in red.factors:
-        scale = max(scale, float(np.max(f.table)))
-    return scale or 1.0
-
-
 class _ModelBuilder:
     """The model under construction: the problem, its objective terms and rows so far."""
 
@@ -119,7 +106,7 @@ class _ModelBuilder:
         self.red = red
         self.lp = pulp.LpProblem("level", pulp.LpMinimize)
         self.width = _digits(len(red.sizes))
-        self.scale = _objective_scale(red)
+        self.scale = objective_scale(red)
         self.obj: Terms = []
         self.n_constraints = 0
         self.x: dict[int, list[pulp.LpVariable]] = {}
@@ -165,28 +152,11 @@ class _ModelBuilder:
                     self.cost(xs[c], float(red.lin[i][c]))
             self.row([(v, 1.0) for v in xs], pulp.LpConstraintEQ, 1.0)
 
-    def _pairs_with_anchor_links(self) -> list[tuple[int, int, np.ndarray]]:
-        """The pair costs, plus a zero pair between each group anchor and member node that no
-        cost links: anchored groups are bounded through pair variables (z >= sum_t y[a, v][s,
-        t]), as tight as the pairwise linearisation; z >= x_a + m_v - 1 has a weak LP."""
-        red = self.red
-        pairs = list(red.pairs)
-        have = {(u, v) for u, v, _ in pairs}
-        for g in red.groups:
-            if g.anchor is None:
-                continue
-            a = g.anchor[0]
-            for v, _ts in g.members:
-                if v != a and (a, v) not in have and (v, a) not in have:
-                    have.add((a, v))
-                    pairs.append((a, v, np.zeros((red.sizes[a], red.sizes[v]))))
-        return pairs
-
     def add_pairs(self) -> list[tuple[int, int, list[list[pulp.LpVariable]]]]:
         """y per pair and joint choice, its costs, and the marginal rows; returns the y."""
         w = self.width
         y = []
-        for u, v, m in self._pairs_with_anchor_links():
+        for u, v, m in pairs_with_anchor_links(self.red):
             tu, tv = m.shape
             ys = [[self.var(f"y_{u:0{w}d}_{v:0{w}d}_{s}_{t}", 0, 1) for t in range(tv)]
                   for s in range(tu)]

@@ -17,7 +17,9 @@ import time
 import pulp
 
 from hypar.errors import InfeasibleError, SolverError
-from hypar.ilp.backends import available_backends, check_backend, make_solver
+from hypar.ilp.arrays import build_arrays
+from hypar.ilp.backends import (available_backends, check_backend, make_highs_run,
+                                  make_solver)
 from hypar.ilp.exact import check_problem, solve_brute_force, solve_chain_dp
 from hypar.ilp.isolate import can_fork, hard_deadline, is_short, run_forked
 from hypar.ilp.model import build_model
@@ -60,33 +62,54 @@ def _no_plan(problem, incumbent, backend, time_limit_seconds, gap, start, n_vars
                          time.perf_counter() - start, gap, n_vars, n_cons)
 
 
-def _solve_reduced(problem: LevelProblem, red: ReducedProblem, backend: str,
-                   time_limit_seconds: float, gap: float, threads: int,
-                   incumbent: tuple[int, ...] | None, start: float,
-                   tmp_dir: str | None = None) -> LevelSolution:
-    """Build and solve the reduced model in this process."""
+def _run_backend(red: ReducedProblem, backend: str, time_limit_seconds: float, gap: float,
+                 threads: int, incumbent: tuple[int, ...] | None, tmp_dir: str | None,
+                 via_pulp: bool):
+    """Build the reduced model and run the backend: (status as :func:`status_of` names it,
+    the free nodes' choices, variables, constraints, the solver object for its error).
+
+    HiGHS gets the model as arrays (:func:`hypar.ilp.arrays.build_arrays`) unless
+    ``via_pulp``; CBC (and ``via_pulp``) go through PuLP's objects (:func:`build_model`)."""
+    if backend == "highs" and not via_pulp:
+        model = build_arrays(red)
+        run = make_highs_run(time_limit_seconds, gap, threads)
+        start = model.start(incumbent) if incumbent is not None else None
+        status, col = run.run(model, start)
+        chosen = model.chosen(col) if col is not None else {}
+        return status, chosen, model.n_variables, model.n_constraints, run
     built = build_model(red)
     warm = incumbent is not None
     if warm:
         built.set_start(incumbent)
-    left = max(time_limit_seconds - (time.perf_counter() - start), 1e-3)
-    solver = make_solver(backend, left, gap, threads, warm, tmp_dir)
+    solver = make_solver(backend, time_limit_seconds, gap, threads, warm, tmp_dir)
     try:
         built.lp.solve(solver)
     except pulp.PulpSolverError as exc:
         raise SolverError(f"ILP backend {backend!r} failed: {exc}; try another backend "
                           f"(installed: {available_backends()})") from exc
     status = status_of(built.lp)
+    chosen = built.chosen() if status in ("optimal", "feasible") else {}
+    return status, chosen, built.n_variables, built.n_constraints, solver
+
+
+def _solve_reduced(problem: LevelProblem, red: ReducedProblem, backend: str,
+                   time_limit_seconds: float, gap: float, threads: int,
+                   incumbent: tuple[int, ...] | None, start: float,
+                   tmp_dir: str | None = None, via_pulp: bool = False) -> LevelSolution:
+    """Build and solve the reduced model in this process."""
+    left = max(time_limit_seconds - (time.perf_counter() - start), 1e-3)
+    status, chosen, n_vars, n_cons, solver = _run_backend(
+        red, backend, left, gap, threads, incumbent, tmp_dir, via_pulp)
     if status == "infeasible":
         raise InfeasibleError("no assignment satisfies the memory rows; "
                               "raise the per-PE capacity")
     if status == "none":
         why = getattr(solver, "error", None)
         return _no_plan(problem, incumbent, backend, time_limit_seconds, gap, start,
-                        built.n_variables, built.n_constraints,
+                        n_vars, n_cons,
                         why=f"ILP backend {backend!r} failed ({why}); try backend='cbc'"
                         if why else None)
-    result = _assemble(problem, red, built.chosen())
+    result = _assemble(problem, red, chosen)
     if not problem.feasible(result):
         raise SolverError(f"ILP backend {backend!r} returned a plan that breaks a memory row "
                           "by more than the tolerance; try another backend")
@@ -96,12 +119,13 @@ def _solve_reduced(problem: LevelProblem, red: ReducedProblem, backend: str,
         if inc_obj < objective:
             result, objective, backend = tuple(incumbent), inc_obj, "incumbent"
     return LevelSolution(result, objective, status, backend, time.perf_counter() - start,
-                         gap, built.n_variables, built.n_constraints)
+                         gap, n_vars, n_cons)
 
 
 def _solve_forked(problem: LevelProblem, red: ReducedProblem, backend: str,
                   time_limit_seconds: float, gap: float, threads: int,
-                  incumbent: tuple[int, ...] | None, start: float) -> LevelSolution:
+                  incumbent: tuple[int, ...] | None, start: float,
+                  via_pulp: bool = False) -> LevelSolution:
     """:func:`_solve_reduced` in a forked child killed at the hard deadline; on a kill, the
     incumbent or the error that says to raise the time limit."""
     limit = time_limit_seconds
@@ -109,7 +133,7 @@ def _solve_forked(problem: LevelProblem, red: ReducedProblem, backend: str,
     try:
         return run_forked(
             lambda: _solve_reduced(problem, red, backend, limit, gap, threads, incumbent, start,
-                                   tmp_dir),
+                                   tmp_dir, via_pulp),
             hard_deadline(start, limit))
     except TimeoutError:
         return _no_plan(problem, incumbent, backend, limit, gap, start, why=(
@@ -150,7 +174,8 @@ def _check_incumbent(problem: LevelProblem, incumbent) -> tuple[int, ...] | None
 def solve_ilp(problem: LevelProblem, backend: str = "highs", time_limit_seconds: float = 60.0,
               gap: float = 1e-6, threads: int | None = None,
               incumbent: tuple[int, ...] | list[int] | None = None,
-              isolate: bool | None = None, eliminate: bool = True) -> LevelSolution:
+              isolate: bool | None = None, eliminate: bool = True,
+              via_pulp: bool = False) -> LevelSolution:
     """Solve one level exactly (to ``gap``) as an integer linear program.
 
     Parameters
@@ -177,6 +202,9 @@ def solve_ilp(problem: LevelProblem, backend: str = "highs", time_limit_seconds:
         Before the ILP, eliminate nodes that only have one or two pair neighbours (no group
         term, no memory row) exactly, as a DP would: chains, trees and residual blocks need no
         ILP at all. False keeps every multi-choice node in the model (for cross-checks).
+    via_pulp : bool
+        HiGHS only: build the model as PuLP objects (the portable path CBC takes) instead of
+        handing HiGHS arrays; the same model either way (for cross-checks).
 
     Returns
     -------
@@ -218,8 +246,9 @@ def solve_ilp(problem: LevelProblem, backend: str = "highs", time_limit_seconds:
     if isolate is None:
         isolate = is_short(limit, red.estimated_variables())
     if not (isolate and can_fork()):
-        return _solve_reduced(problem, red, backend, limit, gap, threads, inc, start)
-    return _solve_forked(problem, red, backend, limit, gap, threads, inc, start)
+        return _solve_reduced(problem, red, backend, limit, gap, threads, inc, start,
+                              via_pulp=via_pulp)
+    return _solve_forked(problem, red, backend, limit, gap, threads, inc, start, via_pulp)
 
 
 def solve(problem: LevelProblem, method: str = "ilp", **opts) -> LevelSolution:

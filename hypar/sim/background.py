@@ -1,6 +1,6 @@
 """One worker thread beside the distributed step: the one-device reference step and the numerics
 checks, in the order they are queued, so the two cores work at once (numpy releases the GIL in
-its kernels and BLAS calls).
+its kernels and BLAS calls; each thread's BLAS gets its share of the cores, :mod:`hypar.sim.blas`).
 
 The queue: the reference's forward pass first, then the checks of forward values the
 distributed forward queues, then -- as the distributed backward reaches each node -- the
@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
+from hypar.sim.blas import set_blas_threads, share_of_cores
 from hypar.sim.reference import Reference, ReferenceBackward, StepData, reference_forward
 
 T = TypeVar("T")
@@ -27,7 +28,8 @@ class Background:
 
     def __init__(self, g, data: StepData, keep: set[str]):
         self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hypar-reference")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hypar-reference",
+                                        initializer=set_blas_threads, initargs=(share_of_cores(),))
         fwd = self._pool.submit(reference_forward, g, data, self._stop.is_set)
         self._back: Future[ReferenceBackward] = self._pool.submit(
             lambda: ReferenceBackward(g, data, fwd.result(), keep, frugal=True))

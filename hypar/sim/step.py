@@ -56,6 +56,7 @@ from hypar.sim.ledger import Ledger
 from hypar.sim.mesh import (Dist, Mesh, TensorAxes, add, mask_to_layout, max_abs, max_abs_error, region_key, same_regions,
                              scatter)
 from hypar.sim.background import Background
+from hypar.sim.blas import blas_threads
 from hypar.sim.broadcast import broadcasting
 from hypar.sim.lookup import lookup_backward, lookup_forward
 from hypar.sim.ops import WEIGHTED_KINDS, is_lookup, is_reduce, is_split, several_outputs
@@ -484,7 +485,8 @@ def simulate(model, assignment: list[tuple], seed: int = 0, tol: float | None = 
         raise ValueError("simulate needs every level of every node decided")
     step = TrainingStep(model, assignment, seed, res, dtype)
     try:
-        return step.run()
+        with blas_threads():          # this thread's share of the cores (the reference's thread has its own)
+            return step.run()
     except UnevenSplit as exc:
         # only a strict mesh (the reference convention) raises it
         res.unsupported = [f"{step.node_name}: {exc} (uneven split over several levels; choose a batch / widths "

@@ -12,7 +12,7 @@ from hypar import graph as G
 from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
 from hypar.sim.errors import SimulationError, Unsupported
 from hypar.sim.ledger import IntraKey, Ledger
-from hypar.sim.mesh import Dist, as_cut, axis_mask, max_abs_diff, sub_block, units_of
+from hypar.sim.mesh import MAX_PIECES, Dist, as_cut, axis_mask, max_abs_diff, runs, sub_block, units_of
 from hypar.sim.kernels import embedding_grad
 from hypar.sim.ops import backward_op, forward_op, weight_grad
 
@@ -47,18 +47,23 @@ class _Blocks:
             self.units = (bu, in_unit, out_unit)
             axes = "bio"
         self.levels = tuple([h for h in range(len(strat)) if strat[h].split_axis == a] for a in axes)
+        self._index: dict[int, tuple] = {}
 
     def masks(self, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """PE p's (batch, input, output) masks (a grouped Conv: batch, groups, groups)."""
         return tuple(axis_mask(self.mesh, n, lv, p, u) for n, lv, u in zip(self.sizes, self.levels, self.units))
 
     def index(self, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """PE p's (batch, input, output) indices (a grouped Conv: its groups' channels)."""
-        ri, ii, oi = (np.flatnonzero(m) for m in self.masks(p))
-        if self.grouped:
-            ii = (ii[:, None] * self.cin + np.arange(self.cin)).ravel()
-            oi = (oi[:, None] * self.cout + np.arange(self.cout)).ravel()
-        return ri, ii, oi
+        """PE p's (batch, input, output) indices (a grouped Conv: its groups' channels); computed
+        once per PE (read-only)."""
+        hit = self._index.get(p)
+        if hit is None:
+            ri, ii, oi = (np.flatnonzero(m) for m in self.masks(p))
+            if self.grouped:
+                ii = (ii[:, None] * self.cin + np.arange(self.cin)).ravel()
+                oi = (oi[:, None] * self.cout + np.arange(self.cout)).ravel()
+            hit = self._index[p] = (ri, ii, oi)
+        return hit
 
     def weight(self, w: np.ndarray, ii: np.ndarray, oi: np.ndarray) -> np.ndarray:
         """The weight block a PE with input indices ``ii`` and output indices ``oi`` uses (a view
@@ -86,21 +91,10 @@ def block_of(a: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return a[r].take(c, axis=1) if isinstance(r, slice) else a[np.ix_(r, c)]   # (not a[r][:, c]: slow)
 
 
-MAX_PIECES = 64        # products per GEMM block at most when cut into runs; beyond, the block is copied
-
-
-def _runs(idx: np.ndarray) -> list[tuple[int, int, int]]:
-    """(position in ``idx``, first index, length) of each run of consecutive increasing indices."""
-    if len(idx) == 0:
-        return []
-    breaks = np.flatnonzero(np.diff(idx) != 1) + 1
-    return [(int(a), int(idx[a]), int(b - a)) for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(idx)])]
-
-
 def _pieces(rows: np.ndarray, cols: np.ndarray) -> list | None:
     """The (row run, column run) pairs covering the block ``a[rows][:, cols]`` (None when more
     than :data:`MAX_PIECES`): each a view of ``a``, so nothing is copied."""
-    rr, rc = _runs(rows), _runs(cols)
+    rr, rc = runs(rows), runs(cols)
     return [(r, c) for r in rr for c in rc] if len(rr) * len(rc) <= MAX_PIECES else None
 
 
@@ -199,14 +193,14 @@ def weighted_forward(ledger: Ledger, i: int, lay: G.Layer, w: np.ndarray, x: Dis
     """Node i's output: local products on every PE's shard, then the all-reduce of the partial
     output (type II levels; counted as ``IntraKey(i, "F_out")``). ``strat``: the node's strategy
     per level. Raises SimulationError when the output's layouts are not the strategy's."""
-    out_blocks = _forward_blocks(lay, w, x, _Blocks(lay, x, w, strat, out_axes), out_axes)
+    blocks = _Blocks(lay, x, w, strat, out_axes)
+    out_blocks = _forward_blocks(lay, w, x, blocks, out_axes)
     lays = tuple(OUT_LAYOUT[s.split_axis] for s in strat)
     reduced = reduced_blocks(ledger, IntraKey(i, "F_out"), out_blocks, lays)
     out_l = tuple(FULL if l == PARTIAL else l for l in lays)
     if out_l != tuple(s.out_layout for s in strat):
         raise SimulationError(f"{lay.name}: output layouts {out_l} differ from the strategy's")
     out = Dist(x.mesh, out_shape, out_l, axes=out_axes, blocks=reduced)
-    blocks = _Blocks(lay, x, w, strat, out_axes)
     for p in range(x.mesh.P):
         blocks.check_channels(out, p, blocks.index(p)[2], "output")
     return out
