@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from hypar.cost.hierarchical import HierarchicalPricer
 from hypar.cost.price import ZERO, Cost
 from hypar.cost.strategies import (COLS, FULL, PARTIAL, Q_OUT, Q_ROWS2, Q_ROWS3, Q_ROWS4, Q_STATS_BN, ROWS, NodeModel,
-                                   tensor_units, tensor_view)
+                                   stats_elements, tensor_units, tensor_view)
 
 STATS_QUANTITIES = (Q_STATS_BN, Q_ROWS4, Q_ROWS3, Q_ROWS2)
 
@@ -86,7 +86,7 @@ def _tensors(node: NodeModel, q: str) -> tuple[tuple[int, int, int, int, int], .
     out = node.out_tensor
     if out is None:
         return ()
-    elements, batch, features = tensor_view(node, node.sizes, out, node.out_map, node.layer.out_elements or None)
+    elements, batch, features = tensor_view(node, node.sizes, out, node.out_map, stats_elements(node))
     batch_unit = tensor_units(node, node.out_map)[0]
     if q == Q_STATS_BN:
         channels, unit = (node.size("f"), node.unit("f")) if "f" in node.axes else (out.shape[1], 1)

@@ -222,6 +222,8 @@ def _layout_strategies(node_axes: dict[str, int], ins: list[Tensor | None], out:
             continue
         if axis == "b":
             intra: tuple[str, ...] = (Q_STATS_BN,) if kind == G.BATCHNORM else ()
+        elif cuts_rotation(layer, out):
+            continue
         else:
             intra = _feature_split_intra(kind, layer, out)
         if kind == G.BINARY:
@@ -229,6 +231,17 @@ def _layout_strategies(node_axes: dict[str, int], ins: list[Tensor | None], out:
                            if sl == FULL and ins[k] is not None and err_slots[k])
         strategies.append(Strategy(layout, axis, slot_layouts, layout, slot_layouts, layout, intra))
     return tuple(strategies), tuple(in_maps)
+
+
+def cuts_rotation(layer: Layer, out: Tensor | None) -> bool:
+    """Could a feature split of a RotaryEmbedding cut inside a head? Its rotation pairs elements
+    of one head (``rotary_head`` elements of the last axis), so a split is local only when the
+    feature axis is not the last one (4-D: the heads) or its unit holds whole heads; a rotary
+    whose head size is unknown may not split its last axis at all."""
+    if layer.op != "RotaryEmbedding" or out is None or out.feature_axis != len(out.shape) - 1:
+        return False
+    head = layer.attr("rotary_head")
+    return not head or out.feature_unit % int(head) != 0
 
 
 def _reduced_axes(layer: Layer, x: Tensor) -> set[str]:
@@ -452,6 +465,13 @@ def _output_tensor(g, name: str) -> Tensor | None:
     return None
 
 
+def stats_elements(node: NodeModel) -> int | None:
+    """The whole-tensor elements per-row statistics are taken over (None: the output tensor's own):
+    the layer's output elements, but of one output when it has several -- a skip norm's second
+    output, x + skip, has the normalised output's shape and takes no statistics."""
+    return None if len(node.layer.outputs) > 1 else (node.layer.out_elements or None)
+
+
 def quantity(node: NodeModel, dims: tuple[int, ...], q: str) -> int:
     """Elements all-reduced for quantity ``q`` at view ``dims`` (forward + backward combined)."""
     if q == Q_WEIGHT:
@@ -466,6 +486,7 @@ def quantity(node: NodeModel, dims: tuple[int, ...], q: str) -> int:
                                   node.layer.out_elements or None)
     if q in (Q_OUT, Q_REDUCED):
         return elements
+    elements = tensor_view(node, dims, out, node.out_map, stats_elements(node))[0]
     rows = elements // max(fs, 1)
     if q == Q_STATS_BN:
         # mean + var forward, two sums backward, for the channels this group holds

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import onnx
 
 from hypar import graph as G
+from hypar.errors import ShapeError
 from hypar.onnx import decision_layers
 from hypar.onnx.index import ModelIndex
 from hypar.onnx.layer_context import Attrs, Fields, LayerContext, NodeView, pick
@@ -281,7 +282,27 @@ def _elementwise(ctx: LayerContext, v: NodeView) -> tuple[Fields, Attrs]:
         exponent = ctx.scalar(v.input(1))
         if exponent is not None:
             attrs["exponent"] = exponent
+    if v.op == "RotaryEmbedding":
+        attrs.update(_rotary_attrs(ctx, v))
     return {}, attrs
+
+
+def _rotary_attrs(ctx: LayerContext, v: NodeView) -> Attrs:
+    """A RotaryEmbedding's ``interleaved`` (0: the halves of each head's rotated part pair up, 1:
+    neighbours), ``rotary_head`` (elements of the last axis one rotation spans: the head size --
+    the last axis of a 4-D (batch, heads, sequence, head) input, else hidden / ``num_heads``, else
+    twice the cos cache's last axis) and ``rotary_dim`` (the rotated leading part of each head:
+    twice the cos cache's last axis), when the shapes are known."""
+    cos = v.input(2 if v.node.domain == "com.microsoft" else 1)
+    attrs: Attrs = {"interleaved": int(v.attrs.get("interleaved", 0))}
+    try:
+        x, half = ctx.shape(v.act_in[0], v.name), ctx.weight_shape(cos, v.name)[-1]
+    except ShapeError:                  # unknown shapes: the simulator refuses the op
+        return attrs
+    heads = int(v.attrs.get("num_heads", 0))
+    head = x[-1] if len(x) == 4 else (x[-1] // heads if heads else 2 * half)
+    attrs.update(rotary_head=int(head), rotary_dim=int(2 * half))
+    return attrs
 
 
 def _opaque(ctx: LayerContext, v: NodeView) -> tuple[Fields, Attrs]:

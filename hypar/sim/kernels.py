@@ -231,9 +231,10 @@ def reduce_bwd(x: np.ndarray, e: np.ndarray, lay: G.Layer, full_shape: tuple | N
 def embedding_grad(ids: np.ndarray, e: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Rows ``rows`` (increasing vocabulary indices) of an embedding's weight gradient: for each,
     the sum of the output errors ``e`` (..., d) of the tokens ``ids`` (...) reading it, in token
-    order (what ``np.add.at`` gives, by one sort and one segmented sum)."""
+    order (what ``np.add.at`` gives, by one sort and one segmented sum). An empty block (no
+    rows, or d = 0: a PE holding none of a split axis) gives an empty (len(rows), d) gradient."""
     flat = ids.astype(np.int64).ravel()
-    err = e.reshape(-1, e.shape[-1])
+    err = e.reshape(flat.size, e.shape[-1])
     pos = np.searchsorted(rows, flat)
     mine = pos < len(rows)
     mine[mine] &= rows[pos[mine]] == flat[mine]

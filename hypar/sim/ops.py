@@ -14,6 +14,7 @@ from hypar.sim.conv import conv_forward, conv_input_grad, conv_weight_grad
 from hypar.sim.kernels import (BINARY_OPS, CONST_OPS, LOCAL, REDUCE_OPS, SHAPE_OPS, batchnorm, batchnorm_bwd,
                                embedding_grad, layernorm, layernorm_bwd, lrn, lrn_bwd, reduce_bwd, reduce_fwd, softmax,
                                softmax_bwd, unbroadcast)
+from hypar.sim.fused import is_rotary, is_skip_norm, rotary, skip_norm_error, skip_norm_values
 from hypar.sim.norms import rms_norm, rms_norm_bwd
 
 WEIGHTED_KINDS = (G.GEMM, G.CONV, G.EMBEDDING)
@@ -143,7 +144,13 @@ def is_bn(lay: G.Layer) -> bool:
 def is_chain_op(lay: G.Layer) -> bool:
     """A single-input op that may run folded on either side of a conversion."""
     return is_unary(lay) or is_bn(lay) or is_const_op(lay) or is_shape_op(lay) or is_layernorm(lay) \
-        or is_rmsnorm(lay) or is_softmax(lay) or is_lrn(lay) or is_expand(lay) or is_pad(lay)
+        or is_rmsnorm(lay) or is_softmax(lay) or is_lrn(lay) or is_expand(lay) or is_pad(lay) or is_rotary(lay)
+
+
+def several_outputs(lay: G.Layer) -> bool:
+    """Does the simulator compute every output of the layer (a Split's parts, a skip norm's
+    normalised output and sum), not only its first?"""
+    return is_split(lay) or is_skip_norm(lay)
 
 
 def changes_shape(lay: G.Layer) -> bool:
@@ -185,6 +192,8 @@ CLASSES: tuple[tuple[str, Callable[[G.Layer], bool]], ...] = (
     ("const", is_const_op),
     ("binary", is_binary),
     ("shape", is_shape_op),
+    ("rotary", is_rotary),
+    ("skipnorm", is_skip_norm),
     ("layernorm", is_layernorm),
     ("rmsnorm", is_rmsnorm),
     ("softmax", is_softmax),
@@ -235,6 +244,8 @@ FORWARD: dict[str, Callable] = {
     "const": lambda lay, xs, w: CONST_OPS[lay.op][0](xs[0], w),
     "binary": lambda lay, xs, w: BINARY_OPS[lay.op][0](xs[0], xs[1]),
     "shape": _reshape,
+    "rotary": lambda lay, xs, w: rotary(xs[0], w, lay),
+    "skipnorm": lambda lay, xs, w: skip_norm_values(lay, xs, w, forward_op)[lay.outputs[0]],
     "layernorm": lambda lay, xs, w: layernorm(xs[0], w, lay),
     "rmsnorm": lambda lay, xs, w: rms_norm(xs[0], w, lay),
     "softmax": lambda lay, xs, w: softmax(xs[0]),
@@ -258,6 +269,8 @@ BACKWARD: dict[str, Callable] = {
     "const": lambda lay, xs, e, w: [CONST_OPS[lay.op][1](xs[0], e, w)],
     "binary": lambda lay, xs, e, w: [unbroadcast(d, x.shape) for d, x in zip(BINARY_OPS[lay.op][1](xs[0], xs[1], e), xs)],
     "shape": _reshape_bwd,
+    "rotary": lambda lay, xs, e, w: [rotary(e, w, lay, inverse=True)],
+    "skipnorm": lambda lay, xs, e, w: [skip_norm_error(lay, xs, {lay.outputs[0]: e}, w, backward_op)] * 2,
     "layernorm": lambda lay, xs, e, w: [layernorm_bwd(xs[0], e, w, lay)],
     "rmsnorm": lambda lay, xs, e, w: [rms_norm_bwd(xs[0], e, w, lay)],
     "softmax": lambda lay, xs, e, w: [softmax_bwd(xs[0], e)],

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from hypar import graph as G
+from hypar.cost.strategies import RMS_NORM_OPS
 from hypar.sim.graphwalk import tensor_meta, topo_order
+from hypar.sim.fused import draw_rotary, is_rotary, is_skip_norm, skip_norm_error, skip_norm_values
 from hypar.sim.lookup import draw_lookup, lookup_grad
 from hypar.sim.ops import WEIGHTED_KINDS, backward_op, forward_op, is_const_op, is_layernorm, is_lookup, is_rmsnorm, \
     is_split, split_slice, weight_grad
@@ -52,7 +54,8 @@ def _recipes(g, dtype) -> tuple[dict[str, Callable], dict[str, int]]:
     """How to draw each layer's parameters (layer name -> function of a generator, in topological
     order): GEMM (d_in, d_out) and Conv (d_in / groups, d_out, kh, kw) weights scaled by
     1/sqrt(fan-in), normalisation (gamma ~ 1, beta ~ 0; an RMS norm's scale ~ 1), embedding (with constant indices: a
-    :class:`hypar.sim.lookup.Lookup`) and constant-operand parameters; and the smallest vocabulary reading each id tensor."""
+    :class:`hypar.sim.lookup.Lookup`), rotary angles (:class:`hypar.sim.fused.Rotary`) and constant-operand
+    parameters; and the smallest vocabulary reading each id tensor (a skip norm's parameters are its norm's)."""
     meta = tensor_meta(g)
     recipes: dict[str, Callable] = {}
     vocab: dict[str, int] = {}
@@ -64,14 +67,16 @@ def _recipes(g, dtype) -> tuple[dict[str, Callable], dict[str, int]]:
             k = tuple(lay.kernel)
             cin = lay.d_in // max(lay.groups, 1)                  # grouped: each group's input channels
             recipes[n] = lambda r, shape=(cin, lay.d_out) + k: draw(r, shape, dtype, 1.0 / np.sqrt(np.prod(shape) / shape[1]))
-        elif lay.kind == G.BATCHNORM or is_layernorm(lay):
+        elif lay.kind == G.BATCHNORM or is_layernorm(lay) or (is_skip_norm(lay) and lay.op not in RMS_NORM_OPS):
             c = meta[lay.inputs[0]].shape[1 if lay.kind == G.BATCHNORM else -1]
             recipes[n] = lambda r, c=c: (1.0 + draw(r, c, dtype, 0.1), draw(r, c, dtype, 0.1))
-        elif is_rmsnorm(lay):
+        elif is_rmsnorm(lay) or is_skip_norm(lay):
             c = meta[lay.inputs[0]].shape[-1]
             recipes[n] = lambda r, c=c: 1.0 + draw(r, c, dtype, 0.1)
         elif is_lookup(lay):
             recipes[n] = lambda r, lay=lay: draw_lookup(r, lay, dtype, draw)
+        elif is_rotary(lay):
+            recipes[n] = lambda r, lay=lay, s=meta[lay.inputs[0]].shape[-2]: draw_rotary(r, lay, s, dtype)
         elif lay.kind == G.EMBEDDING:
             recipes[n] = lambda r, lay=lay: draw(r, (lay.d_in, lay.d_out), dtype)
             vocab[lay.inputs[0]] = min(vocab.get(lay.inputs[0], lay.d_in), lay.d_in)
@@ -135,6 +140,9 @@ def reference_forward(g, data: StepData, cancelled: Callable[[], bool] | None = 
             x = val[lay.inputs[0]]
             for o in lay.outputs:
                 val[o] = x[split_slice(lay, x.ndim, o)]
+            continue
+        if is_skip_norm(lay):
+            val.update(skip_norm_values(lay, [val[t] for t in lay.inputs], data.weights.get(n), forward_op))
             continue
         val[lay.outputs[0]] = forward_op(lay, [val[t] for t in lay.inputs], data.weights.get(n))
     return val
@@ -214,6 +222,9 @@ def _backward_layer(lay: G.Layer, val: dict, err: dict, w, dW: dict) -> list[tup
         return [(lay.inputs[0], e_in)]
     e_out = err[lay.outputs[0]]
     xs = [val[t] for t in lay.inputs]
+    if is_skip_norm(lay):
+        d = skip_norm_error(lay, xs, err, w, backward_op)
+        return [(t, d) for t in lay.inputs]
     if is_lookup(lay):
         dW[lay.name] = lookup_grad(w, e_out)
     elif lay.kind in WEIGHTED_KINDS:

@@ -21,9 +21,10 @@ from hypar.cost.strategies import COLS, FULL, PARTIAL, ROWS
 from hypar.sim.broadcast import (broadcast_backward, broadcast_forward, broadcasting, expand_backward, expand_forward,
                                  reduce_backward, reduce_forward)
 from hypar.sim.errors import Unsupported
+from hypar.sim.fused import check_whole_heads, is_rotary, is_skip_norm, norm_view, skip_norm_sum
 from hypar.sim.hierorder import run_order
 from hypar.sim.ledger import Ledger, StatsKey
-from hypar.sim.mesh import Dist, per_pe, region_key, same_regions, shard_mask, units_of
+from hypar.sim.mesh import Dist, add, per_pe, region_key, same_regions, shard_mask, units_of
 from hypar.sim.norms import BATCHNORM, LAYERNORM, RMSNORM
 from hypar.sim.ops import (backward_op, concat_axis, forward_op, is_concat, is_expand, is_layernorm, is_lrn,
                            is_pad, is_reduce, is_rmsnorm, is_shape_op, is_softmax, is_split, pad_widths,
@@ -124,8 +125,11 @@ def _check_mapped(lay: G.Layer, x0: Dist, res: Dist) -> None:
 def _check_local(lay: G.Layer, xs: list[Dist]) -> None:
     """Unsupported for a local op over an axis the layouts split: a Pad of a split axis (each
     block would be padded), an LRN across split channels (each channel needs its neighbours), a
-    Concat along a split axis (the joined shards are not the output's)."""
+    Concat along a split axis (the joined shards are not the output's), a rotary embedding cutting
+    a head (:func:`hypar.sim.fused.check_whole_heads`)."""
     x0 = xs[0]
+    if is_rotary(lay):
+        check_whole_heads(lay, x0)
     if is_pad(lay):
         widths = pad_widths(lay)
         for ax, idx_of in zip(x0.axes, (0, 1)):
@@ -273,3 +277,31 @@ def local_backward(lay: G.Layer, xs: list[Dist], e: Dist, k: int, layouts: tuple
         return Dist(e.mesh, xs[k].shape, layouts, axes=grads_axes, blocks=blocks)
     vals = [backward_op(lay, [x.vals[p] for x in xs], e.vals[p], w)[k] for p in range(e.mesh.P)]
     return Dist(e.mesh, vals[0].shape, layouts, vals, grads_axes).compact()
+
+
+def several_forward(lay: G.Layer, xs: list[Dist], ctx: ShardContext, charge: Charge) -> dict[str, Dist]:
+    """Every output of a Split (its parts) or a skip norm (the norm of x + skip, and the sum when
+    it has that output) on every PE, by output name."""
+    if not is_skip_norm(lay):
+        return {o: local_forward(lay, xs, ctx, charge, out=o) for o in lay.outputs}
+    s = skip_norm_sum(lay, xs)
+    return dict(zip(lay.outputs, (local_forward(norm_view(lay), [s], ctx, charge), s)))
+
+
+def several_backward(lay: G.Layer, xs: list[Dist], errs: dict[str, Dist], layouts: list[tuple], ctx: ShardContext,
+                     charge: Charge) -> list[Dist]:
+    """The error of every input of a Split or a skip norm from the errors of all its outputs
+    (``errs`` by output name, every output there), input k's in ``layouts[k]``. A skip norm's
+    inputs share one error: the norm's input error (its statistics all-reduced once) plus the
+    sum's."""
+    if not is_skip_norm(lay):
+        tot = None
+        for o in lay.outputs:
+            tot = add(tot, local_backward(lay, xs, errs[o], 0, layouts[0], ctx, charge, out=o))
+        return [tot]
+    s = skip_norm_sum(lay, xs)
+    e_y = errs[lay.outputs[0]]
+    d = local_backward(norm_view(lay), [s], e_y, 0, e_y.layouts, ctx, charge)
+    if len(lay.outputs) > 1:
+        d = add(d, errs[lay.outputs[1]].relabelled(e_y.layouts))
+    return [d.relabelled(l) for l in layouts]

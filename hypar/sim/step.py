@@ -58,10 +58,10 @@ from hypar.sim.background import Background
 from hypar.sim.blas import blas_threads
 from hypar.sim.broadcast import broadcasting
 from hypar.sim.lookup import lookup_backward, lookup_forward
-from hypar.sim.ops import WEIGHTED_KINDS, is_lookup, is_reduce, is_split
+from hypar.sim.ops import WEIGHTED_KINDS, is_lookup, is_reduce, is_split, several_outputs
 from hypar.sim.reference import Reference, seeded_data
 from hypar.sim.result import DEFAULT_TOL, SimResult, default_tol
-from hypar.sim.sharded import Charge, ShardContext, local_backward, local_forward
+from hypar.sim.sharded import Charge, ShardContext, local_backward, local_forward, several_backward, several_forward
 from hypar.sim.support import unsupported
 from hypar.sim.weighted import weighted_backward, weighted_forward
 from hypar.vocab import Convention
@@ -283,9 +283,8 @@ class TrainingStep:
         charge = Charge("intra", i, "node")
         if lay.kind == G.MATMUL_ACT:
             self.out[i] = self._activation_product(slots, out_l, self.axes_of[lay.outputs[0]])
-        elif is_split(lay):
-            for o in lay.outputs:
-                self.split_outs[i][o] = local_forward(lay, slots, self.ctx, charge, out=o)
+        elif several_outputs(lay):
+            self.split_outs[i] = several_forward(lay, slots, self.ctx, charge)
             self.out[i] = self.split_outs[i][lay.outputs[0]]
         else:
             self.out[i] = local_forward(lay, slots, self.ctx, charge)
@@ -328,7 +327,7 @@ class TrainingStep:
         out_t = lay.outputs[0]
         lays = self.layouts(i, "out_err_layout")
         self._receive_errors(i, lays)
-        for o in (lay.outputs if is_split(lay) else lay.outputs[:1]):
+        for o in (lay.outputs if several_outputs(lay) else lay.outputs[:1]):
             if o not in self.e_outs[i]:
                 self.e_outs[i][o] = scatter(self.mesh, np.zeros(self.shape_of[o], self.dtype), lays, self.axes_of[o])
         eo = self.e_outs[i][out_t]
@@ -384,12 +383,9 @@ class TrainingStep:
             dw, ein = weighted_backward(self.ledger, i, lay, self.data.weights[n], kept.slots[0], eo, self.strat[i])
             self.check(i, lambda ref: (dw.max_abs_error(ref.dW[n]), max_abs(ref.dW.pop(n))))
             return [ein]
-        if is_split(lay):
-            el = self.layouts(i, "in_err_layouts", 0)
-            tot = None
-            for o in lay.outputs:
-                tot = add(tot, local_backward(lay, kept.slots, self.e_outs[i][o], 0, el, self.ctx, charge, out=o))
-            return [tot]
+        if several_outputs(lay):
+            return several_backward(lay, kept.slots, self.e_outs[i], [self.layouts(i, "in_err_layouts", s)
+                                                                      for s in range(len(lay.inputs))], self.ctx, charge)
         return [local_backward(lay, kept.slots, eo, s, self.layouts(i, "in_err_layouts", s), self.ctx, charge)
                 if self.error_needed(lay.inputs[s]) else None for s in range(len(lay.inputs))]
 

@@ -11,9 +11,10 @@ Dropout, Expand (broadcast to a larger shape), ReduceMean/ReduceSum (dims kept o
 partial sums all-reduced over the levels that split a reduced axis), MaxPool/AveragePool/
 GlobalAveragePool, Flatten/Reshape/Transpose/(Un)Squeeze, Split and Slice (a crop with positive
 steps), Softmax (not over a split axis), LayerNorm, RMSNorm (RMSNormalization /
-SimplifiedLayerNormalization over the last axis) and BatchNorm (training statistics all-reduced
+SimplifiedLayerNormalization over the last axis), the skip norms (SkipSimplifiedLayerNormalization /
+SkipLayerNormalization as nodes of the plan: :mod:`hypar.sim.fused`) and BatchNorm (training statistics all-reduced
 over the levels that split their axis), LRN over whole channels, Concat along an unsplit axis,
-in every partition space (folded ops run locally on the consumer's side, or on the producer's
+RotaryEmbedding over whole heads, in every partition space (folded ops run locally on the consumer's side, or on the producer's
 side before a conversion when they change the shape), with any split sizes under the
 hierarchical convention (:mod:`hypar.shards`). Anything else -- and, under the ``reference``
 convention, heterogeneous arrays and uneven splits over several levels -- is reported by name in
@@ -25,6 +26,7 @@ from __future__ import annotations
 from hypar import graph as G
 from hypar.sim.broadcast import broadcast_problem, broadcasting
 from hypar.sim.errors import Unsupported
+from hypar.sim.fused import is_skip_norm, skip_norm_problem
 from hypar.sim.graphwalk import folded_between, pre_chain, producers, tensor_meta, topo_order
 from hypar.sim.hierorder import free_axes, is_p_and_rr
 from hypar.sim.kernels import pool_supported
@@ -71,6 +73,8 @@ def _conv(n: str, lay: G.Layer, kept: set, meta: dict, input_names: set) -> list
 
 
 def _other(n: str, lay: G.Layer, kept: set, meta: dict, input_names: set) -> list[str]:
+    if is_skip_norm(lay):
+        return skip_norm_problem(n, lay, kept, meta)
     if is_binary(lay) or is_add(lay):
         if not broadcasting(lay, [meta[t].shape for t in lay.inputs if t in meta]):
             return []

@@ -62,7 +62,7 @@ def test_rms_ops_dispatch_to_the_rms_kernel():
         assert op_class(rms_layer(op)) == "rmsnorm"
     skip = G.Layer(name="s", op="SkipSimplifiedLayerNormalization", kind=G.FEATURENORM, inputs=("x", "r"),
                    outputs=("y",))
-    assert op_class(skip) != "rmsnorm"                   # two activations: not simulated
+    assert op_class(skip) != "rmsnorm"                   # two activations: hypar.sim.fused's skip norm class
 
 
 def _stats_counts(norm, lay, params, mesh, x, e, layouts) -> tuple[dict, np.ndarray, np.ndarray]:
