@@ -135,20 +135,23 @@ class Layer:
         return default
 
 
-def parameter_count(g: nx.DiGraph) -> int:
-    """Trainable parameters of the model: every layer's weight and bias elements, a weight that
-    several layers read (their ``weight`` attribute names it) once."""
+def weight_count(g: nx.DiGraph) -> int:
+    """Weight elements of the model: every layer's, a weight that several layers read (their
+    ``weight`` attribute names it) once."""
     seen: set[object] = set()
     total = 0
     for n in g.nodes:
         lay = layer(g, n)
         w = lay.attr("weight")
-        total += lay.bias_elements
         if w is None or w not in seen:
             total += lay.weight_elements
-            if w is not None:
-                seen.add(w)
+            seen.add(w)
     return total
+
+
+def parameter_count(g: nx.DiGraph) -> int:
+    """Trainable parameters of the model: :func:`weight_count` plus every layer's bias elements."""
+    return weight_count(g) + sum(layer(g, n).bias_elements for n in g.nodes)
 
 
 def new_graph(name: str, batch: int) -> nx.DiGraph:

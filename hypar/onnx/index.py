@@ -159,16 +159,22 @@ class ModelIndex:
         if (cls if cls is not None else self.tensor_class).get(t, PARAM) != PARAM:
             return False
         src = self.weight_source(t)
-        if src in self.initializers:
-            init = self.initializers[src]
-            return init.data_type in FLOAT_TYPES and len(init.dims) >= 2
-        if src in self.producer:
+        if src not in self.initializers and src in self.producer:
             n = self.producer[src][1]
             value = next((a.t for a in n.attribute if a.name == "value"), None)
             return n.op_type == "ConstantOfShape" and (value is None or value.data_type in FLOAT_TYPES)
+        stored = self._stored(src)
+        return stored is not None and stored[0] in FLOAT_TYPES and len(stored[1]) >= 2
+
+    def _stored(self, src: str) -> tuple[int, tuple] | None:
+        """(element type, dims) of ``src`` as the model stores it: an initializer, or a graph
+        input with a known rank (its dims may be symbolic); None for anything else."""
+        if src in self.initializers:
+            init = self.initializers[src]
+            return init.data_type, tuple(init.dims)
         vi = next((vi for vi in self.model.graph.input if vi.name == src), None)
         info = dims_of_type(vi.type) if vi is not None else None
-        return info is not None and info[0] in FLOAT_TYPES and info[1] is not None and len(info[1]) >= 2
+        return None if info is None or info[1] is None else (info[0], tuple(info[1]))
 
     def trained_elements(self, t: str) -> int:
         """Parameters behind tensor ``t`` read by an elementwise op or a Concat: the element count
@@ -183,16 +189,11 @@ class ModelIndex:
             src = self.weight_source(self.producer[src][1].input[0])
         if _GENERATED_NAME.match(src):
             return 0
-        if src in self.initializers:
-            init = self.initializers[src]
-            ok, dims = init.data_type in FLOAT_TYPES, tuple(init.dims)
-        else:
-            vi = next((vi for vi in self.model.graph.input if vi.name == src), None)
-            info = dims_of_type(vi.type) if vi is not None else None
-            if info is None or info[1] is None or any(not isinstance(d, int) for d in info[1]):
-                return 0
-            ok, dims = info[0] in FLOAT_TYPES, tuple(info[1])
-        return prod(dims) if ok and prod(dims) > 1 else 0
+        stored = self._stored(src)
+        if stored is None or stored[0] not in FLOAT_TYPES or not all(isinstance(d, int) for d in stored[1]):
+            return 0
+        n = prod(stored[1])
+        return n if n > 1 else 0
 
     def is_act(self, t: str) -> bool:
         """True when tensor ``t`` is an activation."""

@@ -56,13 +56,6 @@ def totals(g: nx.DiGraph) -> dict[str, int]:
     """Totals over all layers: counts by role, parameters (shared weights once), MACs, and the
     op types kept opaque with how many layers each (``opaque_ops``)."""
     layers = [G.layer(g, n) for n in G.topo_layers(g)]
-    seen: set[object] = set()
-    weights = 0
-    for lay in layers:
-        w = lay.attr("weight")
-        if w is None or w not in seen:
-            weights += lay.weight_elements
-            seen.add(w)
     return {
         "layers": len(layers),
         "decision_layers": sum(1 for lay in layers if lay.decision),
@@ -74,7 +67,7 @@ def totals(g: nx.DiGraph) -> dict[str, int]:
         "opaque": sum(1 for lay in layers if lay.kind == G.OPAQUE),
         "opaque_ops": dict(sorted(Counter(lay.op for lay in layers if lay.kind == G.OPAQUE).items())),
         "params": G.parameter_count(g),
-        "weight_elements": weights,
+        "weight_elements": G.weight_count(g),
         "macs": sum(lay.macs for lay in layers),
     }
 
