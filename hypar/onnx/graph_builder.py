@@ -157,10 +157,9 @@ def fold_bias(g: nx.DiGraph, index: ModelIndex, shapes: Shapes) -> None:
         attrs = dict(lay.attrs)
         attrs["bias"] = index.weight_source(t)
         attrs["bias_layer"] = next(iter(g.successors(lname)))
-        kept = {f: getattr(lay, f) for f in lay.__dataclass_fields__ if f not in ("bias_elements", "attrs", "module")}
         module = lay.module or G.layer(g, attrs["bias_layer"]).module
-        g.nodes[lname]["layer"] = G.Layer(**kept, bias_elements=prod(dims), attrs=tuple(sorted(attrs.items())),
-                                          module=module)
+        g.nodes[lname]["layer"] = dataclasses.replace(lay, bias_elements=prod(dims), attrs=tuple(sorted(attrs.items())),
+                                                      module=module)
         _drop_weight(g, attrs["bias_layer"])
 
 
