@@ -106,20 +106,21 @@ def _split_forward(lay: G.Layer, x0: Dist, ctx: ShardContext, out: str | None) -
     vals = [v[sl].copy() for v in x0.vals]
     res = Dist(x0.mesh, vals[0].shape, x0.layouts, vals, ctx.axes.get(out_t, x0.axes))
     if lay.op != "Split":
-        _check_mapped(lay, x0, res)
+        _check_mapped(lay, x0, res, f"a split axis of {x0.shape} cut or moved to {res.shape}")
     return res.compact()
 
 
-def _check_mapped(lay: G.Layer, x0: Dist, res: Dist) -> None:
-    """Unsupported unless every PE holds exactly its shard of ``res`` (``lay``'s output from its
-    full-shape values, NaN outside): an op that cuts or moves a split axis may leave a PE other
-    indices than its shard of the output (the cost model assumes it does not)."""
+def _check_mapped(lay: G.Layer, x0: Dist, res: Dist, what: str) -> None:
+    """Unsupported (naming ``what`` happened to the shards) unless every PE holds exactly its
+    shard of ``res`` (``lay``'s output from its full-shape values, NaN outside): an op that cuts,
+    moves or regroups a split axis may leave a PE other indices than its shard of the output (the
+    cost model assumes it does not)."""
     if not any(l in (ROWS, COLS) for l in x0.layouts):
         return
     for p, v in enumerate(res.vals):
         if not np.array_equal(~np.isnan(v), shard_mask(res.mesh, res.shape, res.layouts, p, res.axes)):
-            raise Unsupported(f"{lay.name} ({lay.op}): the shards do not map through it (a split axis of "
-                              f"{x0.shape} cut or moved to {res.shape}); the cost model assumes they do")
+            raise Unsupported(f"{lay.name} ({lay.op}): the shards do not map through it ({what}); "
+                              "the cost model assumes they do")
 
 
 def _check_local(lay: G.Layer, xs: list[Dist]) -> None:
@@ -230,11 +231,8 @@ def local_forward(lay: G.Layer, xs: list[Dist], ctx: ShardContext, charge: Charg
         return Dist(x0.mesh, _block_frame(x0, blocks[0], 0), x0.layouts, axes=out_axes, blocks=blocks)
     vals = [forward_op(lay, [x.vals[p] for x in xs], w) for p in range(x0.mesh.P)]
     res = Dist(x0.mesh, vals[0].shape, x0.layouts, vals, out_axes)
-    if (is_shape_op(lay) or lay.op == "Flatten") and any(l in (ROWS, COLS) for l in x0.layouts):
-        for p, v in enumerate(res.vals):
-            if not np.array_equal(~np.isnan(v), shard_mask(res.mesh, res.shape, res.layouts, p, res.axes)):
-                raise Unsupported(f"{lay.name} ({lay.op}): the shards do not map through it (uneven split "
-                                  f"of {x0.shape} vs {res.shape}); the cost model assumes they do")
+    if is_shape_op(lay) or lay.op == "Flatten":
+        _check_mapped(lay, x0, res, f"uneven split of {x0.shape} vs {res.shape}")
     return res.compact()
 
 
