@@ -159,7 +159,7 @@ def test_evaluate_bad_levels_is_one_error_line(levels, cli_run):
 
 def test_evaluate_empty_levels_is_an_error_like_partition(cli_run):
     """Regression (bug fixed in c67bfdd).
-    hypar/cli.py evaluate_cmd: `if array_path or pes or levels:` treats --levels "" as not
+    hypar/cli/model_cmds.py evaluate_cmd: `if array_path or pes or levels:` treats --levels "" as not
     given, so `hypar evaluate MODEL --baseline data --levels ""` silently costs the default array
     (exit 0), while `hypar partition MODEL --levels ""` rightly fails with
     "Error: --levels : every fanout must be >= 2". Expected: the same one-line error (exit 1)."""
