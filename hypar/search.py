@@ -208,6 +208,18 @@ def _fits_cap(model: CostModel, asg: list[tuple], cap_bytes: float | None) -> bo
     return cap_bytes is None or model.evaluate(asg).totals()["peak_mem_bytes_per_pe"] <= memory_limit(cap_bytes)
 
 
+def _refined_value(model: CostModel, objective: Objective, prob, inc: tuple[int, ...] | None, sol: LevelSolution,
+                   cand: list[tuple], best_val: float) -> float:
+    """The objective of ``cand``, refine's new plan: with levels below fixed, the level problem
+    holds every cost its level changes (its objective plus a constant is ``evaluate``'s), so it
+    is ``best_val`` plus the problem's change from the incumbent ``inc`` (the old plan);
+    evaluated in full when the old plan is not one of the problem's (a start with tied blocks
+    apart)."""
+    if inc is None:
+        return model.evaluate(cand).objective(objective)
+    return best_val + (sol.objective - prob.objective(inc))
+
+
 def _refine(model: CostModel, starts: list[list[tuple]], objective: Objective, settings: SolverSettings,
             log: SearchLog | None, max_rounds: int) -> tuple[list[tuple], Reached]:
     """:func:`refine`, and whether it ended at its fixpoint: REFINE_FIXPOINT when every level was
@@ -227,11 +239,12 @@ def _refine(model: CostModel, starts: list[list[tuple]], objective: Objective, s
         h = dirty.pop(0)
         solves += 1
         prob = model.level_problem(best, h, objective, lower="fixed", memory_cap_bytes=cap, tie=tie_problems(settings))
-        sol = solve_level(prob, settings, incumbent=prob.incumbent([a[h] for a in best]))
+        inc = prob.incumbent([a[h] for a in best])
+        sol = solve_level(prob, settings, incumbent=inc)
         if log is not None:
             log.record("refine", h, sol)
         cand = _with_level(best, h, prob.node_labels(sol.assignment))
-        val = model.evaluate(cand).objective(objective)
+        val = _refined_value(model, objective, prob, inc, sol, cand, best_val)
         if val < best_val * (1 - 1e-12) and _fits_cap(model, cand, cap):
             best, best_val, settled = cand, val, {}
             dirty += [g for g in range(model.n_levels) if g != h and g not in dirty]

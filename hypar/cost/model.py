@@ -35,7 +35,7 @@ from hypar.cost.collectives import allreduce, convert, messages
 from hypar.cost.conventions import HierarchicalEdges, ReferenceEdges
 from hypar.cost.hierarchical import HierarchicalPricer
 from hypar.cost.price import OBJECTIVES, ZERO, Cost, collective_cost
-from hypar.cost.repeats import find_ties, node_signatures, tensor_signatures
+from hypar.cost.repeats import edge_key, find_ties, node_signatures, tensor_signatures
 from hypar.cost.sharing import Conversion
 from hypar.cost.statistics import (STATS_QUANTITIES, StatsTerm, replicated_out_level_cost, stats_level_cost,
                                    stats_term)
@@ -74,6 +74,7 @@ class CostModel:
         self.edge_pricing = (HierarchicalEdges(self.structure.nodes, self.pricer)
                              if self.pricer is not None else ReferenceEdges(self))
         self.n_levels = array.n_levels
+        self._labels = [node.labels() for node in self.structure.nodes]
         self.node_sig = node_signatures(self.structure)           # twin class per node
         self.tensor_sig = tensor_signatures(self.structure, self.node_sig)
         self.ties = find_ties(self.structure, self.node_sig)      # the repeated blocks a tied problem ties
@@ -84,6 +85,11 @@ class CostModel:
         self._eval_cache: dict = {}
         self._intra_cache: dict = {}
         self._edge_cost_cache: dict = {}
+        self._twin_edges: dict = {}
+        self._edge_twins: dict = {}
+        self._tied_groups: list | None = None
+        self._run_nodes = [i for i, inside in enumerate(self.ties.in_run) if inside]
+        self._memory_cache: dict = {}               # by id(edge): the structure's edges live as long as the model
         self._sig_cache: dict = {}
         self._stats_terms: dict[int, StatsTerm | None] = {}
 
@@ -129,7 +135,7 @@ class CostModel:
 
     def labels(self, i: int) -> tuple[str, ...]:
         """The type labels node i may take at any level."""
-        return self.nodes[i].labels()
+        return self._labels[i]
 
     # -- views
     def views(self, i: int, prefix: tuple) -> dict[tuple, int]:
@@ -287,6 +293,44 @@ class CostModel:
         """:meth:`conversion_cost` summed over ``levels`` (a pass of :meth:`pricing_passes`)."""
         return self.edge_pricing.cost(levels, conv, producer, ptypes)
 
+    def edge_twin(self, e: EdgeModel) -> tuple:
+        """Edge e's twin-edge class: its consumer's tie class, slot, tensor and whether it carries
+        an error. Twin edges into nodes with equal types need equal conversions."""
+        hit = self._edge_twins.get(id(e))
+        if hit is None:
+            hit = self._edge_twins[id(e)] = (self.ties.node_class[e.c],) + edge_key(e, self.node_sig)[1:]
+        return hit
+
+    def twin_edges(self, key: tuple[int, str]) -> list[EdgeModel]:
+        """The edges of tensor ``key`` (a key of ``structure.tensor_edges``), the first of each
+        twin-edge class (:meth:`edge_twin`); the very list of ``structure.tensor_edges`` when all
+        differ. Memoised: the list's identity is stable."""
+        hit = self._twin_edges.get(key)
+        if hit is None:
+            edges = self.structure.tensor_edges[key]
+            first: dict[tuple, EdgeModel] = {}
+            for e in edges:
+                first.setdefault(self.edge_twin(e), e)
+            hit = self._twin_edges[key] = edges if len(first) == len(edges) else list(first.values())
+        return hit
+
+    def tied_tensor_groups(self) -> list[tuple[tuple[int, str], list[tuple[int, str]]]]:
+        """The tensors grouped by twin class and the tie classes of their producer and of their
+        consumers edge by edge, as (the first tensor's key, every member's key), in order of
+        first tensor: under a tied assignment a group's tensors cost the same (memoised)."""
+        if self._tied_groups is None:
+            cls, groups = self.ties.node_class, {}
+            for key, edges in self.structure.tensor_edges.items():
+                group = (self.tensor_sig[key], cls[key[0]], tuple(cls[e.c] for e in edges))
+                groups.setdefault(group, []).append(key)
+            self._tied_groups = [(keys[0], keys) for keys in groups.values()]
+        return self._tied_groups
+
+    def is_tied(self, assignment: list[tuple]) -> bool:
+        """True when every node of a tied run has its tie class's types in ``assignment``."""
+        cls = self.ties.node_class
+        return all(assignment[i] == assignment[cls[i]] for i in self._run_nodes)
+
     def pricing_passes(self, levels: list[int]) -> list[tuple[int, ...]]:
         """The levels whose conversions a problem over ``levels`` must hold, grouped into passes
         sharing one key set (:meth:`share`); see the conventions' ``passes``
@@ -301,12 +345,19 @@ class CostModel:
         """Level-h edge costs (forward conversions, backward conversions, partial-error reductions)
         of a full assignment, shared per tensor as :meth:`share` says, each charged to the first
         consumer needing it: {node index: cost} (nodes charged nothing are absent). Twin tensors
-        (:mod:`hypar.cost.repeats`) under the same types are priced once."""
+        (:mod:`hypar.cost.repeats`) under the same types are priced once; under a tied
+        assignment (:meth:`is_tied`) one tensor per :meth:`tied_tensor_groups` group."""
         per_node: dict[int, Cost] = defaultdict(lambda: ZERO)
-        for key, edges in self.structure.tensor_edges.items():
-            for position, cost in self._tensor_level_costs(key, edges, assignment, h):
-                c = edges[position].c
-                per_node[c] = per_node[c] + cost
+        tensor_edges = self.structure.tensor_edges
+        groups = (self.tied_tensor_groups() if self.is_tied(assignment)
+                  else [(key, (key,)) for key in tensor_edges])
+        for first, members in groups:
+            costs = self._tensor_level_costs(first, tensor_edges[first], assignment, h)
+            for key in members:
+                edges = tensor_edges[key]
+                for position, cost in costs:
+                    c = edges[position].c
+                    per_node[c] = per_node[c] + cost
         return per_node
 
     def _tensor_level_costs(self, key: tuple[int, str], edges: list[EdgeModel], assignment: list[tuple],
@@ -366,8 +417,17 @@ class CostModel:
         node = self.nodes[i]
         if not node.layer.decision:
             return 0.0
+        key = (self.node_sig[i], _decided(types))           # twins keep the same bytes
+        hit = self._memory_cache.get(key)
+        if hit is None:
+            hit = self._memory_cache[key] = self._memory_bytes_uncached(i, key[1])
+        return hit
+
+    def _memory_bytes_uncached(self, i: int, decided: tuple) -> float:
+        """:meth:`memory_bytes` of node i under its decided types ``decided``, computed."""
+        node = self.nodes[i]
         worst = 0.0
-        for (ck, dims), _m in self.views(i, _decided(types)).items():
+        for (ck, dims), _m in self.views(i, decided).items():
             el = 2 * weight_view(node, dims)
             for s, t in enumerate(node.in_tensors):
                 if t is not None:

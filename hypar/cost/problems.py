@@ -72,6 +72,15 @@ class PricedModel(Protocol):
     def producer_levels(self, levels: tuple[int, ...]) -> set[int]:
         """Producer levels a pass's prices read (CostModel.producer_levels)."""
 
+    def twin_edges(self, key: tuple[int, str]) -> list[EdgeModel]:
+        """A tensor's edges, one per twin-edge class (CostModel.twin_edges)."""
+
+    def tied_tensor_groups(self) -> list[tuple[tuple[int, str], list[tuple[int, str]]]]:
+        """Twin tensors on the same tie classes: (first tensor, members) (CostModel.tied_tensor_groups)."""
+
+    def edge_twin(self, e: EdgeModel) -> tuple:
+        """An edge's twin-edge class (CostModel.edge_twin)."""
+
 
 #: Per cost model, what its problems' tables are built from, memoised across problems (exact: a
 #: value is a function of its key and the model, which does not change): node costs by (level,
@@ -126,8 +135,10 @@ def level_problem(model: PricedModel, assignment: list[tuple], h: int, objective
     n = len(model.structure.nodes)
     labels = [model.labels(i) if allowed is None or allowed[i] is None else tuple(allowed[i]) for i in range(n)]
     fixed_below = lower == "fixed"
-    choices = [[_with_label(assignment[i], h, t, not fixed_below, model.n_levels) for t in labels[i]] for i in range(n)]
-    variables = _Variables.of(model.ties if tie else None, choices)
+    variables = _Variables.of(model.ties if tie else None, assignment, labels)
+    rep_choices = [[_with_label(assignment[i], h, t, not fixed_below, model.n_levels) for t in labels[i]]
+                   for i in variables.rep]
+    choices = [rep_choices[v] for v in variables.var]      # a problem node's nodes share its choices
     memo = _memo(model)
     node_cost = []
     for i, count in zip(variables.rep, variables.count):
@@ -143,27 +154,36 @@ def level_problem(model: PricedModel, assignment: list[tuple], h: int, objective
     return _build_problem(model, choices, labels, levels, {h}, objective, node_cost, memory_cap_bytes, variables)
 
 
+def _with_label(types: tuple, h: int, label: str, undecided_below: bool, n_levels: int) -> tuple:
+    """``types`` with ``label`` at level h (and None for levels h+1..n_levels-1 when ``undecided_below``)."""
+    if undecided_below:
+        return tuple(types[:h]) + (label,) + (None,) * (n_levels - h - 1)
+    return tuple(types[:h]) + (label,) + tuple(types[h + 1:])
+
+
 @dataclass(frozen=True, slots=True)
 class _Variables:
     """A problem's nodes: ``var[i]`` is node i's problem node; problem node v stands for
-    ``count[v]`` nodes, the first ``rep[v]``. Nodes share a problem node only when tied and
-    given the same choices."""
+    ``count[v]`` nodes, the first ``rep[v]``. Tied nodes share a problem node when their types
+    and labels are the same (so are their choices); ``split``: some tie class spans several
+    problem nodes (its nodes' types differ)."""
 
     var: tuple[int, ...]
     rep: tuple[int, ...]
     count: tuple[int, ...]
     tied: bool
+    split: bool = False
 
     @classmethod
-    def of(cls, ties: Ties | None, choices: list[list[tuple]]) -> "_Variables":
-        """One problem node per class of ``ties`` and choices (one per node when None)."""
-        n = len(choices)
+    def of(cls, ties: Ties | None, assignment: list[tuple], labels: list[tuple[str, ...]]) -> "_Variables":
+        """One problem node per tie class of ``ties``, types and labels (one per node when None)."""
+        n = len(labels)
         if ties is None or not ties.runs:
             return cls(tuple(range(n)), tuple(range(n)), (1,) * n, False)
         ids: dict = {}
         var, rep, count = [], [], []
         for i, (cls_i, inside) in enumerate(zip(ties.node_class, ties.in_run)):
-            key = (cls_i, tuple(choices[i])) if inside else i
+            key = (cls_i, assignment[i], labels[i]) if inside else i
             v = ids.get(key)
             if v is None:
                 v = ids[key] = len(rep)
@@ -171,16 +191,7 @@ class _Variables:
                 count.append(0)
             var.append(v)
             count[v] += 1
-        return cls(tuple(var), tuple(rep), tuple(count), len(rep) < n)
-
-
-def _with_label(types: tuple, h: int, label: str, undecided_below: bool, n_levels: int) -> tuple:
-    """``types`` with ``label`` at level h (and None for levels h+1..n_levels-1 when ``undecided_below``)."""
-    out = list(types)
-    out[h] = label
-    if undecided_below:
-        out[h + 1:] = [None] * (n_levels - h - 1)
-    return tuple(out)
+        return cls(tuple(var), tuple(rep), tuple(count), len(rep) < n, len(rep) > ties.n_classes)
 
 
 def _level_node_cost(model: PricedModel, h: int, objective: str, fixed_below: bool, i: int, types: tuple) -> Cost:
@@ -210,7 +221,7 @@ def joint_problem(model: PricedModel, objective: str = "comm", memory_cap_bytes:
                  for i, ch in enumerate(choices)]
     labels = [tuple("/".join(t) for t in ch) for ch in choices]
     return _build_problem(model, choices, labels, levels, set(levels), objective, node_cost, memory_cap_bytes,
-                          _Variables.of(None, choices))
+                          _Variables.of(None, [], choices))
 
 
 def _joint_node_cost(model: PricedModel, objective: str, i: int, types: tuple) -> Cost:
@@ -253,16 +264,35 @@ def _tensor_groups(model: PricedModel, variables: _Variables):
         for key, edges in tensor_edges.items():
             yield (key[0], edges), 1
         return
+    if not variables.split:                 # problem nodes are the tie classes: groups known
+        for key, members in model.tied_tensor_groups():
+            yield (key[0], model.twin_edges(key)), len(members)
+        return
     var, groups = variables.var, {}
     for key, edges in tensor_edges.items():
         group = (model.tensor_sig[key], var[key[0]], tuple(var[e.c] for e in edges))
         hit = groups.get(group)
         if hit is None:
-            groups[group] = [(key[0], edges), 1]
+            groups[group] = [(key[0], _tied_edges(model, key, edges, var)), 1]
         else:
             hit[1] += 1
     for first, count in groups.values():
         yield first, count
+
+
+def _tied_edges(model: PricedModel, key: tuple[int, str], edges: list[EdgeModel], var: tuple[int, ...]) -> list[EdgeModel]:
+    """``edges`` less the twin edges into nodes of one problem node (kept: the first of each):
+    such edges need equal conversions, which sharing converts once, so pricing one is exact.
+    ``edges`` itself when its twin edges' consumers do not share problem nodes."""
+    fewer = model.twin_edges(key)
+    if fewer is edges:
+        return edges
+    first_var: dict[tuple, int] = {}
+    for e in edges:
+        twin = model.edge_twin(e)
+        if first_var.setdefault(twin, var[e.c]) != var[e.c]:
+            return edges
+    return fewer
 
 
 @dataclass(frozen=True, slots=True)

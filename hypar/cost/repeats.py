@@ -62,7 +62,7 @@ def node_signatures(structure: Structure) -> list[int]:
     return _number([_node_key(structure, i) for i in range(len(structure.nodes))])
 
 
-def _edge_key(e: EdgeModel, node_sig: list[int]) -> tuple:
+def edge_key(e: EdgeModel, node_sig: list[int]) -> tuple:
     """One edge as its tensor twin key sees it (the consumer by its class, never by index)."""
     return (node_sig[e.c], e.slot, repr(_blank(e.tensor)), e.needs_error)
 
@@ -71,7 +71,7 @@ def tensor_signatures(structure: Structure, node_sig: list[int]) -> dict[tuple[i
     """Per tensor of ``structure.tensor_edges``, its twin class number (equal numbers: equal
     conversions under equal types of the producer and of the consumers edge by edge)."""
     keys = list(structure.tensor_edges)
-    return dict(zip(keys, _number([(node_sig[p], tuple(_edge_key(e, node_sig) for e in structure.tensor_edges[(p, s)]))
+    return dict(zip(keys, _number([(node_sig[p], tuple(edge_key(e, node_sig) for e in structure.tensor_edges[(p, s)]))
                                    for p, s in keys])))
 
 
