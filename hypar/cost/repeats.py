@@ -23,32 +23,41 @@ Two relations, both read off a :class:`hypar.cost.structure.Structure` once:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 
 import numpy as np
 
+from hypar.cost.strategies import NodeModel
 from hypar.cost.structure import EdgeModel, Structure
+from hypar.graph import Layer, Tensor
 
 NAME_ATTRS = frozenset({"weight", "bias", "bias_layer"})   # layer attrs that hold names, not shapes
 MIN_DECISIONS_PER_BLOCK = 2   # a tied block holds at least this many decision layers
 MAX_RUNS = 64                 # runs searched for at most (each search is O(nodes^2) numpy work)
 
 
-def _blank(tensor):
-    """``tensor`` with its name blanked (None stays None)."""
-    return None if tensor is None else replace(tensor, name="")
+_TENSOR_FIELDS = tuple(f.name for f in fields(Tensor) if f.name != "name")
+_LAYER_FIELDS = tuple(f.name for f in fields(Layer) if f.name not in ("name", "inputs", "outputs", "module", "attrs"))
+_NODE_FIELDS = tuple(f.name for f in fields(NodeModel) if f.name not in ("name", "layer", "in_tensors", "out_tensor"))
+
+
+def _tensor_key(tensor: Tensor | None) -> tuple | None:
+    """``tensor``'s fields but its name (None stays None)."""
+    return None if tensor is None else tuple(getattr(tensor, f) for f in _TENSOR_FIELDS)
 
 
 def _node_key(structure: Structure, i: int) -> str:
-    """Node i's structural identity as text: its NodeModel with every name blanked, whether its
-    output error is needed, and which input slots receive an error (its backward products)."""
+    """Node i's structural identity as text: its NodeModel with every name left out (layer,
+    tensors, module, the weight and bias names among the layer's attributes), whether its output
+    error is needed, and which input slots receive an error (its backward products)."""
     node = structure.nodes[i]
-    attrs = tuple((k, "" if k in NAME_ATTRS else v) for k, v in node.layer.attrs)
-    layer = replace(node.layer, name="", inputs=(), outputs=(), module=None, attrs=attrs)
-    blank = replace(node, name="", layer=layer, in_tensors=tuple(_blank(t) for t in node.in_tensors),
-                    out_tensor=_blank(node.out_tensor))
+    layer = node.layer
+    attrs = tuple((k, "" if k in NAME_ATTRS else v) for k, v in layer.attrs)
     in_errors = sorted({(structure.edges[k].slot, structure.edges[k].needs_error) for k in structure.in_edges[i]})
-    return repr((blank, structure.needs_error[structure.names[i]], in_errors))
+    return repr((tuple(getattr(layer, f) for f in _LAYER_FIELDS), attrs,
+                 tuple(getattr(node, f) for f in _NODE_FIELDS),
+                 tuple(_tensor_key(t) for t in node.in_tensors), _tensor_key(node.out_tensor),
+                 structure.needs_error[structure.names[i]], in_errors))
 
 
 def _number(keys: list) -> list[int]:
@@ -64,7 +73,7 @@ def node_signatures(structure: Structure) -> list[int]:
 
 def edge_key(e: EdgeModel, node_sig: list[int]) -> tuple:
     """One edge as its tensor twin key sees it (the consumer by its class, never by index)."""
-    return (node_sig[e.c], e.slot, repr(_blank(e.tensor)), e.needs_error)
+    return (node_sig[e.c], e.slot, _tensor_key(e.tensor), e.needs_error)
 
 
 def tensor_signatures(structure: Structure, node_sig: list[int]) -> dict[tuple[int, str], int]:
