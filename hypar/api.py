@@ -22,7 +22,7 @@ from hypar.errors import ModelStructureError, PlanError
 from hypar.onnx import load_layer_graph, model_sha256
 from hypar.onnx.binding import with_batch
 from hypar.plan import Plan, assignment_from_types, build_plan
-from hypar.search import BASELINES, SearchLog, SolverSettings, baseline, complete, greedy, search
+from hypar.search import BASELINES, SearchLog, SolverSettings, baseline, complete, greedy, search, tie_problems
 from hypar.vocab import Baseline, Convention, Objective, Search, Space, parse
 
 __all__ = ["Progress", "evaluate", "load_graph", "model_info", "paper_baseline", "partition", "plan_assignment",
@@ -82,17 +82,19 @@ def _paper_baseline(model: CostModel, which: Baseline, objective: Objective, set
     return complete(model, partial, objective, settings, log)
 
 
-def _solver_record(settings: SolverSettings, log: SearchLog, found: dict) -> dict:
+def _solver_record(model: CostModel, settings: SolverSettings, log: SearchLog, found: dict) -> dict:
     """The plan's ``solver`` field: how it was solved, the status, what the search reached (a
-    :class:`hypar.vocab.Reached`), whether and why the joint problem was skipped, and the solve
-    counts."""
+    :class:`hypar.vocab.Reached`), whether and why the joint problem was skipped, the solve
+    counts, and the tied blocks with a level problem's size untied and tied
+    (:meth:`hypar.cost.repeats.Ties.summary`)."""
     return {"method": settings.method,
             "backend": settings.backend if settings.method == "ilp" else settings.method,
             "status": log.status, "reached": found["reached"], "gap": settings.gap,
             "time_limit_s": settings.time_limit_s, "level_solves": len(log.solves),
             "n_variables_max": max((s["n_variables"] for s in log.solves), default=0),
             "joint_skipped": found["joint_skipped"], "joint_skipped_why": found["joint_skipped_why"],
-            "solve_wall_s": round(sum(s["wall_s"] for s in log.solves), 6)}
+            "solve_wall_s": round(sum(s["wall_s"] for s in log.solves), 6),
+            "ties": model.ties.summary(model.structure, tie_problems(settings))}
 
 
 def partition(model_path: str, array: PEArray, *, batch: int | None = None, dims: Dims = None,
@@ -125,7 +127,7 @@ def partition(model_path: str, array: PEArray, *, batch: int | None = None, dims
     found.update(papers)
     evals = {k: judge.evaluate(found[k]) for k in BASELINES + tuple(PAPERS)}
     plan_ev, greedy_ev = model.evaluate(found["plan"]), judge.evaluate(found["greedy"])
-    solver = _solver_record(settings, log, found)
+    solver = _solver_record(model, settings, log, found)
     timing = {"import_wall_s": round(t_import, 6), "total_wall_s": round(time.perf_counter() - t0, 6)}
     return build_plan(model, plan_ev, model_info=model_info(model_path, g), objective=objective,
                       search=search_how, solver=solver, baselines=evals, greedy=greedy_ev, timing=timing)

@@ -23,7 +23,7 @@ from hypar.vocab import Baseline, Method, Objective, PartitionType, Reached, Sea
 
 __all__ = ["BASELINES", "SearchLog", "SolverSettings", "baseline", "baseline_types", "complete", "greedy",
            "joint", "joint_size", "joint_skip_reason", "quick_incumbent", "refine", "search", "smallest_memory",
-           "solve_level"]
+           "solve_level", "tie_problems"]
 
 # The fixed baselines every search computes (the papers' greedy methods are hypar.api's).
 BASELINES = (Baseline.DATA, Baseline.MODEL, Baseline.OWT)
@@ -87,6 +87,17 @@ def solve_level(problem, settings: SolverSettings, incumbent=None) -> LevelSolut
     return _SOLVE[settings.method](problem, settings, incumbent)
 
 
+def tie_problems(settings: SolverSettings) -> bool:
+    """Whether level problems tie repeated blocks: ``settings.tie_blocks`` with the ILP (the chain
+    DP needs a chain, which tying can fold, and brute force is for checking)."""
+    return settings.tie_blocks and settings.method == Method.ILP
+
+
+def _with_level(asg: list[tuple], h: int, labels: list[str]) -> list[tuple]:
+    """``asg`` with node i's level-h label set to ``labels[i]``."""
+    return [a[:h] + (labels[i],) + a[h + 1:] for i, a in enumerate(asg)]
+
+
 def _data_type(node, labels: tuple[str, ...]) -> str:
     """``data``: type I."""
     return PartitionType.I
@@ -128,11 +139,11 @@ def complete(model: CostModel, partial: list[tuple | None], objective: Objective
     asg = [tuple(p) if p is not None else (None,) * H for p in partial]
     for h in range(H):
         allowed = [None if partial[i] is None else (partial[i][h],) for i in range(len(asg))]
-        prob = model.level_problem(asg, h, objective, lower="ideal", allowed=allowed)
+        prob = model.level_problem(asg, h, objective, lower="ideal", allowed=allowed, tie=tie_problems(settings))
         sol = solve_level(prob, settings)
         if log is not None:
             log.record("complete", h, sol)
-        asg = [a[:h] + (prob.choices[i][sol.assignment[i]],) + a[h + 1:] for i, a in enumerate(asg)]
+        asg = _with_level(asg, h, prob.node_labels(sol.assignment))
     return asg
 
 
@@ -172,7 +183,8 @@ def greedy(model: CostModel, objective: Objective, settings: SolverSettings, log
     H = model.n_levels
     asg = [(None,) * H for _ in model.nodes]
     for h in range(H):
-        prob = model.level_problem(asg, h, objective, lower="ideal", memory_cap_bytes=settings.memory_cap_bytes)
+        prob = model.level_problem(asg, h, objective, lower="ideal", memory_cap_bytes=settings.memory_cap_bytes,
+                                   tie=tie_problems(settings))
         try:
             sol = solve_level(prob, settings)
         except InfeasibleError:
@@ -187,7 +199,7 @@ def greedy(model: CostModel, objective: Objective, settings: SolverSettings, log
             raise _infeasible(model, settings) from None
         if log is not None:
             log.record("greedy", h, sol)
-        asg = [a[:h] + (prob.choices[i][sol.assignment[i]],) + a[h + 1:] for i, a in enumerate(asg)]
+        asg = _with_level(asg, h, prob.node_labels(sol.assignment))
     return asg
 
 
@@ -214,12 +226,11 @@ def _refine(model: CostModel, starts: list[list[tuple]], objective: Objective, s
     while dirty and solves < max_rounds * model.n_levels:
         h = dirty.pop(0)
         solves += 1
-        prob = model.level_problem(best, h, objective, lower="fixed", memory_cap_bytes=cap)
-        inc = tuple(prob.choices[i].index(best[i][h]) for i in range(len(best)))
-        sol = solve_level(prob, settings, incumbent=inc)
+        prob = model.level_problem(best, h, objective, lower="fixed", memory_cap_bytes=cap, tie=tie_problems(settings))
+        sol = solve_level(prob, settings, incumbent=prob.incumbent([a[h] for a in best]))
         if log is not None:
             log.record("refine", h, sol)
-        cand = [a[:h] + (prob.choices[i][sol.assignment[i]],) + a[h + 1:] for i, a in enumerate(best)]
+        cand = _with_level(best, h, prob.node_labels(sol.assignment))
         val = model.evaluate(cand).objective(objective)
         if val < best_val * (1 - 1e-12) and _fits_cap(model, cand, cap):
             best, best_val, settled = cand, val, {}

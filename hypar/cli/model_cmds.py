@@ -62,6 +62,9 @@ def inspect_cmd(model: str, batch: int | None, dims: tuple, input_shapes: tuple,
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Solver threads (default 1).")
 @click.option("--memory-gb", type=click.FloatRange(min=0, min_open=True), default=None, metavar="GB",
               help="Per-PE memory capacity the plan must fit (weights + gradients + kept activations).")
+@click.option("--no-tie", "no_tie", is_flag=True,
+              help="Decide every repeated block (transformer layers, a stage's bottlenecks) on its own instead of "
+                   "giving identical blocks one set of decisions (slower; the plan records both problem sizes).")
 @click.option("-o", "--output", type=click.Path(), default=None, metavar="PLAN.json",
               help="Write the JSON mapping plan here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan JSON instead of the summary.")
@@ -70,7 +73,7 @@ def inspect_cmd(model: str, batch: int | None, dims: tuple, input_shapes: tuple,
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress on stderr (else one updating line on a terminal, one line per stage otherwise).")
 def partition_cmd(model, array_path, pes, levels, batch, dims, input_shapes, objective, space, search_how, convention,
-                  solver, time_limit, gap, threads, memory_gb, output, as_json, plot_path, quiet) -> None:
+                  solver, time_limit, gap, threads, memory_gb, no_tie, output, as_json, plot_path, quiet) -> None:
     """Choose, for every layer and every level of the PE array, how the layer is split.
 
     Types per level: I = data parallel (split the batch), II = model parallel (split input
@@ -78,11 +81,13 @@ def partition_cmd(model, array_path, pes, levels, batch, dims, input_shapes, obj
     over the data / model / owt / HyPar / AccPar baselines, and writes the JSON plan with -o.
     Costs on arrays with several levels are priced under --convention (hierarchical: what an
     execution with hierarchical collectives sends; reference: the papers' code), recorded in
-    the plan.
+    the plan. Identical consecutive blocks share one set of decisions unless --no-tie; the plan
+    records the tied blocks and a level problem's size with and without.
 
     \b
     Example:
       hypar partition models/alexnet.onnx --pes 16 -o alexnet_plan.json
+      hypar partition models/bert_base.onnx --pes 1024 --no-tie -o bert_untied.json
       hypar partition models/bert_base.onnx --array solver_configs/gpu_cluster.yaml --objective time
       hypar partition models/vgg16.onnx --pes 16 --plot vgg16_plan.png
       hypar partition models/vgg11.onnx --pes 16 --objective comm --convention reference
@@ -96,7 +101,7 @@ def partition_cmd(model, array_path, pes, levels, batch, dims, input_shapes, obj
     _check_writable(plot_path, "--plot")
     with _hypar_errors_and_warnings():
         settings = solver_settings(solver, time_limit_s=time_limit, gap=gap, threads=threads,
-                                   memory_cap_gb=memory_gb, array_path=array_path)
+                                   memory_cap_gb=memory_gb, array_path=array_path, tie_blocks=not no_tie)
         array = api.resolve_array(array_path, pes, levels)
         with stage_progress(f"partition {os.path.basename(model)}", first="importing",
                             enabled=not (quiet or as_json)) as progress:

@@ -35,6 +35,7 @@ from hypar.cost.collectives import allreduce, convert, messages
 from hypar.cost.conventions import HierarchicalEdges, ReferenceEdges
 from hypar.cost.hierarchical import HierarchicalPricer
 from hypar.cost.price import OBJECTIVES, ZERO, Cost, collective_cost
+from hypar.cost.repeats import find_ties, node_signatures, tensor_signatures
 from hypar.cost.sharing import Conversion
 from hypar.cost.statistics import (STATS_QUANTITIES, StatsTerm, replicated_out_level_cost, stats_level_cost,
                                    stats_term)
@@ -73,12 +74,16 @@ class CostModel:
         self.edge_pricing = (HierarchicalEdges(self.structure.nodes, self.pricer)
                              if self.pricer is not None else ReferenceEdges(self))
         self.n_levels = array.n_levels
+        self.node_sig = node_signatures(self.structure)           # twin class per node
+        self.tensor_sig = tensor_signatures(self.structure, self.node_sig)
+        self.ties = find_ties(self.structure, self.node_sig)      # the repeated blocks a tied problem ties
         self.use_factors = True       # fanned-out tensors as factor terms (else group terms)
         self._views: dict = {}
         self._leaf_cache: dict = {}
         self._convert_cache: dict = {}
         self._eval_cache: dict = {}
         self._intra_cache: dict = {}
+        self._edge_cost_cache: dict = {}
         self._sig_cache: dict = {}
         self._stats_terms: dict[int, StatsTerm | None] = {}
 
@@ -138,7 +143,7 @@ class CostModel:
         view split on its own, top first, by ``split_counts`` with the group class's fractions
         (the same numbers on one level, and on a homogeneous array whose PE count divides every
         split axis)."""
-        key = (i, prefix)
+        key = (self.node_sig[i], prefix)          # twins have the same views
         hit = self._views.get(key)
         if hit is not None:
             return hit
@@ -190,7 +195,7 @@ class CostModel:
         that is the same ``2 (k_h - 1) k_I W``, with the same per-PE share (so the same time).
         The F_out all-reduce of a type-II level is the same derivation with F_out for dW (P at
         the type-II levels above, sharded by the I/III levels)."""
-        key = (i, tuple(types[:h + 1]))
+        key = (self.node_sig[i], tuple(types[:h + 1]))     # twins cost the same
         hit = self._intra_cache.get(key)
         if hit is None:
             hit = self._intra_cache[key] = self._intra_cost_uncached(i, types, h)
@@ -295,14 +300,31 @@ class CostModel:
     def level_edge_costs(self, assignment: list[tuple], h: int) -> dict[int, Cost]:
         """Level-h edge costs (forward conversions, backward conversions, partial-error reductions)
         of a full assignment, shared per tensor as :meth:`share` says, each charged to the first
-        consumer needing it: {node index: cost} (nodes charged nothing are absent)."""
+        consumer needing it: {node index: cost} (nodes charged nothing are absent). Twin tensors
+        (:mod:`hypar.cost.repeats`) under the same types are priced once."""
         per_node: dict[int, Cost] = defaultdict(lambda: ZERO)
-        fixed = [[types] for types in assignment]
-        for (p, _source), edges in self.structure.tensor_edges.items():
-            for conv, needers in self.share(edges, fixed, h).items():
-                c = needers[0][0]
-                per_node[c] = per_node[c] + self.conversion_cost(h, conv, p, assignment[p])
+        for key, edges in self.structure.tensor_edges.items():
+            for position, cost in self._tensor_level_costs(key, edges, assignment, h):
+                c = edges[position].c
+                per_node[c] = per_node[c] + cost
         return per_node
+
+    def _tensor_level_costs(self, key: tuple[int, str], edges: list[EdgeModel], assignment: list[tuple],
+                            h: int) -> list[tuple[int, Cost]]:
+        """One tensor's level-h conversions under ``assignment``: (position in ``edges`` of the
+        first consumer needing it, cost) each, memoised by twin class and types."""
+        p = key[0]
+        memo_key = (self.tensor_sig[key], h, assignment[p], tuple(assignment[e.c] for e in edges))
+        hit = self._edge_cost_cache.get(memo_key)
+        if hit is None:
+            fixed = {e.c: [assignment[e.c]] for e in edges}
+            first = {}
+            for k, e in enumerate(edges):
+                first.setdefault(e.c, k)
+            hit = self._edge_cost_cache[memo_key] = [
+                (first[needers[0][0]], self.conversion_cost(h, conv, p, assignment[p]))
+                for conv, needers in self.share(edges, fixed, h).items()]
+        return hit
 
     # -- compute and memory
     def _products(self, i: int) -> int:
@@ -318,7 +340,7 @@ class CostModel:
     def compute_cost(self, i: int, types: tuple) -> Cost:
         """Slowest PE's compute time (s) and total compute energy (J) of node i under ``types``
         (levels left None: the group's share split ideally below); bytes are 0."""
-        key = (i, _decided(types))
+        key = (self.node_sig[i], _decided(types))          # twins cost the same
         hit = self._leaf_cache.get(key)
         if hit is not None:
             return hit
@@ -392,10 +414,11 @@ class CostModel:
     # -- one level (or all levels jointly) as an optimisation problem
     def level_problem(self, assignment: list[tuple], h: int, objective: str = "comm",
                       lower: str = "ideal", allowed: list[tuple[str, ...] | None] | None = None,
-                      memory_cap_bytes: float | None = None) -> LevelProblem:
-        """Level h as a LevelProblem with levels above fixed from ``assignment``
-        (:func:`hypar.cost.problems.level_problem` states the arguments)."""
-        return problems.level_problem(self, assignment, h, objective, lower, allowed, memory_cap_bytes)
+                      memory_cap_bytes: float | None = None, tie: bool = False) -> LevelProblem:
+        """Level h as a LevelProblem with levels above fixed from ``assignment``, the repeated
+        blocks of :attr:`ties` tied when ``tie`` (:func:`hypar.cost.problems.level_problem`
+        states the arguments)."""
+        return problems.level_problem(self, assignment, h, objective, lower, allowed, memory_cap_bytes, tie)
 
     def joint_choices(self) -> list[list[tuple]]:
         """Every node's full type tuples (one label per level), for the joint problem."""

@@ -29,6 +29,7 @@ from typing import Protocol
 import numpy as np
 
 from hypar.cost.price import OBJECTIVES, ZERO, Cost
+from hypar.cost.repeats import Ties
 from hypar.cost.sharing import Conversion
 from hypar.cost.structure import EdgeModel, Structure
 from hypar.ilp.problem import FactorTerm, GroupTerm, LevelProblem
@@ -44,6 +45,8 @@ class PricedModel(Protocol):
     structure: Structure
     n_levels: int
     use_factors: bool   # fanned-out tensors as factor terms when small enough (else group terms)
+    ties: Ties          # which nodes a tied problem gives one problem node (hypar.cost.repeats)
+    tensor_sig: dict[tuple[int, str], int]   # per tensor, its twin class (hypar.cost.repeats)
 
     def labels(self, i: int) -> tuple[str, ...]:
         """Node i's labels (CostModel.labels)."""
@@ -94,7 +97,7 @@ def _check_objective(objective: str) -> None:
 
 def level_problem(model: PricedModel, assignment: list[tuple], h: int, objective: str = "comm",
                   lower: str = "ideal", allowed: list[tuple[str, ...] | None] | None = None,
-                  memory_cap_bytes: float | None = None) -> LevelProblem:
+                  memory_cap_bytes: float | None = None, tie: bool = False) -> LevelProblem:
     """Level h as a LevelProblem with levels above fixed from ``assignment``.
 
     The constant the problem leaves out: the levels above h's own collectives, and under
@@ -115,16 +118,19 @@ def level_problem(model: PricedModel, assignment: list[tuple], h: int, objective
     conversions below level h and the lower levels' collectives count 0.
     ``allowed[i]``: the labels node i may take (None: all); the problem's choices are those labels.
     ``memory_cap_bytes``: per-PE capacity, a memory row over ``memory_bytes`` (levels below
-    ideal or fixed as above). Raises ValueError for an unknown objective.
+    ideal or fixed as above). ``tie``: the nodes of each tied class (``model.ties``) that have
+    the same choices share one problem node (``LevelProblem.node_var``); the problem is then
+    the same sums restricted to tied assignments. Raises ValueError for an unknown objective.
     """
     _check_objective(objective)
     n = len(model.structure.nodes)
     labels = [model.labels(i) if allowed is None or allowed[i] is None else tuple(allowed[i]) for i in range(n)]
     fixed_below = lower == "fixed"
     choices = [[_with_label(assignment[i], h, t, not fixed_below, model.n_levels) for t in labels[i]] for i in range(n)]
+    variables = _Variables.of(model.ties if tie else None, choices)
     memo = _memo(model)
     node_cost = []
-    for i in range(n):
+    for i, count in zip(variables.rep, variables.count):
         values = []
         for ct in choices[i]:
             key = ("node", h, objective, fixed_below, i, ct)
@@ -132,9 +138,40 @@ def level_problem(model: PricedModel, assignment: list[tuple], h: int, objective
             if hit is None:
                 hit = memo[key] = _level_node_cost(model, h, objective, fixed_below, i, ct).value(objective)
             values.append(hit)
-        node_cost.append(np.array(values, dtype=float))
+        node_cost.append(np.array(values, dtype=float) * count)
     levels = list(range(h, model.n_levels)) if fixed_below else [h]
-    return _build_problem(model, choices, labels, levels, {h}, objective, node_cost, memory_cap_bytes)
+    return _build_problem(model, choices, labels, levels, {h}, objective, node_cost, memory_cap_bytes, variables)
+
+
+@dataclass(frozen=True, slots=True)
+class _Variables:
+    """A problem's nodes: ``var[i]`` is node i's problem node; problem node v stands for
+    ``count[v]`` nodes, the first ``rep[v]``. Nodes share a problem node only when tied and
+    given the same choices."""
+
+    var: tuple[int, ...]
+    rep: tuple[int, ...]
+    count: tuple[int, ...]
+    tied: bool
+
+    @classmethod
+    def of(cls, ties: Ties | None, choices: list[list[tuple]]) -> "_Variables":
+        """One problem node per class of ``ties`` and choices (one per node when None)."""
+        n = len(choices)
+        if ties is None or not ties.runs:
+            return cls(tuple(range(n)), tuple(range(n)), (1,) * n, False)
+        ids: dict = {}
+        var, rep, count = [], [], []
+        for i, (cls_i, inside) in enumerate(zip(ties.node_class, ties.in_run)):
+            key = (cls_i, tuple(choices[i])) if inside else i
+            v = ids.get(key)
+            if v is None:
+                v = ids[key] = len(rep)
+                rep.append(i)
+                count.append(0)
+            var.append(v)
+            count[v] += 1
+        return cls(tuple(var), tuple(rep), tuple(count), len(rep) < n)
 
 
 def _with_label(types: tuple, h: int, label: str, undecided_below: bool, n_levels: int) -> tuple:
@@ -172,7 +209,8 @@ def joint_problem(model: PricedModel, objective: str = "comm", memory_cap_bytes:
     node_cost = [np.array([_joint_node_cost(model, objective, i, ct).value(objective) for ct in ch], dtype=float)
                  for i, ch in enumerate(choices)]
     labels = [tuple("/".join(t) for t in ch) for ch in choices]
-    return _build_problem(model, choices, labels, levels, set(levels), objective, node_cost, memory_cap_bytes)
+    return _build_problem(model, choices, labels, levels, set(levels), objective, node_cost, memory_cap_bytes,
+                          _Variables.of(None, choices))
 
 
 def _joint_node_cost(model: PricedModel, objective: str, i: int, types: tuple) -> Cost:
@@ -187,19 +225,44 @@ def _joint_node_cost(model: PricedModel, objective: str, i: int, types: tuple) -
 
 def _build_problem(model: PricedModel, choices: list[list[tuple]], labels: list[tuple[str, ...]], levels: list[int],
                    free: set[int], objective: str, node_cost: list[np.ndarray],
-                   memory_cap_bytes: float | None) -> LevelProblem:
-    """A LevelProblem over per-node candidate type tuples, with the tensors' costs at ``levels``;
-    ``free``: the levels where the choices differ (the others are fixed)."""
-    terms = _Terms(model, choices, objective, node_cost, free)
+                   memory_cap_bytes: float | None, variables: _Variables) -> LevelProblem:
+    """A LevelProblem over ``variables`` (per node candidate type tuples ``choices``), with the
+    tensors' costs at ``levels``; ``free``: the levels where the choices differ (the others are
+    fixed); ``node_cost``: per problem node, its nodes' own costs."""
+    terms = _Terms(model, choices, objective, node_cost, free, variables.var)
     for levels_of_pass in model.pricing_passes(levels):
-        for (p, _source), edges in model.structure.tensor_edges.items():
-            terms.add_tensor(levels_of_pass, p, edges)
+        for (p, edges), count in _tensor_groups(model, variables):
+            terms.add_tensor(levels_of_pass, p, edges, count)
     memory = []
     if memory_cap_bytes is not None:
-        coef = [np.array([model.memory_bytes(i, ct) for ct in ch], dtype=float) for i, ch in enumerate(choices)]
+        coef = [np.array([model.memory_bytes(i, ct) for ct in choices[i]], dtype=float) * m
+                for i, m in zip(variables.rep, variables.count)]
         memory.append((coef, float(memory_cap_bytes)))
-    return LevelProblem(list(model.structure.names), [tuple(lab) for lab in labels], terms.node_cost, terms.edges,
-                        terms.edge_cost, terms.groups, memory, terms.factors)
+    names = [model.structure.names[i] for i in variables.rep]
+    return LevelProblem(names, [tuple(labels[i]) for i in variables.rep], terms.node_cost, terms.edges,
+                        terms.edge_cost, terms.groups, memory, terms.factors,
+                        variables.var if variables.tied else None)
+
+
+def _tensor_groups(model: PricedModel, variables: _Variables):
+    """((producer, edges), count) per group of twin tensors (:mod:`hypar.cost.repeats`) whose
+    producers and consumers, edge by edge, share problem nodes: such tensors' terms are equal, so
+    the first is priced and counted ``count`` times. Untied: every tensor once, in order."""
+    tensor_edges = model.structure.tensor_edges
+    if not variables.tied:
+        for key, edges in tensor_edges.items():
+            yield (key[0], edges), 1
+        return
+    var, groups = variables.var, {}
+    for key, edges in tensor_edges.items():
+        group = (model.tensor_sig[key], var[key[0]], tuple(var[e.c] for e in edges))
+        hit = groups.get(group)
+        if hit is None:
+            groups[group] = [(key[0], edges), 1]
+        else:
+            hit[1] += 1
+    for first, count in groups.values():
+        yield first, count
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +274,12 @@ class _Charge:
     values: np.ndarray | float       # per producer choice; one float when ``independent``
     independent: bool                # the value does not depend on the producer's choice
 
+    def mapped(self, var: tuple[int, ...], count: int) -> "_Charge":
+        """The charge on problem nodes (needer (c, t) as (var[c], t), repeats dropped), ``count``
+        times its value."""
+        needers = list(dict.fromkeys((var[c], t) for c, t in self.needers))
+        return _Charge(needers, self.values * count if count != 1 else self.values, self.independent)
+
     def per_producer(self, n_choices: int) -> np.ndarray:
         """The values as one per producer choice."""
         return np.full(n_choices, self.values) if self.independent else self.values
@@ -218,15 +287,17 @@ class _Charge:
 
 class _Terms:
     """The terms of a problem under construction: node costs (added to in place), pair matrices
-    per (producer, consumer) in first-charged order, group terms and factor terms."""
+    per (producer, consumer) in first-charged order, group terms and factor terms, all over
+    problem nodes (``var[i]``: node i's); tensors are priced on the nodes themselves."""
 
     def __init__(self, model: PricedModel, choices: list[list[tuple]], objective: str, node_cost: list[np.ndarray],
-                 free: set[int]):
+                 free: set[int], var: tuple[int, ...]):
         self.model = model
         self.choices = choices
         self.objective = objective
         self.node_cost = node_cost
         self.free = free
+        self.var = var
         self.edge_index: dict[tuple[int, int], int] = {}
         self.edges: list[tuple[int, int]] = []
         self.edge_cost: list[np.ndarray] = []
@@ -245,8 +316,9 @@ class _Terms:
         return ("tensor", levels, id(edges), self.objective, fixed_producer, choices_of(edges[0].p),
                 tuple(choices_of(e.c) for e in edges))
 
-    def add_tensor(self, levels: tuple[int, ...], p: int, edges: list[EdgeModel]) -> None:
-        """Charge the conversions at ``levels`` of the tensor producer ``p`` sends along ``edges``."""
+    def add_tensor(self, levels: tuple[int, ...], p: int, edges: list[EdgeModel], count: int = 1) -> None:
+        """Charge ``count`` times the conversions at ``levels`` of the tensor producer ``p`` sends
+        along ``edges``."""
         fixed_producer = not (self.model.producer_levels(levels) & self.free)
         key = self._key(levels, edges, fixed_producer)
         hit = self.memo.get(key)
@@ -254,20 +326,22 @@ class _Terms:
             if hit is None:
                 hit = self.memo[key] = self._consumer_costs(levels, p, edges[0])
             if any(hit):
-                self.node_cost[edges[0].c] += hit
+                self.node_cost[self.var[edges[0].c]] += np.asarray(hit) * count
             return
-        consumers = sorted({e.c for e in edges})
+        consumers = sorted({self.var[e.c] for e in edges})
         if hit is None:
             hit = self.memo[key] = self._charges(levels, p, edges)
-        charges = hit
+        charges = hit if count == 1 and self.var[p] == p and all(self.var[e.c] == e.c for e in edges) \
+            else [ch.mapped(self.var, count) for ch in hit]
+        P = self.var[p]
         if len(consumers) == 1:
-            self._add_pair_costs(p, consumers[0], charges)
+            self._add_pair_costs(P, consumers[0], charges)
             return
-        size = len(self.choices[p]) * math.prod(len(self.choices[c]) for c in consumers)
+        size = len(self.choices[p]) * math.prod(len(self.node_cost[c]) for c in consumers)
         if self.model.use_factors and size <= FACTOR_MAX_ENTRIES:
-            self._add_factor(p, consumers, charges)
+            self._add_factor(P, consumers, charges)
         else:
-            self._add_groups(p, charges)
+            self._add_groups(P, charges)
 
     def _charges(self, levels: tuple[int, ...], p: int, edges: list[EdgeModel]) -> list[_Charge]:
         """The tensor's shared conversions (forward ones first, each in first-needed order) with
@@ -300,19 +374,20 @@ class _Terms:
         return self.model.conversion_costs(levels, conv, p, ptypes).value(self.objective)
 
     def _add_pair_costs(self, p: int, c: int, charges: list[_Charge]) -> None:
-        """A tensor with one consumer: a (producer x consumer) matrix; what does not depend on
-        the producer (partial errors under ``reference``, fixed lower levels) on the consumer."""
+        """A tensor with one consumer (problem node): a (producer x consumer) matrix; what does
+        not depend on the producer (partial errors under ``reference``, fixed lower levels) on
+        the consumer."""
         mat = None
-        own = [0.0] * len(self.choices[c])
+        own = np.zeros(len(self.node_cost[c]))
         for ch in charges:
             if ch.independent:
                 for _c, t in ch.needers:
                     own[t] += ch.values
                 continue
             if mat is None:
-                mat = np.zeros((len(self.choices[p]), len(self.choices[c])))
+                mat = np.zeros((len(self.node_cost[p]), len(self.node_cost[c])))
             mat[:, [t for _c, t in ch.needers]] += ch.values[:, None]
-        if any(own):
+        if own.any():
             self.node_cost[c] += own
         if mat is not None and mat.any():
             self._add_matrix(p, c, mat)
@@ -321,8 +396,8 @@ class _Terms:
         """A fanned-out tensor as one table over (producer, consumers...) choices: each conversion's
         cost wherever on the consumers' joint grid some needer is chosen, exactly as evaluate does."""
         pos = {c: j for j, c in enumerate(consumers)}
-        grid = tuple(len(self.choices[c]) for c in consumers)
-        n_p = len(self.choices[p])
+        grid = tuple(len(self.node_cost[c]) for c in consumers)
+        n_p = len(self.node_cost[p])
         table = np.zeros((n_p,) + grid)
         lift = (n_p,) + (1,) * len(consumers)
         for ch in charges:
@@ -332,6 +407,10 @@ class _Terms:
                 where[pos[c]] = t
                 mask[tuple(where)] = True
             table += np.reshape(ch.per_producer(n_p), lift) * mask[None]
+        if p in pos:                        # the producer tied to a consumer: one axis, its diagonal
+            j = 1 + pos[p]
+            table = np.moveaxis(np.diagonal(table, axis1=0, axis2=j), -1, 0)
+            consumers = [c for c in consumers if c != p]
         self.factors.append(FactorTerm((p,) + tuple(consumers), table))
 
     def _add_groups(self, p: int, charges: list[_Charge]) -> None:
@@ -348,9 +427,17 @@ class _Terms:
     def _charge(self, p: int, members: list[tuple[int, int]], s: int | None, value: float) -> None:
         """Charge ``value`` once if any (consumer, choice) of ``members`` is chosen (and, when
         ``s`` is not None, producer p takes choice s): straight into the node or pair costs when
-        the members belong to one consumer, else as a group term."""
+        the members belong to one consumer, else as a group term. A member on p itself (tied
+        to a consumer) is chosen with s exactly when it is (p, s)."""
         if value == 0:
             return
+        if s is not None and any(c == p for c, _ in members):
+            if (p, s) in members:
+                self.node_cost[p][s] += value
+                return
+            members = [(c, t) for c, t in members if c != p]
+            if not members:
+                return
         if len({c for c, _ in members}) > 1:
             self.groups.append(GroupTerm(value, tuple(members), None if s is None else (p, s)))
             return
@@ -361,16 +448,21 @@ class _Terms:
                 self._add_pair(p, c, s, t, value)
 
     def _add_pair(self, p: int, c: int, s: int, t: int, value: float) -> None:
-        """Add ``value`` to the (p, c) pair matrix at (s, t), starting a zero matrix if new."""
+        """Add ``value`` to the (p, c) pair matrix at (s, t), starting a zero matrix if new
+        (``p != c``)."""
         k = self.edge_index.get((p, c))
         if k is None:
             k = self.edge_index[(p, c)] = len(self.edges)
             self.edges.append((p, c))
-            self.edge_cost.append(np.zeros((len(self.choices[p]), len(self.choices[c]))))
+            self.edge_cost.append(np.zeros((len(self.node_cost[p]), len(self.node_cost[c]))))
         self.edge_cost[k][s, t] += value
 
     def _add_matrix(self, p: int, c: int, mat: np.ndarray) -> None:
-        """Add ``mat`` to the (p, c) pair matrix (a copy of it if new)."""
+        """Add ``mat`` to the (p, c) pair matrix (a copy of it if new); on one problem node
+        (p tied to c) its diagonal to the node's costs."""
+        if p == c:
+            self.node_cost[p] += np.diagonal(mat)
+            return
         k = self.edge_index.get((p, c))
         if k is None:
             self.edge_index[(p, c)] = len(self.edges)
