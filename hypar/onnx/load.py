@@ -74,20 +74,24 @@ def read_light(path: Path) -> onnx.ModelProto:
     fmt = onnx.serialization.registry.get_format_from_file_extension(path.suffix)
     if fmt not in (None, "protobuf"):
         return onnx.load(str(path), load_external_data=False)
-    model = onnx.ModelProto()
     with open(path, "rb") as f:
-        if os.fstat(f.fileno()).st_size == 0:
-            return model
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            try:
-                light = light_model_bytes(mapped)
-            except WireError:
-                light = None  # let protobuf's parser judge (and reject) the bytes
-            if light is None:
-                with memoryview(mapped) as whole:
-                    model.ParseFromString(whole)
-    if light is not None:
-        model.ParseFromString(light)
+        try:
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):  # an empty file, a pipe, a file system without mmap
+            return _parse_light(f.read())
+    with mapped:
+        return _parse_light(mapped)
+
+
+def _parse_light(buf) -> onnx.ModelProto:
+    """The ModelProto serialized in ``buf`` (bytes or an mmap) without its large tensors' data;
+    bytes that are not well-formed protobuf go whole to protobuf's parser, which rejects them."""
+    try:
+        light = light_model_bytes(buf)
+    except WireError:
+        light = None
+    model = onnx.ModelProto()
+    model.ParseFromString(light if light is not None else bytes(buf))
     return model
 
 

@@ -5,6 +5,9 @@ on random models (Hypothesis) and on hand-written wire encodings protobuf also a
 
 from __future__ import annotations
 
+import os
+import threading
+
 import numpy as np
 import onnx
 import pytest
@@ -198,3 +201,15 @@ def test_truncated_inside_a_weight(tmp_path):
     p.write_bytes(data[: data.index(w.raw_data[:64]) + 1000])
     with pytest.raises(ModelLoadError, match="truncated or wrong format"):
         load_model(p)
+
+
+def test_a_pipe_is_read_without_mmap(tmp_path):
+    """A named pipe cannot be memory-mapped: it is read, then parsed the same way."""
+    fifo = tmp_path / "model.onnx"
+    os.mkfifo(fifo)
+    data = (FIXTURES / "decoder_dynamo.onnx").read_bytes()
+    writer = threading.Thread(target=fifo.write_bytes, args=(data,))
+    writer.start()
+    model, name = load_model(fifo)
+    writer.join()
+    assert name == "model" and model.SerializeToString() == _expected(FIXTURES / "decoder_dynamo.onnx")
