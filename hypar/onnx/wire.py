@@ -20,22 +20,37 @@ kept whole.
 
 from __future__ import annotations
 
+import onnx
+
 from hypar.onnx.protos import SMALL_ELEMENTS
 
 # Wire types (https://protobuf.dev/programming-guides/encoding/); groups (3, 4) are not used by ONNX.
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 _FIXED_WIDTH = {_I64: 8, _I32: 4}
 
-# TensorProto: field 1 is dims; these hold the element values.
-_DIMS = 1
-_TENSOR_DATA = frozenset({4, 5, 7, 9, 10, 11})  # float, int32, int64, raw, double, uint64 data
 
-# The length-delimited fields walked into, by message: field number -> message it holds.
+def _numbers(message, *names: str) -> tuple[int, ...]:
+    """The field numbers of ``names`` in protobuf message class ``message`` (from onnx's schema)."""
+    return tuple(message.DESCRIPTOR.fields_by_name[n].number for n in names)
+
+
+# TensorProto: its dims, and the fields that hold the element values.
+(_DIMS,) = _numbers(onnx.TensorProto, "dims")
+_TENSOR_DATA = frozenset(_numbers(onnx.TensorProto, "float_data", "int32_data", "int64_data", "raw_data",
+                                  "double_data", "uint64_data"))
+
+
+def _children(message, **kinds: str) -> dict[int, str]:
+    """Field number -> the kind of message it holds, for the fields ``kinds`` names."""
+    return {number: kind for number, kind in zip(_numbers(message, *kinds), kinds.values())}
+
+
+# The length-delimited fields walked into, by message kind: field number -> message kind it holds.
 _CHILDREN = {
-    "model": {7: "graph"},                                           # ModelProto.graph
-    "graph": {1: "node", 5: "tensor"},                               # GraphProto.node, .initializer
-    "node": {5: "attribute"},                                        # NodeProto.attribute
-    "attribute": {5: "tensor", 6: "graph", 10: "graph", 11: "tensor"},  # AttributeProto.t, g, graphs, tensors
+    "model": _children(onnx.ModelProto, graph="graph"),
+    "graph": _children(onnx.GraphProto, node="node", initializer="tensor"),
+    "node": _children(onnx.NodeProto, attribute="attribute"),
+    "attribute": _children(onnx.AttributeProto, t="tensor", tensors="tensor", g="graph", graphs="graph"),
 }
 
 #: Messages (but graphs) smaller than this (bytes) are kept whole without a look inside: the data

@@ -79,7 +79,8 @@ def test_fixture_weights_are_left_in_the_file():
 
 
 # ------------------------------------------------------------------------------------------------
-# Random models: initializers, Constant nodes and an If subgraph, data raw or in typed fields
+# Random models: initializers, Constant nodes, If subgraphs and the repeated tensor and graph
+# attributes; data raw or in typed fields
 
 _DTYPES = [np.float32, np.float16, np.float64, np.int64, np.int32, np.uint8, np.bool_]
 _SIZES = st.sampled_from([1, 7, SMALL_ELEMENTS, SMALL_ELEMENTS + 1, 3 * SMALL_ELEMENTS])
@@ -96,22 +97,31 @@ def _tensors(draw, name: str) -> TensorProto:
 
 
 @st.composite
+def _branches(draw) -> onnx.GraphProto:
+    """A subgraph with one initializer and a Constant node."""
+    return helper.make_graph([helper.make_node("Constant", [], ["k"], value=draw(_tensors("k"))),
+                              helper.make_node("Add", ["b", "k"], ["z"])], "branch", [],
+                             [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)], [draw(_tensors("b"))])
+
+
+@st.composite
 def _models(draw) -> onnx.ModelProto:
     inits = [draw(_tensors(f"w{k}")) for k in range(draw(st.integers(0, 3)))]
     nodes = [helper.make_node("Identity", ["x"], ["y"])]
     for k in range(draw(st.integers(0, 2))):
         nodes.append(helper.make_node("Constant", [], [f"c{k}"], value=draw(_tensors(f"c{k}"))))
     if draw(st.booleans()):
-        branch = helper.make_graph([helper.make_node("Identity", ["b"], ["z"])], "branch", [],
-                                   [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)],
-                                   [draw(_tensors("b"))])
-        nodes.append(helper.make_node("If", ["cond"], ["z"], then_branch=branch, else_branch=branch))
+        nodes.append(helper.make_node("If", ["cond"], ["z"], then_branch=draw(_branches()), else_branch=draw(_branches())))
+    if draw(st.booleans()):  # the repeated forms (TENSORS, GRAPHS), on an op of a custom domain
+        nodes.append(helper.make_node("Custom", ["x"], ["u"], domain="test",
+                                      tensors=[draw(_tensors(f"t{k}")) for k in range(draw(st.integers(1, 2)))],
+                                      graphs=[draw(_branches()) for _ in range(draw(st.integers(1, 2)))]))
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], inits)
     return helper.make_model(g)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_models())
 def test_random_models_read_as_stripped(model):
     data = model.SerializeToString()
