@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
 
 from hypar.cli.base import (_array_options, _bound, _check_writable, _convention_option, _dim_options,
                             _hypar_errors_and_warnings, _plot_plan, _search_options, _write_file, cli)
+from hypar.cli.progress import stage_progress
 from hypar.config import solver_settings
 from hypar.vocab import Baseline, Objective, Space
 
@@ -68,7 +70,8 @@ def inspect_cmd(model: str, batch: int | None, dims: tuple, input_shapes: tuple,
 @click.option("--json", "as_json", is_flag=True, help="Print the plan JSON instead of the summary.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.png",
               help="Draw the plan's layer x level map of types with the costs per layer (needs matplotlib).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress on stderr (else one updating line on a terminal, one line per stage otherwise).")
 def partition_cmd(model, array_path, pes, levels, batch, dims, input_shapes, objective, space, search_how, convention,
                   solver, time_limit, gap, threads, memory_gb, no_tie, output, as_json, plot_path, quiet) -> None:
     """Choose, for every layer and every level of the PE array, how the layer is split.
@@ -94,16 +97,17 @@ def partition_cmd(model, array_path, pes, levels, batch, dims, input_shapes, obj
     from hypar.plan import dumps
     from hypar.present.text import plan_summary
 
-    progress = None if quiet or as_json else (lambda msg: click.echo(f"... {msg}", err=True))
     _check_writable(output, "-o")
     _check_writable(plot_path, "--plot")
     with _hypar_errors_and_warnings():
         settings = solver_settings(solver, time_limit_s=time_limit, gap=gap, threads=threads,
                                    memory_cap_gb=memory_gb, array_path=array_path, tie_blocks=not no_tie)
         array = api.resolve_array(array_path, pes, levels)
-        plan = api.partition(model, array, batch=batch, **_bound(dims, input_shapes), objective=objective,
-                             space=space, search_how=search_how, convention=convention, settings=settings,
-                             progress=progress)
+        with stage_progress(f"partition {os.path.basename(model)}", first="importing",
+                            enabled=not (quiet or as_json)) as progress:
+            plan = api.partition(model, array, batch=batch, **_bound(dims, input_shapes), objective=objective,
+                                 space=space, search_how=search_how, convention=convention, settings=settings,
+                                 progress=progress)
         if output:
             _write_file(output, dumps(plan), "-o")
         if plot_path:
