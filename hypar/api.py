@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Mapping, Sequence
 from typing import Callable
 
@@ -52,13 +53,23 @@ def load_graph(model_path: str, batch: int | None = None, array: PEArray | None 
     return g
 
 
-def model_info(model_path: str | None, g) -> dict:
+def model_info(model_path: str | None, g, digest: Future | None = None) -> dict:
     """Name, path and sha256 of the model file (path and digest None for an in-memory graph) and
-    its trainable parameter count (``parameters``: :func:`hypar.graph.parameter_count`)."""
+    its trainable parameter count (``parameters``: :func:`hypar.graph.parameter_count`);
+    ``digest``: the sha256 already being computed (:func:`_digest_in_background`)."""
     exists = model_path is not None and os.path.isfile(model_path)
     name = g.graph.get("name") or (os.path.splitext(os.path.basename(model_path))[0] if model_path else "model")
+    sha256 = (digest.result() if digest is not None else model_sha256(model_path)) if exists else None
     return {"name": name, "path": os.fspath(model_path) if exists else None,
-            "sha256": model_sha256(model_path) if exists else None, "parameters": G.parameter_count(g)}
+            "sha256": sha256, "parameters": G.parameter_count(g)}
+
+
+def _digest_in_background(pool: ThreadPoolExecutor, model_path: str | None) -> Future | None:
+    """The model file's sha256 computed on a thread of ``pool`` (hashlib releases the GIL, so it
+    overlaps the search: a 500 MB export takes about 1 s to hash); None when there is no file."""
+    if model_path is None or not os.path.isfile(model_path):
+        return None
+    return pool.submit(model_sha256, model_path)
 
 
 def paper_baseline(model: CostModel, which: Baseline | str, objective: Objective | str, settings: SolverSettings,
@@ -111,15 +122,28 @@ def partition(model_path: str, array: PEArray, *, batch: int | None = None, dims
     search_how = parse(Search, search_how, "search")
     convention = parse(Convention, convention)
     t0 = time.perf_counter()
-    g = graph if graph is not None else load_graph(model_path, batch, array, dims=dims, input_shapes=input_shapes)
-    t_import = time.perf_counter() - t0
-    if progress:
-        progress(f"imported {g.graph.get('name')}: {len(G.decision_layers(g))} decision layers "
-                 f"({t_import:.2f} s)")
-    model = CostModel(g, array, space, convention=convention)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        digest = _digest_in_background(pool, model_path)
+        g = graph if graph is not None else load_graph(model_path, batch, array, dims=dims, input_shapes=input_shapes)
+        t_import = time.perf_counter() - t0
+        if progress:
+            progress(f"imported {g.graph.get('name')}: {len(G.decision_layers(g))} decision layers "
+                     f"({t_import:.2f} s)")
+        model = CostModel(g, array, space, convention=convention)
+        plan_ev, parts = _search_and_cost(model, objective, search_how, settings, progress)
+        info = model_info(model_path, g, digest)
+    parts["timing"] = {"import_wall_s": round(t_import, 6), "total_wall_s": round(time.perf_counter() - t0, 6)}
+    return build_plan(model, plan_ev, model_info=info, objective=objective, search=search_how, **parts)
+
+
+def _search_and_cost(model: CostModel, objective: Objective, search_how: Search, settings: SolverSettings,
+                     progress: Progress) -> tuple[Evaluation, dict]:
+    """The search's plan on ``model``, evaluated, and the plan's other parts (:func:`build_plan`'s
+    ``solver``, ``baselines`` and ``greedy``)."""
     # Baselines are costed in one model with every type they use: space hypar has no type III,
     # so AccPar's plan is costed in the (otherwise identical, folded) accpar space.
-    judge = CostModel(g, array, Space.ACCPAR, convention=convention) if space == Space.HYPAR else model
+    judge = CostModel(model.g, model.array, Space.ACCPAR, convention=model.convention) \
+        if model.space == Space.HYPAR else model
     log = SearchLog(progress=progress)
     papers = {which: _paper_baseline(judge, which, objective, settings, log) for which in PAPERS}
     starts = papers if judge is model else {}
@@ -127,10 +151,7 @@ def partition(model_path: str, array: PEArray, *, batch: int | None = None, dims
     found.update(papers)
     evals = {k: judge.evaluate(found[k]) for k in BASELINES + tuple(PAPERS)}
     plan_ev, greedy_ev = model.evaluate(found["plan"]), judge.evaluate(found["greedy"])
-    solver = _solver_record(model, settings, log, found)
-    timing = {"import_wall_s": round(t_import, 6), "total_wall_s": round(time.perf_counter() - t0, 6)}
-    return build_plan(model, plan_ev, model_info=model_info(model_path, g), objective=objective,
-                      search=search_how, solver=solver, baselines=evals, greedy=greedy_ev, timing=timing)
+    return plan_ev, {"solver": _solver_record(model, settings, log, found), "baselines": evals, "greedy": greedy_ev}
 
 
 def _plan_convention(plan: Plan, convention: Convention | str | None) -> Convention:

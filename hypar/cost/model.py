@@ -24,7 +24,6 @@ Which nodes are kept in each space, and the edges between them, is :mod:`hypar.c
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
 
 from hypar import graph as G
 from hypar.array import PEArray, split_counts
@@ -33,9 +32,10 @@ from hypar.ilp.problem import LevelProblem
 from hypar.cost import problems
 from hypar.cost.collectives import allreduce, convert, messages
 from hypar.cost.conventions import HierarchicalEdges, ReferenceEdges
+from hypar.cost.evaluation import Evaluation
 from hypar.cost.hierarchical import HierarchicalPricer
 from hypar.cost.price import OBJECTIVES, ZERO, Cost, collective_cost
-from hypar.cost.repeats import edge_key, find_ties, node_signatures, tensor_signatures
+from hypar.cost.repeats import Twins
 from hypar.cost.sharing import Conversion
 from hypar.cost.statistics import (STATS_QUANTITIES, StatsTerm, replicated_out_level_cost, stats_level_cost,
                                    stats_term)
@@ -75,9 +75,9 @@ class CostModel:
                              if self.pricer is not None else ReferenceEdges(self))
         self.n_levels = array.n_levels
         self._labels = [node.labels() for node in self.structure.nodes]
-        self.node_sig = node_signatures(self.structure)           # twin class per node
-        self.tensor_sig = tensor_signatures(self.structure, self.node_sig)
-        self.ties = find_ties(self.structure, self.node_sig)      # the repeated blocks a tied problem ties
+        self.twins = Twins(self.structure)        # twin nodes and tensors, and the repeated blocks a tied problem ties
+        self.node_sig = self.twins.node_sig        # twin class per node (the caches' keys)
+        self.ties = self.twins.ties
         self.use_factors = True       # fanned-out tensors as factor terms (else group terms)
         self._views: dict = {}
         self._leaf_cache: dict = {}
@@ -85,10 +85,6 @@ class CostModel:
         self._eval_cache: dict = {}
         self._intra_cache: dict = {}
         self._edge_cost_cache: dict = {}
-        self._twin_edges: dict = {}
-        self._edge_twins: dict = {}
-        self._tied_groups: list | None = None
-        self._run_nodes = [i for i, inside in enumerate(self.ties.in_run) if inside]
         self._memory_cache: dict = {}               # by id(edge): the structure's edges live as long as the model
         self._sig_cache: dict = {}
         self._stats_terms: dict[int, StatsTerm | None] = {}
@@ -293,43 +289,9 @@ class CostModel:
         """:meth:`conversion_cost` summed over ``levels`` (a pass of :meth:`pricing_passes`)."""
         return self.edge_pricing.cost(levels, conv, producer, ptypes)
 
-    def edge_twin(self, e: EdgeModel) -> tuple:
-        """Edge e's twin-edge class: its consumer's tie class, slot, tensor and whether it carries
-        an error. Twin edges into nodes with equal types need equal conversions."""
-        hit = self._edge_twins.get(id(e))
-        if hit is None:
-            hit = self._edge_twins[id(e)] = (self.ties.node_class[e.c],) + edge_key(e, self.node_sig)[1:]
-        return hit
-
-    def twin_edges(self, key: tuple[int, str]) -> list[EdgeModel]:
-        """The edges of tensor ``key`` (a key of ``structure.tensor_edges``), the first of each
-        twin-edge class (:meth:`edge_twin`); the very list of ``structure.tensor_edges`` when all
-        differ. Memoised: the list's identity is stable."""
-        hit = self._twin_edges.get(key)
-        if hit is None:
-            edges = self.structure.tensor_edges[key]
-            first: dict[tuple, EdgeModel] = {}
-            for e in edges:
-                first.setdefault(self.edge_twin(e), e)
-            hit = self._twin_edges[key] = edges if len(first) == len(edges) else list(first.values())
-        return hit
-
-    def tied_tensor_groups(self) -> list[tuple[tuple[int, str], list[tuple[int, str]]]]:
-        """The tensors grouped by twin class and the tie classes of their producer and of their
-        consumers edge by edge, as (the first tensor's key, every member's key), in order of
-        first tensor: under a tied assignment a group's tensors cost the same (memoised)."""
-        if self._tied_groups is None:
-            cls, groups = self.ties.node_class, {}
-            for key, edges in self.structure.tensor_edges.items():
-                group = (self.tensor_sig[key], cls[key[0]], tuple(cls[e.c] for e in edges))
-                groups.setdefault(group, []).append(key)
-            self._tied_groups = [(keys[0], keys) for keys in groups.values()]
-        return self._tied_groups
-
     def is_tied(self, assignment: list[tuple]) -> bool:
-        """True when every node of a tied run has its tie class's types in ``assignment``."""
-        cls = self.ties.node_class
-        return all(assignment[i] == assignment[cls[i]] for i in self._run_nodes)
+        """True when every node of a tied run has its tie class's types (:class:`Twins`)."""
+        return self.twins.is_tied(assignment)
 
     def pricing_passes(self, levels: list[int]) -> list[tuple[int, ...]]:
         """The levels whose conversions a problem over ``levels`` must hold, grouped into passes
@@ -346,10 +308,10 @@ class CostModel:
         of a full assignment, shared per tensor as :meth:`share` says, each charged to the first
         consumer needing it: {node index: cost} (nodes charged nothing are absent). Twin tensors
         (:mod:`hypar.cost.repeats`) under the same types are priced once; under a tied
-        assignment (:meth:`is_tied`) one tensor per :meth:`tied_tensor_groups` group."""
+        assignment (:meth:`is_tied`) one tensor per group of :meth:`Twins.tied_tensor_groups`."""
         per_node: dict[int, Cost] = defaultdict(lambda: ZERO)
         tensor_edges = self.structure.tensor_edges
-        groups = (self.tied_tensor_groups() if self.is_tied(assignment)
+        groups = (self.twins.tied_tensor_groups() if self.is_tied(assignment)
                   else [(key, (key,)) for key in tensor_edges])
         for first, members in groups:
             costs = self._tensor_level_costs(first, tensor_edges[first], assignment, h)
@@ -365,7 +327,7 @@ class CostModel:
         """One tensor's level-h conversions under ``assignment``: (position in ``edges`` of the
         first consumer needing it, cost) each, memoised by twin class and types."""
         p = key[0]
-        memo_key = (self.tensor_sig[key], h, assignment[p], tuple(assignment[e.c] for e in edges))
+        memo_key = (self.twins.tensor_sig[key], h, assignment[p], tuple(assignment[e.c] for e in edges))
         hit = self._edge_cost_cache.get(memo_key)
         if hit is None:
             fixed = {e.c: [assignment[e.c]] for e in edges}
@@ -487,63 +449,3 @@ class CostModel:
     def joint_problem(self, objective: str = "comm", memory_cap_bytes: float | None = None) -> LevelProblem:
         """All levels at once: each node chooses a whole tuple of types (exact, but 3^H choices)."""
         return problems.joint_problem(self, objective, memory_cap_bytes)
-
-
-@dataclass
-class Evaluation:
-    """Exact costs of one assignment: per node, per level communication; per node compute and memory."""
-
-    model: CostModel
-    assignment: list[tuple]
-    comm: list[list[Cost]]          # [node][level]
-    compute: list[Cost]             # [node]
-    memory_bytes: list[float]       # [node], per PE
-    _totals: dict = field(default_factory=dict, repr=False)
-
-    def totals(self) -> dict:
-        """The `totals` object of plans and `hypar evaluate --json` (SPEC.md "Units and totals");
-        a fresh dict each call (computed once)."""
-        if not self._totals:
-            self._totals.update(self._sum_totals())
-        return dict(self._totals)
-
-    def _sum_totals(self) -> dict:
-        """The totals, summed node by node and level by level (see :meth:`totals`)."""
-        comm = sum((c for row in self.comm for c in row), ZERO)
-        compute = sum(self.compute, ZERO)
-        return {
-            "comm_bytes": comm.bytes,
-            "time_s": comm.seconds + compute.seconds,
-            "compute_s": compute.seconds,
-            "comm_s": comm.seconds,
-            "energy_j": comm.joules + compute.joules,
-            "peak_mem_bytes_per_pe": sum(self.memory_bytes),
-        }
-
-    def objective(self, objective: str) -> float:
-        """The total an objective minimises: ``comm`` bytes, ``time`` seconds, ``energy`` joules."""
-        t = self.totals()
-        return {"comm": t["comm_bytes"], "time": t["time_s"], "energy": t["energy_j"]}[objective]
-
-    def level_comm(self, h: int) -> Cost:
-        """Communication at level h summed over nodes."""
-        return sum((row[h] for row in self.comm), ZERO)
-
-    def layers(self) -> list[dict]:
-        """Per-layer rows with per-level communication (JSON-ready)."""
-        rows = []
-        for i, name in enumerate(self.model.names):
-            node = self.model.nodes[i]
-            rows.append({
-                "name": name,
-                "op": node.layer.op,
-                "types": list(self.assignment[i]),
-                "levels": [{"level": h, "comm_bytes": c.bytes, "comm_s": c.seconds, "energy_j": c.joules}
-                           for h, c in enumerate(self.comm[i])],
-                "comm_bytes": sum(c.bytes for c in self.comm[i]),
-                "compute_s": self.compute[i].seconds,
-                "time_s": self.compute[i].seconds + sum(c.seconds for c in self.comm[i]),
-                "energy_j": self.compute[i].joules + sum(c.joules for c in self.comm[i]),
-                "mem_bytes_per_pe": self.memory_bytes[i],
-            })
-        return rows

@@ -192,3 +192,58 @@ def find_ties(structure: Structure, node_sig: list[int]) -> Ties:
         for i in range(run.start + run.period, run.stop):
             node_class[i] = node_class[i - run.period]
     return Ties(tuple(node_class), tuple(runs))
+
+
+class Twins:
+    """What a cost model reads off ``structure``'s repetition, computed once: ``node_sig`` and
+    ``tensor_sig`` (twin classes), ``ties`` (the tied runs), and per tensor its edges one per
+    twin edge, the tensor groups a tied problem or evaluation prices once, and whether an
+    assignment is tied."""
+
+    def __init__(self, structure: Structure):
+        self.structure = structure
+        self.node_sig = node_signatures(structure)
+        self.tensor_sig = tensor_signatures(structure, self.node_sig)
+        self.ties = find_ties(structure, self.node_sig)
+        self._run_nodes = [i for i, inside in enumerate(self.ties.in_run) if inside]
+        self._edge_twins: dict[int, tuple] = {}      # by id(edge): the structure's edges live as long as it
+        self._twin_edges: dict[tuple[int, str], list[EdgeModel]] = {}
+        self._tied_groups: list | None = None
+
+    def edge_twin(self, e: EdgeModel) -> tuple:
+        """Edge e's twin-edge class: its consumer's tie class, slot, tensor and whether it carries
+        an error. Twin edges into nodes with equal types need equal conversions."""
+        hit = self._edge_twins.get(id(e))
+        if hit is None:
+            hit = self._edge_twins[id(e)] = (self.ties.node_class[e.c],) + edge_key(e, self.node_sig)[1:]
+        return hit
+
+    def twin_edges(self, key: tuple[int, str]) -> list[EdgeModel]:
+        """The edges of tensor ``key`` (a key of ``structure.tensor_edges``), the first of each
+        twin-edge class (:meth:`edge_twin`); the very list of ``structure.tensor_edges`` when all
+        differ. Memoised: the list's identity is stable."""
+        hit = self._twin_edges.get(key)
+        if hit is None:
+            edges = self.structure.tensor_edges[key]
+            first: dict[tuple, EdgeModel] = {}
+            for e in edges:
+                first.setdefault(self.edge_twin(e), e)
+            hit = self._twin_edges[key] = edges if len(first) == len(edges) else list(first.values())
+        return hit
+
+    def tied_tensor_groups(self) -> list[tuple[tuple[int, str], list[tuple[int, str]]]]:
+        """The tensors grouped by twin class and the tie classes of their producer and of their
+        consumers edge by edge, as (the first tensor's key, every member's key), in order of
+        first tensor: under a tied assignment a group's tensors cost the same (memoised)."""
+        if self._tied_groups is None:
+            cls, groups = self.ties.node_class, {}
+            for key, edges in self.structure.tensor_edges.items():
+                group = (self.tensor_sig[key], cls[key[0]], tuple(cls[e.c] for e in edges))
+                groups.setdefault(group, []).append(key)
+            self._tied_groups = [(keys[0], keys) for keys in groups.values()]
+        return self._tied_groups
+
+    def is_tied(self, assignment: list[tuple]) -> bool:
+        """True when every node of a tied run has its tie class's types in ``assignment``."""
+        cls = self.ties.node_class
+        return all(assignment[i] == assignment[cls[i]] for i in self._run_nodes)
