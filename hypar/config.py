@@ -49,6 +49,7 @@ class SolverSettings:
     auto_joint_time_limit_s: float = 5.0  # search auto: the joint ILP's budget (s); refine's plan is its start
     memory_cap_gb: float | None = None  # per-PE capacity the plan must fit (None: unconstrained)
     tie_blocks: bool = True             # repeated blocks share decision variables (hypar.cost.repeats)
+    via_pulp: bool = False              # HiGHS fed through PuLP objects, not arrays (a cross-check; slower)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", parse(Method, self.method))

@@ -62,7 +62,7 @@ def _solve_ilp(problem, settings: SolverSettings, incumbent) -> LevelSolution:
     if incumbent is None:
         incumbent = quick_incumbent(problem)
     return solve_ilp(problem, backend=settings.backend, time_limit_seconds=settings.time_limit_s,
-                     gap=settings.gap, threads=settings.threads, incumbent=incumbent)
+                     gap=settings.gap, threads=settings.threads, incumbent=incumbent, via_pulp=settings.via_pulp)
 
 
 def _solve_dp(problem, settings: SolverSettings, incumbent) -> LevelSolution:

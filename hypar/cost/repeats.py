@@ -18,7 +18,9 @@ Two relations, both read off a :class:`hypar.cost.structure.Structure` once:
   blocks' neighbourhoods are alike), else above it. Terms at a run's boundary (the first block's
   inputs, the last block's outputs) are not twins of the inner ones and stay their own terms.
   Every block must hold at least :data:`MIN_DECISIONS_PER_BLOCK` decision layers, so
-  alternating types inside a block (column- then row-parallel) stay free.
+  alternating types inside a block (column- then row-parallel) stay free, and a run must take at
+  least :data:`MIN_REMOVED_NODES` nodes off a problem (two blocks of two layers met by chance in
+  a chain of layers are not a repeated block).
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from hypar.graph import Layer, Tensor
 
 NAME_ATTRS = frozenset({"weight", "bias", "bias_layer"})   # layer attrs that hold names, not shapes
 MIN_DECISIONS_PER_BLOCK = 2   # a tied block holds at least this many decision layers
-MAX_RUNS = 64                 # runs searched for at most (each search is O(nodes^2) numpy work)
+MIN_REMOVED_NODES = 4         # a run is tied only when it takes at least this many nodes off a problem
+MAX_RUNS = 64                 # runs tied at most
 
 
 _TENSOR_FIELDS = tuple(f.name for f in fields(Tensor) if f.name != "name")
@@ -98,39 +101,34 @@ class Run:
         return self.start + self.period * self.count
 
 
-def _best_run(sigs: np.ndarray, free: np.ndarray, decisions: np.ndarray) -> Run | None:
-    """The run among ``free`` nodes that removes the most nodes from a problem ((count - 1) x
-    period; ties: the shorter period), None when no run of two blocks exists."""
+def _candidates(sigs: np.ndarray, decisions: np.ndarray):
+    """Every maximal run of two or more blocks, per period, as (nodes it removes from a problem,
+    -period, start, count): one numpy pass per period."""
     n = len(sigs)
-    best, gain = None, 0
     csum = np.concatenate([[0], np.cumsum(decisions)])
     for period in range(1, n // 2 + 1):
-        same = (sigs[period:] == sigs[:-period]) & free[period:] & free[:-period]
+        same = sigs[period:] == sigs[:-period]
         if not same.any():
             continue
         edges = np.flatnonzero(np.diff(np.concatenate([[0], same.astype(np.int8), [0]])))
-        for a, b in zip(edges[::2], edges[1::2]):
+        for a, b in zip(edges[::2].tolist(), edges[1::2].tolist()):
             count = (b - a) // period + 1
-            if count < 2 or (count - 1) * period <= gain:
-                continue
-            if csum[a + period] - csum[a] < MIN_DECISIONS_PER_BLOCK:
-                continue
-            best, gain = Run(int(a), period, int(count)), (count - 1) * period
-    return best
+            if (count - 1) * period >= MIN_REMOVED_NODES and csum[a + period] - csum[a] >= MIN_DECISIONS_PER_BLOCK:
+                yield (count - 1) * period, -period, a, count
 
 
 def find_runs(node_sig: list[int], decision: list[bool]) -> list[Run]:
-    """Disjoint runs of tied blocks, the largest first (see the module docstring)."""
+    """Disjoint runs of tied blocks (see the module docstring): the runs removing the most nodes
+    first (the shorter period on a tie), each kept unless it overlaps one kept before."""
     sigs = np.asarray(node_sig)
     free = np.ones(len(sigs), bool)
-    decisions = np.asarray(decision, dtype=np.int64)
     runs: list[Run] = []
-    while len(runs) < MAX_RUNS:
-        run = _best_run(sigs, free, decisions)
-        if run is None:
-            break
-        runs.append(run)
-        free[run.start:run.stop] = False
+    for _gain, neg_period, start, count in sorted(_candidates(sigs, np.asarray(decision, dtype=np.int64)),
+                                                  reverse=True):
+        run = Run(start, -neg_period, count)
+        if len(runs) < MAX_RUNS and free[run.start:run.stop].all():
+            runs.append(run)
+            free[run.start:run.stop] = False
     return sorted(runs, key=lambda r: r.start)
 
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from hypar.cli import cli
 from tests.paths import MODELS
 
-ARGS = [str(MODELS / "resnet18.onnx"), "--levels", "2,2", "--space", "accpar", "--search", "greedy", "-q", "--json"]
+ARGS = [str(MODELS / "resnet50.onnx"), "--levels", "2,2", "--space", "accpar", "--search", "greedy", "-q", "--json"]
 
 
 def _plan(*extra: str) -> dict:
@@ -21,10 +21,12 @@ def _plan(*extra: str) -> dict:
 
 def test_the_plan_records_the_tied_blocks_and_both_sizes():
     ties = _plan()["solver"]["ties"]
-    assert ties["tied"] and ties["blocks_tied"] == 2
-    assert ties["runs"] == [{"first_layer": "layer1.0.conv1", "last_layer": "layer1.1.conv2",
-                             "layers_per_block": 2, "blocks": 2}]
-    assert ties["tied_size"]["problem_nodes"] == ties["untied_size"]["problem_nodes"] - 2
+    assert ties["tied"] and ties["blocks_tied"] == 3 + 5
+    assert ties["runs"] == [{"first_layer": "layer2.1.conv1", "last_layer": "layer2.3.conv3",
+                             "layers_per_block": 3, "blocks": 3},
+                            {"first_layer": "layer3.1.conv1", "last_layer": "layer3.5.conv3",
+                             "layers_per_block": 3, "blocks": 5}]
+    assert ties["tied_size"]["problem_nodes"] == ties["untied_size"]["problem_nodes"] - 3 * 2 - 3 * 4
     assert ties["tied_size"]["choice_variables"] < ties["untied_size"]["choice_variables"]
 
 
