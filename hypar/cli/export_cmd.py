@@ -51,14 +51,15 @@ def export_cmd(plan_path: str, onnx_model: str | None, to_torch: bool, output: s
     click.echo(summary.text())
 
 
-def plan_in_model(model: str, missing: str):
-    """The plan a model annotated by ``hypar export --onnx`` carries (:class:`hypar.plan.Plan`);
-    a PlanError naming ``missing`` (what to give instead) when it carries none."""
+
+def plan_in_model(model: str):
+    """The plan a model annotated by ``hypar export --onnx`` carries (:class:`hypar.plan.Plan`),
+    for ``verify MODEL`` without PLAN.json; a PlanError saying what to give when it carries none."""
     from hypar.errors import PlanError
     from hypar.export import annotated_plan
 
     plan = annotated_plan(model)
     if plan is None:
-        raise PlanError.naming(f"{model} carries no hypar sharding annotations; give {missing}, or write them "
-                               "with `hypar export PLAN.json --onnx MODEL.onnx -o OUT.onnx`")
+        raise PlanError(f"{model} carries no hypar sharding annotations; give PLAN.json, or write them with "
+                        "`hypar export PLAN.json --onnx MODEL.onnx -o OUT.onnx`")
     return plan

@@ -146,14 +146,14 @@ def evaluate_cmd(model, plan_path, baseline, array_path, pes, levels, batch, dim
       hypar evaluate alexnet_sharded.onnx
     """
     from hypar import api
-    from hypar.cli.export_cmd import plan_in_model
+    from hypar.export import annotated_plan
     from hypar.plan import load_plan
     from hypar.present.text import evaluation_summary
 
     with _hypar_errors_and_warnings():
         plan = load_plan(plan_path) if plan_path else None
         if plan is None and baseline is None:
-            plan = plan_in_model(model, "{plan} or {baseline_name}")
+            plan = annotated_plan(model)          # None without annotations: the library names both options
         array = None
         if array_path is not None or pes is not None or levels is not None:
             array = api.resolve_array(array_path, pes, levels)
@@ -205,7 +205,7 @@ def verify_cmd(model: str, plan_path: str | None, batch: int | None, dims: tuple
     from hypar.verify import report_table, verify_plan
 
     with _hypar_errors_and_warnings():
-        plan = load_plan(plan_path) if plan_path else plan_in_model(model, "PLAN.json")
+        plan = load_plan(plan_path) if plan_path else plan_in_model(model)
         rep = verify_plan(model, plan, batch=batch, seed=seed, convention=convention, **_bound(dims, input_shapes))
     if as_json:
         click.echo(json.dumps(rep.to_json(), indent=1))
