@@ -250,7 +250,8 @@ def _annotate(model, plan: Plan, settings: SolverSettings) -> tuple:
     except PlanError as exc:
         if not plan.full:
             raise
-        raise PlanError(f"the plan does not fit this model: {exc}") from None
+        made_for = (plan.document.get("model") or {}).get("name") or "another model"
+        raise PlanError(f"the plan was made for {made_for} and does not fit this model: {exc}") from None
     _check_fits(plan, cost_model)
     nodes = graph_nodes(proto)
     writer = _Writer(cost_model, nodes, constant_shapes(proto))
