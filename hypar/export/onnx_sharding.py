@@ -1,5 +1,5 @@
 """A plan written into its ONNX model as the format's own multi-device sharding annotations
-(IR version 11), and read back as the plan.
+(IR version 11); :mod:`hypar.export.onnx_reading` reads them back as the plan.
 
 **What is written** (:func:`annotate`). ``ModelProto.configuration`` gets one
 ``DeviceConfigurationProto`` for the PE array, named ``hypar:<array name>``, with
@@ -17,7 +17,10 @@ Nodes hypar reads as several layers (an ONNX ``Attention``, com.microsoft
 ``GroupQueryAttention`` / ``MultiHeadAttention``, :mod:`hypar.onnx.expand`) carry the specs of
 their own inputs and outputs (where the inner layers agree on them), and their inner layers'
 types in the node's ``metadata_props`` under ``hypar.layers`` (JSON: layer name -> types per
-level): the format has no place for a layer inside a node.
+level): the format has no place for a layer inside a node. A plan node whose specs are also
+those of other types (a split that leaves some PEs nothing can put the same indices on every PE
+under two choices: batch 2 and 4 heads on 2x2x2) records its types there too, so the reader
+returns the written ones.
 
 The model's ``metadata_props`` record what costing the plan needs besides its types:
 ``hypar.format`` (``hypar-onnx-sharding/1``), ``hypar.configuration`` (the configuration's
@@ -29,14 +32,12 @@ name), ``hypar.array`` (the array as a plan records it: levels with bandwidths, 
 **IR version.** The model's IR version is raised to 11 when below (never lowered): IR 11
 introduced ``configuration`` and ``device_configurations`` (docs/IR.md); the opsets are
 untouched, and ``onnx.checker.check_model(full_check=True)`` passes on every exported fixture
-(the checker does not look inside the annotations; :func:`hypar.onnx.sharding.read_sharding`
-does when they are read).
+whose model passes it (the checker does not look inside the annotations;
+:func:`hypar.onnx.sharding.read_sharding` does when they are read).
 
-**Read back** (:func:`plan_from_annotations`). The recorded array, batch, binding, space,
-objective and convention rebuild the cost model; each node's types are decoded from its specs
-(per level, the types whose placements show in them), then confirmed by writing the specs of
-those types again and comparing exactly, so an annotation hypar would not have written for any
-types is refused by name. The plan read back costs exactly as the JSON plan it came from.
+**Read back** (:mod:`hypar.export.onnx_reading`): every node's types are the ones whose specs
+(:meth:`SpecWriter.specs`) are exactly what the node carries (:func:`decode`), so a plan read
+back costs exactly as the JSON plan it came from.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ import itertools
 import json
 import os
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from hypar import api
 from hypar import graph as G
@@ -53,13 +54,12 @@ from hypar.cost import CostModel
 from hypar.errors import HyparWarning, ModelLoadError, PlanError
 from hypar.export.layouts import Placement, encode, split_levels
 from hypar.export.node_tensors import GraphTensors, node_placements
-from hypar.onnx.binding import with_batch
 from hypar.onnx.load import load_model
 from hypar.onnx.sharding import (Configuration, OnnxNode, TensorSharding, constant_shapes, full_check_error,
-                                 graph_nodes, has_external_data, model_metadata, read_sharding, save_model, write_sharding)
-from hypar.plan import Plan, plan_array
+                                 graph_nodes, has_external_data, save_model, write_sharding)
+from hypar.plan import Plan
 from hypar.search import SolverSettings
-from hypar.vocab import Convention, Objective, Space, parse
+from hypar.vocab import Objective
 
 FORMAT = "hypar-onnx-sharding/1"
 PREFIX = "hypar."
@@ -69,7 +69,7 @@ KEY_OBJECTIVE, KEY_CONVENTION, KEY_SOURCE = "hypar.objective", "hypar.convention
 KEY_LAYERS = "hypar.layers"          # on a node read as several layers: their types
 MAX_CANDIDATES = 4096                # type tuples tried for one node before giving up
 
-_WRITE_THEM = "write them with `hypar export PLAN.json --onnx MODEL.onnx -o OUT.onnx`"
+WRITE_THEM = "write them with `hypar export PLAN.json --onnx MODEL.onnx -o OUT.onnx`"
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ class NodeMap:
             self.owner[name] = (composites[base], False)
 
 
-class _Writer:
+class SpecWriter:
     """The specs and node metadata of one assignment of a cost model."""
 
     def __init__(self, model: CostModel, nodes: tuple[OnnxNode, ...], constants: dict):
@@ -169,7 +169,8 @@ class _Writer:
         return {t: self.encode(p) for t, p in found.items() if p is not None}
 
     def write(self, assignment: list[tuple]) -> tuple[dict[int, list[TensorSharding]], dict[int, dict[str, str]]]:
-        """Per ONNX node position its specs, and the ``hypar.layers`` metadata of composite nodes."""
+        """Per ONNX node position its specs, and the ``hypar.layers`` metadata of the nodes read as
+        several layers and of the nodes whose specs alone read back as other types."""
         specs: dict[int, list[TensorSharding]] = {}
         inner: dict[int, dict[str, tuple]] = {}
         for name, types in zip(self.model.names, assignment):
@@ -254,7 +255,7 @@ def _annotate(model, plan: Plan, settings: SolverSettings) -> tuple:
         raise PlanError(f"the plan was made for {made_for} and does not fit this model: {exc}") from None
     _check_fits(plan, cost_model)
     nodes = graph_nodes(proto)
-    writer = _Writer(cost_model, nodes, constant_shapes(proto))
+    writer = SpecWriter(cost_model, nodes, constant_shapes(proto))
     specs, node_meta = writer.write(assignment)
     configuration = _configuration(cost_model)
     objective = plan.objective or Objective.TIME
@@ -302,33 +303,7 @@ def export_onnx(plan: Plan | dict, model_path: str | os.PathLike, out_path: str 
                          problem is None)
 
 
-def _recorded_plan(meta: dict[str, str], label: str) -> Plan:
-    """The settings the metadata records, as a Plan without types (module docstring). PlanError
-    naming the key when one is missing or unreadable, or the format is another."""
-    if meta[KEY_FORMAT] != FORMAT:
-        raise PlanError(f"{label} holds hypar annotations in format {meta[KEY_FORMAT]!r}; this hypar reads "
-                        f"{FORMAT!r}: {_WRITE_THEM} again")
-    key = KEY_ARRAY
-    try:
-        array = plan_array({"array": json.loads(meta[KEY_ARRAY])})
-        key = KEY_BATCH
-        batch = int(meta[KEY_BATCH])
-        key = KEY_BINDING
-        binding = json.loads(meta.get(KEY_BINDING, "{}"))
-        key = KEY_SPACE
-        space = parse(Space, meta[KEY_SPACE], "space", error=PlanError)
-        key = KEY_OBJECTIVE
-        objective = parse(Objective, meta[KEY_OBJECTIVE], "objective", error=PlanError)
-        key = KEY_CONVENTION
-        convention = parse(Convention, meta[KEY_CONVENTION], "convention", error=PlanError)
-    except (KeyError, ValueError, TypeError, AttributeError) as exc:
-        why = "is missing" if isinstance(exc, KeyError) else f"cannot be read ({exc})"
-        raise PlanError(f"{label}: metadata_props {key!r} {why}; {_WRITE_THEM} again") from None
-    return Plan({}, array, batch, space, objective, None, convention, binding.get("dims") or None,
-                binding.get("input_shapes") or None)
-
-
-def decode(writer: _Writer, name: str, read: dict[str, TensorSharding]) -> list | None:
+def decode(writer: SpecWriter, name: str, read: dict[str, TensorSharding]) -> list | None:
     """The first types of direct plan node ``name`` (per level in the node's label order, the
     labels whose placements show exactly in ``read`` tried first) whose specs are exactly
     ``read``; None when no types give them."""
@@ -350,117 +325,3 @@ def decode(writer: _Writer, name: str, read: dict[str, TensorSharding]) -> list 
         if writer.specs(name, types) == read:
             return list(types)
     return None
-
-
-class _Reader:
-    """Every plan node's types read from the annotations (module docstring)."""
-
-    def __init__(self, writer: _Writer, annotations, label: str):
-        self.writer, self.ann, self.label = writer, annotations, label
-        self.model = writer.model
-        self.configuration = annotations.configuration.name
-
-    def types(self) -> dict[str, list]:
-        """Every plan node's types; PlanError naming the node when they cannot be read."""
-        out: dict[str, list] = {}
-        composites: dict[int, dict[str, tuple]] = {}
-        for name in self.model.names:
-            node, direct = self.writer.map.owner[name]
-            recorded = self.recorded(name, node, required=not direct)
-            if direct:
-                out[name] = self.confirmed(name, node, recorded)
-            else:
-                out[name] = recorded
-                composites.setdefault(node.position, {})[name] = tuple(recorded)
-        for pos, inner in composites.items():
-            node = self.writer.nodes[pos]
-            if self.writer.composite_specs(node, inner) != self.read(node):
-                raise PlanError(f"{self.where(node)}: its sharding is not what its layers' types "
-                                f"{json.dumps({k: list(v) for k, v in inner.items()})} give; {_WRITE_THEM} again")
-        return out
-
-    def where(self, node: OnnxNode) -> str:
-        """How messages name ``node``."""
-        return f"{self.label}: node {node.name or node.outputs[0]!r}"
-
-    def read(self, node: OnnxNode) -> dict[str, TensorSharding]:
-        """The specs ``node`` carries for the configuration, by tensor; PlanError when none."""
-        specs = self.ann.specs.get(node.position)
-        if specs is None:
-            raise PlanError(f"{self.where(node)} carries no sharding for configuration {self.configuration!r}; "
-                            f"{_WRITE_THEM} again")
-        return {s.tensor: s for s in specs}
-
-    def recorded(self, name: str, node: OnnxNode, required: bool) -> list | None:
-        """Types of layer ``name`` from ``node``'s ``hypar.layers`` metadata (None when it gives
-        none and they are not ``required``); PlanError when they are missing or not the layer's."""
-        try:
-            types = json.loads(self.ann.node_metadata.get(node.position, {})[KEY_LAYERS])[name]
-        except (KeyError, ValueError, TypeError):
-            if not required:
-                return None
-            raise PlanError(f"{self.where(node)} is read as several layers, and its metadata_props {KEY_LAYERS!r} "
-                            f"gives no types for layer {name!r}; {_WRITE_THEM} again") from None
-        labels = self.model.labels(self.model.index[name])
-        if not isinstance(types, list) or len(types) != self.model.n_levels or any(t not in labels for t in types):
-            raise PlanError(f"{self.where(node)}: {KEY_LAYERS!r} gives layer {name!r} the types {types!r}; give one of "
-                            f"{list(labels)} per level ({self.model.n_levels})")
-        return list(types)
-
-    def confirmed(self, name: str, node: OnnxNode, recorded: list | None) -> list:
-        """The types of direct plan node ``name``: ``recorded`` ones when its specs are theirs,
-        else decoded from the specs; PlanError when the specs are no types' hypar would write."""
-        read = self.read(node)
-        if recorded is not None:
-            if self.writer.specs(name, tuple(recorded)) == read:
-                return recorded
-            raise PlanError(f"{self.where(node)} (layer {name!r}): its sharding is not what its recorded types "
-                            f"{recorded} give; {_WRITE_THEM} again")
-        types = decode(self.writer, name, read)
-        if types is None:
-            labels = self.model.labels(self.model.index[name])
-            raise PlanError(f"{self.where(node)} (layer {name!r}): its sharding for configuration "
-                            f"{self.configuration!r} is not what hypar writes for any types ({', '.join(labels)} "
-                            f"per level); {_WRITE_THEM} again")
-        return types
-
-
-def _label(model) -> str:
-    """How messages name a model given as a path or a ModelProto."""
-    return os.fspath(model) if isinstance(model, (str, os.PathLike)) else "the ModelProto"
-
-
-def annotated_plan(model) -> Plan | None:
-    """The plan a model annotated by :func:`annotate` carries (a path or an ``onnx.ModelProto``),
-    as a :class:`hypar.plan.Plan` with every plan node's types and the recorded array, batch,
-    binding, space, objective and convention; None when the model has no hypar annotations.
-    PlanError naming the node or metadata key when they are broken or were edited into
-    something hypar would not write; the importer's errors for the model."""
-    label = _label(model)
-    proto, _name = load_model(model)
-    meta = model_metadata(proto)
-    if KEY_FORMAT not in meta:
-        return None
-    skeleton = _recorded_plan(meta, label)
-    annotations = read_sharding(proto, meta.get(KEY_CONFIGURATION, ""), PREFIX)
-    if annotations.configuration is None:
-        raise PlanError(f"{label} lists no device configuration {meta.get(KEY_CONFIGURATION)!r}; {_WRITE_THEM} again")
-    if annotations.configuration.num_devices != skeleton.array.n_pes:
-        raise PlanError(f"{label}: configuration {annotations.configuration.name!r} has "
-                        f"{annotations.configuration.num_devices} devices but the recorded array "
-                        f"{skeleton.array.n_pes} PEs; {_WRITE_THEM} again")
-    g = api.load_graph(proto, skeleton.batch, skeleton.array, dims=skeleton.dims,
-                       input_shapes=with_batch(skeleton.input_shapes, skeleton.batch))
-    model_ = CostModel(g, skeleton.array, skeleton.space, convention=skeleton.convention)
-    reader = _Reader(_Writer(model_, graph_nodes(proto), constant_shapes(proto)), annotations, label)
-    return replace(skeleton, types=reader.types())
-
-
-def plan_from_annotations(model) -> Plan:
-    """:func:`annotated_plan`, with PlanError (naming how to write them) when the model carries
-    no hypar annotations."""
-    plan = annotated_plan(model)
-    if plan is None:
-        raise PlanError(f"{_label(model)} carries no hypar sharding annotations (no {KEY_FORMAT!r} in its "
-                        f"metadata_props); {_WRITE_THEM}")
-    return plan

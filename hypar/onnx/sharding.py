@@ -30,7 +30,7 @@ from math import prod
 import onnx
 from onnx import TensorProto
 
-from hypar.errors import ModelLoadError, PlanError
+from hypar.errors import PlanError
 
 # The IR version that added ModelProto.configuration and NodeProto.device_configurations.
 IR_MULTI_DEVICE = 11
