@@ -154,3 +154,38 @@ def test_export_needs_one_target(cnn_plan, tmp_path, cli_run):
 def test_export_help_has_an_example(cli_run):
     res = cli_run("export", "--help")
     assert res.exit_code == 0 and "Example:" in res.stdout and "--onnx" in res.stdout and "--torch" in res.stdout
+
+
+def test_a_model_with_external_weights_is_written_beside_them(cnn_plan, tmp_path):
+    from hypar.errors import ModelLoadError
+    from hypar.export import export_onnx
+    from hypar.plan import load_plan
+
+    model = onnx.load(str(CNN))
+    onnx.save_model(model, str(tmp_path / "cnn.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="cnn.weights", size_threshold=1024)
+    stored = onnx.load(str(tmp_path / "cnn.onnx"), load_external_data=False).graph.initializer
+    assert any(t.data_location == TensorProto.EXTERNAL for t in stored)
+    elsewhere = tmp_path.parent / "cnn_sharded_elsewhere.onnx"
+    with pytest.raises(ModelLoadError, match=r"keeps its weights in external files beside it; write the annotated "
+                                             r"model into the same folder"):
+        export_onnx(load_plan(cnn_plan), tmp_path / "cnn.onnx", elsewhere)
+    assert not elsewhere.exists()
+    summary = export_onnx(load_plan(cnn_plan), tmp_path / "cnn.onnx", tmp_path / "cnn_sharded.onnx")
+    assert summary.checked
+    onnx.checker.check_model(str(tmp_path / "cnn_sharded.onnx"), full_check=True)
+    assert plan_from_annotations(tmp_path / "cnn_sharded.onnx").types == load_plan(cnn_plan).types
+
+
+def test_exporting_again_replaces_the_earlier_annotations(cnn_plan, exported):
+    import json
+
+    plan = json.loads(cnn_plan.read_text())
+    weighted = {l["name"]: ["I", "I"] for l in plan["layers"] if l["weighted"]}
+    again = annotate(exported, Plan(weighted, array_from_levels([2, 2]), batch=2))
+    assert [c.name for c in again.configuration] == ["hypar:levels-2x2"]
+    keys = [p.key for p in again.metadata_props]
+    assert len(keys) == len(set(keys))
+    assert all(len(n.device_configurations) <= 1 for n in again.graph.node)
+    back = plan_from_annotations(again).types
+    assert {name: back[name] for name in weighted} == weighted
