@@ -24,11 +24,18 @@ coordinates there. :func:`encode` writes exactly that as a :class:`TensorShardin
   holding several consecutive shards is listed once per shard: the explicit sizes are the
   number of times each device (or group) appears. A PE whose block is empty holds no shard.
 
+Why one entry per axis with one factor per level, not one entry per level: the proposal's
+entries each cut an axis of the whole tensor (its nested loops index every entry's axis from
+the full shape), so two entries naming one axis say nothing defined, while several
+``simple_sharding`` factors of one entry are the format's own way to nest cuts of one axis. A
+level that splits nothing of the tensor shows only in who holds the shards (a group of devices
+per shard). ``dim_value`` is the axis size the plan was costed at (its batch and bound dims).
+
 Shards are numbered row-major over the entries (tensor axes in ascending order) and, inside an
 entry, over its factors; the devices holding a shard are the PEs whose coordinates at the
 splitting levels are the shard's digits (a group when some level replicates the tensor).
 :func:`split_levels` reads a spec back into, per level, the axes that level could be splitting
-(the reader of :mod:`hypar.export.onnx_sharding` matches them against a node's types and then
+(:func:`hypar.export.onnx_sharding.decode` matches them against a node's types and then
 re-encodes to compare exactly).
 """
 
