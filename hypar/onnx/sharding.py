@@ -24,7 +24,7 @@ node.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from math import prod
 
 import onnx
@@ -64,14 +64,13 @@ class TensorSharding:
 @dataclass(frozen=True)
 class OnnxNode:
     """What the exporter reads of one graph node: its position in ``graph.node``, name, op type,
-    input and output tensor names and ``metadata_props``."""
+    and input and output tensor names."""
 
     position: int
     name: str
     op: str
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
-    metadata: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -97,9 +96,7 @@ class Annotations:
 
 def graph_nodes(model: onnx.ModelProto) -> tuple[OnnxNode, ...]:
     """Every node of the main graph as an :class:`OnnxNode`, in graph order."""
-    return tuple(OnnxNode(i, n.name, n.op_type, tuple(n.input), tuple(n.output),
-                          {p.key: p.value for p in n.metadata_props})
-                 for i, n in enumerate(model.graph.node))
+    return tuple(OnnxNode(i, n.name, n.op_type, tuple(n.input), tuple(n.output)) for i, n in enumerate(model.graph.node))
 
 
 def model_metadata(model: onnx.ModelProto) -> dict[str, str]:
@@ -115,8 +112,8 @@ def constant_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     out: dict[str, tuple[int, ...]] = {}
     try:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception:       # noqa: BLE001 - inference is a best effort here (custom ops, > 2 GB protos)
-        inferred = model
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError):
+        inferred = model    # a best effort: the stored dims below remain (a > 2 GB proto is a ValueError)
     for vi in inferred.graph.value_info:
         dims = vi.type.tensor_type.shape.dim
         if vi.type.HasField("tensor_type") and all(d.HasField("dim_value") for d in dims):
