@@ -128,3 +128,21 @@ def test_verify_reads_the_annotations_as_the_plan(stem, tmp_path, cli_run):
     assert res.exit_code == 0, res.stdout[-2000:]
     rep = json.loads(res.stdout)
     assert rep["ok"] and all(layer["status"] == "PASS" for layer in rep["layers"])
+
+
+@pytest.mark.parametrize("space", ["hypar", "accpar"])
+@pytest.mark.parametrize("stem", ["transformer_dynamo", "decoder_ort_fused"])
+def test_folded_spaces_and_the_reference_convention_round_trip(stem, space, tmp_path, cli_run):
+    """Spaces hypar and accpar annotate the decision layers only (the ops between are folded into
+    edges); the space, objective and convention come back from the metadata."""
+    path = FIXTURES / f"{stem}.onnx"
+    plan = api.partition(str(path), array_from_levels([2, 2]), space=space, convention="reference", objective="comm",
+                         **BINDINGS[stem])
+    plan_path, out = tmp_path / "plan.json", tmp_path / "sharded.onnx"
+    plan_path.write_text(dumps(plan))
+    assert cli_run("export", plan_path, "--onnx", path, "-o", out).exit_code == 0
+    back = plan_from_annotations(out)
+    assert (back.space, back.convention, back.objective) == (space, "reference", "comm")
+    assert back.types == {l["name"]: l["types"] for l in plan["layers"]}
+    assert json.loads(cli_run("evaluate", out, "--json").stdout) == \
+        json.loads(cli_run("evaluate", path, "--plan", plan_path, "--json").stdout)
