@@ -54,6 +54,7 @@ from hypar.cost import CostModel
 from hypar.errors import HyparWarning, ModelLoadError, PlanError
 from hypar.export.layouts import Placement, encode, split_levels
 from hypar.export.node_tensors import GraphTensors, node_placements
+from hypar.onnx.binding import model_input_dims
 from hypar.onnx.load import load_model
 from hypar.onnx.sharding import (Configuration, OnnxNode, TensorSharding, constant_shapes, full_check_error,
                                  graph_nodes, has_external_data, save_model, write_sharding)
@@ -229,6 +230,18 @@ def _check_fits(plan: Plan, model: CostModel) -> None:
                         f"{G.parameter_count(model.g)}; export the plan with the model it was made for")
 
 
+def _warn_rebound(proto, model: CostModel) -> None:
+    """A HyparWarning per model input whose fixed dims the plan binds to other sizes (a model
+    exported at batch 1, planned at 64): the specs' ``dim_value`` record the plan's sizes."""
+    written = model_input_dims(proto)
+    for t in model.g.graph.get("inputs", ()):
+        dims = written.get(t.name) or []
+        if any(isinstance(d, int) and d != b for d, b in zip(dims, t.shape)):
+            warnings.warn(f"input {t.name!r} is {list(dims)} in the model and {list(t.shape)} in the plan; the sharding "
+                          "specs record the plan's sizes (export the model at the plan's batch to match)", HyparWarning,
+                          stacklevel=3)
+
+
 def annotate(model, plan: Plan | dict, *, settings: SolverSettings = SolverSettings()):
     """``model`` (an ``onnx.ModelProto`` or a path) with ``plan`` (a :class:`hypar.plan.Plan` or
     a plan dictionary, full or minimal) written as its multi-device annotations (module
@@ -254,6 +267,7 @@ def _annotate(model, plan: Plan, settings: SolverSettings) -> tuple:
         made_for = (plan.document.get("model") or {}).get("name") or "another model"
         raise PlanError(f"the plan was made for {made_for} and does not fit this model: {exc}") from None
     _check_fits(plan, cost_model)
+    _warn_rebound(proto, cost_model)
     nodes = graph_nodes(proto)
     writer = SpecWriter(cost_model, nodes, constant_shapes(proto))
     specs, node_meta = writer.write(assignment)

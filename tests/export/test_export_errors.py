@@ -189,3 +189,13 @@ def test_exporting_again_replaces_the_earlier_annotations(cnn_plan, exported):
     assert all(len(n.device_configurations) <= 1 for n in again.graph.node)
     back = plan_from_annotations(again).types
     assert {name: back[name] for name in weighted} == weighted
+
+
+def test_a_plan_at_another_batch_than_the_model_fixes_warns(tmp_path, cli_run):
+    """cnn_dynamo fixes batch 2; a plan at batch 8 is written with the plan's sizes, and says so."""
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text(dumps(api.partition(str(CNN), array_from_levels([2, 2]), batch=8)))
+    res = cli_run("export", plan_path, "--onnx", CNN, "-o", tmp_path / "out.onnx")
+    assert res.exit_code == 0
+    assert "Warning: input 'x' is [2, 3, 16, 16] in the model and [8, 3, 16, 16] in the plan" in res.stderr
+    assert plan_from_annotations(tmp_path / "out.onnx").batch == 8
