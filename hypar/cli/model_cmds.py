@@ -143,20 +143,26 @@ def evaluate_cmd(model, plan_path, baseline, array_path, pes, levels, batch, dim
 
     Layers a minimal plan leaves out are type I at every level; non-weighted nodes take their
     best layouts. A full plan brings its own array, batch, bound dims, space and --convention
-    unless you override them (a minimal plan and a baseline: hierarchical unless told).
+    unless you override them (a minimal plan and a baseline: hierarchical unless told). A MODEL
+    written by `hypar export --onnx` needs neither --plan nor --baseline: its sharding
+    annotations are the plan.
 
     \b
     Example:
       hypar evaluate models/vgg16.onnx --baseline data --pes 16
       hypar evaluate models/alexnet.onnx --plan alexnet_plan.json --json
       hypar evaluate models/alexnet.onnx --plan alexnet_plan.json --convention reference
+      hypar evaluate alexnet_sharded.onnx
     """
     from hypar import api
+    from hypar.export import annotated_plan
     from hypar.plan import load_plan
     from hypar.present.text import evaluation_summary
 
     with _hypar_errors_and_warnings():
         plan = load_plan(plan_path) if plan_path else None
+        if plan is None and baseline is None:
+            plan = annotated_plan(model)          # None without annotations: the library names both options
         array = None
         if array_path is not None or pes is not None or levels is not None:
             array = api.resolve_array(array_path, pes, levels)
@@ -172,7 +178,7 @@ def evaluate_cmd(model, plan_path, baseline, array_path, pes, levels, batch, dim
 
 @cli.command("verify")
 @click.argument("model", metavar="MODEL")
-@click.argument("plan_path", metavar="PLAN.json")
+@click.argument("plan_path", metavar="[PLAN.json]", required=False)
 @click.option("--batch", type=click.IntRange(min=1), default=None, metavar="N",
               help="Batch of the simulated step (default: 2 x the number of PEs). The plan's recorded "
                    "costs are checked at the plan's own batch.")
@@ -180,7 +186,7 @@ def evaluate_cmd(model, plan_path, baseline, array_path, pes, levels, batch, dim
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights, inputs and output errors.")
 @_convention_option(read_back=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify_cmd(model: str, plan_path: str, batch: int | None, dims: tuple, input_shapes: tuple, seed: int,
+def verify_cmd(model: str, plan_path: str | None, batch: int | None, dims: tuple, input_shapes: tuple, seed: int,
                convention: str | None, as_json: bool) -> None:
     """Execute PLAN.json on virtual PEs and prove it right: same step, same bytes.
 
@@ -192,7 +198,8 @@ def verify_cmd(model: str, plan_path: str, batch: int | None, dims: tuple, input
     prediction is priced under --convention (default: the plan's, else hierarchical). Dims bind
     as the plan records unless --dim / --input-shape say. Ops it cannot run are listed by name.
     Exit 0 only when everything matches; under --convention reference on several levels the
-    reference prices that differ from what was sent are "info:" lines, not failures.
+    reference prices that differ from what was sent are "info:" lines, not failures. A MODEL
+    written by `hypar export --onnx` needs no PLAN.json: its sharding annotations are the plan.
 
     \b
     Example:
@@ -200,12 +207,14 @@ def verify_cmd(model: str, plan_path: str, batch: int | None, dims: tuple, input
       hypar verify model.onnx plan.json --batch 8
       hypar verify model.onnx plan.json --batch 8 --convention reference
       hypar verify tests/fixtures/windowed_attention_dynamic.onnx plan.json --dim height=64 --dim width=48
+      hypar export plan.json --onnx model.onnx -o model_sharded.onnx && hypar verify model_sharded.onnx
     """
+    from hypar.cli.export_cmd import plan_in_model
     from hypar.plan import load_plan
     from hypar.verify import report_table, verify_plan
 
     with _hypar_errors_and_warnings():
-        plan = load_plan(plan_path)
+        plan = load_plan(plan_path) if plan_path else plan_in_model(model)
         rep = verify_plan(model, plan, batch=batch, seed=seed, convention=convention, **_bound(dims, input_shapes))
     if as_json:
         click.echo(json.dumps(rep.to_json(), indent=1))
