@@ -258,7 +258,7 @@ def annotate(model, plan: Plan | dict, *, settings: SolverSettings = SolverSetti
 def _annotate(model, plan: Plan, settings: SolverSettings) -> tuple:
     """:func:`annotate`, also returning the writer, the specs and the node metadata written (by node
     position)."""
-    proto, _name = load_model(model)
+    proto, _name = load_model(model, with_weights=True)     # the result is a whole model, weights kept
     try:
         cost_model, assignment = api.plan_assignment(proto, plan, settings=settings)
     except PlanError as exc:
@@ -288,7 +288,7 @@ def export_onnx(plan: Plan | dict, model_path: str | os.PathLike, out_path: str 
     :func:`annotate`; ModelLoadError when the model keeps its weights in external files and
     ``out_path`` is in another folder (the references would break), or when the checker rejects
     the annotated model for anything else (nothing is left at ``out_path`` then)."""
-    proto, _name = load_model(model_path)
+    proto, _name = load_model(model_path, with_weights=True)
     external = has_external_data(proto)
     here, there = (os.path.dirname(os.path.abspath(p)) for p in (model_path, out_path))
     if external and here != there:

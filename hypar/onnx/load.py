@@ -28,11 +28,13 @@ def model_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def load_model(source: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+def load_model(source: str | os.PathLike | onnx.ModelProto, *,
+               with_weights: bool = False) -> tuple[onnx.ModelProto, str]:
     """The model and its default name (file stem, else the ONNX graph name, else 'model').
 
-    A ``ModelProto`` is used as is (not copied). A path is read without its external data and
-    without the data of tensors of more than ``SMALL_ELEMENTS`` elements (:func:`read_light`).
+    A ``ModelProto`` is used as is (not copied). A path is read without its external data and,
+    unless ``with_weights`` (for a model to be written back, e.g. annotated), without the data of
+    tensors of more than ``SMALL_ELEMENTS`` elements (:func:`read_light`).
 
     Raises
     ------
@@ -53,7 +55,7 @@ def load_model(source: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelP
     if path.is_dir():
         raise ModelLoadError(f"'{path}' is a directory, not an ONNX file; pass the .onnx file")
     try:
-        model = read_light(path)
+        model = onnx.load(str(path), load_external_data=False) if with_weights else read_light(path)
     except PermissionError as exc:
         raise ModelLoadError(f"cannot read '{path}' ({exc.strerror}); check its permissions") from None
     except Exception:  # protobuf DecodeError, RuntimeWarning turned error, ...
