@@ -39,7 +39,7 @@ from hypar.cost.repeats import Twins
 from hypar.cost.sharing import Conversion
 from hypar.cost.statistics import (STATS_QUANTITIES, StatsTerm, replicated_out_level_cost, stats_level_cost,
                                    stats_term)
-from hypar.cost.strategies import FULL, Q_OUT, NodeModel, macs_view, quantity, tensor_view, weight_view
+from hypar.cost.strategies import FULL, Q_OUT, Q_WEIGHT, NodeModel, macs_view, quantity, tensor_view, weight_view
 from hypar.cost.structure import SPACES, EdgeModel, Structure
 from hypar.shards import group_shares
 from hypar.vocab import Convention, parse
@@ -226,8 +226,22 @@ class CostModel:
                 gc = classes[ck]
                 fr = tuple(c[1] for c in gc.children)
                 traffic.append((gc, m, allreduce(quantity(node, dims, q), fr), 2 * (len(fr) - 1)))
-            total = total + collective_cost(self.array.levels[h], self.array.dtype_bytes, traffic)
+            total = total + collective_cost(self.array.levels[h], self.quantity_bytes(i, q), traffic)
         return total
+
+    def quantity_bytes(self, i: int, q: str) -> int:
+        """Bytes per element of node i's intra-layer quantity ``q`` (docs/precision.md): the weight
+        gradient's declared width for ``dW``, the output's for ``F_out``; statistics, a
+        reduction's partial output and a broadcast operand's partial error are in the array's
+        training precision."""
+        node = self.nodes[i]
+        if q == Q_WEIGHT:
+            declared = node.layer.weight_grad_bytes
+        elif q == Q_OUT and node.out_tensor is not None:
+            declared = node.out_tensor.elem_bytes
+        else:
+            declared = None
+        return G.element_bytes(declared, self.array.dtype_bytes)
 
     def _stats_term(self, i: int) -> StatsTerm | None:
         """Node i's norm statistics (:func:`hypar.cost.statistics.stats_term`), memoised."""
@@ -252,18 +266,20 @@ class CostModel:
         self._sig_cache[key] = out = tuple(sig)
         return out
 
-    def convert_cost(self, h: int, sig: tuple, src: str, dst: str) -> Cost:
+    def convert_cost(self, h: int, sig: tuple, src: str, dst: str, width_bytes: int | None = None) -> Cost:
         """Cost at level h of converting a tensor with view signature ``sig`` (:meth:`edge_view`)
-        from layout ``src`` into ``dst`` in every group at once."""
+        from layout ``src`` into ``dst`` in every group at once, ``width_bytes`` per element
+        (None: the array's training precision)."""
         if src == dst or src == FULL:
             return ZERO
-        key = (h, sig, src, dst)
+        key = (h, sig, src, dst, width_bytes)
         hit = self._convert_cache.get(key)
         if hit is None:
-            hit = self._convert_cache[key] = self._convert_cost_uncached(h, sig, src, dst)
+            hit = self._convert_cache[key] = self._convert_cost_uncached(
+                h, sig, src, dst, G.element_bytes(width_bytes, self.array.dtype_bytes))
         return hit
 
-    def _convert_cost_uncached(self, h: int, sig: tuple, src: str, dst: str) -> Cost:
+    def _convert_cost_uncached(self, h: int, sig: tuple, src: str, dst: str, width_bytes: int) -> Cost:
         """:meth:`convert_cost` computed from the closed forms, group class by group class."""
         classes = self.array.classes[h]
         traffic = []
@@ -271,7 +287,7 @@ class CostModel:
             gc = classes[ck]
             fr = tuple(c[1] for c in gc.children)
             traffic.append((gc, m, convert(src, dst, a, bs, fs, fr), messages(src, dst, len(fr))))
-        return collective_cost(self.array.levels[h], self.array.dtype_bytes, traffic)
+        return collective_cost(self.array.levels[h], width_bytes, traffic)
 
     def share(self, edges: list[EdgeModel], choices, h: int) -> dict[Conversion, list[tuple[int, int]]]:
         """The conversions of the tensor carried by ``edges`` at level h under the model's
@@ -372,7 +388,8 @@ class CostModel:
         return out
 
     def memory_bytes(self, i: int, types: tuple) -> float:
-        """Largest per-PE bytes node i keeps: weight + gradient shards and its input activations.
+        """Largest per-PE bytes node i keeps: weight + gradient shards and its input activations,
+        each in its own width (docs/precision.md).
 
         Levels left None are assumed to divide the group's share evenly over its PEs (a lower
         bound, exact once every level is decided). Non-decision nodes keep nothing (0.0)."""
@@ -388,14 +405,17 @@ class CostModel:
     def _memory_bytes_uncached(self, i: int, decided: tuple) -> float:
         """:meth:`memory_bytes` of node i under its decided types ``decided``, computed."""
         node = self.nodes[i]
+        training = self.array.dtype_bytes
+        weight_pair_bytes = (G.element_bytes(node.layer.weight_bytes, training)
+                             + G.element_bytes(node.layer.weight_grad_bytes, training))
         worst = 0.0
         for (ck, dims), _m in self.views(i, decided).items():
-            el = 2 * weight_view(node, dims)
+            kept_bytes = weight_pair_bytes * weight_view(node, dims)
             for s, t in enumerate(node.in_tensors):
                 if t is not None:
-                    el += tensor_view(node, dims, t, node.in_maps[s])[0]
+                    kept_bytes += tensor_view(node, dims, t, node.in_maps[s])[0] * G.element_bytes(t.elem_bytes, training)
             n_pes = sum(n for _k, n in ck)
-            worst = max(worst, el * self.array.dtype_bytes / n_pes)
+            worst = max(worst, kept_bytes / n_pes)
         return worst
 
     # -- exact evaluation

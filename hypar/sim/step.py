@@ -64,6 +64,7 @@ from hypar.sim.result import DEFAULT_TOL, SimResult, default_tol
 from hypar.sim.sharded import Charge, ShardContext, local_backward, local_forward, several_backward, several_forward
 from hypar.sim.support import unsupported
 from hypar.sim.weighted import weighted_backward, weighted_forward
+from hypar.sim.widths import StepWidths
 from hypar.vocab import Convention
 
 __all__ = ["DEFAULT_TOL", "SimResult", "SimulationError", "TrainingStep", "simulate"]
@@ -448,7 +449,7 @@ class TrainingStep:
         consumer), note conversions the model de-duplicates but the simulator cannot, and store
         the numeric errors in the result."""
         self.ledger.note_split_dedup(self.res)
-        self.ledger.attribute(self.res, len(self.names))
+        self.ledger.attribute(self.res, len(self.names), StepWidths(self.model))
         self.res.max_err = self.max_err
         self.res.scale = self.scale
 
