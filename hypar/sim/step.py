@@ -109,6 +109,7 @@ class TrainingStep:
         self.mesh = Mesh(arr.fanouts, arr, strict=model.convention != Convention.HIERARCHICAL)
         self.comm = Comm(self.mesh)
         self.ledger = Ledger(self.comm, self.H)
+        self.widths = StepWidths(model)                        # bytes per element of each counted step
         self.dtype = np.dtype(dtype)
         self.data = seeded_data(self.g, np.random.default_rng(seed), dtype)
         self.bg = Background(self.g, self.data,               # the reference and the checks, meanwhile
@@ -248,6 +249,7 @@ class TrainingStep:
                               "converted (a size-changing op after a folded Add or Concat)")
         base = (e.p, e.source if conv_t == e.source else f"{e.source}|{conv_t}")
         self.edge_pre[e_idx] = EdgePre(pre, conv_t, base)
+        self.widths.note(base, e.tensor)
         conv = Conversion("fwd", base, f"{self.names[e.p]}:{conv_t} -> {self.names[i]}", i, dst)
         kept.vals[conv_t] = self.edges.forward(conv, x, dst).compact()
 
@@ -449,7 +451,7 @@ class TrainingStep:
         consumer), note conversions the model de-duplicates but the simulator cannot, and store
         the numeric errors in the result."""
         self.ledger.note_split_dedup(self.res)
-        self.ledger.attribute(self.res, len(self.names), StepWidths(self.model))
+        self.ledger.attribute(self.res, len(self.names), self.widths)
         self.res.max_err = self.max_err
         self.res.scale = self.scale
 
