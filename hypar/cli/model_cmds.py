@@ -14,6 +14,10 @@ from hypar.cli.progress import stage_progress
 from hypar.config import solver_settings
 from hypar.vocab import Baseline, Objective, Space
 
+_DTYPE_HELP = ("Price every tensor, error, weight and gradient in this precision: fp32, fp16, bf16, fp8, int8, "
+               "uint8 or a byte count (default: the widths the model stores below 32 bits, fp32 tensors in the "
+               "array's dtype_bytes; docs/precision.md).")
+
 
 @cli.command("inspect")
 @click.argument("model", metavar="MODEL")
@@ -72,8 +76,10 @@ def inspect_cmd(model: str, batch: int | None, dims: tuple, input_shapes: tuple,
               help="Draw the plan's layer x level map of types with the costs per layer (needs matplotlib).")
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress on stderr (else one updating line on a terminal, one line per stage otherwise).")
+@click.option("--dtype", default=None, metavar="DTYPE", help=_DTYPE_HELP)
 def partition_cmd(model, array_path, pes, levels, batch, dims, input_shapes, objective, space, search_how, convention,
-                  solver, time_limit, gap, threads, memory_gb, no_tie, output, as_json, plot_path, quiet) -> None:
+                  solver, time_limit, gap, threads, memory_gb, no_tie, output, as_json, plot_path, quiet,
+                  dtype) -> None:
     """Choose, for every layer and every level of the PE array, how the layer is split.
 
     Types per level: I = data parallel (split the batch), II = model parallel (split input
@@ -92,6 +98,7 @@ def partition_cmd(model, array_path, pes, levels, batch, dims, input_shapes, obj
       hypar partition models/vgg16.onnx --pes 16 --plot vgg16_plan.png
       hypar partition models/vgg11.onnx --pes 16 --objective comm --convention reference
       hypar partition tests/fixtures/windowed_attention_dynamic.onnx --pes 4 --batch 8 --dim height=64 --dim width=48
+      hypar partition tests/fixtures/cnn_qdq.onnx --levels 2,2 --dtype bf16
     """
     from hypar import api
     from hypar.plan import dumps
@@ -107,7 +114,7 @@ def partition_cmd(model, array_path, pes, levels, batch, dims, input_shapes, obj
                             enabled=not (quiet or as_json)) as progress:
             plan = api.partition(model, array, batch=batch, **_bound(dims, input_shapes), objective=objective,
                                  space=space, search_how=search_how, convention=convention, settings=settings,
-                                 progress=progress)
+                                 progress=progress, dtype=dtype)
         if output:
             _write_file(output, dumps(plan), "-o")
         if plot_path:
@@ -137,8 +144,9 @@ def partition_cmd(model, array_path, pes, levels, batch, dims, input_shapes, obj
               help="Objective used to complete layouts the plan leaves open.")
 @_convention_option(read_back=True)
 @click.option("--json", "as_json", is_flag=True, help="Print {totals, layers} as JSON.")
+@click.option("--dtype", default=None, metavar="DTYPE", help=_DTYPE_HELP + " A plan brings its own.")
 def evaluate_cmd(model, plan_path, baseline, array_path, pes, levels, batch, dims, input_shapes, space, objective,
-                 convention, as_json) -> None:
+                 convention, as_json, dtype) -> None:
     """Cost a plan or a baseline: per layer and level bytes, time, energy and memory.
 
     Layers a minimal plan leaves out are type I at every level; non-weighted nodes take their
@@ -153,6 +161,7 @@ def evaluate_cmd(model, plan_path, baseline, array_path, pes, levels, batch, dim
       hypar evaluate models/alexnet.onnx --plan alexnet_plan.json --json
       hypar evaluate models/alexnet.onnx --plan alexnet_plan.json --convention reference
       hypar evaluate alexnet_sharded.onnx
+      hypar evaluate tests/fixtures/cnn_fp16.onnx --baseline data --levels 2,2 --dtype fp32
     """
     from hypar import api
     from hypar.export import annotated_plan
@@ -168,7 +177,7 @@ def evaluate_cmd(model, plan_path, baseline, array_path, pes, levels, batch, dim
             array = api.resolve_array(array_path, pes, levels)
         model_, ev = api.evaluate(model, plan=plan, baseline_name=baseline, array=array, batch=batch,
                                   **_bound(dims, input_shapes), space=space, objective=objective,
-                                  convention=convention)
+                                  convention=convention, dtype=dtype)
     rows, totals = ev.layers(), ev.totals()
     if as_json:
         click.echo(json.dumps({"totals": totals, "layers": rows}, indent=1))
