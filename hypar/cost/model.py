@@ -8,7 +8,9 @@ turns one level (others fixed) into a :class:`hypar.ilp.problem.LevelProblem` fo
 
 Conventions (SPEC.md "Units and totals"):
 - amounts are elements received per subgroup; a level's volume sums them over every subgroup of
-  every group; ``comm_bytes`` = volume x dtype bytes summed over levels;
+  every group; ``comm_bytes`` = volume x the bytes per element of what moves (each tensor's,
+  error's or gradient's declared width, else the array's ``dtype_bytes``: docs/precision.md)
+  summed over levels;
 - the time of one collective = the slowest subgroup's per-PE bytes / bandwidth (+ latency per
   message); a layer's time = its slowest PE's compute + its collectives; step time = the sum;
 - tensors between layers, under the ``reference`` convention: costed in the *consumer's* view
