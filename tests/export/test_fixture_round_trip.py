@@ -37,6 +37,7 @@ BINDINGS = {
     "windowed_vit_torchscript": {"batch": 2, "dims": {"height": 16, "width": 16}},
     "windowed_attention_dynamic": {"batch": 2, "dims": {"height": 16, "width": 16}},
     "sequence_pattern_dynamic": {"input_shapes": {"ids": [2, 8]}},
+    "cnn_qdq": BATCH2, "cnn_fp16": BATCH2,
 }
 # onnx's checker rejects this fixture itself (a default-domain SimplifiedLayerNormalization).
 CHECKER_REJECTS = {"decoder_ort_fused"}
