@@ -95,3 +95,15 @@ def test_reference_convention_uses_the_same_widths():
     model = CostModel(load_layer_graph(pm.int8_model()), array, "accpar", convention="reference")
     ev = model.evaluate([("I",), ("III",)])
     assert ev.comm[1][0].bytes == 288
+
+
+def test_layers_alike_but_for_width_are_not_twins():
+    """fc1 and fc2 have the same shapes; in the mix model fc1's gradient is fp16 (2 bytes) and
+    fc2's the training fp32 (its weight is int8). Both (I, I), no conversion between (S(b) both
+    sides): only the dW all-reduces, 128 / 256 elements at levels 0 / 1. fc1: 256, 512; fc2: 512,
+    1,024 -- the twin memo (hypar.cost.repeats keys every Tensor and Layer field) keeps them apart."""
+    array = dataclasses.replace(resolve_array(levels="2,2"), dtype_bytes=4, _cache={})
+    model = CostModel(load_layer_graph(pm.mix_model()), array, "accpar", convention="hierarchical")
+    assert model.node_sig[0] != model.node_sig[1]
+    ev = model.evaluate([("I", "I"), ("I", "I")])
+    assert [[ev.comm[i][h].bytes for h in range(2)] for i in range(2)] == [[256, 512], [512, 1024]]
