@@ -248,16 +248,21 @@ def weights_infeasible(model: CostModel) -> InfeasibleError:
             f"of its {array.n_pes} PEs")
     bigger = smallest_fitting_array(model)
     if bigger is None:
-        return InfeasibleError(f"{head}; no array of up to {1 << 16} PEs grown from it fits either (a layer "
-                               "cannot be split finely enough): use PEs with more weight capacity")
+        return InfeasibleError(f"{head}; no array of up to {1 << 16} PEs grown from it fits either (the "
+                               "layers' smallest shares stop shrinking: an axis with fewer indices than PEs "
+                               "lands on a few PEs, hypar/shards.py): use PEs with more weight capacity")
     fanouts = ",".join(str(f) for f in bigger.fanouts)
     return InfeasibleError(f"{head}. The smallest array that fits has {bigger.n_pes} PEs (level fanouts "
                            f"{fanouts}, top first): set the top level's fanout to {bigger.fanouts[0]} in the "
                            "array file, or use PEs with more weight capacity")
 
 
-def greedy(model: CostModel, objective: Objective, settings: SolverSettings, log: SearchLog | None = None) -> list[tuple]:
-    """Top level first, each level solved exactly given the levels above, never revisited."""
+def greedy(model: CostModel, objective: Objective, settings: SolverSettings, log: SearchLog | None = None,
+           over_capacity_ok: bool = False) -> list[tuple]:
+    """Top level first, each level solved exactly given the levels above, never revisited.
+    When no plan fits the weights-stationary PEs' capacity: InfeasibleError naming the smallest
+    array that fits, or, with ``over_capacity_ok`` (a baseline costed whether it fits or not),
+    the plan that spreads the weights most."""
     H = model.n_levels
     asg = [(None,) * H for _ in model.nodes]
     for h in range(H):
@@ -273,6 +278,8 @@ def greedy(model: CostModel, objective: Objective, settings: SolverSettings, log
                 if log is not None and log.progress:
                     log.progress(f"greedy level {h}: capacity too tight for greedy; starting from the "
                                  "smallest-memory plan")
+                return fallback
+            if over_capacity_ok and not fits_weights(model, fallback):
                 return fallback
             raise _infeasible(model, settings) from None
         if log is not None:
