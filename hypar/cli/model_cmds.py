@@ -36,13 +36,13 @@ def inspect_cmd(model: str, batch: int | None, dims: tuple, input_shapes: tuple,
     element counts A(F_in), A(F_out), A(W), forward MACs and parameters, then totals.
     --json prints every node with its kind and dims, every edge with its tensor shape and
     batch/feature axes, and the totals. --sparsity reads the weights' values (only then) and adds,
-    per weight, its all-zero output channels, input channels and elements; a shapes-only model
-    (such as the zoo's) says "weights not stored".
+    per weight, its all-zero output channels, input channels and elements (e.g. on a model from
+    scripts/prune_channels.py --mode mask); a shapes-only model (such as the zoo's) says
+    "weights not stored".
 
     \b
     Example:
       hypar inspect models/resnet50.onnx --batch 64
-      hypar inspect pruned.onnx --sparsity
     """
     from hypar.present.inspect import inspect_dict, inspect_table
     from hypar.onnx import load_layer_graph
