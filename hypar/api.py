@@ -118,7 +118,8 @@ def _paper_baseline(model: CostModel, which: Baseline, objective: Objective, set
     """:func:`paper_baseline` on checked arguments."""
     space, own_objective = PAPERS[which]
     sub = CostModel(model.g, model.array, space, convention=model.convention)
-    types = dict(zip(sub.names, greedy(sub, own_objective or objective, settings, log)))
+    # the papers' spaces may not fit a weights-stationary array's capacity: costed all the same
+    types = dict(zip(sub.names, greedy(sub, own_objective or objective, settings, log, over_capacity_ok=True)))
     partial = [types.get(n) if model.nodes[i].layer.decision else None for i, n in enumerate(model.names)]
     return complete(model, partial, objective, settings, log)
 

@@ -27,14 +27,22 @@ _DTYPE_HELP = ("Price every tensor, error, weight and gradient in this precision
 @click.option("--json", "as_json", is_flag=True, help="Print the layer graph as JSON (every node and edge).")
 @click.option("--all", "all_nodes", is_flag=True,
               help="Show every node in the table, not only the decision layers.")
-def inspect_cmd(model: str, batch: int | None, dims: tuple, input_shapes: tuple, as_json: bool, all_nodes: bool):
+@click.option("--sparsity", is_flag=True,
+              help="Also read the stored weights and report the fraction of all-zero output channels, input "
+                   "channels and elements per weight (structured sparsity of masked pruning); slower: it reads "
+                   "every weight's values.")
+def inspect_cmd(model: str, batch: int | None, dims: tuple, input_shapes: tuple, as_json: bool, all_nodes: bool,
+                sparsity: bool):
     """Show the layers of an ONNX MODEL as hypar sees them.
 
     One row per decision layer (Conv, Gemm/MatMul with a weight, embedding, attention MatMul):
     its dims (batch B, input/output features Di->Do, spatial sizes, kernel, groups or heads),
     element counts A(F_in), A(F_out), A(W), forward MACs and parameters, then totals.
     --json prints every node with its kind and dims, every edge with its tensor shape and
-    batch/feature axes, and the totals.
+    batch/feature axes, and the totals. --sparsity reads the weights' values (only then) and adds,
+    per weight, its all-zero output channels, input channels and elements (e.g. on a model from
+    scripts/prune_channels.py --mode mask); a shapes-only model (such as the zoo's) says
+    "weights not stored".
 
     \b
     Example:
@@ -45,10 +53,26 @@ def inspect_cmd(model: str, batch: int | None, dims: tuple, input_shapes: tuple,
 
     with _hypar_errors_and_warnings():
         g = load_layer_graph(model, batch=batch, **_bound(dims, input_shapes))
+        records = _sparsity_records(model) if sparsity else None
     if as_json:
-        click.echo(json.dumps(inspect_dict(g), indent=2))
+        doc = inspect_dict(g)
+        if records is not None:
+            from hypar.present.inspect import sparsity_summary
+            doc["sparsity"] = {"weights": records, "totals": sparsity_summary(records)}
+        click.echo(json.dumps(doc, indent=2))
     else:
         click.echo(inspect_table(g, all_nodes=all_nodes))
+        if records is not None:
+            from hypar.present.inspect import sparsity_table
+            click.echo("")
+            click.echo(sparsity_table(records))
+
+
+def _sparsity_records(model: str) -> list[dict]:
+    """Every weight's structured-sparsity record as JSON (:mod:`hypar.onnx.sparsity`)."""
+    from hypar.onnx.sparsity import weight_sparsity
+
+    return [r.to_json() for r in weight_sparsity(model)]
 
 
 @cli.command("partition")

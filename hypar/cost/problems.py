@@ -15,7 +15,9 @@ Every node chooses among candidate type tuples (one label per level). The proble
   - a few consumers (a table of at most :data:`hypar.cost.terms.FACTOR_MAX_ENTRIES`): one exact factor term;
   - more: group terms, each charged once when any consumer choice needing it is chosen.
 
-An optional memory row bounds each PE's bytes (:meth:`CostModel.memory_bytes`).
+An optional memory row bounds each PE's bytes (:meth:`CostModel.memory_bytes`); on arrays with
+weights-stationary (compute-in-memory) PEs a weight-capacity row bounds each PE's weights
+(:func:`hypar.cost.stationary.weight_row`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 from hypar.cost.price import OBJECTIVES, ZERO, Cost
 from hypar.cost.priced import PricedModel, memo_of
 from hypar.cost.repeats import Ties
+from hypar.cost.stationary import weight_row
 from hypar.cost.structure import EdgeModel
 from hypar.cost.terms import Terms
 from hypar.ilp.problem import LevelProblem
@@ -186,6 +189,9 @@ def _build_problem(model: PricedModel, choices: list[list[tuple]], labels: list[
         coef = [np.array([model.memory_bytes(i, ct) for ct in choices[i]], dtype=float) * m
                 for i, m in zip(variables.rep, variables.count)]
         memory.append((coef, float(memory_cap_bytes)))
+    capacity = weight_row(model, choices, variables.rep, variables.count)
+    if capacity is not None:
+        memory.append(capacity)
     names = [model.structure.names[i] for i in variables.rep]
     return LevelProblem(names, [tuple(labels[i]) for i in variables.rep], terms.node_cost, terms.edges,
                         terms.edge_cost, terms.groups, memory, terms.factors,
