@@ -215,7 +215,8 @@ def smallest_fitting_array(model: CostModel, max_pes: int = 1 << 16) -> PEArray 
     grows_top = array.pes == array.pes[:array.n_pes // array.levels[0].fanout] * array.levels[0].fanout
     unit_pes = array.n_pes // array.levels[0].fanout if grows_top else array.n_pes
     unit_cap = array.class_weight_capacity_bytes(array._key(0, unit_pes)) or 0.0
-    total_bytes = sum(n.layer.weight_elements for n in model.nodes if n.layer.weighted) * array.dtype_bytes
+    total_bytes = sum(n.layer.weight_elements * G.element_bytes(n.layer.weight_bytes, array.dtype_bytes)
+                      for n in model.nodes if n.layer.weighted)
     start = array.levels[0].fanout + 1 if grows_top else 2
     lo = max(start, -(-int(total_bytes) // int(unit_cap)) if unit_cap else start)
 

@@ -19,7 +19,8 @@ communication model is unchanged:
   (local SGD, per-replica models) would, and hypar does not plan those.
 
 So the weights-stationary constraint is capacity: the plan must fit every PE's share of every
-layer's weights (at the array's ``dtype_bytes``) into that PE's ``weight_capacity_bytes``. It is a
+layer's weights (each in its stored width, ``Layer.weight_bytes``, else the array's ``dtype_bytes``:
+an int8 QDQ model's weights take 1 byte, docs/precision.md) into that PE's ``weight_capacity_bytes``. It is a
 hard row in every level problem (:func:`weight_row`): for node i under types t, its *load* is the
 largest, over the PE groups of its view, of (weight bytes the group holds) / (the group's weight
 capacity). With every level decided a group is one PE and the load is exact; with levels below
@@ -41,6 +42,7 @@ import itertools
 import numpy as np
 
 from hypar.cost.priced import memo_of
+from hypar.graph import element_bytes
 from hypar.cost.strategies import weight_view
 from hypar.ilp.problem import memory_limit
 
@@ -70,7 +72,7 @@ def _loads(model, i: int, types: tuple) -> tuple[float, float]:
     if hit is None:
         load, per_pe = 0.0, 0.0
         for (ck, dims), _m in model.views(i, key[2]).items():
-            group_bytes = weight_view(node, dims) * model.array.dtype_bytes
+            group_bytes = weight_view(node, dims) * element_bytes(node.layer.weight_bytes, model.array.dtype_bytes)
             per_pe = max(per_pe, group_bytes / sum(n for _k, n in ck))
             cap = model.array.class_weight_capacity_bytes(ck)
             if cap is not None:

@@ -31,9 +31,11 @@ import pytest
 from hypar.api import with_dtype
 from hypar.config import resolve_array
 from hypar.cost import CostModel
+from hypar.cost.stationary import weight_load
 from hypar.onnx import load_layer_graph
 
 import precision_models as pm
+from paths import CONFIGS, FIXTURES
 
 ASSIGNMENT = [("I", "I"), ("III", "III")]
 
@@ -107,3 +109,16 @@ def test_layers_alike_but_for_width_are_not_twins():
     assert model.node_sig[0] != model.node_sig[1]
     ev = model.evaluate([("I", "I"), ("I", "I")])
     assert [[ev.comm[i][h].bytes for h in range(2)] for i in range(2)] == [[256, 512], [512, 1024]]
+
+
+def test_weight_capacity_counts_the_stored_width():
+    """On solver_configs/cim_array.yaml (8-bit macros, dtype_bytes 1) an fp16 model's weights take
+    2 bytes each: every weighted layer's capacity load is exactly twice the load of the same
+    graph priced in the array's 1 byte (--dtype int8)."""
+    array = resolve_array(str(CONFIGS / "cim_array.yaml"))
+    g = load_layer_graph(str(FIXTURES / "cnn_fp16.onnx"))
+    own = CostModel(g, array, "accpar", convention="hierarchical")
+    plain = CostModel(*with_dtype(g, array, "int8"), "accpar", convention="hierarchical")
+    types = ("I",) * array.n_levels
+    loads = [(weight_load(own, i, types), weight_load(plain, i, types)) for i in range(len(own.nodes))]
+    assert loads and all(a > 0 and a == 2 * b for a, b in loads)
