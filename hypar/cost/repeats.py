@@ -12,15 +12,16 @@ Two relations, both read off a :class:`hypar.cost.structure.Structure` once:
   :func:`tensor_signatures` number these classes; the cost model keys its memos by them.
 - **Tied blocks.** A run is ``count`` consecutive blocks of ``period`` nodes in the structure's
   topological order, block k's node j a twin of block 0's node j (transformer layers, the
-  bottlenecks of one ResNet stage). Tying the run gives all its blocks' node j one decision
-  variable (:class:`Ties`): the level problem shrinks by the run's repeats, and its optimum is
-  the best *tied* plan -- equal to the untied optimum when that has a tied optimal plan (the
-  blocks' neighbourhoods are alike), else above it. Terms at a run's boundary (the first block's
-  inputs, the last block's outputs) are not twins of the inner ones and stay their own terms.
-  Every block must hold at least :data:`MIN_DECISIONS_PER_BLOCK` decision layers, so
-  alternating types inside a block (column- then row-parallel) stay free, and a run must take at
-  least :data:`MIN_REMOVED_NODES` nodes off a problem (two blocks of two layers met by chance in
-  a chain of layers are not a repeated block).
+  bottlenecks of one ResNet stage). The blocks whose neighbourhoods are identical -- every block
+  but the first and the last, each between two twins of itself -- share one decision variable
+  per node j (:class:`Ties`); the first and last blocks, whose neighbours differ (the stem, the
+  head), keep their own, so a run needs at least 4 blocks. The level problem shrinks by the
+  inner blocks' repeats, and its optimum is the best plan with the inner blocks alike: equal to
+  the untied optimum when that has such an optimal plan, else above it. Every block must hold
+  at least :data:`MIN_DECISIONS_PER_BLOCK` decision layers, so alternating types inside a block
+  (column- then row-parallel) stay free, and a run must take at least
+  :data:`MIN_REMOVED_NODES` nodes off a problem (a few blocks met by chance in a chain of
+  layers are not a repeated block).
 """
 
 from __future__ import annotations
@@ -100,10 +101,20 @@ class Run:
         """One past the run's last node."""
         return self.start + self.period * self.count
 
+    @property
+    def tied_blocks(self) -> int:
+        """Blocks sharing decisions: all but the first and the last."""
+        return self.count - 2
+
+    @property
+    def tied_range(self) -> range:
+        """The nodes of the tied blocks."""
+        return range(self.start + self.period, self.stop - self.period)
+
 
 def _candidates(sigs: np.ndarray, decisions: np.ndarray):
-    """Every maximal run of two or more blocks, per period, as (nodes it removes from a problem,
-    -period, start, count): one numpy pass per period."""
+    """Every maximal run of four or more blocks, per period, as (nodes tying its inner blocks
+    removes from a problem, -period, start, count): one numpy pass per period."""
     n = len(sigs)
     csum = np.concatenate([[0], np.cumsum(decisions)])
     for period in range(1, n // 2 + 1):
@@ -113,8 +124,9 @@ def _candidates(sigs: np.ndarray, decisions: np.ndarray):
         edges = np.flatnonzero(np.diff(np.concatenate([[0], same.astype(np.int8), [0]])))
         for a, b in zip(edges[::2].tolist(), edges[1::2].tolist()):
             count = (b - a) // period + 1
-            if (count - 1) * period >= MIN_REMOVED_NODES and csum[a + period] - csum[a] >= MIN_DECISIONS_PER_BLOCK:
-                yield (count - 1) * period, -period, a, count
+            removed = (count - 3) * period
+            if count >= 4 and removed >= MIN_REMOVED_NODES and csum[a + period] - csum[a] >= MIN_DECISIONS_PER_BLOCK:
+                yield removed, -period, a, count
 
 
 def find_runs(node_sig: list[int], decision: list[bool]) -> list[Run]:
@@ -142,10 +154,11 @@ class Ties:
 
     @property
     def in_run(self) -> tuple[bool, ...]:
-        """Per node, whether it lies in a tied run."""
+        """Per node, whether it lies in a tied block."""
         inside = [False] * len(self.node_class)
         for run in self.runs:
-            inside[run.start:run.stop] = [True] * (run.stop - run.start)
+            for i in run.tied_range:
+                inside[i] = True
         return tuple(inside)
 
     @property
@@ -160,7 +173,7 @@ class Ties:
 
     def summary(self, structure: Structure, tied: bool) -> dict:
         """What a plan records (its ``solver.ties``): whether level problems were tied, each run
-        (first and last layer, layers per block, blocks), the blocks tied, and a level problem's
+        (first and last layer, layers per block, blocks, blocks tied), the blocks tied, and a level problem's
         size untied and tied: problem nodes, choice variables (one per node and label) and
         producer-consumer pairs (each a pair term of the ILP)."""
         labels = [len(node.labels()) for node in structure.nodes]
@@ -171,8 +184,8 @@ class Ties:
         untied_size = {"problem_nodes": self.n_nodes, "choice_variables": sum(labels),
                        "pairs": len({(e.p, e.c) for e in structure.edges})}
         runs = [{"first_layer": structure.names[r.start], "last_layer": structure.names[r.stop - 1],
-                 "layers_per_block": r.period, "blocks": r.count} for r in self.runs]
-        return {"tied": tied, "runs": runs, "blocks_tied": sum(r.count for r in self.runs) if tied else 0,
+                 "layers_per_block": r.period, "blocks": r.count, "tied_blocks": r.tied_blocks} for r in self.runs]
+        return {"tied": tied, "runs": runs, "blocks_tied": sum(r.tied_blocks for r in self.runs) if tied else 0,
                 "untied_size": untied_size, "tied_size": tied_size}
 
     @classmethod
@@ -187,7 +200,7 @@ def find_ties(structure: Structure, node_sig: list[int]) -> Ties:
     runs = find_runs(node_sig, decision)
     node_class = list(range(len(node_sig)))
     for run in runs:
-        for i in range(run.start + run.period, run.stop):
+        for i in run.tied_range[run.period:]:
             node_class[i] = node_class[i - run.period]
     return Ties(tuple(node_class), tuple(runs))
 

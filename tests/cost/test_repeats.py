@@ -19,27 +19,30 @@ from tests.paths import MODELS, FIXTURES
 
 
 def test_find_runs_picks_the_period_that_removes_most_nodes():
-    #           block: A B A B A B, then a tail; every node a decision layer
-    sigs = [9, 1, 2, 1, 2, 1, 2, 7]
-    assert find_runs(sigs, [True] * 8) == [Run(start=1, period=2, count=3)]
+    #           blocks: A B x 5, then a tail; every node a decision layer
+    sigs = [9] + [1, 2] * 5 + [7]
+    runs = find_runs(sigs, [True] * len(sigs))
+    assert runs == [Run(start=1, period=2, count=5)]
+    assert runs[0].tied_blocks == 3 and list(runs[0].tied_range) == [3, 4, 5, 6, 7, 8]
 
 
 def test_find_runs_needs_two_decision_layers_per_block():
-    sigs = [1, 2, 1, 2, 1, 2]
-    # only the first node of each block decides: a block of 2 holds 1, a block of 4 would hold 2
-    assert find_runs(sigs, [True, False] * 3) == []
-    assert find_runs([1, 2, 1, 2, 1, 2, 1, 2], [True, False] * 4) == [Run(start=0, period=4, count=2)]
+    sigs = [1, 2] * 8
+    # only the first node of each block decides: a block of 2 holds 1, a block of 4 holds 2
+    assert find_runs(sigs, [True, False] * 8) == [Run(start=0, period=4, count=4)]
+    assert find_runs([1, 2] * 6, [True, False] * 6) == []    # 3 blocks of 4: one inner block only
 
 
 def test_find_runs_finds_disjoint_stages():
-    sigs = [1, 2, 1, 2, 1, 2, 5, 3, 4, 3, 4, 3, 4]
-    assert find_runs(sigs, [True] * len(sigs)) == [Run(0, 2, 3), Run(7, 2, 3)]
+    sigs = [1, 2] * 5 + [5] + [3, 4] * 5
+    assert find_runs(sigs, [True] * len(sigs)) == [Run(0, 2, 5), Run(11, 2, 5)]
 
 
-def test_two_blocks_of_two_layers_are_not_tied():
-    """Such a run takes only 2 nodes off a problem: met by chance in a chain, not a repeated block."""
-    assert find_runs([1, 2, 1, 2], [True] * 4) == []
-    assert find_runs([1, 2, 3, 1, 2, 3, 1, 2, 3], [True] * 9) == [Run(0, 3, 3)]
+def test_fewer_than_four_blocks_are_not_tied():
+    """Only blocks between two twins of themselves are tied: three blocks leave one, nothing to share."""
+    assert find_runs([1, 2, 3] * 3, [True] * 9) == []
+    assert find_runs([1, 2] * 4, [True] * 8) == []           # would take 2 nodes off: met by chance
+    assert find_runs([1, 2, 3, 4] * 4, [True] * 16) == [Run(0, 4, 4)]
 
 
 def test_no_runs_in_a_chain_of_distinct_layers():
@@ -49,18 +52,20 @@ def test_no_runs_in_a_chain_of_distinct_layers():
 
 
 def _chain_model(convention: str = "hierarchical", fanouts=(2, 2)) -> CostModel:
-    """Three blocks of (64 -> 128, 128 -> 64) after a stem: one run of 3 blocks of 2 layers."""
-    g = synthetic.gemm_chain([32, 64, 128, 64, 128, 64, 128, 64], batch=16)
+    """Five blocks of (64 -> 128, 128 -> 64) after a stem: one run of 5 blocks of 2 layers, the
+    three inner ones tied."""
+    g = synthetic.gemm_chain([32] + [64, 128] * 5 + [64], batch=16)
     return CostModel(g, array_from_levels(list(fanouts)), "full", convention=convention)
 
 
-def test_the_chain_of_blocks_has_one_run():
+def test_the_chain_of_blocks_ties_its_inner_blocks():
     m = _chain_model()
-    assert m.ties.runs == (Run(start=1, period=2, count=3),)
-    assert m.ties.node_class == (0, 1, 2, 1, 2, 1, 2)
+    assert m.ties.runs == (Run(start=1, period=2, count=5),)
+    #                          stem, block 0, blocks 1-3 (tied to block 1), block 4
+    assert m.ties.node_class == (0, 1, 2, 3, 4, 3, 4, 3, 4, 9, 10)
     summary = m.ties.summary(m.structure, tied=True)
     assert summary["blocks_tied"] == 3
-    assert summary["untied_size"]["problem_nodes"] == 7 and summary["tied_size"]["problem_nodes"] == 3
+    assert summary["untied_size"]["problem_nodes"] == 11 and summary["tied_size"]["problem_nodes"] == 7
 
 
 def _tied_assignment(m: CostModel, rng: random.Random) -> list[tuple]:
@@ -100,7 +105,7 @@ def test_tied_problems_are_the_untied_sums_on_the_chain(convention):
 
 @pytest.mark.parametrize("path, space, dims", [(MODELS / "resnet50.onnx", "accpar", None),
                                                (MODELS / "bert_base.onnx", "full", None),
-                                               (FIXTURES / "decoder_dynamo.onnx", "full", {"sequence": 16})])
+                                               (MODELS / "gpt2_small.onnx", "full", None)])
 def test_tied_problems_are_the_untied_sums_on_real_models(path, space, dims):
     g = api.load_graph(str(path), batch=4, dims=dims)
     m = CostModel(g, array_from_levels([2, 2]), space, convention="hierarchical")
@@ -129,7 +134,7 @@ def test_incumbent_of_an_untied_plan_is_none():
     prob = m.level_problem(asg, 0, "time", lower="fixed", tie=True)
     labels = ["I"] * len(m.nodes)
     assert prob.incumbent(labels) is not None
-    labels[3] = "III"                              # one block apart from its twins
+    labels[5] = "III"                              # one inner block apart from its twins
     assert prob.incumbent(labels) is None
 
 
@@ -141,13 +146,13 @@ def test_tied_level_optimum_equals_untied_where_the_blocks_agree():
     untied = solve_ilp(m.level_problem(asg, 0, "time"))
     tied = solve_ilp(m.level_problem(asg, 0, "time", tie=True))
     labels = m.level_problem(asg, 0, "time").node_labels(untied.assignment)
-    assert labels[1::2][:3] == [labels[1]] * 3 and labels[2::2][:3] == [labels[2]] * 3   # the blocks agree
+    assert labels[3:9:2] == [labels[3]] * 3 and labels[4:9:2] == [labels[4]] * 3   # the inner blocks agree
     assert tied.objective == pytest.approx(untied.objective, rel=1e-12)
 
 
 def test_search_with_and_without_ties_on_resnet50():
-    """The whole search, tied and untied, on resnet50 (two stages tied in space accpar): the tied
-    plan ties its blocks and costs the same as the untied search's here."""
+    """The whole search, tied and untied, on resnet50 (stage 3's inner blocks tied in space
+    accpar): the tied plan ties its blocks and costs the same as the untied search's here."""
     g = api.load_graph(str(MODELS / "resnet50.onnx"), batch=8)
     m = CostModel(g, array_from_levels([4, 2]), "accpar", convention="reference")
     tied = search(m, "refine", "time", SolverSettings())
