@@ -16,9 +16,21 @@ Only this package imports torch, and only the modules that need it: ``import hyp
 
 from __future__ import annotations
 
+import importlib.util
+
 from hypar.torch.placements import LayerPlacements, TorchPlanError, layer_placements, nesting_steps, placements
 
-__all__ = ["LayerPlacements", "TorchPlanError", "layer_placements", "nesting_steps", "parallelize", "placements"]
+__all__ = ["LayerPlacements", "TORCH_MISSING", "TorchPlanError", "layer_placements", "nesting_steps", "parallelize",
+           "placements", "torch_installed"]
+
+TORCH_MISSING = 'torch is not installed: pip install -e ".[torch]" (torch==2.13.0, the CPU wheel is enough)'
+
+
+def torch_installed() -> bool:
+    """Is the real torch importable (a folder named ``torch`` on the path, such as tests/torch,
+    does not count)."""
+    spec = importlib.util.find_spec("torch")
+    return spec is not None and spec.origin is not None
 
 
 def parallelize(module, plan, mesh, **kwargs):

@@ -24,6 +24,7 @@ from hypar.errors import HyparWarning
 from hypar.torch.consumers import output_layouts, plan_model_path
 from hypar.torch.placements import (LOCAL_MAP_HINT, REPLICATE, LayerPlacements, TorchPlanError, layer_placements,
                                     module_layouts, nesting_steps)
+from hypar.torch.local import run_with_local_matmul
 from hypar.torch.reduce import reduce_grad, reduce_partial_grads, reduce_partials
 
 __all__ = ["parallelize"]
@@ -211,41 +212,37 @@ def parallelize(module: nn.Module, plan: Mapping, mesh: DeviceMesh, *, model_pat
     in place. Call it on every process of the mesh with the same module and plan.
 
     Each weighted layer's module (matched by the plan's ``module`` path) gets its weight (and
-    bias) distributed per mesh dim, its input redistributed to the plan's input layout before it
-    runs, partial sums in its output all-reduced (type II), and its gradients reduced to the
-    weight's placements in the backward pass; every other parameter is replicated. Placements:
-    :mod:`hypar.torch.placements` (which also states how DTensor's nesting of several mesh dims
-    over one tensor dim relates to hypar's, and what parallelize warns about).
+    bias) distributed per mesh dim, its input converted to the plan's input layout before it runs,
+    partial sums in its output reduced (type II) and the output converted to the layout its
+    consumers read it in, and its gradients reduced to the weight's placements in the backward
+    pass; a leaf module whose plan nodes share one layout (a norm) gets its input converted to
+    it; every other parameter is replicated. Matmuls of two activations split only along their
+    batch dims (hypar's attention MatMuls) run on the local shards (:mod:`hypar.torch.local`). Partial sums are reduced in hypar's hierarchical
+    order (:mod:`hypar.torch.reduce`); a tensor read by several planned modules in one layout is
+    converted once and their partial errors are added before one reduction. Placements and how
+    DTensor's nesting of mesh dims relates to hypar's levels: :mod:`hypar.torch.placements`.
 
+    ``model_path``: the ONNX the plan was made from (default: the path the plan records, when the
+    file is there); it tells where outputs are converted (:mod:`hypar.torch.consumers`) -- without
+    it, with a warning, DTensor's propagation decides the layouts between planned modules.
     ``src_data_rank``: the process whose weights are scattered (DTensor's ``distribute_tensor``;
-    None: every process keeps its own shard of its own copy, which must then be equal). A plain
-    tensor reaching a planned layer (the model's input) is split locally: every process must
-    pass the same whole input. Run forward and backward under
+    None: every process keeps its shard of its own copy, which must then be equal). A plain tensor
+    reaching a planned module (the model's input) is split locally: every process must pass the
+    same whole input. Run forward and backward under
     ``torch.distributed.tensor.experimental.implicit_replication()`` when the model mixes plain
     tensors with activations (rotary tables, masks).
 
     Raises TorchPlanError (a PlanError), before changing anything, for a minimal plan, a mesh of
-    another shape, a module path the model lacks, a layer DTensor has no rule for (a
-    convolution of type II / III) or an uneven split of a weight; an input that splits unevenly
-    raises it when the layer runs.
+    another shape, a module path the model lacks, a layer DTensor has no rule for (a convolution
+    of type II / III) or an uneven split (a weight's, or with the model any node's: batch, heads,
+    features); an input that splits unevenly at run time raises it when the module runs.
     """
     planned = layer_placements(plan)
     _check_mesh(mesh, plan)
     modules = _modules_of(module, planned)
-    wanted: dict[int, tuple] = {}
-    for path, layer in planned.items():
-        sub = modules[path]
-        for what, texts in (("weight", layer.weight), ("bias", layer.bias)):
-            param = getattr(sub, what, None)
-            if texts is None or not isinstance(param, torch.Tensor):
-                continue
-            placements = tuple(placement_of(p, param.ndim) for p in texts)
-            _even(layer, what, param.shape, placements, mesh)
-            if wanted.setdefault(id(param), placements) != placements:
-                raise TorchPlanError(f"module {path!r}: its {what} is shared with another planned module that "
-                                     "places it differently; give the layers sharing it the same types")
-    _distribute_params(module, mesh, wanted, src_data_rank)
+    wanted = _weight_placements(planned, modules, mesh)
     after = _output_layouts(plan, model_path)
+    _distribute_params(module, mesh, wanted, src_data_rank)
     conversions = _Conversions(mesh)
     module.register_forward_pre_hook(conversions.clear)
     for path, layer in planned.items():
@@ -259,7 +256,26 @@ def parallelize(module: nn.Module, plan: Mapping, mesh: DeviceMesh, *, model_pat
             hooks = _Layer(_carrier(path, layout), conversions)
             sub.register_forward_pre_hook(hooks.pre_hook)
             sub.register_forward_hook(hooks.post_hook)
+    run_with_local_matmul(module)
     return module
+
+
+def _weight_placements(planned: Mapping[str, LayerPlacements], modules: Mapping[str, nn.Module],
+                       mesh: DeviceMesh) -> dict[int, tuple]:
+    """id(parameter) -> its placements, for every planned weight and bias; TorchPlanError for an
+    uneven split or a parameter two planned modules place differently."""
+    wanted: dict[int, tuple] = {}
+    for path, layer in planned.items():
+        for what, texts in (("weight", layer.weight), ("bias", layer.bias)):
+            param = getattr(modules[path], what, None)
+            if texts is None or not isinstance(param, torch.Tensor):
+                continue
+            placements = tuple(placement_of(p, param.ndim) for p in texts)
+            _even(layer, what, param.shape, placements, mesh)
+            if wanted.setdefault(id(param), placements) != placements:
+                raise TorchPlanError(f"module {path!r}: its {what} is shared with another planned module that "
+                                     "places it differently; give the layers sharing it the same types")
+    return wanted
 
 
 def _output_layouts(plan: Mapping, model_path: str | None) -> dict[str, tuple]:

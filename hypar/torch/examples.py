@@ -21,12 +21,37 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["MLP", "Decoder", "DecoderConfig", "parameter_count"]
+__all__ = ["MLP", "Decoder", "DecoderConfig", "decoder_batch", "export_mlp", "mlp_batch", "parameter_count"]
 
 
 def parameter_count(model: nn.Module) -> int:
     """Trainable parameters of ``model`` (each shared tensor once)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def mlp_batch(batch: int = 8, in_features: int = 16, out_features: int = 8, seed: int = 1) -> tuple:
+    """A seeded (input, target) pair for :class:`MLP`: (batch, in_features) and (batch, out_features)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, in_features, generator=g), torch.randn(batch, out_features, generator=g)
+
+
+def decoder_batch(batch: int = 2, sequence: int = 16, vocab: int = 128, seed: int = 1) -> tuple:
+    """Seeded (token ids, target ids) for :class:`Decoder`, both (batch, sequence) int64."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randint(0, vocab, (batch, sequence), generator=g),
+            torch.randint(0, vocab, (batch, sequence), generator=g))
+
+
+def export_mlp(path: str, batch: int = 8) -> None:
+    """Export :class:`MLP` (seed 0) with the dynamo exporter to ``path`` (batch dim symbolic,
+    "batch"); how ``tests/torch/mlp_dynamo.onnx`` was made. Needs onnxscript
+    (``pip install -e ".[export]"``)."""
+    torch.manual_seed(0)
+    model = MLP().eval()
+    x, _target = mlp_batch(batch)
+    program = torch.onnx.export(model, (x,), dynamo=True, input_names=["x"], output_names=["y"],
+                                dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=1024)}})
+    program.save(path, external_data=False)
 
 
 class MLP(nn.Module):

@@ -36,9 +36,9 @@ def hierarchical_all_reduce(local: torch.Tensor, mesh: DeviceMesh, dims: tuple[i
     if pad:
         flat = torch.cat([flat, flat.new_zeros(pad)])
     for h in sorted(dims, reverse=True):
-        flat = funcol.wait_tensor(funcol.reduce_scatter_tensor(flat, "sum", 0, (mesh, h)))
+        flat = funcol.wait_tensor(funcol.reduce_scatter_single(flat, "sum", 0, (mesh, h)))
     for h in sorted(dims):
-        flat = funcol.wait_tensor(funcol.all_gather_tensor(flat, 0, (mesh, h)))
+        flat = funcol.wait_tensor(funcol.all_gather_single(flat, 0, (mesh, h)))
     return flat[:local.numel()].reshape(local.shape)
 
 
