@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"loss {check.results[0]['loss']:.12g} (one process: {check.results[0]['ref_loss']:.12g}, largest "
           f"difference over ranks {check.loss_error:.3g}); largest gradient difference {worst[0]:.3g} x "
           f"max(1, |grad|) ({worst[1]}); tolerance {TOL:g}")
+    for said in sorted({w for r in check.results for w in r["warnings"]}):
+        print(f"warning: {said}")
     print(format_table(check.rows, len(check.results)))
     return 0 if check.loss_error <= TOL and not check.grad_failures() else 1
 

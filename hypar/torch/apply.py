@@ -111,13 +111,16 @@ class _Conversions:
         return hit
 
     def note_nesting(self, layer: LayerPlacements, src: tuple, tgt: tuple) -> None:
-        """Warn once per layer when DTensor's nesting makes a conversion send more than hypar's."""
-        steps = nesting_steps([_place(p) for p in src], [_place(p) for p in tgt])
-        if steps and layer.layer not in self.warned:
+        """Warn once per layer when DTensor's nesting makes a conversion, or its gradient's
+        conversion back (``tgt`` -> ``src``), send more than hypar's."""
+        s, t = [_place(p) for p in src], [_place(p) for p in tgt]
+        said = [f"mesh dim {g}: {d} where hypar's digit nesting does {h}" for g, d, h in nesting_steps(s, t)]
+        said += [f"backward, mesh dim {g}: {d} where hypar's digit nesting does {h}"
+                 for g, d, h in nesting_steps(t, s)]
+        if said and layer.layer not in self.warned:
             self.warned.add(layer.layer)
-            said = "; ".join(f"mesh dim {g}: {d} where hypar's digit nesting does {h}" for g, d, h in steps)
             warnings.warn(f"layer {layer.layer!r} (module {layer.module!r}): a conversion {_text(src)} -> "
-                          f"{_text(tgt)} costs more under DTensor's left-to-right nesting ({said}); see "
+                          f"{_text(tgt)} costs more under DTensor's left-to-right nesting ({'; '.join(said)}); see "
                           "hypar.torch.placements (Nesting)", HyparWarning, stacklevel=3)
 
 
