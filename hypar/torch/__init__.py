@@ -5,10 +5,13 @@
   which also states how hypar's nesting of levels relates to DTensor's).
 - :func:`parallelize` (needs torch, ``pip install -e ".[torch]"``): the plan applied to the
   nn.Module the ONNX was exported from (:mod:`hypar.torch.apply`).
-- :mod:`hypar.torch.comms` counts the collectives of a step per module (CommDebugMode) beside
-  the plan's own; :mod:`hypar.torch.gloo` runs a function on local gloo processes;
-  :mod:`hypar.torch.step` checks one training step against a single process;
-  :mod:`hypar.torch.examples` holds the MLP and decoder the plans are proven on.
+- Inside parallelize: :mod:`hypar.torch.consumers` (what the plan's ONNX tells: the layouts a
+  layer's consumers read, even splits), :mod:`hypar.torch.reduce` (partial sums reduced in
+  hypar's hierarchical order), :mod:`hypar.torch.local` (attention matmuls on local shards).
+- Proof: :mod:`hypar.torch.comms` counts the collectives of a step per module (CommDebugMode),
+  :mod:`hypar.torch.report` sets them beside the plan's, :mod:`hypar.torch.gloo` runs a function
+  on local gloo processes, :mod:`hypar.torch.step` checks one training step against a single
+  process, :mod:`hypar.torch.examples` holds the MLP and decoder the plans are proven on.
 
 Only this package imports torch, and only the modules that need it: ``import hypar.torch`` and
 :func:`placements` work without torch.

@@ -3,4 +3,4 @@ are not collected (tests/torch skips with the install hint, hypar.torch.TORCH_MI
 
 from hypar.torch import torch_installed
 
-collect_ignore = [] if torch_installed() else ["apply.py", "comms.py", "examples.py", "reduce.py", "step.py"]
+collect_ignore = [] if torch_installed() else ["apply.py", "comms.py", "examples.py", "local.py", "reduce.py", "step.py"]

@@ -20,7 +20,7 @@ from hypar import api  # noqa: E402
 from hypar.config import resolve_array  # noqa: E402
 from hypar.errors import HyparWarning  # noqa: E402
 from hypar.torch import TorchPlanError, parallelize  # noqa: E402
-from hypar.torch.examples import MLP, Decoder  # noqa: E402
+from hypar.torch.examples import MLP, Decoder, parameter_count  # noqa: E402
 from hypar.torch.local import splits_only_batch_dims  # noqa: E402
 
 from paths import ROOT  # noqa: E402
@@ -52,7 +52,9 @@ def test_other_parameters_are_replicated(fake_mesh):
     plan = api.partition(str(ROOT / "tests" / "fixtures" / "decoder_dynamo.onnx"), resolve_array(levels="2,2"),
                          batch=8, dims={"sequence": 16}, objective="comm", search_how="refine")
     torch.manual_seed(0)
-    model = parallelize(Decoder(), plan, fake_mesh((2, 2)))
+    model = Decoder()
+    assert parameter_count(model) == plan["model"]["parameters"] == 90432     # the fixture's module
+    model = parallelize(model, plan, fake_mesh((2, 2)))
     norm = model.model.layers[0].input_layernorm.weight
     assert isinstance(norm, DTensor) and norm.placements == (Replicate(), Replicate())
     assert all(isinstance(p, DTensor) for p in model.parameters())
