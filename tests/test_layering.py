@@ -22,7 +22,7 @@ RANK = {
     "sim": 4, "search": 4,
     "plan": 5,
     "api": 6,
-    "verify": 7, "sweep": 7, "torch": 7,
+    "verify": 7, "sweep": 7, "export": 7, "torch": 7,
     "present": 8,
     "cli": 9,
     "__main__": 10,

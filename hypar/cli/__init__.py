@@ -7,8 +7,7 @@ Library code raises :class:`hypar.errors.HyparError`; this module turns it into 
 library's parameters by this CLI's options (``FLAGS``).
 
 Modules: :mod:`hypar.cli.base` (the group, errors, shared options), :mod:`hypar.cli.model_cmds`
-(inspect, partition, evaluate, verify), :mod:`hypar.cli.sweep_cmds` (sweep, report),
-:mod:`hypar.cli.export_torch` (export --torch).
+(inspect, partition, evaluate, verify), :mod:`hypar.cli.sweep_cmds` (sweep, report).
 """
 
 from __future__ import annotations
@@ -17,7 +16,8 @@ import sys
 
 import click
 
-from hypar.cli import export_torch, model_cmds, sweep_cmds  # noqa: F401  (they register their commands on cli)
+from hypar.cli import model_cmds, sweep_cmds  # noqa: F401  (they register their commands on cli)
+from hypar.cli import export_cmd  # noqa: F401  (registers export on cli)
 from hypar.cli.base import FLAGS, _click_error, cli
 from hypar.errors import HyparError
 

@@ -34,8 +34,8 @@ class ViewModel(Protocol):
     def edge_view(self, e: EdgeModel, ctypes: tuple, h: int) -> tuple:
         """Edge e's tensor in its consumer's view at level h."""
 
-    def convert_cost(self, h: int, sig: tuple, src: str, dst: str) -> Cost:
-        """One conversion at level h in that view."""
+    def convert_cost(self, h: int, sig: tuple, src: str, dst: str, width_bytes: int | None = None) -> Cost:
+        """One conversion at level h in that view (``width_bytes`` per element; None: training)."""
 
 
 class ReferenceEdges:
@@ -52,7 +52,8 @@ class ReferenceEdges:
         """``conv`` (from :meth:`share` at the one level of ``levels``) with the producer taking
         ``ptypes``; a partial error ignores the producer."""
         costs = [self.model.convert_cost(h, conv.view, *conv.layouts(
-                     None if conv.consumer_only else self.model.nodes[producer].strategy(ptypes[h])))
+                     None if conv.consumer_only else self.model.nodes[producer].strategy(ptypes[h])),
+                     conv.width_bytes)
                  for h in levels]
         return costs[0] if len(costs) == 1 else sum(costs, ZERO)
 
@@ -126,14 +127,14 @@ class HierarchicalEdges:
         src, dst = (conv.layout, err_layouts) if conv.backward else (out_layouts, conv.layout)
         depth = max(levels) + 1
         src, dst = src[:depth], dst[:depth]
-        key = (conv.view, src, dst, levels)
+        key = (conv.view, src, dst, levels, conv.width_bytes)
         hit = self._sums.get(key)
         if hit is None:
             if PARTIAL in src:
                 check_pair(src, dst)
             hit = ZERO
             for h in levels:
-                hit = hit + self.pricer.level_cost(h, conv.view, src, dst)
+                hit = hit + self.pricer.level_cost(h, conv.view, src, dst, conv.width_bytes)
             self._sums[key] = hit
         return hit
 

@@ -49,6 +49,7 @@ class Conversion:
     backward: bool          # False: the activation, into ``layout``; True: an error, out of ``layout``
     view: tuple             # the tensor's signature (see above)
     layout: str | tuple     # forward: what the consumer reads; backward: the error it sends
+    width_bytes: int | None = None   # bytes per element the model declares (None: training precision)
 
     @property
     def consumer_only(self) -> bool:
@@ -69,10 +70,10 @@ class Conversion:
 def edge_conversions(e: EdgeModel, consumer: Strategy, view: tuple) -> tuple[Conversion, ...]:
     """What edge ``e`` alone needs when its consumer takes ``consumer`` and sees the tensor as
     ``view``: the forward conversion, then the backward one if ``e`` carries an error."""
-    forward = Conversion(False, view, consumer.in_layouts[e.slot])
+    forward = Conversion(False, view, consumer.in_layouts[e.slot], e.tensor.elem_bytes)
     if not e.needs_error:
         return (forward,)
-    return forward, Conversion(True, view, consumer.in_err_layouts[e.slot])
+    return forward, Conversion(True, view, consumer.in_err_layouts[e.slot], e.tensor.error_bytes)
 
 
 def full_conversions(e: EdgeModel, node: NodeModel, types: tuple, sig: tuple) -> tuple[Conversion, ...]:
@@ -80,10 +81,11 @@ def full_conversions(e: EdgeModel, node: NodeModel, types: tuple, sig: tuple) ->
     ``types`` (None where undecided) and the tensor's root signature is ``sig``: the forward
     conversion into its full input tuple, then the backward one out of its full error tuple."""
     strategies = [None if label is None else node.strategy(label) for label in types]
-    forward = Conversion(False, sig, tuple(st and st.in_layouts[e.slot] for st in strategies))
+    forward = Conversion(False, sig, tuple(st and st.in_layouts[e.slot] for st in strategies), e.tensor.elem_bytes)
     if not e.needs_error:
         return (forward,)
-    return forward, Conversion(True, sig, tuple(st and st.in_err_layouts[e.slot] for st in strategies))
+    return forward, Conversion(True, sig, tuple(st and st.in_err_layouts[e.slot] for st in strategies),
+                               e.tensor.error_bytes)
 
 
 def share_by(edges: list[EdgeModel], choices: Sequence[Sequence[tuple]] | Mapping[int, Sequence[tuple]],

@@ -46,6 +46,7 @@ at other levels (the collectives report shows where).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -131,8 +132,8 @@ def _check_mappable(row: Mapping) -> None:
         level = next(h for h, t in enumerate(types) if t != "I")
         raise TorchPlanError(f"{where} is a convolution of type {types[level]} at level {level} ({'/'.join(types)}): "
                              "DTensor has no sharding rule for a convolution split by channels; give it type I at "
-                             f"every level (e.g. a minimal plan {{\"assignment\": {{\"{name}\": "
-                             f"{['I'] * len(types)}}}}}) {LOCAL_MAP_HINT}")
+                             f"every level (e.g. a minimal plan {json.dumps({'assignment': {name: ['I'] * len(types)}})}) "
+                             f"{LOCAL_MAP_HINT}")
     for h, p in enumerate(row["placements"]):
         if (kind, p["weight"]) not in _WEIGHT:
             raise TorchPlanError(f"{where}: weight placement {p['weight']} at level {h} has no DTensor rule for a "
