@@ -19,7 +19,8 @@ from typing import Protocol
 
 from hypar.cost.hierarchical import HierarchicalPricer, check_pair
 from hypar.cost.price import ZERO, Cost
-from hypar.cost.sharing import Conversion, full_conversions, share_by, share_conversions
+from hypar.cost.sharing import (Conversion, Conversions, full_conversions, share_by, share_conversions,
+                                slot_layouts)
 from hypar.cost.strategies import PARTIAL, NodeModel, tensor_grid
 from hypar.cost.structure import EdgeModel
 
@@ -43,10 +44,11 @@ class ReferenceEdges:
 
     def __init__(self, model: ViewModel):
         self.model = model
+        self.made = Conversions()
 
     def share(self, edges: list[EdgeModel], choices: Sequence[Sequence[tuple]], h: int) -> Shared:
         """The tensor's conversions at level h with who needs them (per (view, layout))."""
-        return share_conversions(edges, choices, h, self.model.nodes, self.model.edge_view)
+        return share_conversions(edges, choices, h, self.model.nodes, self.model.edge_view, self.made)
 
     def cost(self, levels: tuple[int, ...], conv: Conversion, producer: int, ptypes: tuple) -> Cost:
         """``conv`` (from :meth:`share` at the one level of ``levels``) with the producer taking
@@ -55,6 +57,12 @@ class ReferenceEdges:
                      None if conv.consumer_only else self.model.nodes[producer].strategy(ptypes[h])))
                  for h in levels]
         return costs[0] if len(costs) == 1 else sum(costs, ZERO)
+
+    def table(self, levels: tuple[int, ...], convs: Sequence[Conversion], producer: int,
+              ptypes_list: Sequence[tuple], field: str) -> list[list[float]]:
+        """Cost field ``field`` (``bytes``, ``seconds`` or ``joules``) of :meth:`cost` for each of
+        ``convs`` (rows) with the producer taking each of ``ptypes_list`` (columns)."""
+        return [[getattr(self.cost(levels, conv, producer, pt), field) for pt in ptypes_list] for conv in convs]
 
     @staticmethod
     def passes(levels: list[int]) -> list[tuple[int, ...]]:
@@ -71,15 +79,21 @@ class ReferenceEdges:
 class HierarchicalEdges:
     """The ``hierarchical`` convention for a model with kept nodes ``nodes`` on ``pricer``'s array.
 
-    Memoises tensor signatures per edge, conversions per (edge, consumer types), the producer's
-    layout tuples per (node, types) and summed prices per (signature, tuples, levels).
+    Memoises tensor signatures per edge, each consumer slot's layouts per label, one object per
+    distinct conversion (:class:`Conversions`), whole sharings per (edges, consumers' choices),
+    the producer's layout tuples per (node, types) and summed prices per (signature, tuples,
+    levels): every value is a function of its key (nodes and array never change), so the memos
+    are exact. A sharing is returned as memoised: callers read it and never change it.
     """
 
     def __init__(self, nodes: list[NodeModel], pricer: HierarchicalPricer):
         self.nodes = nodes
         self.pricer = pricer
         self._signatures: dict[int, tuple[int, int, int, int, int]] = {}
-        self._keys: dict[tuple, tuple[Conversion, ...]] = {}
+        self._slot_layouts: dict[tuple[int, int], tuple[dict, dict]] = {}
+        self.made = Conversions()
+        self._shares: dict[tuple, Shared] = {}
+        self._out_layouts: dict[int, tuple[dict, dict]] = {}
         self._layouts: dict[tuple, tuple[tuple, tuple]] = {}
         self._sums: dict[tuple, Cost] = {}
 
@@ -95,16 +109,20 @@ class HierarchicalEdges:
         return hit
 
     def _edge_keys(self, e: EdgeModel, types: tuple) -> tuple[Conversion, ...]:
-        """The conversions edge ``e`` needs with its consumer taking ``types`` (memoised)."""
-        key = (id(e), types)
-        hit = self._keys.get(key)
-        if hit is None:
-            hit = self._keys[key] = full_conversions(e, self.nodes[e.c], types, self.signature(e))
-        return hit
+        """The conversions edge ``e`` needs with its consumer taking ``types``."""
+        layouts = self._slot_layouts.get((e.c, e.slot))
+        if layouts is None:
+            layouts = self._slot_layouts[(e.c, e.slot)] = slot_layouts(self.nodes[e.c], e.slot)
+        return full_conversions(e, layouts, types, self.signature(e), self.made)
 
     def share(self, edges: list[EdgeModel], choices: Sequence[Sequence[tuple]], h: int = 0) -> Shared:
-        """The tensor's conversions (per full tuple; the same at every level h) with who needs them."""
-        return share_by(edges, choices, self._edge_keys)
+        """The tensor's conversions (per full tuple; the same at every level h) with who needs them
+        (memoised per edges and their consumers' choices; read it, do not change it)."""
+        key = (tuple(map(id, edges)), tuple(tuple(choices[e.c]) for e in edges))
+        hit = self._shares.get(key)
+        if hit is None:
+            hit = self._shares[key] = share_by(edges, choices, self._edge_keys)
+        return hit
 
     def producer_tuples(self, producer: int, ptypes: tuple) -> tuple[tuple, tuple]:
         """(output layouts, needed error layouts) of node ``producer`` under ``ptypes``, one per
@@ -112,30 +130,62 @@ class HierarchicalEdges:
         key = (producer, ptypes)
         hit = self._layouts.get(key)
         if hit is None:
-            node = self.nodes[producer]
-            strategies = [None if label is None else node.strategy(label) for label in ptypes]
-            hit = self._layouts[key] = (tuple(st and st.out_layout for st in strategies),
-                                        tuple(st and st.out_err_layout for st in strategies))
+            out, err = self._out_layouts.get(producer) or self._producer_maps(producer)
+            hit = self._layouts[key] = (tuple(map(out.__getitem__, ptypes)), tuple(map(err.__getitem__, ptypes)))
         return hit
+
+    def _producer_maps(self, producer: int) -> tuple[dict, dict]:
+        """Per label of node ``producer`` (and None: None), its output's layout and the layout it
+        needs its output's error in; memoised."""
+        out: dict = {None: None}
+        err: dict = {None: None}
+        for st in self.nodes[producer].strategies:
+            out[st.label], err[st.label] = st.out_layout, st.out_err_layout
+        self._out_layouts[producer] = out, err
+        return out, err
 
     def cost(self, levels: tuple[int, ...], conv: Conversion, producer: int, ptypes: tuple) -> Cost:
         """``conv`` summed over ``levels`` with the producer taking ``ptypes`` (levels after the
         lowest of ``levels`` may be None). ValueError for a pair this convention does not price
         (:func:`hypar.cost.hierarchical.check_pair`)."""
-        out_layouts, err_layouts = self.producer_tuples(producer, ptypes)
-        src, dst = (conv.layout, err_layouts) if conv.backward else (out_layouts, conv.layout)
+        out, err = self._layouts.get((producer, ptypes)) or self.producer_tuples(producer, ptypes)
         depth = max(levels) + 1
-        src, dst = src[:depth], dst[:depth]
-        key = (conv.view, src, dst, levels)
-        hit = self._sums.get(key)
-        if hit is None:
-            if PARTIAL in src:
-                check_pair(src, dst)
-            hit = ZERO
-            for h in levels:
-                hit = hit + self.pricer.level_cost(h, conv.view, src, dst)
-            self._sums[key] = hit
-        return hit
+        src, dst = (conv.layout[:depth], err[:depth]) if conv.backward else (out[:depth], conv.layout[:depth])
+        hit = self._sums.get((conv.view, src, dst, levels))
+        return self._sum(conv.view, src, dst, levels) if hit is None else hit
+
+    def table(self, levels: tuple[int, ...], convs: Sequence[Conversion], producer: int,
+              ptypes_list: Sequence[tuple], field: str) -> list[list[float]]:
+        """Cost field ``field`` (``bytes``, ``seconds`` or ``joules``) of :meth:`cost` for each of
+        ``convs`` (rows) with the producer taking each of ``ptypes_list`` (columns): the producer's
+        layouts read once per choice, each price from the memo when its (signature, tuples,
+        levels) was priced before. ValueError as :meth:`cost`."""
+        depth = max(levels) + 1
+        tuples = [self._layouts.get((producer, pt)) or self.producer_tuples(producer, pt) for pt in ptypes_list]
+        outs = [out[:depth] for out, _err in tuples]
+        errs = [err[:depth] for _out, err in tuples]
+        sums = self._sums
+        rows = []
+        for conv in convs:
+            view, fixed = conv.view, conv.layout[:depth]
+            pairs = [(fixed, err) for err in errs] if conv.backward else [(out, fixed) for out in outs]
+            row = []
+            for src, dst in pairs:
+                hit = sums.get((view, src, dst, levels))
+                row.append(getattr(self._sum(view, src, dst, levels) if hit is None else hit, field))
+            rows.append(row)
+        return rows
+
+    def _sum(self, view: tuple, src: tuple, dst: tuple, levels: tuple[int, ...]) -> Cost:
+        """The price of ``src -> dst`` (prefixes through the lowest of ``levels``) summed over
+        ``levels`` in order, memoised; the pair checked first (ValueError, see :meth:`cost`)."""
+        if PARTIAL in src:
+            check_pair(src, dst)
+        total = ZERO
+        for h in levels:
+            total = total + self.pricer.level_cost(h, view, src, dst)
+        self._sums[(view, src, dst, levels)] = total
+        return total
 
     @staticmethod
     def passes(levels: list[int]) -> list[tuple[int, ...]]:

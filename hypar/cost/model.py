@@ -24,7 +24,10 @@ Which nodes are kept in each space, and the edges between them, is :mod:`hypar.c
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from hypar import graph as G
 from hypar.array import PEArray, split_counts
@@ -34,10 +37,10 @@ from hypar.cost import problems
 from hypar.cost.collectives import allreduce, convert, messages
 from hypar.cost.conventions import HierarchicalEdges, ReferenceEdges
 from hypar.cost.hierarchical import HierarchicalPricer
-from hypar.cost.price import OBJECTIVES, ZERO, Cost, collective_cost
+from hypar.cost.price import FIELD_OF, OBJECTIVES, ZERO, Cost, collective_cost
 from hypar.cost.sharing import Conversion
-from hypar.cost.statistics import (STATS_QUANTITIES, StatsTerm, replicated_out_level_cost, stats_level_cost,
-                                   stats_term)
+from hypar.cost.statistics import (STATS_QUANTITIES, StatsTerm, replicated_out_level_cost, replicates_out,
+                                   stats_level_cost, stats_term)
 from hypar.cost.strategies import FULL, Q_OUT, NodeModel, macs_view, quantity, tensor_view, weight_view
 from hypar.cost.structure import SPACES, EdgeModel, Structure
 from hypar.shards import group_shares
@@ -48,10 +51,8 @@ __all__ = ["OBJECTIVES", "SPACES", "Cost", "CostModel", "Evaluation"]
 
 def _decided(types: tuple) -> tuple:
     """The levels of ``types`` decided so far: its labels up to the first ``None``."""
-    n = 0
-    while n < len(types) and types[n] is not None:
-        n += 1
-    return tuple(types[:n])
+    types = tuple(types)
+    return types[:types.index(None)] if None in types else types
 
 
 class CostModel:
@@ -81,6 +82,8 @@ class CostModel:
         self._intra_cache: dict = {}
         self._sig_cache: dict = {}
         self._stats_terms: dict[int, StatsTerm | None] = {}
+        self._quiet: dict[int, frozenset[str]] = {}
+        self._products_of: dict[int, int] = {}
 
     # -- structure (read from self.structure)
     @property
@@ -190,10 +193,25 @@ class CostModel:
         that is the same ``2 (k_h - 1) k_I W``, with the same per-PE share (so the same time).
         The F_out all-reduce of a type-II level is the same derivation with F_out for dW (P at
         the type-II levels above, sharded by the I/III levels)."""
+        if types[h] in self._quiet_labels(i):
+            return ZERO
         key = (i, tuple(types[:h + 1]))
         hit = self._intra_cache.get(key)
         if hit is None:
             hit = self._intra_cache[key] = self._intra_cost_uncached(i, types, h)
+        return hit
+
+    def _quiet_labels(self, i: int) -> frozenset[str]:
+        """Node i's labels whose level costs no collective whatever the other levels: no quantity
+        all-reduced, and under ``hierarchical`` no statistics and no replicated F_out
+        (:func:`replicates_out`) either; memoised."""
+        hit = self._quiet.get(i)
+        if hit is None:
+            node = self.nodes[i]
+            loud = self.pricer is not None and (self._stats_term(i) is not None or replicates_out(node))
+            hit = self._quiet[i] = frozenset() if loud else frozenset(
+                st.label for st in node.strategies
+                if not any(self.pricer is None or q not in STATS_QUANTITIES for q in st.intra))
         return hit
 
     def _intra_cost_uncached(self, i: int, types: tuple, h: int) -> Cost:
@@ -208,7 +226,7 @@ class CostModel:
             if term is not None:
                 layouts = tuple(node.strategy(label).out_layout for label in types[:h + 1])
                 total = stats_level_cost(self.pricer, term, layouts, h)
-            out_price = replicated_out_level_cost(self.pricer, node, types, h)
+            out_price = replicated_out_level_cost(self.pricer, node, types, h) if replicates_out(node) else None
             if out_price is not None:                  # F_out with a replicated level below a partial one
                 quantities = tuple(q for q in quantities if q != Q_OUT)
                 total = total + out_price
@@ -282,6 +300,15 @@ class CostModel:
         """:meth:`conversion_cost` summed over ``levels`` (a pass of :meth:`pricing_passes`)."""
         return self.edge_pricing.cost(levels, conv, producer, ptypes)
 
+    def conversion_values(self, levels: tuple[int, ...], convs: Sequence[Conversion], producer: int,
+                          ptypes_list: Sequence[tuple], objective: str) -> np.ndarray:
+        """The objective's value of :meth:`conversion_costs` for each of ``convs`` (rows) with the
+        producer taking each of ``ptypes_list`` (columns), as a float array of that shape, priced
+        in one pass (the same numbers as cell by cell). KeyError for an unknown objective;
+        ValueError as :meth:`conversion_cost`."""
+        rows = self.edge_pricing.table(levels, convs, producer, ptypes_list, FIELD_OF[objective])
+        return np.array(rows, dtype=float).reshape(len(convs), len(ptypes_list))
+
     def pricing_passes(self, levels: list[int]) -> list[tuple[int, ...]]:
         """The levels whose conversions a problem over ``levels`` must hold, grouped into passes
         sharing one key set (:meth:`share`); see the conventions' ``passes``
@@ -306,33 +333,37 @@ class CostModel:
 
     # -- compute and memory
     def _products(self, i: int) -> int:
-        """Matrix products per MAC count: forward, one backward per input needing an error, gradient."""
+        """Matrix products per MAC count: forward, one backward per input needing an error,
+        gradient; memoised."""
+        hit = self._products_of.get(i)
+        if hit is not None:
+            return hit
         lay = self.nodes[i].layer
-        if not lay.macs:
-            return 0
-        n = 1 + (1 if lay.weighted else 0)
-        slots = {self.edges[e].slot for e in self.in_edges[i] if self.edges[e].needs_error}
-        n += len(slots) if lay.kind != G.EMBEDDING else 0
+        n = 0
+        if lay.macs:
+            n = 1 + (1 if lay.weighted else 0)
+            slots = {self.edges[e].slot for e in self.in_edges[i] if self.edges[e].needs_error}
+            n += len(slots) if lay.kind != G.EMBEDDING else 0
+        self._products_of[i] = n
         return n
 
     def compute_cost(self, i: int, types: tuple) -> Cost:
         """Slowest PE's compute time (s) and total compute energy (J) of node i under ``types``
         (levels left None: the group's share split ideally below); bytes are 0."""
+        products = self._products(i)
+        if not products:
+            return ZERO
         key = (i, _decided(types))
         hit = self._leaf_cache.get(key)
         if hit is not None:
             return hit
         node = self.nodes[i]
-        products = self._products(i)
-        if not products:
-            out = ZERO
-        else:
-            worst, joules = 0.0, 0.0
-            for (ck, dims), m in self.views(i, key[1]).items():
-                flops = 2.0 * macs_view(node, dims) * products
-                worst = max(worst, flops / (self.array.class_tflops(ck) * 1e12))
-                joules += m * flops * self.array.class_energy_pj_per_flop(ck) * 1e-12
-            out = Cost(0.0, worst, joules)
+        worst, joules = 0.0, 0.0
+        for (ck, dims), m in self.views(i, key[1]).items():
+            flops = 2.0 * macs_view(node, dims) * products
+            worst = max(worst, flops / (self.array.class_tflops(ck) * 1e12))
+            joules += m * flops * self.array.class_energy_pj_per_flop(ck) * 1e-12
+        out = Cost(0.0, worst, joules)
         self._leaf_cache[key] = out
         return out
 

@@ -66,24 +66,59 @@ class Conversion:
         return self.layout, producer.out_err_layout
 
 
-def edge_conversions(e: EdgeModel, consumer: Strategy, view: tuple) -> tuple[Conversion, ...]:
+class Conversions:
+    """One :class:`Conversion` object per distinct value: a cost model's problems name the same
+    few conversions over and over (a few thousand distinct among hundreds of thousands asked
+    for), and one object each keeps the memos that hold them small."""
+
+    def __init__(self) -> None:
+        self._made: dict[tuple, Conversion] = {}
+
+    def get(self, backward: bool, view: tuple, layout: str | tuple) -> Conversion:
+        """The conversion with these fields (made on first use)."""
+        key = (backward, view, layout)
+        hit = self._made.get(key)
+        if hit is None:
+            hit = self._made[key] = Conversion(backward, view, layout)
+        return hit
+
+
+def edge_conversions(e: EdgeModel, consumer: Strategy, view: tuple,
+                     made: Conversions | None = None) -> tuple[Conversion, ...]:
     """What edge ``e`` alone needs when its consumer takes ``consumer`` and sees the tensor as
-    ``view``: the forward conversion, then the backward one if ``e`` carries an error."""
-    forward = Conversion(False, view, consumer.in_layouts[e.slot])
+    ``view``: the forward conversion, then the backward one if ``e`` carries an error (objects
+    from ``made`` when given)."""
+    make = Conversion if made is None else made.get
+    forward = make(False, view, consumer.in_layouts[e.slot])
     if not e.needs_error:
         return (forward,)
-    return forward, Conversion(True, view, consumer.in_err_layouts[e.slot])
+    return forward, make(True, view, consumer.in_err_layouts[e.slot])
 
 
-def full_conversions(e: EdgeModel, node: NodeModel, types: tuple, sig: tuple) -> tuple[Conversion, ...]:
-    """What edge ``e`` alone needs under ``hierarchical`` when its consumer ``node`` takes
-    ``types`` (None where undecided) and the tensor's root signature is ``sig``: the forward
-    conversion into its full input tuple, then the backward one out of its full error tuple."""
-    strategies = [None if label is None else node.strategy(label) for label in types]
-    forward = Conversion(False, sig, tuple(st and st.in_layouts[e.slot] for st in strategies))
+def slot_layouts(node: NodeModel, slot: int) -> tuple[dict, dict]:
+    """Per label of ``node`` (and None, for a level not decided: None), the layout it reads on
+    input ``slot`` and the layout of the error it sends back there: the tables
+    :func:`full_conversions` maps a type tuple through."""
+    forward: dict = {None: None}
+    backward: dict = {None: None}
+    for st in node.strategies:
+        forward[st.label] = st.in_layouts[slot]
+        backward[st.label] = st.in_err_layouts[slot]
+    return forward, backward
+
+
+def full_conversions(e: EdgeModel, layouts: tuple[dict, dict], types: tuple, sig: tuple,
+                     made: Conversions | None = None) -> tuple[Conversion, ...]:
+    """What edge ``e`` alone needs under ``hierarchical`` when its consumer takes ``types`` (None
+    where undecided) and the tensor's root signature is ``sig``: the forward conversion into its
+    full input tuple, then the backward one out of its full error tuple. ``layouts``: the
+    consumer's :func:`slot_layouts` of ``e.slot`` (KeyError for a label the consumer lacks);
+    objects from ``made`` when given."""
+    make = Conversion if made is None else made.get
+    forward = make(False, sig, tuple(map(layouts[0].__getitem__, types)))
     if not e.needs_error:
         return (forward,)
-    return forward, Conversion(True, sig, tuple(st and st.in_err_layouts[e.slot] for st in strategies))
+    return forward, make(True, sig, tuple(map(layouts[1].__getitem__, types)))
 
 
 def share_by(edges: list[EdgeModel], choices: Sequence[Sequence[tuple]] | Mapping[int, Sequence[tuple]],
@@ -108,9 +143,11 @@ def share_by(edges: list[EdgeModel], choices: Sequence[Sequence[tuple]] | Mappin
 
 
 def share_conversions(edges: list[EdgeModel], choices: Sequence[Sequence[tuple]], level: int,
-                      nodes: list[NodeModel], view_of: ViewOf) -> dict[Conversion, list[tuple[int, int]]]:
+                      nodes: list[NodeModel], view_of: ViewOf,
+                      made: Conversions | None = None) -> dict[Conversion, list[tuple[int, int]]]:
     """The ``reference`` rule at ``level`` (module docstring), as :func:`share_by` returns it;
-    ``nodes``: the kept nodes; ``view_of``: see :data:`ViewOf`."""
+    ``nodes``: the kept nodes; ``view_of``: see :data:`ViewOf`; conversion objects from ``made``
+    when given."""
     def keys_of(e: EdgeModel, types: tuple) -> tuple[Conversion, ...]:
-        return edge_conversions(e, nodes[e.c].strategy(types[level]), view_of(e, types, level))
+        return edge_conversions(e, nodes[e.c].strategy(types[level]), view_of(e, types, level), made)
     return share_by(edges, choices, keys_of)

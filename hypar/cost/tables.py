@@ -1,0 +1,120 @@
+"""One tensor's conversion costs in a level problem, built a tensor at a time: its shared
+conversions priced for every producer choice in one pass (:meth:`CostModel.conversion_values`),
+and, for a tensor with one consumer, the (producer choice x consumer choice) matrix added up with
+numpy instead of cell by cell.
+
+What :mod:`hypar.cost.problems` lays out as pair, factor and group terms (its docstring): a
+:class:`Charge` per shared conversion of the tensor (:mod:`hypar.cost.sharing` says which and who
+needs each), forward ones first, each with its objective value per producer choice summed over a
+pass's levels. Every number is the one the cell-by-cell path gives, added in the same order
+(charges in order into each cell, starting from 0.0): the tables are equal to the last bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from hypar.cost.sharing import Conversion
+from hypar.cost.structure import EdgeModel
+
+Shared = dict[Conversion, list[tuple[int, int]]]   # as hypar.cost.sharing.share_by returns
+
+
+class TableModel(Protocol):
+    """What building a tensor's tables reads from a cost model (:class:`hypar.cost.model.CostModel`)."""
+
+    def share(self, edges: list[EdgeModel], choices, h: int) -> Shared:
+        """One tensor's conversions at level h with who needs them (CostModel.share)."""
+
+    def conversion_values(self, levels: tuple[int, ...], convs: Sequence[Conversion], producer: int,
+                          ptypes_list: Sequence[tuple], objective: str) -> np.ndarray:
+        """Conversions x producer choices values (CostModel.conversion_values)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """One shared conversion of a tensor in a problem: who needs it, and its objective value per
+    producer choice (summed over the pass's levels)."""
+
+    needers: list[tuple[int, int]]   # (consumer, choice index), first needed first
+    values: np.ndarray | float       # per producer choice; one float when ``independent``
+    independent: bool                # the value does not depend on the producer's choice
+
+    def per_producer(self, n_choices: int) -> np.ndarray:
+        """The values as one per producer choice."""
+        return np.full(n_choices, self.values) if self.independent else self.values
+
+
+def tensor_charges(model: TableModel, levels: tuple[int, ...], p: int, edges: list[EdgeModel],
+                   choices: Sequence[Sequence[tuple]], objective: str, fixed_producer: bool) -> list[Charge]:
+    """The shared conversions at ``levels`` of the tensor producer ``p`` sends along ``edges``
+    (forward ones first, each in first-needed order), with their values per producer choice.
+
+    ``choices[i]``: node i's candidate type tuples; ``fixed_producer``: the pass reads none of
+    the producer's free levels, so each value is priced once, at the producer's first choice
+    (as is a conversion that is :attr:`Conversion.consumer_only`); those charges are
+    ``independent`` with one float. Raises KeyError for an unknown objective."""
+    shared = model.share(edges, choices, levels[0])
+    items = sorted(shared.items(), key=lambda item: item[0].backward)
+    ptypes_list = choices[p][:1] if fixed_producer else choices[p]
+    values = model.conversion_values(levels, [conv for conv, _needers in items], p, ptypes_list, objective)
+    out = []
+    for (conv, needers), row in zip(items, values):
+        if conv.consumer_only or fixed_producer:
+            out.append(Charge(needers, float(row[0]), True))
+        else:
+            out.append(Charge(needers, row, False))
+    return out
+
+
+def consumer_costs(model: TableModel, levels: tuple[int, ...], p: int, e: EdgeModel, ptypes: tuple,
+                   ctypes_list: Sequence[tuple], objective: str) -> list[float]:
+    """A tensor on one edge ``e`` whose price reads none of the producer's free levels (the
+    producer ``p`` taken at ``ptypes``): per consumer choice in ``ctypes_list``, the sum of its
+    conversions' values at ``levels`` in first-needed order, from 0.0."""
+    per_choice = [list(model.share([e], {e.c: [types]}, levels[0])) for types in ctypes_list]
+    flat = [conv for convs in per_choice for conv in convs]
+    values = model.conversion_values(levels, flat, p, [ptypes], objective)[:, 0].tolist()
+    own, at = [], 0
+    for convs in per_choice:
+        total = 0.0
+        for v in values[at:at + len(convs)]:
+            total += v
+        own.append(total)
+        at += len(convs)
+    return own
+
+
+def pair_costs(charges: Sequence[Charge], n_producer: int, n_consumer: int) -> tuple[list[float], np.ndarray | None]:
+    """A tensor with one consumer as (consumer's own costs, producer x consumer matrix): the
+    independent charges added into the consumer choices needing them, the others into the
+    matrix columns of those choices (the matrix is None when every charge is independent).
+    ``n_producer`` / ``n_consumer``: the two nodes' numbers of choices.
+
+    Each cell adds, from 0.0, the charges its consumer choice needs in charge order: the matrix
+    is built as whole columns, the r-th needed charge of every choice at once (a zero row where
+    a choice needs fewer), so numpy adds each cell's values in that order."""
+    own = [0.0] * n_consumer
+    rows = [np.zeros(n_producer)]           # row 0: nothing needed
+    needed: list[list[int]] = [[] for _ in range(n_consumer)]
+    for ch in charges:
+        if ch.independent:
+            for _c, t in ch.needers:
+                own[t] += ch.values
+            continue
+        for _c, t in ch.needers:
+            needed[t].append(len(rows))
+        rows.append(ch.values)
+    if len(rows) == 1:
+        return own, None
+    depth = max(len(js) for js in needed)
+    order = np.array([js + [0] * (depth - len(js)) for js in needed]).T    # depth x n_consumer
+    values = np.array(rows)
+    mat = np.zeros((n_producer, n_consumer))
+    for js in order:
+        mat += values[js].T
+    return own, mat
