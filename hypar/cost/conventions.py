@@ -42,6 +42,8 @@ class ViewModel(Protocol):
 class ReferenceEdges:
     """The ``reference`` convention for the cost model ``model``."""
 
+    shares_per_level = True      # a tensor's conversions differ from level to level (views)
+
     def __init__(self, model: ViewModel):
         self.model = model
         self.made = Conversions()
@@ -80,11 +82,12 @@ class HierarchicalEdges:
     """The ``hierarchical`` convention for a model with kept nodes ``nodes`` on ``pricer``'s array.
 
     Memoises tensor signatures per edge, each consumer slot's layouts per label, one object per
-    distinct conversion (:class:`Conversions`), whole sharings per (edges, consumers' choices),
-    the producer's layout tuples per (node, types) and summed prices per (signature, tuples,
-    levels): every value is a function of its key (nodes and array never change), so the memos
-    are exact. A sharing is returned as memoised: callers read it and never change it.
+    distinct conversion (:class:`Conversions`), the producer's layout tuples per (node, types)
+    and summed prices per (signature, tuples, levels): every value is a function of its key
+    (nodes and array never change), so the memos are exact.
     """
+
+    shares_per_level = False     # a tensor's conversions are named by full tuples, alike at every level
 
     def __init__(self, nodes: list[NodeModel], pricer: HierarchicalPricer):
         self.nodes = nodes
@@ -92,7 +95,6 @@ class HierarchicalEdges:
         self._signatures: dict[int, tuple[int, int, int, int, int]] = {}
         self._slot_layouts: dict[tuple[int, int], tuple[dict, dict]] = {}
         self.made = Conversions()
-        self._shares: dict[tuple, Shared] = {}
         self._out_layouts: dict[int, tuple[dict, dict]] = {}
         self._layouts: dict[tuple, tuple[tuple, tuple]] = {}
         self._sums: dict[tuple, Cost] = {}
@@ -116,13 +118,8 @@ class HierarchicalEdges:
         return full_conversions(e, layouts, types, self.signature(e), self.made)
 
     def share(self, edges: list[EdgeModel], choices: Sequence[Sequence[tuple]], h: int = 0) -> Shared:
-        """The tensor's conversions (per full tuple; the same at every level h) with who needs them
-        (memoised per edges and their consumers' choices; read it, do not change it)."""
-        key = (tuple(map(id, edges)), tuple(tuple(choices[e.c]) for e in edges))
-        hit = self._shares.get(key)
-        if hit is None:
-            hit = self._shares[key] = share_by(edges, choices, self._edge_keys)
-        return hit
+        """The tensor's conversions (per full tuple; the same at every level h) with who needs them."""
+        return share_by(edges, choices, self._edge_keys)
 
     def producer_tuples(self, producer: int, ptypes: tuple) -> tuple[tuple, tuple]:
         """(output layouts, needed error layouts) of node ``producer`` under ``ptypes``, one per

@@ -39,8 +39,8 @@ from hypar.cost.conventions import HierarchicalEdges, ReferenceEdges
 from hypar.cost.hierarchical import HierarchicalPricer
 from hypar.cost.price import FIELD_OF, OBJECTIVES, ZERO, Cost, collective_cost
 from hypar.cost.sharing import Conversion
-from hypar.cost.statistics import (STATS_QUANTITIES, StatsTerm, replicated_out_level_cost, replicates_out,
-                                   stats_level_cost, stats_term)
+from hypar.cost.statistics import (STATS_QUANTITIES, StatsTerm, quiet_labels, replicated_out_level_cost,
+                                   replicates_out, stats_level_cost, stats_term)
 from hypar.cost.strategies import FULL, Q_OUT, NodeModel, macs_view, quantity, tensor_view, weight_view
 from hypar.cost.structure import SPACES, EdgeModel, Structure
 from hypar.shards import group_shares
@@ -193,25 +193,15 @@ class CostModel:
         that is the same ``2 (k_h - 1) k_I W``, with the same per-PE share (so the same time).
         The F_out all-reduce of a type-II level is the same derivation with F_out for dW (P at
         the type-II levels above, sharded by the I/III levels)."""
-        if types[h] in self._quiet_labels(i):
+        quiet = self._quiet.get(i)
+        if quiet is None:
+            quiet = self._quiet[i] = quiet_labels(self.nodes[i], self.pricer is not None)
+        if types[h] in quiet:
             return ZERO
         key = (i, tuple(types[:h + 1]))
         hit = self._intra_cache.get(key)
         if hit is None:
             hit = self._intra_cache[key] = self._intra_cost_uncached(i, types, h)
-        return hit
-
-    def _quiet_labels(self, i: int) -> frozenset[str]:
-        """Node i's labels whose level costs no collective whatever the other levels: no quantity
-        all-reduced, and under ``hierarchical`` no statistics and no replicated F_out
-        (:func:`replicates_out`) either; memoised."""
-        hit = self._quiet.get(i)
-        if hit is None:
-            node = self.nodes[i]
-            loud = self.pricer is not None and (self._stats_term(i) is not None or replicates_out(node))
-            hit = self._quiet[i] = frozenset() if loud else frozenset(
-                st.label for st in node.strategies
-                if not any(self.pricer is None or q not in STATS_QUANTITIES for q in st.intra))
         return hit
 
     def _intra_cost_uncached(self, i: int, types: tuple, h: int) -> Cost:
@@ -323,13 +313,22 @@ class CostModel:
         """Level-h edge costs (forward conversions, backward conversions, partial-error reductions)
         of a full assignment, shared per tensor as :meth:`share` says, each charged to the first
         consumer needing it: {node index: cost} (nodes charged nothing are absent)."""
-        per_node: dict[int, Cost] = defaultdict(lambda: ZERO)
+        return self._edge_costs(assignment, [h])[0]
+
+    def _edge_costs(self, assignment: list[tuple], levels: list[int]) -> list[dict[int, Cost]]:
+        """:meth:`level_edge_costs` at each of ``levels``, each tensor shared once for all of them
+        when the convention's sharing is the same at every level."""
+        per_level: list[dict[int, Cost]] = [defaultdict(lambda: ZERO) for _ in levels]
         fixed = [[types] for types in assignment]
         for (p, _source), edges in self.structure.tensor_edges.items():
-            for conv, needers in self.share(edges, fixed, h).items():
-                c = needers[0][0]
-                per_node[c] = per_node[c] + self.conversion_cost(h, conv, p, assignment[p])
-        return per_node
+            shared = None
+            for per_node, h in zip(per_level, levels):
+                if shared is None or self.edge_pricing.shares_per_level:
+                    shared = self.share(edges, fixed, h)
+                for conv, needers in shared.items():
+                    c = needers[0][0]
+                    per_node[c] = per_node[c] + self.conversion_cost(h, conv, p, assignment[p])
+        return per_level
 
     # -- compute and memory
     def _products(self, i: int) -> int:
@@ -411,10 +410,11 @@ class CostModel:
         """:meth:`evaluate` computed: per level intra then edge costs, then compute and memory."""
         self.check_assignment(assignment)
         comm = [[ZERO] * self.n_levels for _ in self.nodes]
+        edge_costs = self._edge_costs(assignment, list(range(self.n_levels)))
         for h in range(self.n_levels):
             for i in range(len(self.nodes)):
                 comm[i][h] = self.intra_cost(i, assignment[i], h)
-            for i, c in self.level_edge_costs(assignment, h).items():
+            for i, c in edge_costs[h].items():
                 comm[i][h] = comm[i][h] + c
         compute = [self.compute_cost(i, assignment[i]) for i in range(len(self.nodes))]
         memory = [self.memory_bytes(i, assignment[i]) for i in range(len(self.nodes))]

@@ -134,12 +134,19 @@ def share_by(edges: list[EdgeModel], choices: Sequence[Sequence[tuple]] | Mappin
     needed (edge by edge, choice by choice, forward before backward), each one's needers in that
     order without repeats.
     """
-    shared: dict[Conversion, dict[tuple[int, int], None]] = {}
+    shared: dict[Conversion, list[tuple[int, int]]] = {}
+    # a (consumer, choice) can need one conversion twice only through two edges of one consumer
+    repeats = len({e.c for e in edges}) < len(edges)
     for e in edges:
         for t, types in enumerate(choices[e.c]):
+            needer = (e.c, t)
             for conv in keys_of(e, types):
-                shared.setdefault(conv, {})[(e.c, t)] = None
-    return {conv: list(needers) for conv, needers in shared.items()}
+                needers = shared.get(conv)
+                if needers is None:
+                    shared[conv] = [needer]
+                elif not (repeats and needer in needers):
+                    needers.append(needer)
+    return shared
 
 
 def share_conversions(edges: list[EdgeModel], choices: Sequence[Sequence[tuple]], level: int,

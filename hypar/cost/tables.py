@@ -40,7 +40,7 @@ class Charge:
     """One shared conversion of a tensor in a problem: who needs it, and its objective value per
     producer choice (summed over the pass's levels)."""
 
-    needers: list[tuple[int, int]]   # (consumer, choice index), first needed first
+    needers: tuple[tuple[int, int], ...]   # (consumer, choice index), first needed first
     values: np.ndarray | float       # per producer choice; one float when ``independent``
     independent: bool                # the value does not depend on the producer's choice
 
@@ -57,7 +57,9 @@ def tensor_charges(model: TableModel, levels: tuple[int, ...], p: int, edges: li
     ``choices[i]``: node i's candidate type tuples; ``fixed_producer``: the pass reads none of
     the producer's free levels, so each value is priced once, at the producer's first choice
     (as is a conversion that is :attr:`Conversion.consumer_only`); those charges are
-    ``independent`` with one float. Raises KeyError for an unknown objective."""
+    ``independent`` with one float. Needers are tuples: a problem memo keeps charges by the
+    hundred thousand, and tuples of ints cost the garbage collector nothing once seen.
+    Raises KeyError for an unknown objective."""
     shared = model.share(edges, choices, levels[0])
     items = sorted(shared.items(), key=lambda item: item[0].backward)
     ptypes_list = choices[p][:1] if fixed_producer else choices[p]
@@ -65,9 +67,9 @@ def tensor_charges(model: TableModel, levels: tuple[int, ...], p: int, edges: li
     out = []
     for (conv, needers), row in zip(items, values):
         if conv.consumer_only or fixed_producer:
-            out.append(Charge(needers, float(row[0]), True))
+            out.append(Charge(tuple(needers), float(row[0]), True))
         else:
-            out.append(Charge(needers, row, False))
+            out.append(Charge(tuple(needers), row, False))
     return out
 
 

@@ -17,10 +17,13 @@ import numpy as np
 import pytest
 
 from hypar import api
+from hypar import graph as G
 from hypar.array import array_from_levels
 from hypar.cost import CostModel
+from hypar.cost.price import ZERO
 from hypar.cost.sharing import Conversion, Conversions, share_by
-from hypar.cost.statistics import replicated_out_level_cost, replicates_out
+from hypar.cost.structure import EdgeModel
+from hypar.cost.statistics import quiet_labels, replicated_out_level_cost, replicates_out
 from hypar.cost.tables import Charge, consumer_costs, pair_costs, tensor_charges
 from hypar.synthetic import random_dag
 
@@ -88,7 +91,7 @@ def random_charges(rng: random.Random, n_producer: int, n_consumer: int, n_charg
     round differently."""
     out = []
     for _ in range(n_charges):
-        needers = [(9, t) for t in sorted(rng.sample(range(n_consumer), rng.randint(1, n_consumer)))]
+        needers = tuple((9, t) for t in sorted(rng.sample(range(n_consumer), rng.randint(1, n_consumer))))
         scale = 10.0 ** rng.choice((0, 8, 16))
         if rng.random() < 0.3:
             out.append(Charge(needers, rng.random() * scale, True))
@@ -112,15 +115,15 @@ def test_pair_costs_add_every_cell_in_charge_order(seed):
 
 def test_pair_costs_order_matters_and_is_kept():
     """1e16 then 1.0 twice: added in order each 1.0 rounds away; in another order they would not."""
-    charges = [Charge([(1, 0)], np.array([1e16]), False), Charge([(1, 0)], np.array([1.0]), False),
-               Charge([(1, 0)], np.array([1.0]), False)]
+    charges = [Charge(((1, 0),), np.array([1e16]), False), Charge(((1, 0),), np.array([1.0]), False),
+               Charge(((1, 0),), np.array([1.0]), False)]
     _own, mat = pair_costs(charges, 1, 2)
     assert mat[0, 0] == 1e16 and mat[0, 1] == 0.0
     assert 1.0 + 1.0 + 1e16 != 1e16          # the other order gives another float
 
 
 def test_pair_costs_of_independent_charges_only_have_no_matrix():
-    own, mat = pair_costs([Charge([(4, 0), (4, 2)], 2.5, True), Charge([(4, 2)], 1.0, True)], 3, 3)
+    own, mat = pair_costs([Charge(((4, 0), (4, 2)), 2.5, True), Charge(((4, 2),), 1.0, True)], 3, 3)
     assert mat is None and own == [2.5, 0.0, 3.5]
 
 
@@ -162,7 +165,7 @@ def test_tensor_charges_equal_the_cell_by_cell_rule(convention, make):
                 for fixed in (False, True):
                     got = tensor_charges(model, levels, p, edges, choices, "time", fixed)
                     want = charges_cell_by_cell(model, levels, p, edges, choices, "time", fixed)
-                    assert [(c.needers, c.independent) for c in got] == [(n, i) for n, _v, i in want]
+                    assert [(c.needers, c.independent) for c in got] == [(tuple(n), i) for n, _v, i in want]
                     for c, (_n, v, independent) in zip(got, want):
                         assert (c.values == v) if independent else np.array_equal(c.values, v)
                         assert isinstance(c.values, float) == independent
@@ -195,17 +198,48 @@ def test_conversions_are_made_once_and_equal_by_value():
     assert made.get(True, (8, 2, 4, 1, 1), ("S(b)", "R")) != a
 
 
-def test_hierarchical_share_is_memoised_and_equals_a_fresh_sharing():
+def test_hierarchical_share_is_alike_at_every_level_and_equals_a_fresh_sharing():
     model, fresh = dag_model("hierarchical"), dag_model("hierarchical")
     choices = level_choices(model, 1, seed=5)
     for (p, src), edges in model.structure.tensor_edges.items():
         first = model.share(edges, choices, 0)
-        assert model.share(edges, choices, 1) is first                 # the same at every level
+        assert list(model.share(edges, choices, 1).items()) == list(first.items())
         fresh_edges = fresh.structure.tensor_edges[(p, src)]
-        want = share_by(fresh_edges, choices, fresh.edge_pricing._edge_keys)
-        assert list(first.items()) == list(want.items())
-        other = [list(reversed(c)) for c in choices]
-        assert model.share(edges, other, 0) == share_by(fresh_edges, other, fresh.edge_pricing._edge_keys)
+        assert list(first.items()) == list(fresh.share(fresh_edges, choices, 0).items())
+        assert all(a is b for a, b in zip(first, model.share(edges, choices, 1)))   # one object each
+
+
+def test_share_by_lists_each_needer_once_also_through_two_slots_of_one_consumer():
+    """x * x: both slots of one consumer read the same tensor; equal keys share, no repeats."""
+    t = G.Tensor("h", (4, 6), 0, 1)
+    edges = [EdgeModel(0, 1, 0, t, True, "h"), EdgeModel(0, 1, 1, t, True, "h"), EdgeModel(0, 2, 0, t, False, "h")]
+    keys = {"a": ("k1",), "b": ("k1", "k2")}
+
+    def keys_of(e, types):
+        return keys[types[0]] if e.slot == 0 else ("k2",)
+    shared = share_by(edges, {1: [("a",), ("b",)], 2: [("b",)]}, keys_of)
+    assert shared == {"k1": [(1, 0), (1, 1), (2, 0)], "k2": [(1, 1), (1, 0), (2, 0)]}
+
+
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_evaluate_shares_once_and_charges_as_each_level_alone(convention):
+    """The edge costs evaluate adds equal, per level, each tensor shared at that level alone and
+    its conversions added in order to their first consumer."""
+    model = dag_model(convention, (2, 3))
+    rng = random.Random(2)
+    for _ in range(5):
+        asg = [tuple(rng.choice(model.labels(i)) for _ in range(model.n_levels)) for i in range(len(model.nodes))]
+        ev = model.evaluate(asg)
+        for h in range(model.n_levels):
+            want = {}
+            for (p, _src), edges in model.structure.tensor_edges.items():
+                for conv, needers in model.share(edges, [[t] for t in asg], h).items():
+                    c = needers[0][0]
+                    want[c] = want.get(c, ZERO) + model.conversion_cost(h, conv, p, asg[p])
+            assert dict(model.level_edge_costs(asg, h)) == want
+            assert [ev.comm[i][h] for i in range(len(asg))] == \
+                [model.intra_cost(i, asg[i], h) + want[i] if i in want else model.intra_cost(i, asg[i], h)
+                 for i in range(len(asg))]
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,6 +258,19 @@ def test_intra_and_compute_costs_equal_the_full_computation(convention, make):
             for k in range(model.n_levels + 1):
                 part = types[:k] + (None,) * (model.n_levels - k)
                 assert model.compute_cost(i, part) == fresh.compute_cost(i, part)
+
+
+def test_quiet_labels_of_a_gemm_and_a_norm():
+    """A Gemm's type III all-reduces nothing; a norm's statistics are priced at every level under
+    hierarchical (even below a replicated level), so none of its labels is quiet there."""
+    for convention in CONVENTIONS:
+        model = dag_model(convention)
+        kinds = {G.layer(model.g, n).kind: i for i, n in enumerate(model.names)}
+        hier = convention == "hierarchical"
+        assert quiet_labels(model.nodes[kinds[G.GEMM]], hier) == {"III"}
+        norm = model.nodes[kinds[G.FEATURENORM if G.FEATURENORM in kinds else G.BATCHNORM]]
+        assert (quiet_labels(norm, hier) == frozenset()) == hier
+        assert quiet_labels(norm, hier) <= set(model.labels(model.names.index(norm.name)))
 
 
 def test_replicates_out_says_whether_some_tuple_prices_a_replicated_output():
