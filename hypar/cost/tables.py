@@ -12,7 +12,7 @@ pass's levels. Every number is the one the cell-by-cell path gives, added in the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -49,28 +49,52 @@ class Charge:
         return np.full(n_choices, self.values) if self.independent else self.values
 
 
+@dataclass(frozen=True, slots=True)
+class TensorCharges:
+    """A tensor's charges in a problem, in order: per charge, who needs it, its values and whether
+    they are independent of the producer (:class:`Charge`'s fields, one tuple each). Iterating
+    yields the :class:`Charge` s.
+
+    Why not a list of Charge: a problem memo keeps every tensor's charges (about 150k on
+    bert_base at 1,024 PEs); each Charge object is followed by every full garbage collection,
+    while these tuples of tuples, floats and arrays are dropped from the collector's lists once
+    seen, so the tensor costs it one object."""
+
+    needers: tuple[tuple[tuple[int, int], ...], ...]
+    values: tuple[np.ndarray | float, ...]
+    independent: tuple[bool, ...]
+
+    @staticmethod
+    def of(charges: Iterable[Charge]) -> "TensorCharges":
+        """The charges ``charges`` (in order) kept compact."""
+        charges = list(charges)
+        return TensorCharges(tuple(ch.needers for ch in charges), tuple(ch.values for ch in charges),
+                             tuple(ch.independent for ch in charges))
+
+    def __iter__(self) -> Iterator[Charge]:
+        return map(Charge, self.needers, self.values, self.independent)
+
+    def __len__(self) -> int:
+        return len(self.needers)
+
+
 def tensor_charges(model: TableModel, levels: tuple[int, ...], p: int, edges: list[EdgeModel],
-                   choices: Sequence[Sequence[tuple]], objective: str, fixed_producer: bool) -> list[Charge]:
+                   choices: Sequence[Sequence[tuple]], objective: str, fixed_producer: bool) -> TensorCharges:
     """The shared conversions at ``levels`` of the tensor producer ``p`` sends along ``edges``
     (forward ones first, each in first-needed order), with their values per producer choice.
 
     ``choices[i]``: node i's candidate type tuples; ``fixed_producer``: the pass reads none of
     the producer's free levels, so each value is priced once, at the producer's first choice
     (as is a conversion that is :attr:`Conversion.consumer_only`); those charges are
-    ``independent`` with one float. Needers are tuples: a problem memo keeps charges by the
-    hundred thousand, and tuples of ints cost the garbage collector nothing once seen.
-    Raises KeyError for an unknown objective."""
+    ``independent`` with one float. Raises KeyError for an unknown objective."""
     shared = model.share(edges, choices, levels[0])
     items = sorted(shared.items(), key=lambda item: item[0].backward)
     ptypes_list = choices[p][:1] if fixed_producer else choices[p]
-    values = model.conversion_values(levels, [conv for conv, _needers in items], p, ptypes_list, objective)
-    out = []
-    for (conv, needers), row in zip(items, values):
-        if conv.consumer_only or fixed_producer:
-            out.append(Charge(tuple(needers), float(row[0]), True))
-        else:
-            out.append(Charge(tuple(needers), row, False))
-    return out
+    rows = model.conversion_values(levels, [conv for conv, _needers in items], p, ptypes_list, objective)
+    independent = tuple(fixed_producer or conv.consumer_only for conv, _needers in items)
+    return TensorCharges(tuple(tuple(needers) for _conv, needers in items),
+                         tuple(float(row[0]) if alone else row for row, alone in zip(rows, independent)),
+                         independent)
 
 
 def consumer_costs(model: TableModel, levels: tuple[int, ...], p: int, e: EdgeModel, ptypes: tuple,
@@ -91,7 +115,7 @@ def consumer_costs(model: TableModel, levels: tuple[int, ...], p: int, e: EdgeMo
     return own
 
 
-def pair_costs(charges: Sequence[Charge], n_producer: int, n_consumer: int) -> tuple[list[float], np.ndarray | None]:
+def pair_costs(charges: TensorCharges, n_producer: int, n_consumer: int) -> tuple[list[float], np.ndarray | None]:
     """A tensor with one consumer as (consumer's own costs, producer x consumer matrix): the
     independent charges added into the consumer choices needing them, the others into the
     matrix columns of those choices (the matrix is None when every charge is independent).
@@ -103,14 +127,14 @@ def pair_costs(charges: Sequence[Charge], n_producer: int, n_consumer: int) -> t
     own = [0.0] * n_consumer
     rows = [np.zeros(n_producer)]           # row 0: nothing needed
     needed: list[list[int]] = [[] for _ in range(n_consumer)]
-    for ch in charges:
-        if ch.independent:
-            for _c, t in ch.needers:
-                own[t] += ch.values
+    for needers, values, independent in zip(charges.needers, charges.values, charges.independent):
+        if independent:
+            for _c, t in needers:
+                own[t] += values
             continue
-        for _c, t in ch.needers:
+        for _c, t in needers:
             needed[t].append(len(rows))
-        rows.append(ch.values)
+        rows.append(values)
     if len(rows) == 1:
         return own, None
     depth = max(len(js) for js in needed)

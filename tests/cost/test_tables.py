@@ -24,7 +24,7 @@ from hypar.cost.price import ZERO
 from hypar.cost.sharing import Conversion, Conversions, share_by
 from hypar.cost.structure import EdgeModel
 from hypar.cost.statistics import quiet_labels, replicated_out_level_cost, replicates_out
-from hypar.cost.tables import Charge, consumer_costs, pair_costs, tensor_charges
+from hypar.cost.tables import Charge, TensorCharges, consumer_costs, pair_costs, tensor_charges
 from hypar.synthetic import random_dag
 
 from paths import FIXTURES
@@ -105,7 +105,7 @@ def test_pair_costs_add_every_cell_in_charge_order(seed):
     rng = random.Random(seed)
     n_p, n_c = rng.choice((1, 3, 9)), rng.choice((1, 3, 9))
     charges = random_charges(rng, n_p, n_c, rng.randint(1, 8))
-    own, mat = pair_costs(charges, n_p, n_c)
+    own, mat = pair_costs(TensorCharges.of(charges), n_p, n_c)
     want_own, want_mat = pair_cell_by_cell(charges, n_p, n_c)
     assert own == want_own
     assert (mat is None) == (want_mat is None)
@@ -117,13 +117,13 @@ def test_pair_costs_order_matters_and_is_kept():
     """1e16 then 1.0 twice: added in order each 1.0 rounds away; in another order they would not."""
     charges = [Charge(((1, 0),), np.array([1e16]), False), Charge(((1, 0),), np.array([1.0]), False),
                Charge(((1, 0),), np.array([1.0]), False)]
-    _own, mat = pair_costs(charges, 1, 2)
+    _own, mat = pair_costs(TensorCharges.of(charges), 1, 2)
     assert mat[0, 0] == 1e16 and mat[0, 1] == 0.0
     assert 1.0 + 1.0 + 1e16 != 1e16          # the other order gives another float
 
 
 def test_pair_costs_of_independent_charges_only_have_no_matrix():
-    own, mat = pair_costs([Charge(((4, 0), (4, 2)), 2.5, True), Charge(((4, 2),), 1.0, True)], 3, 3)
+    own, mat = pair_costs(TensorCharges.of([Charge(((4, 0), (4, 2)), 2.5, True), Charge(((4, 2),), 1.0, True)]), 3, 3)
     assert mat is None and own == [2.5, 0.0, 3.5]
 
 
@@ -163,7 +163,7 @@ def test_tensor_charges_equal_the_cell_by_cell_rule(convention, make):
         for levels in model.pricing_passes(list(range(h, model.n_levels))):
             for (p, _src), edges in model.structure.tensor_edges.items():
                 for fixed in (False, True):
-                    got = tensor_charges(model, levels, p, edges, choices, "time", fixed)
+                    got = list(tensor_charges(model, levels, p, edges, choices, "time", fixed))
                     want = charges_cell_by_cell(model, levels, p, edges, choices, "time", fixed)
                     assert [(c.needers, c.independent) for c in got] == [(tuple(n), i) for n, _v, i in want]
                     for c, (_n, v, independent) in zip(got, want):
