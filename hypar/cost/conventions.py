@@ -83,8 +83,8 @@ class HierarchicalEdges:
 
     Memoises tensor signatures per edge, each consumer slot's layouts per label, one object per
     distinct conversion (:class:`Conversions`), the producer's layout tuples per (node, types)
-    and summed prices per (signature, tuples, levels): every value is a function of its key
-    (nodes and array never change), so the memos are exact.
+    and summed prices per (conversion, levels) and producer layouts: every value is a function
+    of its key (nodes and array never change), so the memos are exact.
     """
 
     shares_per_level = False     # a tensor's conversions are named by full tuples, alike at every level
@@ -97,7 +97,7 @@ class HierarchicalEdges:
         self.made = Conversions()
         self._out_layouts: dict[int, tuple[dict, dict]] = {}
         self._layouts: dict[tuple, tuple[tuple, tuple]] = {}
-        self._sums: dict[tuple, Cost] = {}
+        self._prices: dict[tuple[Conversion, tuple], dict[tuple, Cost]] = {}
 
     def signature(self, e: EdgeModel) -> tuple[int, int, int, int, int]:
         """Edge e's tensor at the root: (elements, batch size, feature size, batch unit, feature
@@ -147,41 +147,44 @@ class HierarchicalEdges:
         (:func:`hypar.cost.hierarchical.check_pair`)."""
         out, err = self._layouts.get((producer, ptypes)) or self.producer_tuples(producer, ptypes)
         depth = max(levels) + 1
-        src, dst = (conv.layout[:depth], err[:depth]) if conv.backward else (out[:depth], conv.layout[:depth])
-        hit = self._sums.get((conv.view, src, dst, levels))
-        return self._sum(conv.view, src, dst, levels) if hit is None else hit
+        return self._priced_row(levels, conv, [(err if conv.backward else out)[:depth]])[0]
 
     def table(self, levels: tuple[int, ...], convs: Sequence[Conversion], producer: int,
               ptypes_list: Sequence[tuple], field: str) -> list[list[float]]:
         """Cost field ``field`` (``bytes``, ``seconds`` or ``joules``) of :meth:`cost` for each of
         ``convs`` (rows) with the producer taking each of ``ptypes_list`` (columns): the producer's
-        layouts read once per choice, each price from the memo when its (signature, tuples,
-        levels) was priced before. ValueError as :meth:`cost`."""
+        layouts read once per choice. ValueError as :meth:`cost`."""
         depth = max(levels) + 1
         tuples = [self._layouts.get((producer, pt)) or self.producer_tuples(producer, pt) for pt in ptypes_list]
         outs = [out[:depth] for out, _err in tuples]
         errs = [err[:depth] for _out, err in tuples]
-        sums = self._sums
-        rows = []
-        for conv in convs:
-            view, fixed = conv.view, conv.layout[:depth]
-            pairs = [(fixed, err) for err in errs] if conv.backward else [(out, fixed) for out in outs]
-            row = []
-            for src, dst in pairs:
-                hit = sums.get((view, src, dst, levels))
-                row.append(getattr(self._sum(view, src, dst, levels) if hit is None else hit, field))
-            rows.append(row)
-        return rows
+        return [[getattr(c, field) for c in self._priced_row(levels, conv, errs if conv.backward else outs)]
+                for conv in convs]
+
+    def _priced_row(self, levels: tuple[int, ...], conv: Conversion, sides: list[tuple]) -> list[Cost]:
+        """``conv`` over ``levels`` with each of ``sides`` (the producer's layouts through the
+        lowest level: the source of a forward conversion, the target of a backward one), from the
+        memo of ``conv``'s prices by producer side."""
+        prices = self._prices.get((conv, levels))
+        if prices is None:
+            prices = self._prices[(conv, levels)] = {}
+        row = []
+        for side in sides:
+            hit = prices.get(side)
+            if hit is None:
+                fixed = conv.layout[:len(side)]
+                hit = prices[side] = self._sum(conv.view, *((fixed, side) if conv.backward else (side, fixed)), levels)
+            row.append(hit)
+        return row
 
     def _sum(self, view: tuple, src: tuple, dst: tuple, levels: tuple[int, ...]) -> Cost:
         """The price of ``src -> dst`` (prefixes through the lowest of ``levels``) summed over
-        ``levels`` in order, memoised; the pair checked first (ValueError, see :meth:`cost`)."""
+        ``levels`` in order; the pair checked first (ValueError, see :meth:`cost`)."""
         if PARTIAL in src:
             check_pair(src, dst)
         total = ZERO
         for h in levels:
             total = total + self.pricer.level_cost(h, view, src, dst)
-        self._sums[(view, src, dst, levels)] = total
         return total
 
     @staticmethod

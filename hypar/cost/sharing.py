@@ -22,7 +22,7 @@ factor tables, group terms) use these rules.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hypar.cost.strategies import FULL, PARTIAL, NodeModel, Strategy
 from hypar.cost.structure import EdgeModel
@@ -49,6 +49,13 @@ class Conversion:
     backward: bool          # False: the activation, into ``layout``; True: an error, out of ``layout``
     view: tuple             # the tensor's signature (see above)
     layout: str | tuple     # forward: what the consumer reads; backward: the error it sends
+    _hash: int = field(init=False, repr=False, compare=False)   # a memo key: hashed once
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.backward, self.view, self.layout)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def consumer_only(self) -> bool:
