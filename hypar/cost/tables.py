@@ -121,26 +121,21 @@ def pair_costs(charges: TensorCharges, n_producer: int, n_consumer: int) -> tupl
     matrix columns of those choices (the matrix is None when every charge is independent).
     ``n_producer`` / ``n_consumer``: the two nodes' numbers of choices.
 
-    Each cell adds, from 0.0, the charges its consumer choice needs in charge order: the matrix
-    is built as whole columns, the r-th needed charge of every choice at once (a zero row where
-    a choice needs fewer), so numpy adds each cell's values in that order."""
+    Each cell adds, from 0.0, the charges its consumer choice needs in charge order: the columns
+    are filled by one unbuffered ``np.add.at`` over (column, values) pairs listed in that order."""
     own = [0.0] * n_consumer
-    rows = [np.zeros(n_producer)]           # row 0: nothing needed
-    needed: list[list[int]] = [[] for _ in range(n_consumer)]
-    for needers, values, independent in zip(charges.needers, charges.values, charges.independent):
+    columns: list[int] = []
+    values: list[np.ndarray] = []
+    for needers, row, independent in zip(charges.needers, charges.values, charges.independent):
         if independent:
             for _c, t in needers:
-                own[t] += values
+                own[t] += row
             continue
         for _c, t in needers:
-            needed[t].append(len(rows))
-        rows.append(values)
-    if len(rows) == 1:
+            columns.append(t)
+            values.append(row)
+    if not columns:
         return own, None
-    depth = max(len(js) for js in needed)
-    order = np.array([js + [0] * (depth - len(js)) for js in needed]).T    # depth x n_consumer
-    values = np.array(rows)
     mat = np.zeros((n_producer, n_consumer))
-    for js in order:
-        mat += values[js].T
+    np.add.at(mat.T, columns, values)
     return own, mat
