@@ -146,8 +146,10 @@ class HierarchicalEdges:
         lowest of ``levels`` may be None). ValueError for a pair this convention does not price
         (:func:`hypar.cost.hierarchical.check_pair`)."""
         out, err = self._layouts.get((producer, ptypes)) or self.producer_tuples(producer, ptypes)
-        depth = max(levels) + 1
-        return self._priced_row(levels, conv, [(err if conv.backward else out)[:depth]])[0]
+        side = (err if conv.backward else out)[:max(levels) + 1]
+        prices = self._prices.get((conv, levels))
+        hit = None if prices is None else prices.get(side)
+        return self._priced_row(levels, conv, [side])[0] if hit is None else hit
 
     def table(self, levels: tuple[int, ...], convs: Sequence[Conversion], producer: int,
               ptypes_list: Sequence[tuple], field: str) -> list[list[float]]:
