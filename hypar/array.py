@@ -9,6 +9,16 @@ row. Arrays come from YAML (:func:`load_array`) or shortcuts (:func:`array_from_
 Units are in the names: ``tflops`` (dense TFLOP/s per PE), ``memory_gb`` (GB per PE),
 ``bandwidth_gbps`` (GB/s per PE at that level, each direction), ``latency_us`` (per message),
 ``energy_pj_per_bit`` (link energy), ``energy_pj_per_flop`` (compute energy).
+
+Compute-in-memory (CIM) kinds: ``weights_stationary: true`` with ``weight_capacity_mb`` (MB =
+1e6 bytes of on-chip weight storage per PE). Their throughput and energy may be given as a
+macro's datasheet states them: ``tops`` (tera-operations/s) and ``tops_per_w`` at
+``precision_bits``-bit operands. One MAC is 2 operations, as hypar counts one MAC as 2 FLOP
+(SPEC.md §4), so ``tflops = tops`` and ``energy_pj_per_flop = 1 / tops_per_w`` (1 TOPS/W =
+1e12 op/J = 1 op/pJ). The figures hold for elements of at most ``precision_bits`` bits: an array
+whose ``dtype_bytes`` is wider is refused (hypar does not rescale a macro's throughput with the
+operand width). What weight-stationarity changes in the plan is stated in
+:mod:`hypar.cost.stationary`.
 """
 
 from __future__ import annotations
@@ -25,12 +35,18 @@ from hypar.errors import ArrayConfigError
 
 @dataclass(frozen=True, slots=True)
 class PEKind:
-    """One kind of PE: dense throughput (TFLOP/s), memory (GB) and compute energy (pJ/FLOP)."""
+    """One kind of PE: dense throughput (TFLOP/s), memory (GB) and compute energy (pJ/FLOP);
+    a compute-in-memory kind also holds its layers' weights in place (``weights_stationary``)
+    within ``weight_capacity_bytes``, its figures valid up to ``precision_bits``-bit operands
+    (None: any)."""
 
     name: str
     tflops: float = 100.0
     memory_gb: float = 32.0
     energy_pj_per_flop: float = 1.0
+    weights_stationary: bool = False
+    weight_capacity_bytes: float | None = None
+    precision_bits: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +108,22 @@ class PEArray:
         for k in self.kinds.values():
             if k.tflops <= 0 or k.memory_gb <= 0:
                 raise ArrayConfigError(f"PE kind {k.name!r} needs positive tflops and memory_gb")
+            _check_stationary(k, self.dtype_bytes)
         if self.dtype_bytes <= 0:
             raise ArrayConfigError("dtype_bytes must be positive (2 for bfloat16, 4 for float32)")
+
+    @property
+    def weights_stationary(self) -> bool:
+        """True when some PE holds its layers' weights in place (a compute-in-memory kind)."""
+        return any(self.kinds[k].weights_stationary for k in set(self.pes))
+
+    def class_weight_capacity_bytes(self, key: tuple[tuple[str, int], ...]) -> float | None:
+        """Weight capacity (bytes) of a group of class ``key``: the sum over its PEs when every
+        one is weights-stationary; None when some PE is not (its weights are not bounded)."""
+        caps = [(self.kinds[k].weight_capacity_bytes, n) for k, n in key]
+        if any(c is None for c, _n in caps):
+            return None
+        return sum(c * n for c, n in caps)
 
     @property
     def n_pes(self) -> int:
@@ -184,11 +214,37 @@ class PEArray:
             "levels": [{"fanout": lv.fanout, "bandwidth_gbps": lv.bandwidth_gbps,
                         "latency_us": lv.latency_us, "energy_pj_per_bit": lv.energy_pj_per_bit,
                         **({"name": lv.name} if lv.name else {})} for lv in self.levels],
-            "pe_kinds": {k.name: {"tflops": k.tflops, "memory_gb": k.memory_gb,
-                                  "energy_pj_per_flop": k.energy_pj_per_flop}
-                         for k in sorted(self.kinds.values(), key=lambda k: k.name)},
+            "pe_kinds": {k.name: _kind_json(k) for k in sorted(self.kinds.values(), key=lambda k: k.name)},
             "pes": [{"kind": k, "count": n} for k, n in self._key(0, self.n_pes)],
         }
+
+
+def _kind_json(k: PEKind) -> dict:
+    """A kind's figures for plans (the CIM keys only for kinds that have them, so plans of other
+    arrays are unchanged)."""
+    out: dict = {"tflops": k.tflops, "memory_gb": k.memory_gb, "energy_pj_per_flop": k.energy_pj_per_flop}
+    if k.weights_stationary:
+        out.update(weights_stationary=True, weight_capacity_mb=k.weight_capacity_bytes / 1e6)
+    if k.precision_bits is not None:
+        out["precision_bits"] = k.precision_bits
+    return out
+
+
+def _check_stationary(k: PEKind, dtype_bytes: int) -> None:
+    """ArrayConfigError unless kind ``k``'s compute-in-memory figures are consistent: a stationary
+    kind has a positive weight capacity (and only it has one); its precision covers the array's
+    element width."""
+    if k.weights_stationary and not (k.weight_capacity_bytes and k.weight_capacity_bytes > 0):
+        raise ArrayConfigError(f"PE kind {k.name!r} is weights_stationary but has no weight capacity; "
+                               "give weight_capacity_mb (on-chip weight bytes per PE, in MB)")
+    if not k.weights_stationary and k.weight_capacity_bytes is not None:
+        raise ArrayConfigError(f"PE kind {k.name!r} has weight_capacity_mb but is not weights_stationary; "
+                               "add weights_stationary: true (or drop weight_capacity_mb)")
+    if k.precision_bits is not None and dtype_bytes * 8 > k.precision_bits:
+        raise ArrayConfigError(f"PE kind {k.name!r} computes at {k.precision_bits}-bit operands but the array's "
+                               f"dtype_bytes is {dtype_bytes} ({dtype_bytes * 8} bits); set dtype_bytes: "
+                               f"{max(1, k.precision_bits // 8)} or give the kind's figures at "
+                               f"{dtype_bytes * 8} bits (precision_bits: {dtype_bytes * 8})")
 
 
 DEFAULT_KIND = PEKind("accelerator", tflops=100.0, memory_gb=32.0, energy_pj_per_flop=1.0)
@@ -233,7 +289,8 @@ def array_from_pes(n_pes: int, base: PEArray | None = None) -> PEArray:
 # ----------------------------------------------------------------------------- YAML mappings
 
 ARRAY_KEYS = ("name", "description", "dtype_bytes", "batch", "pe_kinds", "levels", "pes", "solver")
-KIND_KEYS = ("tflops", "memory_gb", "energy_pj_per_flop")
+KIND_KEYS = ("tflops", "memory_gb", "energy_pj_per_flop", "tops", "tops_per_w", "precision_bits",
+             "weights_stationary", "weight_capacity_mb")
 LEVEL_KEYS = ("fanout", "bandwidth_gbps", "latency_us", "energy_pj_per_bit", "name")
 PES_KEYS = ("kind", "count")
 
@@ -273,9 +330,39 @@ def _kinds_from(kinds_d: dict, name: str) -> dict[str, PEKind]:
         if not isinstance(kd, dict):
             raise ArrayConfigError(f"{where} must map {', '.join(KIND_KEYS)} to numbers")
         _known_keys(kd, KIND_KEYS, where)
-        kinds[kname] = PEKind(kname, _num(kd, "tflops", 100.0, where), _num(kd, "memory_gb", 32.0, where),
-                              _num(kd, "energy_pj_per_flop", 1.0, where))
+        kinds[kname] = _kind_from(kname, kd, where)
     return kinds
+
+
+def _either(kd: dict, own: str, datasheet: str, default: float, convert, where: str) -> float:
+    """``kd[own]``, or ``convert(kd[datasheet])`` (a CIM datasheet figure), or ``default``;
+    ArrayConfigError when both keys are given or the datasheet figure is not positive."""
+    if own in kd and datasheet in kd:
+        raise ArrayConfigError(f"{where}: give {own} or {datasheet}, not both")
+    if datasheet not in kd:
+        return _num(kd, own, default, where)
+    v = _num(kd, datasheet, 0.0, where)
+    if v <= 0:
+        raise ArrayConfigError(f"{where}: {datasheet} must be positive, got {v:g}")
+    return convert(v)
+
+
+def _kind_from(kname: str, kd: dict, where: str) -> PEKind:
+    """One entry of ``pe_kinds`` (module docstring: ``tops`` -> ``tflops``, ``tops_per_w`` ->
+    ``energy_pj_per_flop``, ``weight_capacity_mb`` -> bytes)."""
+    stationary = kd.get("weights_stationary", False)
+    if not isinstance(stationary, bool):
+        raise ArrayConfigError(f"{where}: weights_stationary must be true or false, got {stationary!r}")
+    bits = kd.get("precision_bits")
+    if bits is not None and (not isinstance(bits, int) or isinstance(bits, bool) or bits < 1):
+        raise ArrayConfigError(f"{where}: precision_bits must be a positive integer (e.g. 8), got {bits!r}")
+    cap_mb = _num(kd, "weight_capacity_mb", 0.0, where) if "weight_capacity_mb" in kd else None
+    if cap_mb is not None and cap_mb <= 0:
+        raise ArrayConfigError(f"{where}: weight_capacity_mb must be positive, got {cap_mb:g}")
+    return PEKind(kname, _either(kd, "tflops", "tops", 100.0, lambda tops: tops, where),
+                  _num(kd, "memory_gb", 32.0, where),
+                  _either(kd, "energy_pj_per_flop", "tops_per_w", 1.0, lambda tpw: 1.0 / tpw, where),
+                  stationary, None if cap_mb is None else cap_mb * 1e6, bits)
 
 
 def _level_from(ld: object, where: str) -> Level:

@@ -35,7 +35,9 @@ class SolverSettings:
     the joint search's size limits (pair variables: for the ILP, and for the chain DP that search
     ``auto`` uses on chains beyond the ILP's limit), the time budget (s) search ``auto`` gives the
     joint ILP (at most ``time_limit_s``; a cut solve keeps the better of its best plan and
-    refine's, reported as joint-feasible) and the per-PE memory cap (GB)."""
+    refine's, reported as joint-feasible), the per-PE memory cap (GB) and whether level problems tie
+    repeated blocks (``tie_blocks``: their optimum is then the best plan giving every block of a
+    run the same types, :mod:`hypar.cost.repeats`)."""
 
     method: Method = Method.ILP
     backend: str = "highs"
@@ -46,6 +48,8 @@ class SolverSettings:
     joint_dp_max_pairs: int = 10_000_000  # search auto: a chain's joint problem by DP up to this many pairs
     auto_joint_time_limit_s: float = 5.0  # search auto: the joint ILP's budget (s); refine's plan is its start
     memory_cap_gb: float | None = None  # per-PE capacity the plan must fit (None: unconstrained)
+    tie_blocks: bool = True             # repeated blocks share decision variables (hypar.cost.repeats)
+    via_pulp: bool = False              # HiGHS fed through PuLP objects, not arrays (a cross-check; slower)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", parse(Method, self.method))
@@ -201,7 +205,7 @@ def solver_section(array_path: str) -> dict:
 
 def solver_settings(solver: str | None = None, *, time_limit_s: float | None = None, gap: float | None = None,
                     threads: int | None = None, memory_cap_gb: float | None = None,
-                    array_path: str | None = None) -> SolverSettings:
+                    array_path: str | None = None, tie_blocks: bool = True) -> SolverSettings:
     """The settings a user asked for: each given value wins over the ``solver:`` section of the
     array file ``array_path`` (if any), which wins over the defaults (HiGHS, 60 s, gap 1e-6).
     SettingError for an unknown ``solver`` (checked before the file is read); ArrayConfigError
@@ -215,4 +219,4 @@ def solver_settings(solver: str | None = None, *, time_limit_s: float | None = N
                                              else section.get("time_limit_s", 60.0)),
                           gap=float(gap if gap is not None else section.get("gap", 1e-6)),
                           threads=threads if threads is not None else section.get("threads"),
-                          memory_cap_gb=memory_cap_gb)
+                          memory_cap_gb=memory_cap_gb, tie_blocks=tie_blocks)

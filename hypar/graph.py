@@ -17,6 +17,7 @@ Contracts:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from math import prod
 
@@ -54,6 +55,12 @@ class Tensor:
     indices of that axis the placement rule keeps together (:mod:`hypar.shards` "Units"; a
     divisor of the axis' size, 1 unless :mod:`hypar.onnx.units` says otherwise, e.g. 16 on the
     features of a projection later reshaped into heads of 16).
+
+    Precision (docs/precision.md): ``elem_bytes`` is the bytes per element the model stores the
+    activation in when that is narrower than fp32 (1 for int8 / uint8, 2 for fp16 / bf16), and
+    ``error_bytes`` the bytes per element of its error (gradient) when the model says so (an fp16
+    / bf16 activation's error has its type, as autograd keeps it); None means the array's
+    training precision (``PEArray.dtype_bytes``). :func:`element_bytes` resolves them.
     """
 
     name: str
@@ -62,6 +69,8 @@ class Tensor:
     feature_axis: int | None = None
     batch_unit: int = 1
     feature_unit: int = 1
+    elem_bytes: int | None = None
+    error_bytes: int | None = None
 
     @property
     def elements(self) -> int:
@@ -88,7 +97,10 @@ class Layer:
     ``axes``, ``perm``) for their layout rules. ``module`` is the model's own name for where the
     layer comes from, dotted like torch's ``named_modules()`` (``layers.0.self_attn.o_proj``;
     :mod:`hypar.onnx.modules` reads it), None when the export does not say; ``name`` stays the
-    ONNX node's name.
+    ONNX node's name. ``weight_bytes`` / ``weight_grad_bytes``: bytes per element of the weight
+    and of its gradient when the model stores them narrower than fp32 (an int8 weight through a
+    DequantizeLinear: 1 and None, its gradient being the trained float's), None = the array's
+    training precision (docs/precision.md).
     """
 
     name: str
@@ -111,6 +123,8 @@ class Layer:
     macs: int = 0
     attrs: tuple[tuple[str, object], ...] = field(default=())
     module: str | None = None
+    weight_bytes: int | None = None
+    weight_grad_bytes: int | None = None
 
     @property
     def weighted(self) -> bool:
@@ -133,6 +147,29 @@ class Layer:
             if k == key:
                 return v
         return default
+
+
+def element_bytes(declared: int | None, training_bytes: int) -> int:
+    """Bytes per element of a tensor whose model-declared width is ``declared`` (a Tensor's
+    ``elem_bytes`` / ``error_bytes``, a Layer's ``weight_bytes`` / ``weight_grad_bytes``) on an
+    array training in ``training_bytes`` per element: the declared width, else the training one."""
+    return training_bytes if declared is None else declared
+
+
+def without_precision(g: nx.DiGraph) -> nx.DiGraph:
+    """A copy of layer graph ``g`` with every declared width dropped (every tensor, error, weight
+    and gradient in the array's training precision): what ``--dtype`` plans on."""
+    def plain(t: Tensor) -> Tensor:
+        return dataclasses.replace(t, elem_bytes=None, error_bytes=None)
+
+    out = g.copy()
+    for n in out.nodes:
+        out.nodes[n]["layer"] = dataclasses.replace(layer(out, n), weight_bytes=None, weight_grad_bytes=None)
+    for _p, _c, data in out.edges(data=True):
+        data["tensor"] = plain(data["tensor"])
+    out.graph["inputs"] = tuple(plain(t) for t in out.graph.get("inputs", ()))
+    out.graph["outputs"] = tuple(plain(t) for t in out.graph.get("outputs", ()))
+    return out
 
 
 def weight_count(g: nx.DiGraph) -> int:

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from hypar import graph as G
+from hypar.array import PEArray
 from hypar.config import SolverSettings
 from hypar.cost import CostModel
+from hypar.cost.stationary import fits_weights, smallest_weight_plan, weights_total_load
 from hypar.errors import InfeasibleError, SolverError
 from hypar.ilp.exact import solve_brute_force, solve_chain_dp
 from hypar.ilp.problem import memory_limit
@@ -23,7 +25,7 @@ from hypar.vocab import Baseline, Method, Objective, PartitionType, Reached, Sea
 
 __all__ = ["BASELINES", "SearchLog", "SolverSettings", "baseline", "baseline_types", "complete", "greedy",
            "joint", "joint_size", "joint_skip_reason", "quick_incumbent", "refine", "search", "smallest_memory",
-           "solve_level"]
+           "smallest_fitting_array", "solve_level", "tie_problems"]
 
 # The fixed baselines every search computes (the papers' greedy methods are hypar.api's).
 BASELINES = (Baseline.DATA, Baseline.MODEL, Baseline.OWT)
@@ -62,7 +64,7 @@ def _solve_ilp(problem, settings: SolverSettings, incumbent) -> LevelSolution:
     if incumbent is None:
         incumbent = quick_incumbent(problem)
     return solve_ilp(problem, backend=settings.backend, time_limit_seconds=settings.time_limit_s,
-                     gap=settings.gap, threads=settings.threads, incumbent=incumbent)
+                     gap=settings.gap, threads=settings.threads, incumbent=incumbent, via_pulp=settings.via_pulp)
 
 
 def _solve_dp(problem, settings: SolverSettings, incumbent) -> LevelSolution:
@@ -85,6 +87,17 @@ def solve_level(problem, settings: SolverSettings, incumbent=None) -> LevelSolut
     one is at hand, so a time limit returns the best plan found). SolverError when the method
     cannot solve it (dp on a level that is not a chain) or the backend fails."""
     return _SOLVE[settings.method](problem, settings, incumbent)
+
+
+def tie_problems(settings: SolverSettings) -> bool:
+    """Whether level problems tie repeated blocks: ``settings.tie_blocks`` with the ILP (the chain
+    DP needs a chain, which tying can fold, and brute force is for checking)."""
+    return settings.tie_blocks and settings.method == Method.ILP
+
+
+def _with_level(asg: list[tuple], h: int, labels: list[str]) -> list[tuple]:
+    """``asg`` with node i's level-h label set to ``labels[i]``."""
+    return [a[:h] + (labels[i],) + a[h + 1:] for i, a in enumerate(asg)]
 
 
 def _data_type(node, labels: tuple[str, ...]) -> str:
@@ -128,11 +141,11 @@ def complete(model: CostModel, partial: list[tuple | None], objective: Objective
     asg = [tuple(p) if p is not None else (None,) * H for p in partial]
     for h in range(H):
         allowed = [None if partial[i] is None else (partial[i][h],) for i in range(len(asg))]
-        prob = model.level_problem(asg, h, objective, lower="ideal", allowed=allowed)
+        prob = model.level_problem(asg, h, objective, lower="ideal", allowed=allowed, tie=tie_problems(settings))
         sol = solve_level(prob, settings)
         if log is not None:
             log.record("complete", h, sol)
-        asg = [a[:h] + (prob.choices[i][sol.assignment[i]],) + a[h + 1:] for i, a in enumerate(asg)]
+        asg = _with_level(asg, h, prob.node_labels(sol.assignment))
     return asg
 
 
@@ -160,40 +173,140 @@ def _memory_of(model: CostModel, asg: list[tuple]) -> float:
 
 
 def _infeasible(model: CostModel, settings: SolverSettings) -> InfeasibleError:
-    """The error of a memory cap no plan fits, naming the smallest footprint found."""
+    """The error of a capacity no plan fits: the weights-stationary PEs' weight capacity (naming
+    the smallest array that fits, :func:`smallest_fitting_array`) or the memory cap (naming the
+    smallest footprint found)."""
+    if not fits_weights(model, _smallest_plan(model)):
+        return weights_infeasible(model)
     need = _memory_of(model, smallest_memory(model)) / 1e9
     return InfeasibleError.naming(f"no plan fits {settings.memory_cap_gb:g} GB per PE; the smallest footprint "
                                   f"hypar found is {need:.4g} GB per PE: pass {{memory_cap_gb}} "
                                   f"{need * 1.0001:.4g} or more, or use more PEs")
 
 
-def greedy(model: CostModel, objective: Objective, settings: SolverSettings, log: SearchLog | None = None) -> list[tuple]:
-    """Top level first, each level solved exactly given the levels above, never revisited."""
+def _smallest_plan(model: CostModel) -> list[tuple]:
+    """:func:`smallest_memory`, with the weighted nodes at their least weight load on arrays with
+    weights-stationary PEs (:func:`hypar.cost.stationary.smallest_weight_plan`)."""
+    plan = smallest_memory(model)
+    return smallest_weight_plan(model, plan) if model.array.weights_stationary else plan
+
+
+def _grown(array: PEArray, top_fanout: int) -> PEArray:
+    """``array`` with its top level's fanout set to ``top_fanout`` (the top-level subgroups
+    repeated), or, when those subgroups differ, ``top_fanout`` copies of the array under a new
+    top level with the old top level's links."""
+    below = array.n_pes // array.levels[0].fanout
+    first = array.pes[:below]
+    if array.pes == first * array.levels[0].fanout:
+        levels = (replace(array.levels[0], fanout=top_fanout),) + array.levels[1:]
+        return replace(array, levels=levels, pes=first * top_fanout, _cache={})
+    levels = (replace(array.levels[0], fanout=top_fanout),) + array.levels
+    return replace(array, levels=levels, pes=array.pes * top_fanout, _cache={})
+
+
+def smallest_fitting_array(model: CostModel, max_pes: int = 1 << 16) -> PEArray | None:
+    """The array with the fewest PEs, grown from ``model.array`` by its top fanout
+    (:func:`_grown`), on which some plan fits every weights-stationary PE's weight capacity;
+    None when none up to ``max_pes`` PEs does. Candidates start at the lower bound (the weights'
+    total bytes over the capacity per top-level subgroup), double until one fits, then a
+    bisection finds the least (the smallest load can only fall as the fanout grows); each is
+    checked by its smallest-load plan (:func:`hypar.cost.stationary.smallest_weight_plan`)."""
+    array = model.array
+    grows_top = array.pes == array.pes[:array.n_pes // array.levels[0].fanout] * array.levels[0].fanout
+    unit_pes = array.n_pes // array.levels[0].fanout if grows_top else array.n_pes
+    unit_cap = array.class_weight_capacity_bytes(array._key(0, unit_pes)) or 0.0
+    total_bytes = sum(n.layer.weight_elements * G.element_bytes(n.layer.weight_bytes, array.dtype_bytes)
+                      for n in model.nodes if n.layer.weighted)
+    start = array.levels[0].fanout + 1 if grows_top else 2
+    lo = max(start, -(-int(total_bytes) // int(unit_cap)) if unit_cap else start)
+
+    def fits(k: int) -> bool:
+        grown = CostModel(model.g, _grown(array, k), model.space, convention=model.convention)
+        return fits_weights(grown, _smallest_plan(grown))
+
+    hi = lo
+    while not fits(hi):
+        if hi * unit_pes > max_pes:
+            return None
+        lo, hi = hi + 1, hi * 2
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return _grown(array, hi)
+
+
+def weights_infeasible(model: CostModel) -> InfeasibleError:
+    """The error of weights that fit no plan on ``model.array``'s weights-stationary PEs, naming
+    the smallest array that fits (:func:`smallest_fitting_array`)."""
+    array = model.array
+    load = weights_total_load(model, _smallest_plan(model))
+    caps = sorted({k.weight_capacity_bytes for k in array.kinds.values() if k.weights_stationary})
+    head = (f"the weights do not fit array {array.name!r}: even the plan that spreads them most fills "
+            f"{load:.3g}x the weight capacity ({', '.join(f'{c / 1e6:g} MB' for c in caps)} per PE) "
+            f"of its {array.n_pes} PEs")
+    bigger = smallest_fitting_array(model)
+    if bigger is None:
+        return InfeasibleError(f"{head}; no array of up to {1 << 16} PEs grown from it fits either (the "
+                               "layers' smallest shares stop shrinking: an axis with fewer indices than PEs "
+                               "lands on a few PEs, hypar/shards.py): use PEs with more weight capacity")
+    fanouts = ",".join(str(f) for f in bigger.fanouts)
+    return InfeasibleError(f"{head}. The smallest array that fits has {bigger.n_pes} PEs (level fanouts "
+                           f"{fanouts}, top first): set the top level's fanout to {bigger.fanouts[0]} in the "
+                           "array file, or use PEs with more weight capacity")
+
+
+def greedy(model: CostModel, objective: Objective, settings: SolverSettings, log: SearchLog | None = None,
+           over_capacity_ok: bool = False) -> list[tuple]:
+    """Top level first, each level solved exactly given the levels above, never revisited.
+    When no plan fits the weights-stationary PEs' capacity: InfeasibleError naming the smallest
+    array that fits, or, with ``over_capacity_ok`` (a baseline costed whether it fits or not),
+    the plan that spreads the weights most."""
     H = model.n_levels
     asg = [(None,) * H for _ in model.nodes]
     for h in range(H):
-        prob = model.level_problem(asg, h, objective, lower="ideal", memory_cap_bytes=settings.memory_cap_bytes)
+        prob = model.level_problem(asg, h, objective, lower="ideal", memory_cap_bytes=settings.memory_cap_bytes,
+                                   tie=tie_problems(settings))
         try:
             sol = solve_level(prob, settings)
         except InfeasibleError:
             # A level above used the (optimistic) ideal split below; fall back to the smallest
             # footprint, which refine then improves, or report the capacity that would fit.
-            fallback = smallest_memory(model)
-            if _memory_of(model, fallback) <= memory_limit(settings.memory_cap_bytes):
+            fallback = _smallest_plan(model)
+            if _fits_cap(model, fallback, settings.memory_cap_bytes):
                 if log is not None and log.progress:
                     log.progress(f"greedy level {h}: capacity too tight for greedy; starting from the "
                                  "smallest-memory plan")
                 return fallback
+            if over_capacity_ok and not fits_weights(model, fallback):
+                return fallback
             raise _infeasible(model, settings) from None
         if log is not None:
             log.record("greedy", h, sol)
-        asg = [a[:h] + (prob.choices[i][sol.assignment[i]],) + a[h + 1:] for i, a in enumerate(asg)]
+        asg = _with_level(asg, h, prob.node_labels(sol.assignment))
     return asg
 
 
 def _fits_cap(model: CostModel, asg: list[tuple], cap_bytes: float | None) -> bool:
-    """True when ``asg``'s peak memory per PE (bytes) is within ``cap_bytes`` (None: no cap)."""
+    """True when ``asg``'s peak memory per PE (bytes) is within ``cap_bytes`` (None: no cap) and
+    its weights fit the weights-stationary PEs' capacity (:func:`fits_weights`)."""
+    if not fits_weights(model, asg):
+        return False
     return cap_bytes is None or model.evaluate(asg).totals()["peak_mem_bytes_per_pe"] <= memory_limit(cap_bytes)
+
+
+def _refined_value(model: CostModel, objective: Objective, prob, inc: tuple[int, ...] | None, sol: LevelSolution,
+                   cand: list[tuple], best_val: float) -> float:
+    """The objective of ``cand``, refine's new plan: with levels below fixed, the level problem
+    holds every cost its level changes (its objective plus a constant is ``evaluate``'s), so it
+    is ``best_val`` plus the problem's change from the incumbent ``inc`` (the old plan);
+    evaluated in full when the old plan is not one of the problem's (a start with tied blocks
+    apart)."""
+    if inc is None:
+        return model.evaluate(cand).objective(objective)
+    return best_val + (sol.objective - prob.objective(inc))
 
 
 def _refine(model: CostModel, starts: list[list[tuple]], objective: Objective, settings: SolverSettings,
@@ -214,13 +327,13 @@ def _refine(model: CostModel, starts: list[list[tuple]], objective: Objective, s
     while dirty and solves < max_rounds * model.n_levels:
         h = dirty.pop(0)
         solves += 1
-        prob = model.level_problem(best, h, objective, lower="fixed", memory_cap_bytes=cap)
-        inc = tuple(prob.choices[i].index(best[i][h]) for i in range(len(best)))
+        prob = model.level_problem(best, h, objective, lower="fixed", memory_cap_bytes=cap, tie=tie_problems(settings))
+        inc = prob.incumbent([a[h] for a in best])
         sol = solve_level(prob, settings, incumbent=inc)
         if log is not None:
             log.record("refine", h, sol)
-        cand = [a[:h] + (prob.choices[i][sol.assignment[i]],) + a[h + 1:] for i, a in enumerate(best)]
-        val = model.evaluate(cand).objective(objective)
+        cand = _with_level(best, h, prob.node_labels(sol.assignment))
+        val = _refined_value(model, objective, prob, inc, sol, cand, best_val)
         if val < best_val * (1 - 1e-12) and _fits_cap(model, cand, cap):
             best, best_val, settled = cand, val, {}
             dirty += [g for g in range(model.n_levels) if g != h and g not in dirty]
@@ -280,9 +393,10 @@ def _is_chain(model: CostModel) -> bool:
 def _solve_joint_chain(model: CostModel, objective: Objective, settings: SolverSettings,
                        log: SearchLog | None) -> tuple[list[tuple], str] | None:
     """The joint problem of a chain solved exactly by the chain DP, whose work grows with the pair
-    count far slower than the ILP's: None unless ``model`` is a chain with no memory cap and
+    count far slower than the ILP's: None unless ``model`` is a chain with no memory cap nor
+    weight capacity and
     :func:`joint_size` at most ``settings.joint_dp_max_pairs``."""
-    if settings.memory_cap_bytes is not None or not _is_chain(model):
+    if settings.memory_cap_bytes is not None or model.array.weights_stationary or not _is_chain(model):
         return None
     if joint_size(model) > settings.joint_dp_max_pairs:
         return None

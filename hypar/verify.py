@@ -201,12 +201,11 @@ def verify_assignment(model: CostModel, assignment: list[tuple], *, seed: int = 
         rep.unsupported = list(res.unsupported)
         return rep
     ev, ev_run = model.evaluate(assignment), run.evaluate(assignment)
-    dt = arr.dtype_bytes
-    rep.transfers = [(model.names[t.node], t.kind, t.what, t.level, float(t.elements * dt))
+    rep.transfers = [(model.names[t.node], t.kind, t.what, t.level, float(t.bytes))
                      for t in sorted(res.transfers, key=lambda t: (t.node, t.level, t.kind, t.what))]
     for i, n in enumerate(model.names):
         node = model.nodes[i]
-        levels = [LevelCheck(h, float(res.counted[i][h] * dt), float(ev.comm[i][h].bytes))
+        levels = [LevelCheck(h, float(res.counted_bytes[i][h]), float(ev.comm[i][h].bytes))
                   for h in range(model.n_levels)]
         lc = LayerCheck(n, node.layer.op, tuple(assignment[i]), res.max_err[i], res.scale[i], levels)
         if not res.ok_numerics[i]:

@@ -7,7 +7,8 @@ never commit it), derives a copy with the weights in an external-data file, then
 FRESH subprocess per measurement, so peaks never mix:
 
   a. ``onnx.load(inline file)``
-  b. ``hypar.onnx.importer.load_layer_graph(inline file)``
+  b. ``hypar.onnx.importer.load_layer_graph(inline file)``, and ``model_sha256`` of the file (the
+     plan's model digest, which ``hypar partition`` also computes: it reads every byte)
   c. the external-data copy: ``onnx.load(..., load_external_data=False)``, a full ``onnx.load``,
      and ``load_layer_graph`` of it (with ``load_external_data=False`` when the importer takes
      that keyword)
@@ -147,6 +148,9 @@ elif mode == "onnx_load":
 elif mode == "onnx_load_noext":
     m = onnx.load(path, load_external_data=False)
     info["nodes"] = len(m.graph.node)
+elif mode == "sha256":
+    from hypar.onnx import model_sha256
+    info["sha12"] = model_sha256(path)[:12]
 elif mode in ("import", "import_noext"):
     if imp is None:
         print(json.dumps({"error": "hypar.onnx.importer not importable: " + imp_err}))
@@ -227,6 +231,24 @@ def make_external_copy(python: str, src: Path, dst: Path) -> None:
     subprocess.run([python, "-c", code, str(src), str(dst), dst.name + ".data"], check=True)
 
 
+def print_rows(rows: list[tuple[str, dict]]) -> None:
+    """The table: one row per measurement, peaks also relative to the baseline child's."""
+    base = rows[0][1].get("maxrss", 0)
+    w = max(len(r[0]) for r in rows)
+    print(f"\n{'measurement':{w}}  {'wall s':>8}  {'min s':>7}  {'peak RSS':>10}  "
+          f"{'RSS-base':>10}  {'tracemalloc':>11}  result")
+    for label, r in rows:
+        if "error" in r:
+            print(f"{label:{w}}  {r['error']}")
+            continue
+        what = ", ".join(f"{k}={r[k]:,}" if isinstance(r[k], int) else f"{k}={r[k]}" for k in
+                         ("nodes", "layers", "edges", "decision_layers", "weight_elements", "sha12")
+                         if k in r)
+        print(f"{label:{w}}  {r['wall']:8.3f}  {r.get('wall_min', r['wall']):7.3f}  "
+              f"{mib(r['maxrss']):>10}  {mib(max(0, r['maxrss'] - base)):>10}  "
+              f"{mib(r.get('tracemalloc_peak')):>11}  {what}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Time and peak memory of onnx.load vs "
                                  "hypar.onnx.importer.load_layer_graph on a large export.")
@@ -276,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(("a. onnx.load(inline)", measure(args.python, "onnx_load", path, args.repeat)))
         rows.append(("b. load_layer_graph(inline)",
                      measure(args.python, "import", path, args.repeat)))
+        rows.append(("b. model_sha256(inline)", measure(args.python, "sha256", path, args.repeat)))
         ext = None
         if not args.no_external:
             ext = tmp / "bench_model_ext.onnx"
@@ -292,20 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(("c. load_layer_graph(ext, load_external_data=False)",
                          measure(args.python, "import_noext", ext, args.repeat)))
 
-        base = rows[0][1].get("maxrss", 0)
-        w = max(len(r[0]) for r in rows)
-        print(f"\n{'measurement':{w}}  {'wall s':>8}  {'min s':>7}  {'peak RSS':>10}  "
-              f"{'RSS-base':>10}  {'tracemalloc':>11}  result")
-        for label, r in rows:
-            if "error" in r:
-                print(f"{label:{w}}  {r['error']}")
-                continue
-            what = ", ".join(f"{k}={r[k]:,}" for k in
-                             ("nodes", "layers", "edges", "decision_layers", "weight_elements")
-                             if k in r)
-            print(f"{label:{w}}  {r['wall']:8.3f}  {r.get('wall_min', r['wall']):7.3f}  "
-                  f"{mib(r['maxrss']):>10}  {mib(max(0, r['maxrss'] - base)):>10}  "
-                  f"{mib(r.get('tracemalloc_peak')):>11}  {what}")
+        print_rows(rows)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -3,7 +3,7 @@
 shapes-only weights (onnx.helper only; no torch, nothing downloaded).
 
 The graph repeats node for node what ``torch.onnx.export(..., dynamo=True)`` (torch 2.13, opset
-20) makes of scripts/fixture_llm.py's ``Decoder`` (tests/fixtures/decoder_dynamo.onnx): token
+20) makes of hypar/torch/examples.py's ``Decoder`` (tests/fixtures/decoder_dynamo.onnx): token
 embedding ``Gather``; per block an RMSNorm (``Pow``, ``ReduceMean``, ``Add`` eps, ``Sqrt``,
 ``Reciprocal``, ``Mul``, ``Mul`` by the learned scale), q/k/v ``MatMul`` projections reshaped to
 heads with the shape ``Concat``-ed from ``Shape`` of the input, rotary embeddings (``Split``,

@@ -36,7 +36,7 @@ Files (``<model>_<exporter>[_<variant>].onnx``):
 - transformer_sdpa_{dynamo,torchscript}: how each exporter decomposes SDPA at its default opset;
   transformer_sdpa_dynamo_opset23: the single ONNX ``Attention`` op (opset 23);
 - *_dynbatch: the batch dim is symbolic ("batch"), for the ``--batch`` binding and its error;
-- decoder_dynamo: scripts/fixture_llm.py's Llama-style decoder (GQA, RMSNorm, rotary, SwiGLU),
+- decoder_dynamo: hypar/torch/examples.py's Llama-style decoder (GQA, RMSNorm, rotary, SwiGLU),
   batch and sequence symbolic ("batch", "sequence"); decoder_dynamo_opset23: the same at opset 23
   (RMSNormalization as one op);
 - windowed_vit_torchscript: scripts/fixture_llm.py's windowed-attention ViT through the
@@ -67,7 +67,9 @@ except ImportError:  # pragma: no cover - dev-only script
 import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fixture_llm  # noqa: E402  (the decoder and windowed-attention models)
+import fixture_llm  # noqa: E402  (the windowed-attention model)
+
+from hypar.torch.examples import Decoder, DecoderConfig  # noqa: E402  (the decoder; hypar.torch's tests run it)
 
 SEED = 0
 BATCH = 2
@@ -145,7 +147,7 @@ def _example(model_name: str, batch: int = BATCH) -> tuple[torch.Tensor, str]:
     if model_name == "cnn":
         return torch.randn(batch, 3, IMG, IMG, generator=g), "x"
     if model_name == "decoder":
-        return torch.randint(0, fixture_llm.VOCAB, (batch, fixture_llm.SEQ), generator=g), "input_ids"
+        return torch.randint(0, DecoderConfig().vocab, (batch, DecoderConfig().sequence), generator=g), "input_ids"
     if model_name == "windowed_vit":
         return torch.randn(batch, 3, 24, 40, generator=g), "pixel_values"
     return torch.randint(0, VOCAB, (batch, SEQ), generator=g), "ids"  # transformer*
@@ -156,7 +158,7 @@ def _build(model_name: str) -> nn.Module:
     if model_name == "cnn":
         model: nn.Module = ResidualCNN()
     elif model_name == "decoder":
-        model = fixture_llm.Decoder()
+        model = Decoder()
     elif model_name == "windowed_vit":
         model = fixture_llm.WindowedViT()
     else:

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Export a real, large (>= 400 MB) decoder for scripts/bench_solver.py's ``--export`` figure
-(partition seconds / ``onnx.load`` seconds): scripts/fixture_llm.py's Llama-style ``Decoder``
+(partition seconds / ``onnx.load`` seconds): hypar/torch/examples.py's Llama-style ``Decoder``
 at bigger dims, through the torch dynamo exporter as scripts/export_fixtures.py does, weights
 inline in one file. Dev-only (needs torch: ``/work/venv-torch/bin/python``); the file goes where
 you say (a temporary folder), never into the repository.
@@ -21,8 +21,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fixture_llm  # noqa: E402
+from hypar.torch.examples import Decoder, DecoderConfig, parameter_count
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,18 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--sequence", type=int, default=128)
     a = ap.parse_args(argv)
-    # fixture_llm's classes read these module constants when built and run.
-    fixture_llm.LAYERS, fixture_llm.HIDDEN, fixture_llm.MLP = a.layers, a.hidden, a.mlp
-    fixture_llm.Q_HEADS, fixture_llm.KV_HEADS, fixture_llm.VOCAB = a.q_heads, a.kv_heads, a.vocab
-    fixture_llm.HEAD_DIM, fixture_llm.SEQ = a.hidden // a.q_heads, a.sequence
+    cfg = DecoderConfig(vocab=a.vocab, hidden=a.hidden, q_heads=a.q_heads, kv_heads=a.kv_heads, mlp=a.mlp,
+                        layers=a.layers, sequence=a.sequence)
     torch.manual_seed(0)
-    model = fixture_llm.Decoder().eval()
+    model = Decoder(cfg).eval()
     ids = torch.randint(0, a.vocab, (2, a.sequence))
     program = torch.onnx.export(model, (ids,), dynamo=True, input_names=["input_ids"],
                                 output_names=["logits"], external_data=False)
     program.save(a.out, external_data=False)
     size = Path(a.out).stat().st_size
-    print(f"wrote {a.out}: {size / 1e6:.0f} MB, {fixture_llm.parameter_count(model):,} parameters")
+    print(f"wrote {a.out}: {size / 1e6:.0f} MB, {parameter_count(model):,} parameters")
     return 0
 
 

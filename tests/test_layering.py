@@ -22,14 +22,14 @@ RANK = {
     "sim": 4, "search": 4,
     "plan": 5,
     "api": 6,
-    "verify": 7, "sweep": 7,
+    "verify": 7, "sweep": 7, "export": 7, "torch": 7,
     "present": 8,
     "cli": 9,
     "__main__": 10,
 }
 
 # Third-party packages that only one room may import.
-OWNER = {"onnx": "onnx", "pulp": "ilp", "highspy": "ilp", "click": "cli"}
+OWNER = {"onnx": "onnx", "pulp": "ilp", "highspy": "ilp", "click": "cli", "torch": "torch"}
 
 
 def _room(module: str) -> str:

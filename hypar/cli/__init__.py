@@ -17,6 +17,7 @@ import sys
 import click
 
 from hypar.cli import model_cmds, sweep_cmds  # noqa: F401  (they register their commands on cli)
+from hypar.cli import export_cmd  # noqa: F401  (registers export on cli)
 from hypar.cli.base import FLAGS, _click_error, cli
 from hypar.errors import HyparError
 

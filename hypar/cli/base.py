@@ -23,7 +23,8 @@ from hypar.vocab import Convention, Objective, Search, Space
 FLAGS = {"array_path": "--array", "arrays": "--array", "pes": "--pes", "n_pes": "--pes", "levels": "--levels",
          "fanouts": "--levels", "batch": "--batch", "plan": "--plan", "baseline_name": "--baseline",
          "solver": "--solver", "memory_cap_gb": "--memory-gb", "executor": "--executor", "scheduler": "--scheduler",
-         "out_dir": "-o", "models": "MODELS", "dims": "--dim", "input_shapes": "--input-shape"}
+         "out_dir": "-o", "models": "MODELS", "dims": "--dim", "input_shapes": "--input-shape",
+         "dtype": "--dtype"}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -35,14 +35,12 @@ class ViewModel(Protocol):
     def edge_view(self, e: EdgeModel, ctypes: tuple, h: int) -> tuple:
         """Edge e's tensor in its consumer's view at level h."""
 
-    def convert_cost(self, h: int, sig: tuple, src: str, dst: str) -> Cost:
-        """One conversion at level h in that view."""
+    def convert_cost(self, h: int, sig: tuple, src: str, dst: str, width_bytes: int | None = None) -> Cost:
+        """One conversion at level h in that view (``width_bytes`` per element; None: training)."""
 
 
 class ReferenceEdges:
     """The ``reference`` convention for the cost model ``model``."""
-
-    shares_per_level = True      # a tensor's conversions differ from level to level (views)
 
     def __init__(self, model: ViewModel):
         self.model = model
@@ -56,7 +54,8 @@ class ReferenceEdges:
         """``conv`` (from :meth:`share` at the one level of ``levels``) with the producer taking
         ``ptypes``; a partial error ignores the producer."""
         costs = [self.model.convert_cost(h, conv.view, *conv.layouts(
-                     None if conv.consumer_only else self.model.nodes[producer].strategy(ptypes[h])))
+                     None if conv.consumer_only else self.model.nodes[producer].strategy(ptypes[h])),
+                     conv.width_bytes)
                  for h in levels]
         return costs[0] if len(costs) == 1 else sum(costs, ZERO)
 
@@ -86,8 +85,6 @@ class HierarchicalEdges:
     and summed prices per (conversion, levels) and producer layouts: every value is a function
     of its key (nodes and array never change), so the memos are exact.
     """
-
-    shares_per_level = False     # a tensor's conversions are named by full tuples, alike at every level
 
     def __init__(self, nodes: list[NodeModel], pricer: HierarchicalPricer):
         self.nodes = nodes
@@ -175,18 +172,20 @@ class HierarchicalEdges:
             hit = prices.get(side)
             if hit is None:
                 fixed = conv.layout[:len(side)]
-                hit = prices[side] = self._sum(conv.view, *((fixed, side) if conv.backward else (side, fixed)), levels)
+                pair = (fixed, side) if conv.backward else (side, fixed)
+                hit = prices[side] = self._sum(conv.view, *pair, levels, conv.width_bytes)
             row.append(hit)
         return row
 
-    def _sum(self, view: tuple, src: tuple, dst: tuple, levels: tuple[int, ...]) -> Cost:
-        """The price of ``src -> dst`` (prefixes through the lowest of ``levels``) summed over
-        ``levels`` in order; the pair checked first (ValueError, see :meth:`cost`)."""
+    def _sum(self, view: tuple, src: tuple, dst: tuple, levels: tuple[int, ...], width_bytes: int | None) -> Cost:
+        """The price of ``src -> dst`` (prefixes through the lowest of ``levels``, ``width_bytes``
+        per element) summed over ``levels`` in order; the pair checked first (ValueError, see
+        :meth:`cost`)."""
         if PARTIAL in src:
             check_pair(src, dst)
         total = ZERO
         for h in levels:
-            total = total + self.pricer.level_cost(h, view, src, dst)
+            total = total + self.pricer.level_cost(h, view, src, dst, width_bytes)
         return total
 
     @staticmethod

@@ -186,28 +186,30 @@ class HierarchicalPricer:
             hit = self._cells[key] = tuple(sorted(out))
         return hit
 
-    def level_cost(self, h: int, sig: tuple, s: tuple, t: tuple) -> Cost:
+    def level_cost(self, h: int, sig: tuple, s: tuple, t: tuple, width_bytes: int | None = None) -> Cost:
         """Cost at level h of converting a tensor of signature ``sig`` from ``s`` into ``t`` (full
-        tuples or prefixes through level h; levels below h are not read). Zero when the prefixes
+        tuples or prefixes through level h; levels below h are not read), ``width_bytes`` per
+        element (None: the array's training precision ``dtype_bytes``). Zero when the prefixes
         through h are equal. The caller checks the full pair (:func:`check_pair`)."""
         s, t = tuple(s[:h + 1]), tuple(t[:h + 1])
         if s == t or not sig[0]:
             return ZERO
-        key = (h, sig, s, t)
+        key = (h, sig, s, t, width_bytes)
         hit = self._costs.get(key)
         if hit is None:
-            hit = self._costs[key] = self._price(h, sig, s, t)
+            width = self.array.dtype_bytes if width_bytes is None else width_bytes
+            hit = self._costs[key] = self._price(h, sig, s, t, width)
         return hit
 
     def level_elements(self, h: int, sig: tuple, s: tuple, t: tuple) -> float:
         """Elements crossing level-h links (summed over all PEs) for :meth:`level_cost`."""
         return sum(m * sum(received) for step in self.traffic(h, sig, s, t) for _gc, m, received, _n in step)
 
-    def _price(self, h: int, sig: tuple, s: tuple, t: tuple) -> Cost:
+    def _price(self, h: int, sig: tuple, s: tuple, t: tuple, width_bytes: int) -> Cost:
         """:meth:`level_cost` computed: one collective per step, their costs added."""
         total = ZERO
         for traffic in self.traffic(h, sig, s, t):
-            total = total + collective_cost(self.array.levels[h], self.array.dtype_bytes, traffic)
+            total = total + collective_cost(self.array.levels[h], width_bytes, traffic)
         return total
 
     def traffic(self, h: int, sig: tuple, s: tuple, t: tuple) -> list[list[Traffic]]:

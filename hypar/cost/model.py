@@ -8,7 +8,9 @@ turns one level (others fixed) into a :class:`hypar.ilp.problem.LevelProblem` fo
 
 Conventions (SPEC.md "Units and totals"):
 - amounts are elements received per subgroup; a level's volume sums them over every subgroup of
-  every group; ``comm_bytes`` = volume x dtype bytes summed over levels;
+  every group; ``comm_bytes`` = volume x the bytes per element of what moves (each tensor's,
+  error's or gradient's declared width, else the array's ``dtype_bytes``: docs/precision.md)
+  summed over levels;
 - the time of one collective = the slowest subgroup's per-PE bytes / bandwidth (+ latency per
   message); a layer's time = its slowest PE's compute + its collectives; step time = the sum;
 - tensors between layers, under the ``reference`` convention: costed in the *consumer's* view
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -36,12 +37,14 @@ from hypar.ilp.problem import LevelProblem
 from hypar.cost import problems
 from hypar.cost.collectives import allreduce, convert, messages
 from hypar.cost.conventions import HierarchicalEdges, ReferenceEdges
+from hypar.cost.evaluation import Evaluation
 from hypar.cost.hierarchical import HierarchicalPricer
 from hypar.cost.price import FIELD_OF, OBJECTIVES, ZERO, Cost, collective_cost
+from hypar.cost.repeats import Twins
 from hypar.cost.sharing import Conversion
 from hypar.cost.statistics import (STATS_QUANTITIES, StatsTerm, quiet_labels, replicated_out_level_cost,
                                    replicates_out, stats_level_cost, stats_term)
-from hypar.cost.strategies import FULL, Q_OUT, NodeModel, macs_view, quantity, tensor_view, weight_view
+from hypar.cost.strategies import FULL, Q_OUT, Q_WEIGHT, NodeModel, macs_view, quantity, tensor_view, weight_view
 from hypar.cost.structure import SPACES, EdgeModel, Structure
 from hypar.shards import group_shares
 from hypar.vocab import Convention, parse
@@ -74,12 +77,18 @@ class CostModel:
         self.edge_pricing = (HierarchicalEdges(self.structure.nodes, self.pricer)
                              if self.pricer is not None else ReferenceEdges(self))
         self.n_levels = array.n_levels
+        self._labels = [node.labels() for node in self.structure.nodes]
+        self.twins = Twins(self.structure)        # twin nodes and tensors, and the repeated blocks a tied problem ties
+        self.node_sig = self.twins.node_sig        # twin class per node (the caches' keys)
+        self.ties = self.twins.ties
         self.use_factors = True       # fanned-out tensors as factor terms (else group terms)
         self._views: dict = {}
         self._leaf_cache: dict = {}
         self._convert_cache: dict = {}
         self._eval_cache: dict = {}
         self._intra_cache: dict = {}
+        self._edge_cost_cache: dict = {}
+        self._memory_cache: dict = {}               # by id(edge): the structure's edges live as long as the model
         self._sig_cache: dict = {}
         self._stats_terms: dict[int, StatsTerm | None] = {}
         self._quiet: dict[int, frozenset[str]] = {}
@@ -127,7 +136,7 @@ class CostModel:
 
     def labels(self, i: int) -> tuple[str, ...]:
         """The type labels node i may take at any level."""
-        return self.nodes[i].labels()
+        return self._labels[i]
 
     # -- views
     def views(self, i: int, prefix: tuple) -> dict[tuple, int]:
@@ -141,7 +150,7 @@ class CostModel:
         view split on its own, top first, by ``split_counts`` with the group class's fractions
         (the same numbers on one level, and on a homogeneous array whose PE count divides every
         split axis)."""
-        key = (i, prefix)
+        key = (self.node_sig[i], prefix)          # twins have the same views
         hit = self._views.get(key)
         if hit is not None:
             return hit
@@ -198,7 +207,7 @@ class CostModel:
             quiet = self._quiet[i] = quiet_labels(self.nodes[i], self.pricer is not None)
         if types[h] in quiet:
             return ZERO
-        key = (i, tuple(types[:h + 1]))
+        key = (self.node_sig[i], tuple(types[:h + 1]))     # twins cost the same
         hit = self._intra_cache.get(key)
         if hit is None:
             hit = self._intra_cache[key] = self._intra_cost_uncached(i, types, h)
@@ -227,8 +236,22 @@ class CostModel:
                 gc = classes[ck]
                 fr = tuple(c[1] for c in gc.children)
                 traffic.append((gc, m, allreduce(quantity(node, dims, q), fr), 2 * (len(fr) - 1)))
-            total = total + collective_cost(self.array.levels[h], self.array.dtype_bytes, traffic)
+            total = total + collective_cost(self.array.levels[h], self.quantity_bytes(i, q), traffic)
         return total
+
+    def quantity_bytes(self, i: int, q: str) -> int:
+        """Bytes per element of node i's intra-layer quantity ``q`` (docs/precision.md): the weight
+        gradient's declared width for ``dW``, the output's for ``F_out``; statistics, a
+        reduction's partial output and a broadcast operand's partial error are in the array's
+        training precision."""
+        node = self.nodes[i]
+        if q == Q_WEIGHT:
+            declared = node.layer.weight_grad_bytes
+        elif q == Q_OUT and node.out_tensor is not None:
+            declared = node.out_tensor.elem_bytes
+        else:
+            declared = None
+        return G.element_bytes(declared, self.array.dtype_bytes)
 
     def _stats_term(self, i: int) -> StatsTerm | None:
         """Node i's norm statistics (:func:`hypar.cost.statistics.stats_term`), memoised."""
@@ -253,18 +276,20 @@ class CostModel:
         self._sig_cache[key] = out = tuple(sig)
         return out
 
-    def convert_cost(self, h: int, sig: tuple, src: str, dst: str) -> Cost:
+    def convert_cost(self, h: int, sig: tuple, src: str, dst: str, width_bytes: int | None = None) -> Cost:
         """Cost at level h of converting a tensor with view signature ``sig`` (:meth:`edge_view`)
-        from layout ``src`` into ``dst`` in every group at once."""
+        from layout ``src`` into ``dst`` in every group at once, ``width_bytes`` per element
+        (None: the array's training precision)."""
         if src == dst or src == FULL:
             return ZERO
-        key = (h, sig, src, dst)
+        key = (h, sig, src, dst, width_bytes)
         hit = self._convert_cache.get(key)
         if hit is None:
-            hit = self._convert_cache[key] = self._convert_cost_uncached(h, sig, src, dst)
+            hit = self._convert_cache[key] = self._convert_cost_uncached(
+                h, sig, src, dst, G.element_bytes(width_bytes, self.array.dtype_bytes))
         return hit
 
-    def _convert_cost_uncached(self, h: int, sig: tuple, src: str, dst: str) -> Cost:
+    def _convert_cost_uncached(self, h: int, sig: tuple, src: str, dst: str, width_bytes: int) -> Cost:
         """:meth:`convert_cost` computed from the closed forms, group class by group class."""
         classes = self.array.classes[h]
         traffic = []
@@ -272,7 +297,7 @@ class CostModel:
             gc = classes[ck]
             fr = tuple(c[1] for c in gc.children)
             traffic.append((gc, m, convert(src, dst, a, bs, fs, fr), messages(src, dst, len(fr))))
-        return collective_cost(self.array.levels[h], self.array.dtype_bytes, traffic)
+        return collective_cost(self.array.levels[h], width_bytes, traffic)
 
     def share(self, edges: list[EdgeModel], choices, h: int) -> dict[Conversion, list[tuple[int, int]]]:
         """The conversions of the tensor carried by ``edges`` at level h under the model's
@@ -299,6 +324,10 @@ class CostModel:
         rows = self.edge_pricing.table(levels, convs, producer, ptypes_list, FIELD_OF[objective])
         return np.array(rows, dtype=float).reshape(len(convs), len(ptypes_list))
 
+    def is_tied(self, assignment: list[tuple]) -> bool:
+        """True when every node of a tied run has its tie class's types (:class:`Twins`)."""
+        return self.twins.is_tied(assignment)
+
     def pricing_passes(self, levels: list[int]) -> list[tuple[int, ...]]:
         """The levels whose conversions a problem over ``levels`` must hold, grouped into passes
         sharing one key set (:meth:`share`); see the conventions' ``passes``
@@ -312,23 +341,38 @@ class CostModel:
     def level_edge_costs(self, assignment: list[tuple], h: int) -> dict[int, Cost]:
         """Level-h edge costs (forward conversions, backward conversions, partial-error reductions)
         of a full assignment, shared per tensor as :meth:`share` says, each charged to the first
-        consumer needing it: {node index: cost} (nodes charged nothing are absent)."""
-        return self._edge_costs(assignment, [h])[0]
+        consumer needing it: {node index: cost} (nodes charged nothing are absent). Twin tensors
+        (:mod:`hypar.cost.repeats`) under the same types are priced once; under a tied
+        assignment (:meth:`is_tied`) one tensor per group of :meth:`Twins.tied_tensor_groups`."""
+        per_node: dict[int, Cost] = defaultdict(lambda: ZERO)
+        tensor_edges = self.structure.tensor_edges
+        groups = (self.twins.tied_tensor_groups() if self.is_tied(assignment)
+                  else [(key, (key,)) for key in tensor_edges])
+        for first, members in groups:
+            costs = self._tensor_level_costs(first, tensor_edges[first], assignment, h)
+            for key in members:
+                edges = tensor_edges[key]
+                for position, cost in costs:
+                    c = edges[position].c
+                    per_node[c] = per_node[c] + cost
+        return per_node
 
-    def _edge_costs(self, assignment: list[tuple], levels: list[int]) -> list[dict[int, Cost]]:
-        """:meth:`level_edge_costs` at each of ``levels``, each tensor shared once for all of them
-        when the convention's sharing is the same at every level."""
-        per_level: list[dict[int, Cost]] = [defaultdict(lambda: ZERO) for _ in levels]
-        fixed = [[types] for types in assignment]
-        for (p, _source), edges in self.structure.tensor_edges.items():
-            shared = None
-            for per_node, h in zip(per_level, levels):
-                if shared is None or self.edge_pricing.shares_per_level:
-                    shared = self.share(edges, fixed, h)
-                for conv, needers in shared.items():
-                    c = needers[0][0]
-                    per_node[c] = per_node[c] + self.conversion_cost(h, conv, p, assignment[p])
-        return per_level
+    def _tensor_level_costs(self, key: tuple[int, str], edges: list[EdgeModel], assignment: list[tuple],
+                            h: int) -> list[tuple[int, Cost]]:
+        """One tensor's level-h conversions under ``assignment``: (position in ``edges`` of the
+        first consumer needing it, cost) each, memoised by twin class and types."""
+        p = key[0]
+        memo_key = (self.twins.tensor_sig[key], h, assignment[p], tuple(assignment[e.c] for e in edges))
+        hit = self._edge_cost_cache.get(memo_key)
+        if hit is None:
+            fixed = {e.c: [assignment[e.c]] for e in edges}
+            first = {}
+            for k, e in enumerate(edges):
+                first.setdefault(e.c, k)
+            hit = self._edge_cost_cache[memo_key] = [
+                (first[needers[0][0]], self.conversion_cost(h, conv, p, assignment[p]))
+                for conv, needers in self.share(edges, fixed, h).items()]
+        return hit
 
     # -- compute and memory
     def _products(self, i: int) -> int:
@@ -352,7 +396,7 @@ class CostModel:
         products = self._products(i)
         if not products:
             return ZERO
-        key = (i, _decided(types))
+        key = (self.node_sig[i], _decided(types))          # twins cost the same
         hit = self._leaf_cache.get(key)
         if hit is not None:
             return hit
@@ -367,21 +411,34 @@ class CostModel:
         return out
 
     def memory_bytes(self, i: int, types: tuple) -> float:
-        """Largest per-PE bytes node i keeps: weight + gradient shards and its input activations.
+        """Largest per-PE bytes node i keeps: weight + gradient shards and its input activations,
+        each in its own width (docs/precision.md).
 
         Levels left None are assumed to divide the group's share evenly over its PEs (a lower
         bound, exact once every level is decided). Non-decision nodes keep nothing (0.0)."""
         node = self.nodes[i]
         if not node.layer.decision:
             return 0.0
+        key = (self.node_sig[i], _decided(types))           # twins keep the same bytes
+        hit = self._memory_cache.get(key)
+        if hit is None:
+            hit = self._memory_cache[key] = self._memory_bytes_uncached(i, key[1])
+        return hit
+
+    def _memory_bytes_uncached(self, i: int, decided: tuple) -> float:
+        """:meth:`memory_bytes` of node i under its decided types ``decided``, computed."""
+        node = self.nodes[i]
+        training = self.array.dtype_bytes
+        weight_pair_bytes = (G.element_bytes(node.layer.weight_bytes, training)
+                             + G.element_bytes(node.layer.weight_grad_bytes, training))
         worst = 0.0
-        for (ck, dims), _m in self.views(i, _decided(types)).items():
-            el = 2 * weight_view(node, dims)
+        for (ck, dims), _m in self.views(i, decided).items():
+            kept_bytes = weight_pair_bytes * weight_view(node, dims)
             for s, t in enumerate(node.in_tensors):
                 if t is not None:
-                    el += tensor_view(node, dims, t, node.in_maps[s])[0]
+                    kept_bytes += tensor_view(node, dims, t, node.in_maps[s])[0] * G.element_bytes(t.elem_bytes, training)
             n_pes = sum(n for _k, n in ck)
-            worst = max(worst, el * self.array.dtype_bytes / n_pes)
+            worst = max(worst, kept_bytes / n_pes)
         return worst
 
     # -- exact evaluation
@@ -410,11 +467,10 @@ class CostModel:
         """:meth:`evaluate` computed: per level intra then edge costs, then compute and memory."""
         self.check_assignment(assignment)
         comm = [[ZERO] * self.n_levels for _ in self.nodes]
-        edge_costs = self._edge_costs(assignment, list(range(self.n_levels)))
         for h in range(self.n_levels):
             for i in range(len(self.nodes)):
                 comm[i][h] = self.intra_cost(i, assignment[i], h)
-            for i, c in edge_costs[h].items():
+            for i, c in self.level_edge_costs(assignment, h).items():
                 comm[i][h] = comm[i][h] + c
         compute = [self.compute_cost(i, assignment[i]) for i in range(len(self.nodes))]
         memory = [self.memory_bytes(i, assignment[i]) for i in range(len(self.nodes))]
@@ -423,10 +479,11 @@ class CostModel:
     # -- one level (or all levels jointly) as an optimisation problem
     def level_problem(self, assignment: list[tuple], h: int, objective: str = "comm",
                       lower: str = "ideal", allowed: list[tuple[str, ...] | None] | None = None,
-                      memory_cap_bytes: float | None = None) -> LevelProblem:
-        """Level h as a LevelProblem with levels above fixed from ``assignment``
-        (:func:`hypar.cost.problems.level_problem` states the arguments)."""
-        return problems.level_problem(self, assignment, h, objective, lower, allowed, memory_cap_bytes)
+                      memory_cap_bytes: float | None = None, tie: bool = False) -> LevelProblem:
+        """Level h as a LevelProblem with levels above fixed from ``assignment``, the repeated
+        blocks of :attr:`ties` tied when ``tie`` (:func:`hypar.cost.problems.level_problem`
+        states the arguments)."""
+        return problems.level_problem(self, assignment, h, objective, lower, allowed, memory_cap_bytes, tie)
 
     def joint_choices(self) -> list[list[tuple]]:
         """Every node's full type tuples (one label per level), for the joint problem."""
@@ -435,63 +492,3 @@ class CostModel:
     def joint_problem(self, objective: str = "comm", memory_cap_bytes: float | None = None) -> LevelProblem:
         """All levels at once: each node chooses a whole tuple of types (exact, but 3^H choices)."""
         return problems.joint_problem(self, objective, memory_cap_bytes)
-
-
-@dataclass
-class Evaluation:
-    """Exact costs of one assignment: per node, per level communication; per node compute and memory."""
-
-    model: CostModel
-    assignment: list[tuple]
-    comm: list[list[Cost]]          # [node][level]
-    compute: list[Cost]             # [node]
-    memory_bytes: list[float]       # [node], per PE
-    _totals: dict = field(default_factory=dict, repr=False)
-
-    def totals(self) -> dict:
-        """The `totals` object of plans and `hypar evaluate --json` (SPEC.md "Units and totals");
-        a fresh dict each call (computed once)."""
-        if not self._totals:
-            self._totals.update(self._sum_totals())
-        return dict(self._totals)
-
-    def _sum_totals(self) -> dict:
-        """The totals, summed node by node and level by level (see :meth:`totals`)."""
-        comm = sum((c for row in self.comm for c in row), ZERO)
-        compute = sum(self.compute, ZERO)
-        return {
-            "comm_bytes": comm.bytes,
-            "time_s": comm.seconds + compute.seconds,
-            "compute_s": compute.seconds,
-            "comm_s": comm.seconds,
-            "energy_j": comm.joules + compute.joules,
-            "peak_mem_bytes_per_pe": sum(self.memory_bytes),
-        }
-
-    def objective(self, objective: str) -> float:
-        """The total an objective minimises: ``comm`` bytes, ``time`` seconds, ``energy`` joules."""
-        t = self.totals()
-        return {"comm": t["comm_bytes"], "time": t["time_s"], "energy": t["energy_j"]}[objective]
-
-    def level_comm(self, h: int) -> Cost:
-        """Communication at level h summed over nodes."""
-        return sum((row[h] for row in self.comm), ZERO)
-
-    def layers(self) -> list[dict]:
-        """Per-layer rows with per-level communication (JSON-ready)."""
-        rows = []
-        for i, name in enumerate(self.model.names):
-            node = self.model.nodes[i]
-            rows.append({
-                "name": name,
-                "op": node.layer.op,
-                "types": list(self.assignment[i]),
-                "levels": [{"level": h, "comm_bytes": c.bytes, "comm_s": c.seconds, "energy_j": c.joules}
-                           for h, c in enumerate(self.comm[i])],
-                "comm_bytes": sum(c.bytes for c in self.comm[i]),
-                "compute_s": self.compute[i].seconds,
-                "time_s": self.compute[i].seconds + sum(c.seconds for c in self.comm[i]),
-                "energy_j": self.compute[i].joules + sum(c.joules for c in self.comm[i]),
-                "mem_bytes_per_pe": self.memory_bytes[i],
-            })
-        return rows

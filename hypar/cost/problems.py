@@ -12,78 +12,30 @@ Every node chooses among candidate type tuples (one label per level). The proble
   values summed over the pass:
 
   - one consumer: a producer x consumer cost matrix (pair term);
-  - a few consumers (a table of at most :data:`FACTOR_MAX_ENTRIES`): one exact factor term;
+  - a few consumers (a table of at most :data:`hypar.cost.terms.FACTOR_MAX_ENTRIES`): one exact factor term;
   - more: group terms, each charged once when any consumer choice needing it is chosen.
 
-An optional memory row bounds each PE's bytes (:meth:`CostModel.memory_bytes`).
+An optional memory row bounds each PE's bytes (:meth:`CostModel.memory_bytes`); on arrays with
+weights-stationary (compute-in-memory) PEs a weight-capacity row bounds each PE's weights
+(:func:`hypar.cost.stationary.weight_row`).
 """
 
 from __future__ import annotations
 
 import itertools
-import math
-import weakref
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
 from hypar.cost.price import OBJECTIVES, ZERO, Cost
-from hypar.cost.sharing import Conversion
-from hypar.cost.structure import EdgeModel, Structure
-from hypar.ilp.problem import FactorTerm, GroupTerm, LevelProblem
-
-FACTOR_MAX_ENTRIES = 729   # a fanned-out tensor becomes one exact factor term up to this table size
-
-Shared = dict[Conversion, list[tuple[int, int]]]   # as share_conversions returns
-
-
-class PricedModel(Protocol):
-    """What building a problem reads from a cost model (:class:`hypar.cost.model.CostModel`)."""
-
-    structure: Structure
-    n_levels: int
-    use_factors: bool   # fanned-out tensors as factor terms when small enough (else group terms)
-
-    def labels(self, i: int) -> tuple[str, ...]:
-        """Node i's labels (CostModel.labels)."""
-
-    def intra_cost(self, i: int, types: tuple, h: int) -> Cost:
-        """Node i's own collectives at level h (CostModel.intra_cost)."""
-
-    def compute_cost(self, i: int, types: tuple) -> Cost:
-        """Node i's compute (CostModel.compute_cost)."""
-
-    def memory_bytes(self, i: int, types: tuple) -> float:
-        """Node i's largest per-PE bytes (CostModel.memory_bytes)."""
-
-    def share(self, edges: list[EdgeModel], choices, h: int) -> Shared:
-        """One tensor's conversions at level h with who needs them (CostModel.share)."""
-
-    def conversion_costs(self, levels: tuple[int, ...], conv: Conversion, producer: int, ptypes: tuple) -> Cost:
-        """One conversion summed over ``levels`` (CostModel.conversion_costs)."""
-
-    def pricing_passes(self, levels: list[int]) -> list[tuple[int, ...]]:
-        """Levels whose conversions share one key set (CostModel.pricing_passes)."""
-
-    def producer_levels(self, levels: tuple[int, ...]) -> set[int]:
-        """Producer levels a pass's prices read (CostModel.producer_levels)."""
+from hypar.cost.priced import PricedModel, memo_of
+from hypar.cost.repeats import Ties
+from hypar.cost.stationary import weight_row
+from hypar.cost.structure import EdgeModel
+from hypar.cost.terms import Terms
+from hypar.ilp.problem import LevelProblem
 
 
-#: Per cost model, what its problems' tables are built from, memoised across problems (exact: a
-#: value is a function of its key and the model, which does not change): node costs by (level,
-#: objective, levels below fixed, node, types); a tensor's charges (or, on one edge with the
-#: producer's levels fixed, its consumer's costs) by (levels, the tensor's edges, objective,
-#: whether the producer's levels are fixed, the producer's and each consumer's choices).
-_MEMO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _memo(model: PricedModel) -> dict:
-    """``model``'s memo (created empty)."""
-    try:
-        return _MEMO.setdefault(model, {})
-    except TypeError:                      # a model that takes no weak reference: no memo
-        return {}
 
 
 def _check_objective(objective: str) -> None:
@@ -94,7 +46,7 @@ def _check_objective(objective: str) -> None:
 
 def level_problem(model: PricedModel, assignment: list[tuple], h: int, objective: str = "comm",
                   lower: str = "ideal", allowed: list[tuple[str, ...] | None] | None = None,
-                  memory_cap_bytes: float | None = None) -> LevelProblem:
+                  memory_cap_bytes: float | None = None, tie: bool = False) -> LevelProblem:
     """Level h as a LevelProblem with levels above fixed from ``assignment``.
 
     The constant the problem leaves out: the levels above h's own collectives, and under
@@ -115,16 +67,21 @@ def level_problem(model: PricedModel, assignment: list[tuple], h: int, objective
     conversions below level h and the lower levels' collectives count 0.
     ``allowed[i]``: the labels node i may take (None: all); the problem's choices are those labels.
     ``memory_cap_bytes``: per-PE capacity, a memory row over ``memory_bytes`` (levels below
-    ideal or fixed as above). Raises ValueError for an unknown objective.
+    ideal or fixed as above). ``tie``: the nodes of each tied class (``model.ties``) that have
+    the same choices share one problem node (``LevelProblem.node_var``); the problem is then
+    the same sums restricted to tied assignments. Raises ValueError for an unknown objective.
     """
     _check_objective(objective)
     n = len(model.structure.nodes)
     labels = [model.labels(i) if allowed is None or allowed[i] is None else tuple(allowed[i]) for i in range(n)]
     fixed_below = lower == "fixed"
-    choices = [[_with_label(assignment[i], h, t, not fixed_below, model.n_levels) for t in labels[i]] for i in range(n)]
-    memo = _memo(model)
+    variables = _Variables.of(model.twins.ties if tie else None, assignment, labels)
+    rep_choices = [[_with_label(assignment[i], h, t, not fixed_below, model.n_levels) for t in labels[i]]
+                   for i in variables.rep]
+    choices = [rep_choices[v] for v in variables.var]      # a problem node's nodes share its choices
+    memo = memo_of(model)
     node_cost = []
-    for i in range(n):
+    for i, count in zip(variables.rep, variables.count):
         values = []
         for ct in choices[i]:
             key = ("node", h, objective, fixed_below, i, ct)
@@ -132,18 +89,49 @@ def level_problem(model: PricedModel, assignment: list[tuple], h: int, objective
             if hit is None:
                 hit = memo[key] = _level_node_cost(model, h, objective, fixed_below, i, ct).value(objective)
             values.append(hit)
-        node_cost.append(np.array(values, dtype=float))
+        node_cost.append(np.array(values, dtype=float) * count)
     levels = list(range(h, model.n_levels)) if fixed_below else [h]
-    return _build_problem(model, choices, labels, levels, {h}, objective, node_cost, memory_cap_bytes)
+    return _build_problem(model, choices, labels, levels, {h}, objective, node_cost, memory_cap_bytes, variables)
 
 
 def _with_label(types: tuple, h: int, label: str, undecided_below: bool, n_levels: int) -> tuple:
     """``types`` with ``label`` at level h (and None for levels h+1..n_levels-1 when ``undecided_below``)."""
-    out = list(types)
-    out[h] = label
     if undecided_below:
-        out[h + 1:] = [None] * (n_levels - h - 1)
-    return tuple(out)
+        return tuple(types[:h]) + (label,) + (None,) * (n_levels - h - 1)
+    return tuple(types[:h]) + (label,) + tuple(types[h + 1:])
+
+
+@dataclass(frozen=True, slots=True)
+class _Variables:
+    """A problem's nodes: ``var[i]`` is node i's problem node; problem node v stands for
+    ``count[v]`` nodes, the first ``rep[v]``. Tied nodes share a problem node when their types
+    and labels are the same (so are their choices); ``split``: some tie class spans several
+    problem nodes (its nodes' types differ)."""
+
+    var: tuple[int, ...]
+    rep: tuple[int, ...]
+    count: tuple[int, ...]
+    tied: bool
+    split: bool = False
+
+    @classmethod
+    def of(cls, ties: Ties | None, assignment: list[tuple], labels: list[tuple[str, ...]]) -> "_Variables":
+        """One problem node per tie class of ``ties``, types and labels (one per node when None)."""
+        n = len(labels)
+        if ties is None or not ties.runs:
+            return cls(tuple(range(n)), tuple(range(n)), (1,) * n, False)
+        ids: dict = {}
+        var, rep, count = [], [], []
+        for i, (cls_i, inside) in enumerate(zip(ties.node_class, ties.in_run)):
+            key = (cls_i, assignment[i], labels[i]) if inside else i
+            v = ids.get(key)
+            if v is None:
+                v = ids[key] = len(rep)
+                rep.append(i)
+                count.append(0)
+            var.append(v)
+            count[v] += 1
+        return cls(tuple(var), tuple(rep), tuple(count), len(rep) < n, len(rep) > ties.n_classes)
 
 
 def _level_node_cost(model: PricedModel, h: int, objective: str, fixed_below: bool, i: int, types: tuple) -> Cost:
@@ -172,7 +160,8 @@ def joint_problem(model: PricedModel, objective: str = "comm", memory_cap_bytes:
     node_cost = [np.array([_joint_node_cost(model, objective, i, ct).value(objective) for ct in ch], dtype=float)
                  for i, ch in enumerate(choices)]
     labels = [tuple("/".join(t) for t in ch) for ch in choices]
-    return _build_problem(model, choices, labels, levels, set(levels), objective, node_cost, memory_cap_bytes)
+    return _build_problem(model, choices, labels, levels, set(levels), objective, node_cost, memory_cap_bytes,
+                          _Variables.of(None, [], choices))
 
 
 def _joint_node_cost(model: PricedModel, objective: str, i: int, types: tuple) -> Cost:
@@ -187,194 +176,63 @@ def _joint_node_cost(model: PricedModel, objective: str, i: int, types: tuple) -
 
 def _build_problem(model: PricedModel, choices: list[list[tuple]], labels: list[tuple[str, ...]], levels: list[int],
                    free: set[int], objective: str, node_cost: list[np.ndarray],
-                   memory_cap_bytes: float | None) -> LevelProblem:
-    """A LevelProblem over per-node candidate type tuples, with the tensors' costs at ``levels``;
-    ``free``: the levels where the choices differ (the others are fixed)."""
-    terms = _Terms(model, choices, objective, node_cost, free)
+                   memory_cap_bytes: float | None, variables: _Variables) -> LevelProblem:
+    """A LevelProblem over ``variables`` (per node candidate type tuples ``choices``), with the
+    tensors' costs at ``levels``; ``free``: the levels where the choices differ (the others are
+    fixed); ``node_cost``: per problem node, its nodes' own costs."""
+    terms = Terms(model, choices, objective, node_cost, free, variables.var)
     for levels_of_pass in model.pricing_passes(levels):
-        for (p, _source), edges in model.structure.tensor_edges.items():
-            terms.add_tensor(levels_of_pass, p, edges)
+        for (p, edges), count in _tensor_groups(model, variables):
+            terms.add_tensor(levels_of_pass, p, edges, count)
     memory = []
     if memory_cap_bytes is not None:
-        coef = [np.array([model.memory_bytes(i, ct) for ct in ch], dtype=float) for i, ch in enumerate(choices)]
+        coef = [np.array([model.memory_bytes(i, ct) for ct in choices[i]], dtype=float) * m
+                for i, m in zip(variables.rep, variables.count)]
         memory.append((coef, float(memory_cap_bytes)))
-    return LevelProblem(list(model.structure.names), [tuple(lab) for lab in labels], terms.node_cost, terms.edges,
-                        terms.edge_cost, terms.groups, memory, terms.factors)
+    capacity = weight_row(model, choices, variables.rep, variables.count)
+    if capacity is not None:
+        memory.append(capacity)
+    names = [model.structure.names[i] for i in variables.rep]
+    return LevelProblem(names, [tuple(labels[i]) for i in variables.rep], terms.node_cost, terms.edges,
+                        terms.edge_cost, terms.groups, memory, terms.factors,
+                        variables.var if variables.tied else None)
 
 
-@dataclass(frozen=True, slots=True)
-class _Charge:
-    """One shared conversion of a tensor in a problem: who needs it, and its objective value per
-    producer choice (summed over the pass's levels)."""
-
-    needers: list[tuple[int, int]]   # (consumer, choice index), first needed first
-    values: np.ndarray | float       # per producer choice; one float when ``independent``
-    independent: bool                # the value does not depend on the producer's choice
-
-    def per_producer(self, n_choices: int) -> np.ndarray:
-        """The values as one per producer choice."""
-        return np.full(n_choices, self.values) if self.independent else self.values
-
-
-class _Terms:
-    """The terms of a problem under construction: node costs (added to in place), pair matrices
-    per (producer, consumer) in first-charged order, group terms and factor terms."""
-
-    def __init__(self, model: PricedModel, choices: list[list[tuple]], objective: str, node_cost: list[np.ndarray],
-                 free: set[int]):
-        self.model = model
-        self.choices = choices
-        self.objective = objective
-        self.node_cost = node_cost
-        self.free = free
-        self.edge_index: dict[tuple[int, int], int] = {}
-        self.edges: list[tuple[int, int]] = []
-        self.edge_cost: list[np.ndarray] = []
-        self.groups: list[GroupTerm] = []
-        self.factors: list[FactorTerm] = []
-        self.memo = _memo(model)
-        self.choice_keys: dict[int, tuple] = {}
-
-    def _key(self, levels: tuple[int, ...], edges: list[EdgeModel], fixed_producer: bool) -> tuple:
-        """The memo key of a tensor's terms (see :data:`_MEMO`)."""
-        def choices_of(i: int) -> tuple:
-            hit = self.choice_keys.get(i)
-            if hit is None:
-                hit = self.choice_keys[i] = tuple(self.choices[i])
-            return hit
-        return ("tensor", levels, id(edges), self.objective, fixed_producer, choices_of(edges[0].p),
-                tuple(choices_of(e.c) for e in edges))
-
-    def add_tensor(self, levels: tuple[int, ...], p: int, edges: list[EdgeModel]) -> None:
-        """Charge the conversions at ``levels`` of the tensor producer ``p`` sends along ``edges``."""
-        fixed_producer = not (self.model.producer_levels(levels) & self.free)
-        key = self._key(levels, edges, fixed_producer)
-        hit = self.memo.get(key)
-        if len(edges) == 1 and fixed_producer:
-            if hit is None:
-                hit = self.memo[key] = self._consumer_costs(levels, p, edges[0])
-            if any(hit):
-                self.node_cost[edges[0].c] += hit
-            return
-        consumers = sorted({e.c for e in edges})
+def _tensor_groups(model: PricedModel, variables: _Variables):
+    """((producer, edges), count) per group of twin tensors (:mod:`hypar.cost.repeats`) whose
+    producers and consumers, edge by edge, share problem nodes: such tensors' terms are equal, so
+    the first is priced and counted ``count`` times. Untied: every tensor once, in order."""
+    tensor_edges = model.structure.tensor_edges
+    if not variables.tied:
+        for key, edges in tensor_edges.items():
+            yield (key[0], edges), 1
+        return
+    if not variables.split:                 # problem nodes are the tie classes: groups known
+        for key, members in model.twins.tied_tensor_groups():
+            yield (key[0], model.twins.twin_edges(key)), len(members)
+        return
+    var, groups = variables.var, {}
+    for key, edges in tensor_edges.items():
+        group = (model.twins.tensor_sig[key], var[key[0]], tuple(var[e.c] for e in edges))
+        hit = groups.get(group)
         if hit is None:
-            hit = self.memo[key] = self._charges(levels, p, edges)
-        charges = hit
-        if len(consumers) == 1:
-            self._add_pair_costs(p, consumers[0], charges)
-            return
-        size = len(self.choices[p]) * math.prod(len(self.choices[c]) for c in consumers)
-        if self.model.use_factors and size <= FACTOR_MAX_ENTRIES:
-            self._add_factor(p, consumers, charges)
+            groups[group] = [(key[0], _tied_edges(model, key, edges, var)), 1]
         else:
-            self._add_groups(p, charges)
+            hit[1] += 1
+    for first, count in groups.values():
+        yield first, count
 
-    def _charges(self, levels: tuple[int, ...], p: int, edges: list[EdgeModel]) -> list[_Charge]:
-        """The tensor's shared conversions (forward ones first, each in first-needed order) with
-        their values per producer choice, summed over ``levels``."""
-        shared = self.model.share(edges, self.choices, levels[0])
-        fixed_producer = not (self.model.producer_levels(levels) & self.free)
-        out = []
-        for conv, needers in sorted(shared.items(), key=lambda item: item[0].backward):
-            if conv.consumer_only or fixed_producer:
-                out.append(_Charge(needers, self._value(levels, conv, p, self.choices[p][0]), True))
-            else:
-                values = np.array([self._value(levels, conv, p, pt) for pt in self.choices[p]])
-                out.append(_Charge(needers, values, False))
-        return out
 
-    def _consumer_costs(self, levels: tuple[int, ...], p: int, e: EdgeModel) -> list[float]:
-        """A tensor on one edge priced without reading the producer's free levels: each
-        consumer choice's conversions, for its own node cost (the same sums as the general path)."""
-        ptypes = self.choices[p][0]
-        own = []
-        for types in self.choices[e.c]:
-            total = 0.0
-            for conv in self.model.share([e], {e.c: [types]}, levels[0]):
-                total += self._value(levels, conv, p, ptypes)
-            own.append(total)
-        return own
-
-    def _value(self, levels: tuple[int, ...], conv: Conversion, p: int, ptypes: tuple) -> float:
-        """The objective's value of ``conv`` over ``levels`` with the producer taking ``ptypes``."""
-        return self.model.conversion_costs(levels, conv, p, ptypes).value(self.objective)
-
-    def _add_pair_costs(self, p: int, c: int, charges: list[_Charge]) -> None:
-        """A tensor with one consumer: a (producer x consumer) matrix; what does not depend on
-        the producer (partial errors under ``reference``, fixed lower levels) on the consumer."""
-        mat = None
-        own = [0.0] * len(self.choices[c])
-        for ch in charges:
-            if ch.independent:
-                for _c, t in ch.needers:
-                    own[t] += ch.values
-                continue
-            if mat is None:
-                mat = np.zeros((len(self.choices[p]), len(self.choices[c])))
-            mat[:, [t for _c, t in ch.needers]] += ch.values[:, None]
-        if any(own):
-            self.node_cost[c] += own
-        if mat is not None and mat.any():
-            self._add_matrix(p, c, mat)
-
-    def _add_factor(self, p: int, consumers: list[int], charges: list[_Charge]) -> None:
-        """A fanned-out tensor as one table over (producer, consumers...) choices: each conversion's
-        cost wherever on the consumers' joint grid some needer is chosen, exactly as evaluate does."""
-        pos = {c: j for j, c in enumerate(consumers)}
-        grid = tuple(len(self.choices[c]) for c in consumers)
-        n_p = len(self.choices[p])
-        table = np.zeros((n_p,) + grid)
-        lift = (n_p,) + (1,) * len(consumers)
-        for ch in charges:
-            mask = np.zeros(grid, bool)
-            for c, t in ch.needers:
-                where = [slice(None)] * len(consumers)
-                where[pos[c]] = t
-                mask[tuple(where)] = True
-            table += np.reshape(ch.per_producer(n_p), lift) * mask[None]
-        self.factors.append(FactorTerm((p,) + tuple(consumers), table))
-
-    def _add_groups(self, p: int, charges: list[_Charge]) -> None:
-        """A widely fanned-out tensor: each conversion charged once per producer choice (once
-        outright when independent of the producer) when any of its needers is chosen."""
-        for ch in charges:
-            members = sorted(set(ch.needers))
-            if ch.independent:
-                self._charge(p, members, None, float(ch.values))
-                continue
-            for s, value in enumerate(ch.values):
-                self._charge(p, members, s, float(value))
-
-    def _charge(self, p: int, members: list[tuple[int, int]], s: int | None, value: float) -> None:
-        """Charge ``value`` once if any (consumer, choice) of ``members`` is chosen (and, when
-        ``s`` is not None, producer p takes choice s): straight into the node or pair costs when
-        the members belong to one consumer, else as a group term."""
-        if value == 0:
-            return
-        if len({c for c, _ in members}) > 1:
-            self.groups.append(GroupTerm(value, tuple(members), None if s is None else (p, s)))
-            return
-        for c, t in members:
-            if s is None:
-                self.node_cost[c][t] += value
-            else:
-                self._add_pair(p, c, s, t, value)
-
-    def _add_pair(self, p: int, c: int, s: int, t: int, value: float) -> None:
-        """Add ``value`` to the (p, c) pair matrix at (s, t), starting a zero matrix if new."""
-        k = self.edge_index.get((p, c))
-        if k is None:
-            k = self.edge_index[(p, c)] = len(self.edges)
-            self.edges.append((p, c))
-            self.edge_cost.append(np.zeros((len(self.choices[p]), len(self.choices[c]))))
-        self.edge_cost[k][s, t] += value
-
-    def _add_matrix(self, p: int, c: int, mat: np.ndarray) -> None:
-        """Add ``mat`` to the (p, c) pair matrix (a copy of it if new)."""
-        k = self.edge_index.get((p, c))
-        if k is None:
-            self.edge_index[(p, c)] = len(self.edges)
-            self.edges.append((p, c))
-            self.edge_cost.append(mat.copy())
-        else:
-            self.edge_cost[k] += mat
+def _tied_edges(model: PricedModel, key: tuple[int, str], edges: list[EdgeModel], var: tuple[int, ...]) -> list[EdgeModel]:
+    """``edges`` less the twin edges into nodes of one problem node (kept: the first of each):
+    such edges need equal conversions, which sharing converts once, so pricing one is exact.
+    ``edges`` itself when its twin edges' consumers do not share problem nodes."""
+    fewer = model.twins.twin_edges(key)
+    if fewer is edges:
+        return edges
+    first_var: dict[tuple, int] = {}
+    for e in edges:
+        twin = model.twins.edge_twin(e)
+        if first_var.setdefault(twin, var[e.c]) != var[e.c]:
+            return edges
+    return fewer

@@ -49,10 +49,11 @@ class Conversion:
     backward: bool          # False: the activation, into ``layout``; True: an error, out of ``layout``
     view: tuple             # the tensor's signature (see above)
     layout: str | tuple     # forward: what the consumer reads; backward: the error it sends
+    width_bytes: int | None = None   # bytes per element the model declares (None: training precision)
     _hash: int = field(init=False, repr=False, compare=False)   # a memo key: hashed once
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_hash", hash((self.backward, self.view, self.layout)))
+        object.__setattr__(self, "_hash", hash((self.backward, self.view, self.layout, self.width_bytes)))
 
     def __hash__(self) -> int:
         return self._hash
@@ -81,12 +82,12 @@ class Conversions:
     def __init__(self) -> None:
         self._made: dict[tuple, Conversion] = {}
 
-    def get(self, backward: bool, view: tuple, layout: str | tuple) -> Conversion:
+    def get(self, backward: bool, view: tuple, layout: str | tuple, width_bytes: int | None = None) -> Conversion:
         """The conversion with these fields (made on first use)."""
-        key = (backward, view, layout)
+        key = (backward, view, layout, width_bytes)
         hit = self._made.get(key)
         if hit is None:
-            hit = self._made[key] = Conversion(backward, view, layout)
+            hit = self._made[key] = Conversion(backward, view, layout, width_bytes)
         return hit
 
 
@@ -96,10 +97,10 @@ def edge_conversions(e: EdgeModel, consumer: Strategy, view: tuple,
     ``view``: the forward conversion, then the backward one if ``e`` carries an error (objects
     from ``made`` when given)."""
     make = Conversion if made is None else made.get
-    forward = make(False, view, consumer.in_layouts[e.slot])
+    forward = make(False, view, consumer.in_layouts[e.slot], e.tensor.elem_bytes)
     if not e.needs_error:
         return (forward,)
-    return forward, make(True, view, consumer.in_err_layouts[e.slot])
+    return forward, make(True, view, consumer.in_err_layouts[e.slot], e.tensor.error_bytes)
 
 
 def slot_layouts(node: NodeModel, slot: int) -> tuple[dict, dict]:
@@ -122,10 +123,10 @@ def full_conversions(e: EdgeModel, layouts: tuple[dict, dict], types: tuple, sig
     consumer's :func:`slot_layouts` of ``e.slot`` (KeyError for a label the consumer lacks);
     objects from ``made`` when given."""
     make = Conversion if made is None else made.get
-    forward = make(False, sig, tuple(map(layouts[0].__getitem__, types)))
+    forward = make(False, sig, tuple(map(layouts[0].__getitem__, types)), e.tensor.elem_bytes)
     if not e.needs_error:
         return (forward,)
-    return forward, make(True, sig, tuple(map(layouts[1].__getitem__, types)))
+    return forward, make(True, sig, tuple(map(layouts[1].__getitem__, types)), e.tensor.error_bytes)
 
 
 def share_by(edges: list[EdgeModel], choices: Sequence[Sequence[tuple]] | Mapping[int, Sequence[tuple]],

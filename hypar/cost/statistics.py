@@ -152,7 +152,7 @@ def replicated_out_level_cost(pricer: HierarchicalPricer, node: NodeModel, types
     src, tgt = _virtual_first(partial, ROWS if out.batch_axis is not None else COLS)
     sig = tensor_view(node, node.sizes, out, node.out_map, node.layer.out_elements or None) + \
         tensor_units(node, node.out_map)
-    return pricer.level_cost(h, sig, src, tgt)
+    return pricer.level_cost(h, sig, src, tgt, out.elem_bytes)
 
 
 def stats_level_cost(pricer: HierarchicalPricer, term: StatsTerm, layouts: tuple, h: int) -> Cost:

@@ -16,6 +16,10 @@ per distinct layout; partial errors from several consumers reduced once). Factor
 the same exactly over the joint choice of a producer and its few consumers (a tighter ILP).
 Memory constraints: for each (coef, capacity): sum_i coef[i][a[i]] <= capacity.
 All costs are finite, non-negative floats.
+
+A problem may stand for more nodes than it has (tied repeated blocks, :mod:`hypar.cost.repeats`):
+``node_var[k]`` is then the problem node that outside node k takes its choice from, and
+:meth:`LevelProblem.node_labels` / :meth:`LevelProblem.incumbent` translate between the two.
 """
 
 from __future__ import annotations
@@ -68,6 +72,27 @@ class LevelProblem:
     groups: list[GroupTerm] = field(default_factory=list)
     memory: list[tuple[list[np.ndarray], float]] = field(default_factory=list)
     factors: list[FactorTerm] = field(default_factory=list)
+    node_var: tuple[int, ...] | None = None   # per outside node, its problem node (None: the same index)
+
+    def node_labels(self, assignment: list[int] | tuple[int, ...]) -> list[str]:
+        """The chosen label of every outside node (every problem node when ``node_var`` is None)."""
+        if self.node_var is None:
+            return [self.choices[i][c] for i, c in enumerate(assignment)]
+        return [self.choices[v][assignment[v]] for v in self.node_var]
+
+    def incumbent(self, labels: list[str]) -> tuple[int, ...] | None:
+        """The assignment giving outside node k label ``labels[k]``; None when tied nodes disagree
+        (the labels are not a tied plan)."""
+        if self.node_var is None:
+            return tuple(self.choices[i].index(t) for i, t in enumerate(labels))
+        out: list[int | None] = [None] * len(self.names)
+        for k, v in enumerate(self.node_var):
+            c = self.choices[v].index(labels[k])
+            if out[v] is None:
+                out[v] = c
+            elif out[v] != c:
+                return None
+        return tuple(out)  # type: ignore[arg-type]
 
     def objective(self, assignment: list[int] | tuple[int, ...]) -> float:
         """Objective value of a full assignment (choice index per node)."""

@@ -23,6 +23,7 @@ from hypar.onnx.inference import Shapes
 from hypar.onnx.layer_context import LayerContext
 from hypar.onnx.layers import build_layer, opaque_label
 from hypar.onnx.ops import SHAPE_OPS
+from hypar.onnx.precision import declare_widths
 from hypar.onnx.units import assign_units
 
 
@@ -68,6 +69,7 @@ def build_layer_graph(
         build.tensors[o.name] for o in index.model.graph.output if o.name in build.tensors)
     g.graph["input_consumers"] = {t: tuple(v) for t, v in build.input_consumers.items()}
     assign_units(g)
+    declare_widths(g, index, shapes.table)
     return g, [_opaque_warning(g, label, where, shapes.guessed) for label, where in build.opaque.items()]
 
 

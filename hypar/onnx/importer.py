@@ -4,7 +4,8 @@
 size and any other input dims, runs shape inference and builds the layer graph described in :mod:`hypar.graph`:
 decision layers (Conv, ConvTranspose, Gemm, MatMul with a weight, embeddings, activation x
 activation MatMul) with their matrix view, and every other op that touches activations as a
-non-weighted node. Weights are read as shapes only: raw weight bytes are never decoded.
+non-weighted node. Weights are read as shapes only: a file's weight bytes are never read (see
+:mod:`~hypar.onnx.wire`), an in-memory model's never decoded.
 
 The steps live in their own modules: :mod:`~hypar.onnx.load` (reading),
 :mod:`~hypar.onnx.expand` (the opset-23 Attention op as the ops it is made of),

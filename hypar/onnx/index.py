@@ -166,6 +166,10 @@ class ModelIndex:
         stored = self._stored(src)
         return stored is not None and stored[0] in FLOAT_TYPES and len(stored[1]) >= 2
 
+    def stored(self, src: str) -> tuple[int, tuple] | None:
+        """(element type, dims) of ``src`` as the model stores it (see :meth:`_stored`)."""
+        return self._stored(src)
+
     def _stored(self, src: str) -> tuple[int, tuple] | None:
         """(element type, dims) of ``src`` as the model stores it: an initializer, or a graph
         input with a known rank (its dims may be symbolic); None for anything else."""

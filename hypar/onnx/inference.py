@@ -26,7 +26,7 @@ from hypar.onnx.ops import (RESHAPING_UNARY, SAME_SHAPE, SAME_SHAPE_OUTPUTS, SHA
 from hypar.onnx.protos import known, node_attrs
 from hypar.onnx.shapes import ShapeTable
 
-# Models at least this large (bytes) go through onnx's path-based inference (protobuf limit).
+# Serialized models at least this large (bytes) go through onnx's path-based inference (protobuf limit).
 TWO_GB = 2**31 - 1
 
 
@@ -116,25 +116,27 @@ def _fold_operands(m: onnx.ModelProto, index: ModelIndex, constants: ConstantEva
 
 def run_onnx_inference(m: onnx.ModelProto) -> onnx.ModelProto:
     """``m`` with inferred value_info (data propagation first, then without); ``m`` itself
-    when inference fails both ways. Models of :data:`TWO_GB` bytes or more are inferred
-    through temporary files."""
+    when inference fails both ways. ``m`` is serialized once for both tries; a serialization of
+    :data:`TWO_GB` bytes or more (beyond protobuf's limit) is inferred through temporary files."""
+    data = m.SerializeToString()
     for data_prop in (True, False):
         try:
-            return _infer_once(m, data_prop)
+            if len(data) >= TWO_GB:
+                return _infer_through_files(data, data_prop)
+            return onnx.shape_inference.infer_shapes(data, strict_mode=False, data_prop=data_prop)
         except Exception:
             continue
     return m
 
 
-def _infer_once(m: onnx.ModelProto, data_prop: bool) -> onnx.ModelProto:
-    """One non-strict run of onnx shape inference."""
-    if m.ByteSize() >= TWO_GB:
-        with tempfile.TemporaryDirectory(prefix="hypar-") as d:
-            src, dst = os.path.join(d, "in.onnx"), os.path.join(d, "out.onnx")
-            onnx.save(m, src)
-            onnx.shape_inference.infer_shapes_path(src, dst, strict_mode=False, data_prop=data_prop)
-            return onnx.load(dst, load_external_data=False)
-    return onnx.shape_inference.infer_shapes(m, strict_mode=False, data_prop=data_prop)
+def _infer_through_files(data: bytes, data_prop: bool) -> onnx.ModelProto:
+    """One non-strict run of onnx's path-based shape inference on the serialized model ``data``."""
+    with tempfile.TemporaryDirectory(prefix="hypar-") as d:
+        src, dst = os.path.join(d, "in.onnx"), os.path.join(d, "out.onnx")
+        with open(src, "wb") as f:
+            f.write(data)
+        onnx.shape_inference.infer_shapes_path(src, dst, strict_mode=False, data_prop=data_prop)
+        return onnx.load(dst, load_external_data=False)
 
 
 def fill_param_shapes(index: ModelIndex, found: Shapes) -> None:
@@ -242,8 +244,7 @@ def guess_shapes(index: ModelIndex, found: Shapes, partial: bool = False) -> Non
         if not new:
             return
         found.guessed.update(new)
-        m = onnx.ModelProto()
-        m.CopyFrom(table.model)
+        m = table.model  # changed in place: the table is re-collected from what inference makes of it
         keep = [vi for vi in m.graph.value_info if vi.name not in new]
         del m.graph.value_info[:]
         m.graph.value_info.extend(keep)

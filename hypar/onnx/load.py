@@ -1,19 +1,22 @@
 """Reading a model: a path or a ``ModelProto`` in, a sane ``ModelProto`` out.
 
-Weights may be inline, in external data files, or absent: external data is never loaded (only
-weight shapes are read later). Every failure is a :class:`ModelLoadError` whose message says
-what to do.
+Weights may be inline, in external data files, or absent; only their shapes are read. A file is
+memory-mapped and parsed without the data of its large tensors (:mod:`~hypar.onnx.wire`), so the
+weight bytes are never read or copied; external data is never loaded. Every failure is a
+:class:`ModelLoadError` whose message says what to do.
 """
 
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 from pathlib import Path
 
 import onnx
 
 from hypar.errors import ModelLoadError
+from hypar.onnx.wire import WireError, light_model_bytes
 
 
 def model_sha256(path: str | os.PathLike) -> str:
@@ -25,10 +28,13 @@ def model_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def load_model(source: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+def load_model(source: str | os.PathLike | onnx.ModelProto, *,
+               with_weights: bool = False) -> tuple[onnx.ModelProto, str]:
     """The model and its default name (file stem, else the ONNX graph name, else 'model').
 
-    A ``ModelProto`` is used as is (not copied). A path is read without its external data.
+    A ``ModelProto`` is used as is (not copied). A path is read without its external data and,
+    unless ``with_weights`` (for a model to be written back, e.g. annotated), without the data of
+    tensors of more than ``SMALL_ELEMENTS`` elements (:func:`read_light`).
 
     Raises
     ------
@@ -49,7 +55,7 @@ def load_model(source: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelP
     if path.is_dir():
         raise ModelLoadError(f"'{path}' is a directory, not an ONNX file; pass the .onnx file")
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = onnx.load(str(path), load_external_data=False) if with_weights else read_light(path)
     except PermissionError as exc:
         raise ModelLoadError(f"cannot read '{path}' ({exc.strerror}); check its permissions") from None
     except Exception:  # protobuf DecodeError, RuntimeWarning turned error, ...
@@ -58,6 +64,37 @@ def load_model(source: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelP
         ) from None
     check_model_sane(model, f"'{path}'")
     return model, path.stem
+
+
+def read_light(path: Path) -> onnx.ModelProto:
+    """The model in file ``path``, its large tensors reduced to name, type and dims (every other
+    field as stored); text and JSON formats (by extension, as ``onnx.load`` decides) are read whole
+    by ``onnx.load`` without external data.
+
+    Raises OSError when the file cannot be read and protobuf's DecodeError when it is not a
+    protobuf message."""
+    fmt = onnx.serialization.registry.get_format_from_file_extension(path.suffix)
+    if fmt not in (None, "protobuf"):
+        return onnx.load(str(path), load_external_data=False)
+    with open(path, "rb") as f:
+        try:
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):  # an empty file, a pipe, a file system without mmap
+            return _parse_light(f.read())
+    with mapped:
+        return _parse_light(mapped)
+
+
+def _parse_light(buf) -> onnx.ModelProto:
+    """The ModelProto serialized in ``buf`` (bytes or an mmap) without its large tensors' data;
+    bytes that are not well-formed protobuf go whole to protobuf's parser, which rejects them."""
+    try:
+        light = light_model_bytes(buf)
+    except WireError:
+        light = None
+    model = onnx.ModelProto()
+    model.ParseFromString(light if light is not None else bytes(buf))
+    return model
 
 
 def check_model_sane(model: onnx.ModelProto, what: str) -> None:

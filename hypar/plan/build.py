@@ -49,9 +49,18 @@ def _round(x: float) -> float:
 def _clean(obj):
     """``obj`` as plain JSON data: floats rounded by :func:`_round`, tuples as lists, vocabulary
     members (:mod:`hypar.vocab`) as their plain strings."""
+    kind = type(obj)
+    if kind is float:
+        return _round(obj)
+    if kind is dict:
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if kind is list or kind is tuple:
+        return [_clean(v) for v in obj]
+    if kind is str or kind is int or kind is bool or obj is None:
+        return obj
     if isinstance(obj, float):
         return _round(obj)
-    if isinstance(obj, str):
+    if isinstance(obj, str):                 # vocabulary members (str enums) as plain strings
         return str(obj)
     if isinstance(obj, dict):
         return {str(k): _clean(v) for k, v in obj.items()}

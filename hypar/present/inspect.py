@@ -13,7 +13,7 @@ import networkx as nx
 
 from hypar import graph as G
 
-__all__ = ["inspect_dict", "inspect_table", "totals", "fmt_count"]
+__all__ = ["inspect_dict", "inspect_table", "sparsity_summary", "sparsity_table", "totals", "fmt_count"]
 
 
 def fmt_count(n: int) -> str:
@@ -175,3 +175,52 @@ def inspect_table(g: nx.DiGraph, all_nodes: bool = False) -> str:
         out.append(f"not understood, kept as opaque layers (whole tensors, no split): {ops}")
     return "\n".join(out)
 
+
+
+def sparsity_summary(records: list[dict]) -> dict[str, object]:
+    """Totals over weight records (``WeightSparsity.to_json`` dicts, :mod:`hypar.onnx.sparsity`):
+    how many weights are stored, and over the stored ones the fractions of all-zero output
+    channels, input channels and elements (None when no weight is stored)."""
+    stored = [r for r in records if r["stored"]]
+
+    def frac(zero: str, total: str) -> float | None:
+        den = sum(r[total] for r in stored)
+        return round(sum(r[zero] for r in stored) / den, 6) if den else None
+    return {"weights": len(records), "stored": len(stored),
+            "zero_out_fraction": frac("zero_out_channels", "out_channels"),
+            "zero_in_fraction": frac("zero_in_channels", "in_channels"),
+            "zero_element_fraction": frac("zero_elements", "elements")}
+
+
+def _percent(zero: int, total: int) -> str:
+    """``zero`` of ``total`` as ``"3/64 (4.7%)"``."""
+    return f"{zero}/{total} ({100.0 * zero / total:.1f}%)" if total else "-"
+
+
+def sparsity_table(records: list[dict]) -> str:
+    """A plain-text table of every weight's all-zero output channels, input channels and
+    elements (``"weights not stored"`` for a weight without values), then the totals; a model
+    with no stored weight at all says so in one line."""
+    summary = sparsity_summary(records)
+    if not summary["stored"]:
+        return (f"structured sparsity: weights not stored ({summary['weights']} weights, none with values: "
+                "a shapes-only model); nothing to scan")
+    rows = [("layer", "op", "weight shape", "zero out-channels", "zero in-channels", "zero elements")]
+    for r in records:
+        shape = "x".join(map(str, r["shape"])) or "?"
+        if not r["stored"]:
+            rows.append((r["node"], r["op"], shape, "weights not stored", "", ""))
+            continue
+        rows.append((r["node"], r["op"], shape, _percent(r["zero_out_channels"], r["out_channels"]),
+                     _percent(r["zero_in_channels"], r["in_channels"]),
+                     _percent(r["zero_elements"], r["elements"])))
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100.0 * v:.1f}%"
+    lines.append("")
+    lines.append(f"stored weights {summary['stored']}/{summary['weights']}: all-zero output channels "
+                 f"{pct(summary['zero_out_fraction'])}, input channels {pct(summary['zero_in_fraction'])}, "
+                 f"elements {pct(summary['zero_element_fraction'])}")
+    return "\n".join(lines)

@@ -49,6 +49,16 @@ def _reached(solver: dict) -> str:
     return f" (reached {solver['reached']})" if solver.get("reached") else ""
 
 
+def _ties(solver: dict) -> str:
+    """``, 32 blocks tied: 1865 -> 67 problem nodes`` from a plan's solver record ("" when
+    nothing was tied or the plan does not say)."""
+    t = solver.get("ties")
+    if not t or not t["tied"] or not t["blocks_tied"]:
+        return ""
+    return (f", {t['blocks_tied']} blocks tied: {t['untied_size']['problem_nodes']} -> "
+            f"{t['tied_size']['problem_nodes']} problem nodes")
+
+
 def plan_summary(plan: dict) -> str:
     """The readable summary of a plan: the layer x level map, totals, gains over baselines."""
     arr = plan["array"]
@@ -58,7 +68,7 @@ def plan_summary(plan: dict) -> str:
         f"model {plan['model']['name']}  batch {plan['batch']}  array {arr['name']} ({arr['n_pes']} PEs, levels {fan})",
         f"objective {plan['objective']}  space {plan['space']}  convention {plan.get('convention', 'reference')}  "
         f"search {plan['search']}{_reached(s)}  "
-        f"solver {s['backend']} ({s['status']}, {s['level_solves']} level solves)",
+        f"solver {s['backend']} ({s['status']}, {s['level_solves']} level solves{_ties(s)})",
         "",
         layer_map(plan["layers"]),
         "",

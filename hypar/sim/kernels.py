@@ -150,6 +150,10 @@ LOCAL = {
     "Relu": (lambda x, l: np.maximum(x, 0.0), lambda x, e, l: e * (x > 0), False),
     "Identity": (lambda x, l: x, lambda x, e, l: e, False),
     "Dropout": (lambda x, l: x, lambda x, e, l: e, False),          # inference semantics
+    # a QDQ pair simulated straight-through (docs/precision.md): values stay float, so distributed
+    # and reference agree whatever order they sum in; what is sent is counted in the int8 width
+    "QuantizeLinear": (lambda x, l: x, lambda x, e, l: e, False),
+    "DequantizeLinear": (lambda x, l: x, lambda x, e, l: e, False),
     "Tanh": (lambda x, l: np.tanh(x), lambda x, e, l: e * (1.0 - np.tanh(x) ** 2), False),
     "Sigmoid": (lambda x, l: 1.0 / (1.0 + np.exp(-x)),
                 lambda x, e, l: e * np.exp(-x) / (1.0 + np.exp(-x)) ** 2, False),

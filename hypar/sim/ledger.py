@@ -101,16 +101,22 @@ class Ledger:
                 for key, rec in items:
                     res.split_dedup.append((key.kind, rec.what, min(rec.nodes), key.level))
 
-    def attribute(self, res: SimResult, n_nodes: int) -> None:
-        """Charge every record's counts: ``res.counted`` (per node and level), ``res.transfers``,
-        and ``res.folded_stats`` for folded normalisations."""
+    def attribute(self, res: SimResult, n_nodes: int, width_of: Callable[[tuple], int] | None = None) -> None:
+        """Charge every record's counts: ``res.counted`` (elements) and ``res.counted_bytes``
+        (per node and level), ``res.transfers``, and ``res.folded_stats`` for folded
+        normalisations. ``width_of(key)``: bytes per element of the step ``key``
+        (:class:`hypar.sim.widths.StepWidths`; None: ``res.dtype_bytes`` for every step)."""
         counted = [[0] * self.n_levels for _ in range(n_nodes)]
-        for rec in self.records.values():
+        counted_bytes = [[0] * self.n_levels for _ in range(n_nodes)]
+        for key, rec in self.records.items():
             node = min(rec.nodes)
+            width = res.dtype_bytes if width_of is None else width_of(key)
             for h, c in enumerate(rec.counts):
                 if c:
                     counted[node][h] += c
-                    res.transfers.append(Transfer(rec.kind, rec.what, h, c, node))
+                    counted_bytes[node][h] += c * width
+                    res.transfers.append(Transfer(rec.kind, rec.what, h, c, node, c * width))
                     if rec.kind == "fold":
                         res.folded_stats.append((node, h, rec.what))
         res.counted = counted
+        res.counted_bytes = counted_bytes

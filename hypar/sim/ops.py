@@ -18,6 +18,7 @@ from hypar.sim.fused import is_rotary, is_skip_norm, rotary, skip_norm_error, sk
 from hypar.sim.norms import rms_norm, rms_norm_bwd
 
 WEIGHTED_KINDS = (G.GEMM, G.CONV, G.EMBEDDING)
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")    # scale and zero point are constant inputs
 
 
 def is_const_op(lay: G.Layer) -> bool:
@@ -114,7 +115,7 @@ def is_unary(lay: G.Layer) -> bool:
     """One of the ``kernels.LOCAL`` ops on one activation (Clip with its constant bounds, Where
     with its constant condition and value)."""
     consts = lay.attr("const_inputs")
-    if lay.op not in LOCAL or len(lay.inputs) != 1 or (consts and lay.op not in ("Clip", "Where")):
+    if lay.op not in LOCAL or len(lay.inputs) != 1 or (consts and lay.op not in ("Clip", "Where", *QDQ_OPS)):
         return False
     if lay.op == "Where" and consts != 2:
         return False

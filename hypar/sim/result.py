@@ -26,6 +26,7 @@ class Transfer:
     level: int
     elements: int
     node: int          # model node index charged (intra: the node; edges: first consumer)
+    bytes: int = 0     # elements x the step's bytes per element (hypar.sim.widths)
 
 
 @dataclass
@@ -33,7 +34,9 @@ class SimResult:
     """One simulated training step of a plan, compared with the one-device reference.
 
     ``counted[i][h]`` is the number of elements received at level h charged to kept node i
-    (summed over every PE of every group; multiply by ``dtype_bytes`` for bytes); ``max_err[i]``
+    (summed over every PE of every group), ``counted_bytes[i][h]`` the same in bytes, each step
+    in its own width (:mod:`hypar.sim.widths`; ``dtype_bytes`` x elements on a model that
+    declares no widths); ``max_err[i]``
     is the largest |distributed - reference| over node i's output, output error (where the
     backward pass needs it) and weight gradient, ``scale[i]`` the largest |reference| of those. ``unsupported`` non-empty means
     nothing was simulated (the other lists are then empty).
@@ -44,6 +47,7 @@ class SimResult:
     dtype_bytes: int
     unsupported: list[str] = field(default_factory=list)
     counted: list[list[int]] = field(default_factory=list)        # [node][level] elements received
+    counted_bytes: list[list[int]] = field(default_factory=list)  # [node][level] bytes received
     transfers: list[Transfer] = field(default_factory=list)
     max_err: list[float] = field(default_factory=list)             # [node] max |distributed - reference|
     scale: list[float] = field(default_factory=list)               # [node] max |reference|
@@ -88,6 +92,7 @@ class SimResult:
         """Forget everything counted or noted (a step that stopped half way reports nothing)."""
         self.counted, self.transfers, self.flags, self.split_dedup, self.folded_stats, self.notes = \
             [], [], [], [], [], []
+        self.counted_bytes = []
 
     @property
     def ok_numerics(self) -> list[bool]:

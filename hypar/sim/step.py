@@ -64,6 +64,7 @@ from hypar.sim.result import DEFAULT_TOL, SimResult, default_tol
 from hypar.sim.sharded import Charge, ShardContext, local_backward, local_forward, several_backward, several_forward
 from hypar.sim.support import unsupported
 from hypar.sim.weighted import weighted_backward, weighted_forward
+from hypar.sim.widths import StepWidths
 from hypar.vocab import Convention
 
 __all__ = ["DEFAULT_TOL", "SimResult", "SimulationError", "TrainingStep", "simulate"]
@@ -108,6 +109,7 @@ class TrainingStep:
         self.mesh = Mesh(arr.fanouts, arr, strict=model.convention != Convention.HIERARCHICAL)
         self.comm = Comm(self.mesh)
         self.ledger = Ledger(self.comm, self.H)
+        self.widths = StepWidths(model)                        # bytes per element of each counted step
         self.dtype = np.dtype(dtype)
         self.data = seeded_data(self.g, np.random.default_rng(seed), dtype)
         self.bg = Background(self.g, self.data,               # the reference and the checks, meanwhile
@@ -247,6 +249,7 @@ class TrainingStep:
                               "converted (a size-changing op after a folded Add or Concat)")
         base = (e.p, e.source if conv_t == e.source else f"{e.source}|{conv_t}")
         self.edge_pre[e_idx] = EdgePre(pre, conv_t, base)
+        self.widths.note(base, e.tensor)
         conv = Conversion("fwd", base, f"{self.names[e.p]}:{conv_t} -> {self.names[i]}", i, dst)
         kept.vals[conv_t] = self.edges.forward(conv, x, dst).compact()
 
@@ -448,7 +451,7 @@ class TrainingStep:
         consumer), note conversions the model de-duplicates but the simulator cannot, and store
         the numeric errors in the result."""
         self.ledger.note_split_dedup(self.res)
-        self.ledger.attribute(self.res, len(self.names))
+        self.ledger.attribute(self.res, len(self.names), self.widths)
         self.res.max_err = self.max_err
         self.res.scale = self.scale
 

@@ -7,7 +7,7 @@ or depthwise too), embeddings (Gather of graph-input ids, or of constant indices
 Mul/Sub/Div of two activations (broadcasting a smaller operand along size-1 axes where the op is
 a node of the plan: :mod:`hypar.sim.broadcast`), elementwise ops with a constant operand (run
 with a seeded scalar; Pow with its constant exponent), Relu/Tanh/Sigmoid/Gelu/Erf/Sqrt/Identity/
-Dropout, Expand (broadcast to a larger shape), ReduceMean/ReduceSum (dims kept or dropped;
+Dropout, QuantizeLinear/DequantizeLinear (straight-through: docs/precision.md), Expand (broadcast to a larger shape), ReduceMean/ReduceSum (dims kept or dropped;
 partial sums all-reduced over the levels that split a reduced axis), MaxPool/AveragePool/
 GlobalAveragePool, Flatten/Reshape/Transpose/(Un)Squeeze, Split and Slice (a crop with positive
 steps), Softmax (not over a split axis), LayerNorm, RMSNorm (RMSNormalization /

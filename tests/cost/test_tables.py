@@ -222,7 +222,7 @@ def test_share_by_lists_each_needer_once_also_through_two_slots_of_one_consumer(
 
 
 @pytest.mark.parametrize("convention", CONVENTIONS)
-def test_evaluate_shares_once_and_charges_as_each_level_alone(convention):
+def test_evaluate_charges_each_level_as_shared_alone(convention):
     """The edge costs evaluate adds equal, per level, each tensor shared at that level alone and
     its conversions added in order to their first consumer."""
     model = dag_model(convention, (2, 3))

@@ -14,6 +14,8 @@ scripts/fixture_llm.py, scripts/make_pattern_fixtures.py):
 - decoder (tests/onnx/test_llm_fixtures.py derives it; the same model as onnxruntime's optimizer
   writes it: decoder_ort_fused): 90,432; windowed ViT: 10,540.
 - the exporter patterns record theirs in their doc_string: 2,140 and 12,704.
+- the precision fixtures (scripts/make_precision_fixtures.py): conv 3x8x3x3 + 8, conv 8x8x3x3 + 8,
+  fc 512->10 + 10: 224 + 584 + 5,130 = 5,938, whether stored int8 (QDQ) or fp16.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from paths import FIXTURES
 CNN = {G.CONV: 3, G.GEMM: 1}
 TRANSFORMER = {G.EMBEDDING: 1, G.GEMM: 7, G.MATMUL_ACT: 2}
 DECODER = {G.EMBEDDING: 1, G.GEMM: 15, G.MATMUL_ACT: 4}
+SMALL_CNN = {G.CONV: 2, G.GEMM: 1}
 DIMS = {"batch": 2}
 # stem: (decision-layer kinds, parameters, binding)
 EXPECTED = {
@@ -54,6 +57,8 @@ EXPECTED = {
                                  {"batch": 2, "dims": {"height": 16, "width": 16}}),
     "windowed_attention_dynamic": ({G.CONV: 1, G.GEMM: 3, G.MATMUL_ACT: 2, G.EMBEDDING: 1}, 2_140,
                                    {"batch": 2, "dims": {"height": 16, "width": 16}}),
+    "cnn_qdq": (SMALL_CNN, 5_938, DIMS),
+    "cnn_fp16": (SMALL_CNN, 5_938, DIMS),
     "sequence_pattern_dynamic": ({G.EMBEDDING: 3, G.GEMM: 3}, 12_704, {"input_shapes": {"ids": [2, 8]}}),
 }
 
