@@ -71,6 +71,13 @@ class TensorCharges:
         return TensorCharges(tuple(ch.needers for ch in charges), tuple(ch.values for ch in charges),
                              tuple(ch.independent for ch in charges))
 
+    def mapped(self, var: Sequence[int], count: int) -> "TensorCharges":
+        """The charges on a tied problem's nodes (:mod:`hypar.cost.terms`): needer (c, t) as
+        (var[c], t), repeats dropped, each value ``count`` times."""
+        needers = tuple(tuple(dict.fromkeys((var[c], t) for c, t in ns)) for ns in self.needers)
+        values = self.values if count == 1 else tuple(v * count for v in self.values)
+        return TensorCharges(needers, values, self.independent)
+
     def __iter__(self) -> Iterator[Charge]:
         return map(Charge, self.needers, self.values, self.independent)
 

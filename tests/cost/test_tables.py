@@ -127,6 +127,16 @@ def test_pair_costs_of_independent_charges_only_have_no_matrix():
     assert mat is None and own == [2.5, 0.0, 3.5]
 
 
+def test_mapped_charges_move_needers_to_problem_nodes_and_scale_values():
+    """Nodes 2 and 3 tied onto 2: (3, t) becomes (2, t), a repeat dropped; values times 3."""
+    charges = TensorCharges.of([Charge(((2, 0), (3, 0), (3, 1)), np.array([1.0, 2.0]), False),
+                                Charge(((3, 1),), 0.5, True)])
+    mapped = charges.mapped((0, 1, 2, 2), 3)
+    assert mapped.needers == (((2, 0), (2, 1)), ((2, 1),)) and mapped.independent == (False, True)
+    assert mapped.values[0].tolist() == [3.0, 6.0] and mapped.values[1] == 1.5
+    assert charges.mapped((0, 1, 2, 3), 1) == charges
+
+
 # --------------------------------------------------------------------------------------------
 # conversion values and a tensor's charges
 
