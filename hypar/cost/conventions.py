@@ -19,7 +19,8 @@ from typing import Protocol
 
 from hypar.cost.hierarchical import HierarchicalPricer, check_pair
 from hypar.cost.price import ZERO, Cost
-from hypar.cost.sharing import Conversion, full_conversions, share_by, share_conversions
+from hypar.cost.sharing import (Conversion, Conversions, full_conversions, share_by, share_conversions,
+                                slot_layouts)
 from hypar.cost.strategies import PARTIAL, NodeModel, tensor_grid
 from hypar.cost.structure import EdgeModel
 
@@ -43,10 +44,11 @@ class ReferenceEdges:
 
     def __init__(self, model: ViewModel):
         self.model = model
+        self.made = Conversions()
 
     def share(self, edges: list[EdgeModel], choices: Sequence[Sequence[tuple]], h: int) -> Shared:
         """The tensor's conversions at level h with who needs them (per (view, layout))."""
-        return share_conversions(edges, choices, h, self.model.nodes, self.model.edge_view)
+        return share_conversions(edges, choices, h, self.model.nodes, self.model.edge_view, self.made)
 
     def cost(self, levels: tuple[int, ...], conv: Conversion, producer: int, ptypes: tuple) -> Cost:
         """``conv`` (from :meth:`share` at the one level of ``levels``) with the producer taking
@@ -56,6 +58,12 @@ class ReferenceEdges:
                      conv.width_bytes)
                  for h in levels]
         return costs[0] if len(costs) == 1 else sum(costs, ZERO)
+
+    def table(self, levels: tuple[int, ...], convs: Sequence[Conversion], producer: int,
+              ptypes_list: Sequence[tuple], field: str) -> list[list[float]]:
+        """Cost field ``field`` (``bytes``, ``seconds`` or ``joules``) of :meth:`cost` for each of
+        ``convs`` (rows) with the producer taking each of ``ptypes_list`` (columns)."""
+        return [[getattr(self.cost(levels, conv, producer, pt), field) for pt in ptypes_list] for conv in convs]
 
     @staticmethod
     def passes(levels: list[int]) -> list[tuple[int, ...]]:
@@ -72,17 +80,21 @@ class ReferenceEdges:
 class HierarchicalEdges:
     """The ``hierarchical`` convention for a model with kept nodes ``nodes`` on ``pricer``'s array.
 
-    Memoises tensor signatures per edge, conversions per (edge, consumer types), the producer's
-    layout tuples per (node, types) and summed prices per (signature, tuples, levels).
+    Memoises tensor signatures per edge, each consumer slot's layouts per label, one object per
+    distinct conversion (:class:`Conversions`), the producer's layout tuples per (node, types)
+    and summed prices per (conversion, levels) and producer layouts: every value is a function
+    of its key (nodes and array never change), so the memos are exact.
     """
 
     def __init__(self, nodes: list[NodeModel], pricer: HierarchicalPricer):
         self.nodes = nodes
         self.pricer = pricer
         self._signatures: dict[int, tuple[int, int, int, int, int]] = {}
-        self._keys: dict[tuple, tuple[Conversion, ...]] = {}
+        self._slot_layouts: dict[tuple[int, int], tuple[dict, dict]] = {}
+        self.made = Conversions()
+        self._out_layouts: dict[int, tuple[dict, dict]] = {}
         self._layouts: dict[tuple, tuple[tuple, tuple]] = {}
-        self._sums: dict[tuple, Cost] = {}
+        self._prices: dict[tuple[Conversion, tuple], dict[tuple, Cost]] = {}
 
     def signature(self, e: EdgeModel) -> tuple[int, int, int, int, int]:
         """Edge e's tensor at the root: (elements, batch size, feature size, batch unit, feature
@@ -96,12 +108,11 @@ class HierarchicalEdges:
         return hit
 
     def _edge_keys(self, e: EdgeModel, types: tuple) -> tuple[Conversion, ...]:
-        """The conversions edge ``e`` needs with its consumer taking ``types`` (memoised)."""
-        key = (id(e), types)
-        hit = self._keys.get(key)
-        if hit is None:
-            hit = self._keys[key] = full_conversions(e, self.nodes[e.c], types, self.signature(e))
-        return hit
+        """The conversions edge ``e`` needs with its consumer taking ``types``."""
+        layouts = self._slot_layouts.get((e.c, e.slot))
+        if layouts is None:
+            layouts = self._slot_layouts[(e.c, e.slot)] = slot_layouts(self.nodes[e.c], e.slot)
+        return full_conversions(e, layouts, types, self.signature(e), self.made)
 
     def share(self, edges: list[EdgeModel], choices: Sequence[Sequence[tuple]], h: int = 0) -> Shared:
         """The tensor's conversions (per full tuple; the same at every level h) with who needs them."""
@@ -113,30 +124,69 @@ class HierarchicalEdges:
         key = (producer, ptypes)
         hit = self._layouts.get(key)
         if hit is None:
-            node = self.nodes[producer]
-            strategies = [None if label is None else node.strategy(label) for label in ptypes]
-            hit = self._layouts[key] = (tuple(st and st.out_layout for st in strategies),
-                                        tuple(st and st.out_err_layout for st in strategies))
+            out, err = self._out_layouts.get(producer) or self._producer_maps(producer)
+            hit = self._layouts[key] = (tuple(map(out.__getitem__, ptypes)), tuple(map(err.__getitem__, ptypes)))
         return hit
+
+    def _producer_maps(self, producer: int) -> tuple[dict, dict]:
+        """Per label of node ``producer`` (and None: None), its output's layout and the layout it
+        needs its output's error in; memoised."""
+        out: dict = {None: None}
+        err: dict = {None: None}
+        for st in self.nodes[producer].strategies:
+            out[st.label], err[st.label] = st.out_layout, st.out_err_layout
+        self._out_layouts[producer] = out, err
+        return out, err
 
     def cost(self, levels: tuple[int, ...], conv: Conversion, producer: int, ptypes: tuple) -> Cost:
         """``conv`` summed over ``levels`` with the producer taking ``ptypes`` (levels after the
         lowest of ``levels`` may be None). ValueError for a pair this convention does not price
         (:func:`hypar.cost.hierarchical.check_pair`)."""
-        out_layouts, err_layouts = self.producer_tuples(producer, ptypes)
-        src, dst = (conv.layout, err_layouts) if conv.backward else (out_layouts, conv.layout)
+        out, err = self._layouts.get((producer, ptypes)) or self.producer_tuples(producer, ptypes)
+        side = (err if conv.backward else out)[:max(levels) + 1]
+        prices = self._prices.get((conv, levels))
+        hit = None if prices is None else prices.get(side)
+        return self._priced_row(levels, conv, [side])[0] if hit is None else hit
+
+    def table(self, levels: tuple[int, ...], convs: Sequence[Conversion], producer: int,
+              ptypes_list: Sequence[tuple], field: str) -> list[list[float]]:
+        """Cost field ``field`` (``bytes``, ``seconds`` or ``joules``) of :meth:`cost` for each of
+        ``convs`` (rows) with the producer taking each of ``ptypes_list`` (columns): the producer's
+        layouts read once per choice. ValueError as :meth:`cost`."""
         depth = max(levels) + 1
-        src, dst = src[:depth], dst[:depth]
-        key = (conv.view, src, dst, levels, conv.width_bytes)
-        hit = self._sums.get(key)
-        if hit is None:
-            if PARTIAL in src:
-                check_pair(src, dst)
-            hit = ZERO
-            for h in levels:
-                hit = hit + self.pricer.level_cost(h, conv.view, src, dst, conv.width_bytes)
-            self._sums[key] = hit
-        return hit
+        tuples = [self._layouts.get((producer, pt)) or self.producer_tuples(producer, pt) for pt in ptypes_list]
+        outs = [out[:depth] for out, _err in tuples]
+        errs = [err[:depth] for _out, err in tuples]
+        return [[getattr(c, field) for c in self._priced_row(levels, conv, errs if conv.backward else outs)]
+                for conv in convs]
+
+    def _priced_row(self, levels: tuple[int, ...], conv: Conversion, sides: list[tuple]) -> list[Cost]:
+        """``conv`` over ``levels`` with each of ``sides`` (the producer's layouts through the
+        lowest level: the source of a forward conversion, the target of a backward one), from the
+        memo of ``conv``'s prices by producer side."""
+        prices = self._prices.get((conv, levels))
+        if prices is None:
+            prices = self._prices[(conv, levels)] = {}
+        row = []
+        for side in sides:
+            hit = prices.get(side)
+            if hit is None:
+                fixed = conv.layout[:len(side)]
+                pair = (fixed, side) if conv.backward else (side, fixed)
+                hit = prices[side] = self._sum(conv.view, *pair, levels, conv.width_bytes)
+            row.append(hit)
+        return row
+
+    def _sum(self, view: tuple, src: tuple, dst: tuple, levels: tuple[int, ...], width_bytes: int | None) -> Cost:
+        """The price of ``src -> dst`` (prefixes through the lowest of ``levels``, ``width_bytes``
+        per element) summed over ``levels`` in order; the pair checked first (ValueError, see
+        :meth:`cost`)."""
+        if PARTIAL in src:
+            check_pair(src, dst)
+        total = ZERO
+        for h in levels:
+            total = total + self.pricer.level_cost(h, view, src, dst, width_bytes)
+        return total
 
     @staticmethod
     def passes(levels: list[int]) -> list[tuple[int, ...]]:

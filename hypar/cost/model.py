@@ -26,6 +26,9 @@ Which nodes are kept in each space, and the edges between them, is :mod:`hypar.c
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
 
 from hypar import graph as G
 from hypar.array import PEArray, split_counts
@@ -36,11 +39,11 @@ from hypar.cost.collectives import allreduce, convert, messages
 from hypar.cost.conventions import HierarchicalEdges, ReferenceEdges
 from hypar.cost.evaluation import Evaluation
 from hypar.cost.hierarchical import HierarchicalPricer
-from hypar.cost.price import OBJECTIVES, ZERO, Cost, collective_cost
+from hypar.cost.price import FIELD_OF, OBJECTIVES, ZERO, Cost, collective_cost
 from hypar.cost.repeats import Twins
 from hypar.cost.sharing import Conversion
-from hypar.cost.statistics import (STATS_QUANTITIES, StatsTerm, replicated_out_level_cost, stats_level_cost,
-                                   stats_term)
+from hypar.cost.statistics import (STATS_QUANTITIES, StatsTerm, quiet_labels, replicated_out_level_cost,
+                                   replicates_out, stats_level_cost, stats_term)
 from hypar.cost.strategies import FULL, Q_OUT, Q_WEIGHT, NodeModel, macs_view, quantity, tensor_view, weight_view
 from hypar.cost.structure import SPACES, EdgeModel, Structure
 from hypar.shards import group_shares
@@ -51,10 +54,8 @@ __all__ = ["OBJECTIVES", "SPACES", "Cost", "CostModel", "Evaluation"]
 
 def _decided(types: tuple) -> tuple:
     """The levels of ``types`` decided so far: its labels up to the first ``None``."""
-    n = 0
-    while n < len(types) and types[n] is not None:
-        n += 1
-    return tuple(types[:n])
+    types = tuple(types)
+    return types[:types.index(None)] if None in types else types
 
 
 class CostModel:
@@ -90,6 +91,8 @@ class CostModel:
         self._memory_cache: dict = {}               # by id(edge): the structure's edges live as long as the model
         self._sig_cache: dict = {}
         self._stats_terms: dict[int, StatsTerm | None] = {}
+        self._quiet: dict[int, frozenset[str]] = {}
+        self._products_of: dict[int, int] = {}
 
     # -- structure (read from self.structure)
     @property
@@ -199,6 +202,11 @@ class CostModel:
         that is the same ``2 (k_h - 1) k_I W``, with the same per-PE share (so the same time).
         The F_out all-reduce of a type-II level is the same derivation with F_out for dW (P at
         the type-II levels above, sharded by the I/III levels)."""
+        quiet = self._quiet.get(i)
+        if quiet is None:
+            quiet = self._quiet[i] = quiet_labels(self.nodes[i], self.pricer is not None)
+        if types[h] in quiet:
+            return ZERO
         key = (self.node_sig[i], tuple(types[:h + 1]))     # twins cost the same
         hit = self._intra_cache.get(key)
         if hit is None:
@@ -217,7 +225,7 @@ class CostModel:
             if term is not None:
                 layouts = tuple(node.strategy(label).out_layout for label in types[:h + 1])
                 total = stats_level_cost(self.pricer, term, layouts, h)
-            out_price = replicated_out_level_cost(self.pricer, node, types, h)
+            out_price = replicated_out_level_cost(self.pricer, node, types, h) if replicates_out(node) else None
             if out_price is not None:                  # F_out with a replicated level below a partial one
                 quantities = tuple(q for q in quantities if q != Q_OUT)
                 total = total + out_price
@@ -307,6 +315,15 @@ class CostModel:
         """:meth:`conversion_cost` summed over ``levels`` (a pass of :meth:`pricing_passes`)."""
         return self.edge_pricing.cost(levels, conv, producer, ptypes)
 
+    def conversion_values(self, levels: tuple[int, ...], convs: Sequence[Conversion], producer: int,
+                          ptypes_list: Sequence[tuple], objective: str) -> np.ndarray:
+        """The objective's value of :meth:`conversion_costs` for each of ``convs`` (rows) with the
+        producer taking each of ``ptypes_list`` (columns), as a float array of that shape, priced
+        in one pass (the same numbers as cell by cell). KeyError for an unknown objective;
+        ValueError as :meth:`conversion_cost`."""
+        rows = self.edge_pricing.table(levels, convs, producer, ptypes_list, FIELD_OF[objective])
+        return np.array(rows, dtype=float).reshape(len(convs), len(ptypes_list))
+
     def is_tied(self, assignment: list[tuple]) -> bool:
         """True when every node of a tied run has its tie class's types (:class:`Twins`)."""
         return self.twins.is_tied(assignment)
@@ -359,33 +376,37 @@ class CostModel:
 
     # -- compute and memory
     def _products(self, i: int) -> int:
-        """Matrix products per MAC count: forward, one backward per input needing an error, gradient."""
+        """Matrix products per MAC count: forward, one backward per input needing an error,
+        gradient; memoised."""
+        hit = self._products_of.get(i)
+        if hit is not None:
+            return hit
         lay = self.nodes[i].layer
-        if not lay.macs:
-            return 0
-        n = 1 + (1 if lay.weighted else 0)
-        slots = {self.edges[e].slot for e in self.in_edges[i] if self.edges[e].needs_error}
-        n += len(slots) if lay.kind != G.EMBEDDING else 0
+        n = 0
+        if lay.macs:
+            n = 1 + (1 if lay.weighted else 0)
+            slots = {self.edges[e].slot for e in self.in_edges[i] if self.edges[e].needs_error}
+            n += len(slots) if lay.kind != G.EMBEDDING else 0
+        self._products_of[i] = n
         return n
 
     def compute_cost(self, i: int, types: tuple) -> Cost:
         """Slowest PE's compute time (s) and total compute energy (J) of node i under ``types``
         (levels left None: the group's share split ideally below); bytes are 0."""
+        products = self._products(i)
+        if not products:
+            return ZERO
         key = (self.node_sig[i], _decided(types))          # twins cost the same
         hit = self._leaf_cache.get(key)
         if hit is not None:
             return hit
         node = self.nodes[i]
-        products = self._products(i)
-        if not products:
-            out = ZERO
-        else:
-            worst, joules = 0.0, 0.0
-            for (ck, dims), m in self.views(i, key[1]).items():
-                flops = 2.0 * macs_view(node, dims) * products
-                worst = max(worst, flops / (self.array.class_tflops(ck) * 1e12))
-                joules += m * flops * self.array.class_energy_pj_per_flop(ck) * 1e-12
-            out = Cost(0.0, worst, joules)
+        worst, joules = 0.0, 0.0
+        for (ck, dims), m in self.views(i, key[1]).items():
+            flops = 2.0 * macs_view(node, dims) * products
+            worst = max(worst, flops / (self.array.class_tflops(ck) * 1e12))
+            joules += m * flops * self.array.class_energy_pj_per_flop(ck) * 1e-12
+        out = Cost(0.0, worst, joules)
         self._leaf_cache[key] = out
         return out
 

@@ -14,6 +14,8 @@ from hypar.array import GroupClass, Level
 from hypar.vocab import Objective
 
 OBJECTIVES = Objective.values()   # what Cost.value can return: comm bytes, time seconds, energy joules
+# The Cost field each objective minimises.
+FIELD_OF = {"comm": "bytes", "time": "seconds", "energy": "joules"}
 
 # One group class's part in a collective: (group class, groups of that class, elements received
 # per subgroup in the class's child order, messages per subgroup).
@@ -34,7 +36,7 @@ class Cost:
     def value(self, objective: str) -> float:
         """The number an objective minimises: ``comm`` bytes, ``time`` seconds, ``energy`` joules
         (KeyError for another name)."""
-        return {"comm": self.bytes, "time": self.seconds, "energy": self.joules}[objective]
+        return getattr(self, FIELD_OF[objective])
 
 
 ZERO = Cost()

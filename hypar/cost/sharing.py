@@ -22,7 +22,7 @@ factor tables, group terms) use these rules.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hypar.cost.strategies import FULL, PARTIAL, NodeModel, Strategy
 from hypar.cost.structure import EdgeModel
@@ -50,6 +50,13 @@ class Conversion:
     view: tuple             # the tensor's signature (see above)
     layout: str | tuple     # forward: what the consumer reads; backward: the error it sends
     width_bytes: int | None = None   # bytes per element the model declares (None: training precision)
+    _hash: int = field(init=False, repr=False, compare=False)   # a memo key: hashed once
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.backward, self.view, self.layout, self.width_bytes)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def consumer_only(self) -> bool:
@@ -67,25 +74,59 @@ class Conversion:
         return self.layout, producer.out_err_layout
 
 
-def edge_conversions(e: EdgeModel, consumer: Strategy, view: tuple) -> tuple[Conversion, ...]:
+class Conversions:
+    """One :class:`Conversion` object per distinct value: a cost model's problems name the same
+    few conversions over and over (a few thousand distinct among hundreds of thousands asked
+    for), and one object each keeps the memos that hold them small."""
+
+    def __init__(self) -> None:
+        self._made: dict[tuple, Conversion] = {}
+
+    def get(self, backward: bool, view: tuple, layout: str | tuple, width_bytes: int | None = None) -> Conversion:
+        """The conversion with these fields (made on first use)."""
+        key = (backward, view, layout, width_bytes)
+        hit = self._made.get(key)
+        if hit is None:
+            hit = self._made[key] = Conversion(backward, view, layout, width_bytes)
+        return hit
+
+
+def edge_conversions(e: EdgeModel, consumer: Strategy, view: tuple,
+                     made: Conversions | None = None) -> tuple[Conversion, ...]:
     """What edge ``e`` alone needs when its consumer takes ``consumer`` and sees the tensor as
-    ``view``: the forward conversion, then the backward one if ``e`` carries an error."""
-    forward = Conversion(False, view, consumer.in_layouts[e.slot], e.tensor.elem_bytes)
+    ``view``: the forward conversion, then the backward one if ``e`` carries an error (objects
+    from ``made`` when given)."""
+    make = Conversion if made is None else made.get
+    forward = make(False, view, consumer.in_layouts[e.slot], e.tensor.elem_bytes)
     if not e.needs_error:
         return (forward,)
-    return forward, Conversion(True, view, consumer.in_err_layouts[e.slot], e.tensor.error_bytes)
+    return forward, make(True, view, consumer.in_err_layouts[e.slot], e.tensor.error_bytes)
 
 
-def full_conversions(e: EdgeModel, node: NodeModel, types: tuple, sig: tuple) -> tuple[Conversion, ...]:
-    """What edge ``e`` alone needs under ``hierarchical`` when its consumer ``node`` takes
-    ``types`` (None where undecided) and the tensor's root signature is ``sig``: the forward
-    conversion into its full input tuple, then the backward one out of its full error tuple."""
-    strategies = [None if label is None else node.strategy(label) for label in types]
-    forward = Conversion(False, sig, tuple(st and st.in_layouts[e.slot] for st in strategies), e.tensor.elem_bytes)
+def slot_layouts(node: NodeModel, slot: int) -> tuple[dict, dict]:
+    """Per label of ``node`` (and None, for a level not decided: None), the layout it reads on
+    input ``slot`` and the layout of the error it sends back there: the tables
+    :func:`full_conversions` maps a type tuple through."""
+    forward: dict = {None: None}
+    backward: dict = {None: None}
+    for st in node.strategies:
+        forward[st.label] = st.in_layouts[slot]
+        backward[st.label] = st.in_err_layouts[slot]
+    return forward, backward
+
+
+def full_conversions(e: EdgeModel, layouts: tuple[dict, dict], types: tuple, sig: tuple,
+                     made: Conversions | None = None) -> tuple[Conversion, ...]:
+    """What edge ``e`` alone needs under ``hierarchical`` when its consumer takes ``types`` (None
+    where undecided) and the tensor's root signature is ``sig``: the forward conversion into its
+    full input tuple, then the backward one out of its full error tuple. ``layouts``: the
+    consumer's :func:`slot_layouts` of ``e.slot`` (KeyError for a label the consumer lacks);
+    objects from ``made`` when given."""
+    make = Conversion if made is None else made.get
+    forward = make(False, sig, tuple(map(layouts[0].__getitem__, types)), e.tensor.elem_bytes)
     if not e.needs_error:
         return (forward,)
-    return forward, Conversion(True, sig, tuple(st and st.in_err_layouts[e.slot] for st in strategies),
-                               e.tensor.error_bytes)
+    return forward, make(True, sig, tuple(map(layouts[1].__getitem__, types)), e.tensor.error_bytes)
 
 
 def share_by(edges: list[EdgeModel], choices: Sequence[Sequence[tuple]] | Mapping[int, Sequence[tuple]],
@@ -101,18 +142,27 @@ def share_by(edges: list[EdgeModel], choices: Sequence[Sequence[tuple]] | Mappin
     needed (edge by edge, choice by choice, forward before backward), each one's needers in that
     order without repeats.
     """
-    shared: dict[Conversion, dict[tuple[int, int], None]] = {}
+    shared: dict[Conversion, list[tuple[int, int]]] = {}
+    # a (consumer, choice) can need one conversion twice only through two edges of one consumer
+    repeats = len({e.c for e in edges}) < len(edges)
     for e in edges:
         for t, types in enumerate(choices[e.c]):
+            needer = (e.c, t)
             for conv in keys_of(e, types):
-                shared.setdefault(conv, {})[(e.c, t)] = None
-    return {conv: list(needers) for conv, needers in shared.items()}
+                needers = shared.get(conv)
+                if needers is None:
+                    shared[conv] = [needer]
+                elif not (repeats and needer in needers):
+                    needers.append(needer)
+    return shared
 
 
 def share_conversions(edges: list[EdgeModel], choices: Sequence[Sequence[tuple]], level: int,
-                      nodes: list[NodeModel], view_of: ViewOf) -> dict[Conversion, list[tuple[int, int]]]:
+                      nodes: list[NodeModel], view_of: ViewOf,
+                      made: Conversions | None = None) -> dict[Conversion, list[tuple[int, int]]]:
     """The ``reference`` rule at ``level`` (module docstring), as :func:`share_by` returns it;
-    ``nodes``: the kept nodes; ``view_of``: see :data:`ViewOf`."""
+    ``nodes``: the kept nodes; ``view_of``: see :data:`ViewOf`; conversion objects from ``made``
+    when given."""
     def keys_of(e: EdgeModel, types: tuple) -> tuple[Conversion, ...]:
-        return edge_conversions(e, nodes[e.c].strategy(types[level]), view_of(e, types, level))
+        return edge_conversions(e, nodes[e.c].strategy(types[level]), view_of(e, types, level), made)
     return share_by(edges, choices, keys_of)

@@ -119,6 +119,25 @@ def _virtual_first(partial: tuple, virtual: str) -> tuple[tuple, tuple]:
     return tuple(src), tuple(tgt)
 
 
+def replicates_out(node: NodeModel) -> bool:
+    """Whether some type tuple of ``node`` makes :func:`replicated_out_level_cost` price anything:
+    it has an output, a strategy leaving the output partial (F_out all-reduced) and one leaving it
+    replicated without a reduction. False: that function returns None for every tuple."""
+    partial = [PARTIAL if Q_OUT in st.intra else st.out_layout for st in node.strategies]
+    return node.out_tensor is not None and PARTIAL in partial and FULL in partial
+
+
+def quiet_labels(node: NodeModel, hierarchical: bool) -> frozenset[str]:
+    """The labels of ``node`` whose level costs no collective inside the node whatever its other
+    levels take: no quantity all-reduced; under ``hierarchical`` (statistics and a replicated
+    F_out priced here) none for a node with statistics (:func:`stats_term`) or one that
+    :func:`replicates_out`, its statistics quantities set aside otherwise."""
+    if hierarchical and (stats_term(node) is not None or replicates_out(node)):
+        return frozenset()
+    return frozenset(st.label for st in node.strategies
+                     if not any(not hierarchical or q not in STATS_QUANTITIES for q in st.intra))
+
+
 def replicated_out_level_cost(pricer: HierarchicalPricer, node: NodeModel, types: tuple, h: int) -> Cost | None:
     """Level-h cost of the F_out conversion of ``node`` with ``types`` (levels 0..h read) when a
     level R in both (a strategy splitting nothing: a constant-index lookup's type I) lies below a
