@@ -4,7 +4,10 @@ of their tables kept per model across problems."""
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 from typing import Protocol
+
+import numpy as np
 
 from hypar.cost.price import Cost
 from hypar.cost.repeats import Twins
@@ -39,6 +42,10 @@ class PricedModel(Protocol):
 
     def conversion_costs(self, levels: tuple[int, ...], conv: Conversion, producer: int, ptypes: tuple) -> Cost:
         """One conversion summed over ``levels`` (CostModel.conversion_costs)."""
+
+    def conversion_values(self, levels: tuple[int, ...], convs: Sequence[Conversion], producer: int,
+                          ptypes_list: Sequence[tuple], objective: str) -> np.ndarray:
+        """Conversions x producer choices values (CostModel.conversion_values)."""
 
     def pricing_passes(self, levels: list[int]) -> list[tuple[int, ...]]:
         """Levels whose conversions share one key set (CostModel.pricing_passes)."""

@@ -7,36 +7,14 @@ says which), ``count`` times for a group of twin tensors.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import numpy as np
 
 from hypar.cost.priced import PricedModel, memo_of
-from hypar.cost.sharing import Conversion
 from hypar.cost.structure import EdgeModel
+from hypar.cost.tables import TensorCharges, consumer_costs, pair_costs, tensor_charges
 from hypar.ilp.problem import FactorTerm, GroupTerm
 
 FACTOR_MAX_ENTRIES = 729   # a fanned-out tensor becomes one exact factor term up to this table size
-
-
-@dataclass(frozen=True, slots=True)
-class _Charge:
-    """One shared conversion of a tensor in a problem: who needs it, and its objective value per
-    producer choice (summed over the pass's levels)."""
-
-    needers: list[tuple[int, int]]   # (consumer, choice index), first needed first
-    values: np.ndarray | float       # per producer choice; one float when ``independent``
-    independent: bool                # the value does not depend on the producer's choice
-
-    def mapped(self, var: tuple[int, ...], count: int) -> "_Charge":
-        """The charge on problem nodes (needer (c, t) as (var[c], t), repeats dropped), ``count``
-        times its value."""
-        needers = list(dict.fromkeys((var[c], t) for c, t in self.needers))
-        return _Charge(needers, self.values * count if count != 1 else self.values, self.independent)
-
-    def per_producer(self, n_choices: int) -> np.ndarray:
-        """The values as one per producer choice."""
-        return np.full(n_choices, self.values) if self.independent else self.values
 
 
 class Terms:
@@ -86,7 +64,7 @@ class Terms:
         if hit is None:
             hit = self.memo[key] = self._charges(levels, p, edges)
         charges = hit if count == 1 and self.var[p] == p and all(self.var[e.c] == e.c for e in edges) \
-            else [ch.mapped(self.var, count) for ch in hit]
+            else hit.mapped(self.var, count)
         P = self.var[p]
         if len(consumers) == 1:
             self._add_pair_costs(P, consumers[0], charges)
@@ -97,56 +75,28 @@ class Terms:
         else:
             self._add_groups(P, charges)
 
-    def _charges(self, levels: tuple[int, ...], p: int, edges: list[EdgeModel]) -> list[_Charge]:
+    def _charges(self, levels: tuple[int, ...], p: int, edges: list[EdgeModel]) -> TensorCharges:
         """The tensor's shared conversions (forward ones first, each in first-needed order) with
-        their values per producer choice, summed over ``levels``."""
-        shared = self.model.share(edges, self.choices, levels[0])
+        their values per producer choice, summed over ``levels`` (:func:`tensor_charges`)."""
         fixed_producer = not (self.model.producer_levels(levels) & self.free)
-        out = []
-        for conv, needers in sorted(shared.items(), key=lambda item: item[0].backward):
-            if conv.consumer_only or fixed_producer:
-                out.append(_Charge(needers, self._value(levels, conv, p, self.choices[p][0]), True))
-            else:
-                values = np.array([self._value(levels, conv, p, pt) for pt in self.choices[p]])
-                out.append(_Charge(needers, values, False))
-        return out
+        return tensor_charges(self.model, levels, p, edges, self.choices, self.objective, fixed_producer)
 
     def _consumer_costs(self, levels: tuple[int, ...], p: int, e: EdgeModel) -> list[float]:
-        """A tensor on one edge priced without reading the producer's free levels: each
-        consumer choice's conversions, for its own node cost (the same sums as the general path)."""
-        ptypes = self.choices[p][0]
-        own = []
-        for types in self.choices[e.c]:
-            total = 0.0
-            for conv in self.model.share([e], {e.c: [types]}, levels[0]):
-                total += self._value(levels, conv, p, ptypes)
-            own.append(total)
-        return own
+        """A tensor on one edge priced without reading the producer's free levels
+        (:func:`consumer_costs`)."""
+        return consumer_costs(self.model, levels, p, e, self.choices[p][0], self.choices[e.c], self.objective)
 
-    def _value(self, levels: tuple[int, ...], conv: Conversion, p: int, ptypes: tuple) -> float:
-        """The objective's value of ``conv`` over ``levels`` with the producer taking ``ptypes``."""
-        return self.model.conversion_costs(levels, conv, p, ptypes).value(self.objective)
-
-    def _add_pair_costs(self, p: int, c: int, charges: list[_Charge]) -> None:
+    def _add_pair_costs(self, p: int, c: int, charges: TensorCharges) -> None:
         """A tensor with one consumer (problem node): a (producer x consumer) matrix; what does
         not depend on the producer (partial errors under ``reference``, fixed lower levels) on
-        the consumer."""
-        mat = None
-        own = np.zeros(len(self.node_cost[c]))
-        for ch in charges:
-            if ch.independent:
-                for _c, t in ch.needers:
-                    own[t] += ch.values
-                continue
-            if mat is None:
-                mat = np.zeros((len(self.node_cost[p]), len(self.node_cost[c])))
-            mat[:, [t for _c, t in ch.needers]] += ch.values[:, None]
-        if own.any():
+        the consumer (:func:`pair_costs`)."""
+        own, mat = pair_costs(charges, len(self.node_cost[p]), len(self.node_cost[c]))
+        if any(own):
             self.node_cost[c] += own
         if mat is not None and mat.any():
             self._add_matrix(p, c, mat)
 
-    def _add_factor(self, p: int, consumers: list[int], charges: list[_Charge]) -> None:
+    def _add_factor(self, p: int, consumers: list[int], charges: TensorCharges) -> None:
         """A fanned-out tensor as one table over (producer, consumers...) choices: each conversion's
         cost wherever on the consumers' joint grid some needer is chosen, exactly as evaluate does."""
         pos = {c: j for j, c in enumerate(consumers)}
@@ -167,7 +117,7 @@ class Terms:
             consumers = [c for c in consumers if c != p]
         self.factors.append(FactorTerm((p,) + tuple(consumers), table))
 
-    def _add_groups(self, p: int, charges: list[_Charge]) -> None:
+    def _add_groups(self, p: int, charges: TensorCharges) -> None:
         """A widely fanned-out tensor: each conversion charged once per producer choice (once
         outright when independent of the producer) when any of its needers is chosen."""
         for ch in charges:
