@@ -176,28 +176,40 @@ def _infeasible(model: CostModel, settings: SolverSettings) -> InfeasibleError:
     """The error of a capacity no plan fits: the weights-stationary PEs' weight capacity (naming
     the smallest array that fits, :func:`smallest_fitting_array`) or the memory cap (naming the
     smallest footprint found)."""
-    if not fits_weights(model, _smallest_plan(model)):
-        return weights_infeasible(model)
-    need = _memory_of(model, smallest_memory(model)) / 1e9
+    smallest = smallest_memory(model)
+    plan = _least_weight_load(model, smallest)
+    if not fits_weights(model, plan):
+        return weights_infeasible(model, plan)
+    need = _memory_of(model, smallest) / 1e9
     return InfeasibleError.naming(f"no plan fits {settings.memory_cap_gb:g} GB per PE; the smallest footprint "
                                   f"hypar found is {need:.4g} GB per PE: pass {{memory_cap_gb}} "
                                   f"{need * 1.0001:.4g} or more, or use more PEs")
 
 
+def _least_weight_load(model: CostModel, plan: list[tuple]) -> list[tuple]:
+    """``plan`` with the weighted nodes at their least weight load on arrays with
+    weights-stationary PEs (:func:`hypar.cost.stationary.smallest_weight_plan`), else ``plan``."""
+    return smallest_weight_plan(model, plan) if model.array.weights_stationary else plan
+
+
 def _smallest_plan(model: CostModel) -> list[tuple]:
     """:func:`smallest_memory`, with the weighted nodes at their least weight load on arrays with
-    weights-stationary PEs (:func:`hypar.cost.stationary.smallest_weight_plan`)."""
-    plan = smallest_memory(model)
-    return smallest_weight_plan(model, plan) if model.array.weights_stationary else plan
+    weights-stationary PEs."""
+    return _least_weight_load(model, smallest_memory(model))
+
+
+def _top_subgroups_alike(array: PEArray) -> bool:
+    """True when the top level's subgroups hold the same PE kinds in the same order."""
+    below = array.n_pes // array.levels[0].fanout
+    return array.pes == array.pes[:below] * array.levels[0].fanout
 
 
 def _grown(array: PEArray, top_fanout: int) -> PEArray:
     """``array`` with its top level's fanout set to ``top_fanout`` (the top-level subgroups
     repeated), or, when those subgroups differ, ``top_fanout`` copies of the array under a new
     top level with the old top level's links."""
-    below = array.n_pes // array.levels[0].fanout
-    first = array.pes[:below]
-    if array.pes == first * array.levels[0].fanout:
+    if _top_subgroups_alike(array):
+        first = array.pes[:array.n_pes // array.levels[0].fanout]
         levels = (replace(array.levels[0], fanout=top_fanout),) + array.levels[1:]
         return replace(array, levels=levels, pes=first * top_fanout, _cache={})
     levels = (replace(array.levels[0], fanout=top_fanout),) + array.levels
@@ -212,7 +224,7 @@ def smallest_fitting_array(model: CostModel, max_pes: int = 1 << 16) -> PEArray 
     bisection finds the least (the smallest load can only fall as the fanout grows); each is
     checked by its smallest-load plan (:func:`hypar.cost.stationary.smallest_weight_plan`)."""
     array = model.array
-    grows_top = array.pes == array.pes[:array.n_pes // array.levels[0].fanout] * array.levels[0].fanout
+    grows_top = _top_subgroups_alike(array)
     unit_pes = array.n_pes // array.levels[0].fanout if grows_top else array.n_pes
     unit_cap = array.class_weight_capacity_bytes(array._key(0, unit_pes)) or 0.0
     total_bytes = sum(n.layer.weight_elements * G.element_bytes(n.layer.weight_bytes, array.dtype_bytes)
@@ -238,11 +250,12 @@ def smallest_fitting_array(model: CostModel, max_pes: int = 1 << 16) -> PEArray 
     return _grown(array, hi)
 
 
-def weights_infeasible(model: CostModel) -> InfeasibleError:
-    """The error of weights that fit no plan on ``model.array``'s weights-stationary PEs, naming
-    the smallest array that fits (:func:`smallest_fitting_array`)."""
+def weights_infeasible(model: CostModel, least_load_plan: list[tuple]) -> InfeasibleError:
+    """The error of weights that fit no plan on ``model.array``'s weights-stationary PEs (even
+    ``least_load_plan``, :func:`_smallest_plan`), naming the smallest array that fits
+    (:func:`smallest_fitting_array`)."""
     array = model.array
-    load = weights_total_load(model, _smallest_plan(model))
+    load = weights_total_load(model, least_load_plan)
     caps = sorted({k.weight_capacity_bytes for k in array.kinds.values() if k.weights_stationary})
     head = (f"the weights do not fit array {array.name!r}: even the plan that spreads them most fills "
             f"{load:.3g}x the weight capacity ({', '.join(f'{c / 1e6:g} MB' for c in caps)} per PE) "

@@ -88,7 +88,7 @@ class CostModel:
         self._eval_cache: dict = {}
         self._intra_cache: dict = {}
         self._edge_cost_cache: dict = {}
-        self._memory_cache: dict = {}               # by id(edge): the structure's edges live as long as the model
+        self._memory_cache: dict = {}
         self._sig_cache: dict = {}
         self._stats_terms: dict[int, StatsTerm | None] = {}
         self._quiet: dict[int, frozenset[str]] = {}

@@ -180,7 +180,7 @@ def _build_problem(model: PricedModel, choices: list[list[tuple]], labels: list[
     """A LevelProblem over ``variables`` (per node candidate type tuples ``choices``), with the
     tensors' costs at ``levels``; ``free``: the levels where the choices differ (the others are
     fixed); ``node_cost``: per problem node, its nodes' own costs."""
-    terms = Terms(model, choices, objective, node_cost, free, variables.var)
+    terms = Terms(model, choices, objective, node_cost, free, variables.var, variables.tied)
     for levels_of_pass in model.pricing_passes(levels):
         for (p, edges), count in _tensor_groups(model, variables):
             terms.add_tensor(levels_of_pass, p, edges, count)

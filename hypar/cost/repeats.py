@@ -27,6 +27,7 @@ Two relations, both read off a :class:`hypar.cost.structure.Structure` once:
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import cached_property
 
 import numpy as np
 
@@ -152,9 +153,9 @@ class Ties:
     node_class: tuple[int, ...]
     runs: tuple[Run, ...]
 
-    @property
+    @cached_property
     def in_run(self) -> tuple[bool, ...]:
-        """Per node, whether it lies in a tied block."""
+        """Per node, whether it lies in a tied block (computed once: every level problem reads it)."""
         inside = [False] * len(self.node_class)
         for run in self.runs:
             for i in run.tied_range:
@@ -166,9 +167,9 @@ class Ties:
         """Nodes of the structure."""
         return len(self.node_class)
 
-    @property
+    @cached_property
     def n_classes(self) -> int:
-        """Decision variables per level problem once tied (one per class)."""
+        """Decision variables per level problem once tied (one per class; computed once)."""
         return len(set(self.node_class))
 
     def summary(self, structure: Structure, tied: bool) -> dict:
@@ -187,11 +188,6 @@ class Ties:
                  "layers_per_block": r.period, "blocks": r.count, "tied_blocks": r.tied_blocks} for r in self.runs]
         return {"tied": tied, "runs": runs, "blocks_tied": sum(r.tied_blocks for r in self.runs) if tied else 0,
                 "untied_size": untied_size, "tied_size": tied_size}
-
-    @classmethod
-    def untied(cls, n_nodes: int) -> "Ties":
-        """Every node its own class."""
-        return cls(tuple(range(n_nodes)), ())
 
 
 def find_ties(structure: Structure, node_sig: list[int]) -> Ties:

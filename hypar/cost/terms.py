@@ -7,6 +7,7 @@ says which), ``count`` times for a group of twin tensors.
 from __future__ import annotations
 
 import math
+
 import numpy as np
 
 from hypar.cost.priced import PricedModel, memo_of
@@ -20,16 +21,18 @@ FACTOR_MAX_ENTRIES = 729   # a fanned-out tensor becomes one exact factor term u
 class Terms:
     """The terms of a problem under construction: node costs (added to in place), pair matrices
     per (producer, consumer) in first-charged order, group terms and factor terms, all over
-    problem nodes (``var[i]``: node i's); tensors are priced on the nodes themselves."""
+    problem nodes (``var[i]``: node i's; ``tied``: some problem node stands for several nodes);
+    tensors are priced on the nodes themselves."""
 
     def __init__(self, model: PricedModel, choices: list[list[tuple]], objective: str, node_cost: list[np.ndarray],
-                 free: set[int], var: tuple[int, ...]):
+                 free: set[int], var: tuple[int, ...], tied: bool):
         self.model = model
         self.choices = choices
         self.objective = objective
         self.node_cost = node_cost
         self.free = free
         self.var = var
+        self.tied = tied
         self.edge_index: dict[tuple[int, int], int] = {}
         self.edges: list[tuple[int, int]] = []
         self.edge_cost: list[np.ndarray] = []
@@ -39,7 +42,7 @@ class Terms:
         self.choice_keys: dict[int, tuple] = {}
 
     def _key(self, levels: tuple[int, ...], edges: list[EdgeModel], fixed_producer: bool) -> tuple:
-        """The memo key of a tensor's terms (see :data:`_MEMO`)."""
+        """The memo key of a tensor's terms (see :data:`hypar.cost.priced._MEMO`)."""
         def choices_of(i: int) -> tuple:
             hit = self.choice_keys.get(i)
             if hit is None:
@@ -62,9 +65,9 @@ class Terms:
             return
         consumers = sorted({self.var[e.c] for e in edges})
         if hit is None:
-            hit = self.memo[key] = self._charges(levels, p, edges)
-        charges = hit if count == 1 and self.var[p] == p and all(self.var[e.c] == e.c for e in edges) \
-            else hit.mapped(self.var, count)
+            hit = self.memo[key] = tensor_charges(self.model, levels, p, edges, self.choices, self.objective,
+                                                  fixed_producer)
+        charges = hit.mapped(self.var, count) if self.tied else hit
         P = self.var[p]
         if len(consumers) == 1:
             self._add_pair_costs(P, consumers[0], charges)
@@ -74,12 +77,6 @@ class Terms:
             self._add_factor(P, consumers, charges)
         else:
             self._add_groups(P, charges)
-
-    def _charges(self, levels: tuple[int, ...], p: int, edges: list[EdgeModel]) -> TensorCharges:
-        """The tensor's shared conversions (forward ones first, each in first-needed order) with
-        their values per producer choice, summed over ``levels`` (:func:`tensor_charges`)."""
-        fixed_producer = not (self.model.producer_levels(levels) & self.free)
-        return tensor_charges(self.model, levels, p, edges, self.choices, self.objective, fixed_producer)
 
     def _consumer_costs(self, levels: tuple[int, ...], p: int, e: EdgeModel) -> list[float]:
         """A tensor on one edge priced without reading the producer's free levels
