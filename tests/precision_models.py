@@ -52,13 +52,18 @@ def _model(nodes: list, inits: list, io_type: int, opset: int, name: str) -> onn
     return model
 
 
-def int8_model() -> onnx.ModelProto:
-    """The QDQ int8 model (module docstring)."""
-    qdq, q_inits = _qdq_nodes("h", "h_dq", np.float32)
-    w2, w2_inits = _int8_weight("w2", np.float32)
+def _qdq_pair_model(float_type: type, io_type: int, opset: int, name: str) -> onnx.ModelProto:
+    """fc1 -> an int8 QDQ pair -> fc2 with an int8 weight, every float tensor in ``float_type``."""
+    qdq, q_inits = _qdq_nodes("h", "h_dq", float_type)
+    w2, w2_inits = _int8_weight("w2", float_type)
     nodes = [helper.make_node("Gemm", ["x", "w1"], ["h"], name="fc1"), *qdq, *w2,
              helper.make_node("Gemm", ["h_dq", "w2"], ["y"], name="fc2")]
-    return _model(nodes, [_w("w1", 1, np.float32), *q_inits, *w2_inits], TensorProto.FLOAT, 17, "int8_pair")
+    return _model(nodes, [_w("w1", 1, float_type), *q_inits, *w2_inits], io_type, opset, name)
+
+
+def int8_model() -> onnx.ModelProto:
+    """The QDQ int8 model (module docstring)."""
+    return _qdq_pair_model(np.float32, TensorProto.FLOAT, 17, "int8_pair")
 
 
 def fp16_model() -> onnx.ModelProto:
@@ -70,8 +75,4 @@ def fp16_model() -> onnx.ModelProto:
 
 def mix_model() -> onnx.ModelProto:
     """fp16 with an int8 QDQ pair and an int8 weight (module docstring)."""
-    qdq, q_inits = _qdq_nodes("h", "h_dq", np.float16)
-    w2, w2_inits = _int8_weight("w2", np.float16)
-    nodes = [helper.make_node("Gemm", ["x", "w1"], ["h"], name="fc1"), *qdq, *w2,
-             helper.make_node("Gemm", ["h_dq", "w2"], ["y"], name="fc2")]
-    return _model(nodes, [_w("w1", 1, np.float16), *q_inits, *w2_inits], TensorProto.FLOAT16, 19, "mix_pair")
+    return _qdq_pair_model(np.float16, TensorProto.FLOAT16, 19, "mix_pair")
